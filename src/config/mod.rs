@@ -1,0 +1,2 @@
+//! Configuration: raw serde layer → `validate()` → typed [`types::Config`].
+pub mod types;

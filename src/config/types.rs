@@ -1,0 +1,210 @@
+//! Typed configuration: what `validate()` produces from the raw TOML layer.
+//!
+//! Everything here is already checked: addresses parsed, durations converted,
+//! references between frontends and backends resolved. The runtime builds its
+//! snapshot from these types only.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// File the configuration came from (None for quick mode / demo).
+    pub source: Option<PathBuf>,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    /// Frontends by name, in name order.
+    pub frontends: BTreeMap<String, FrontendConfig>,
+    /// Backends by name, in name order.
+    pub backends: BTreeMap<String, BackendConfig>,
+}
+
+/// The admin listener (dashboard, JSON API, metrics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// None disables the admin listener.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Access log settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    pub access: AccessLog,
+}
+
+/// Where and how access log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    /// One HAProxy-httplog-like text line per request on stdout.
+    Text,
+    /// One JSON object per request on stdout.
+    Json,
+}
+
+/// Protocol a frontend speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Http,
+    Tcp,
+}
+
+/// A listening side: addresses, the default backend and routing rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrontendConfig {
+    pub name: String,
+    pub mode: Mode,
+    pub listen: Vec<SocketAddr>,
+    /// Backend used when no route matches (None: 503 when nothing matches).
+    pub backend: Option<String>,
+    /// Routes in file order; the first match wins.
+    pub routes: Vec<Route>,
+    pub timeouts: FrontendTimeouts,
+    /// Largest request head (request line + headers) accepted, in bytes (431 beyond).
+    pub max_header_bytes: usize,
+}
+
+/// Client-side timeouts (HAProxy `timeout http-request`, `timeout http-keep-alive`, `timeout client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrontendTimeouts {
+    /// The whole request head must arrive within this time (slowloris defence).
+    pub client_header: Duration,
+    /// An idle keep-alive client connection is closed after this time.
+    pub client_idle: Duration,
+}
+
+/// One routing rule. Both conditions, when present, must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub host: Option<HostMatch>,
+    pub path_prefix: Option<String>,
+    pub backend: String,
+}
+
+/// How a route matches the request's host (port stripped, compared case-insensitively).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `api.example.com`, stored lower-case.
+    Exact(String),
+    /// `*.example.com`: stored as the lower-case suffix `.example.com`; matches one or more labels.
+    Suffix(String),
+}
+
+/// Balancing algorithm names as they appear in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    RoundRobin,
+    LeastConn,
+    Random,
+    Source,
+    Uri,
+    First,
+}
+
+/// A pool of servers and how traffic is spread and checked across them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    pub name: String,
+    pub balance: Algorithm,
+    /// Extra attempts on a different server after a connection failure.
+    pub retries: u32,
+    pub timeouts: BackendTimeouts,
+    /// Idle keep-alive connections kept per server.
+    pub pool_max_idle: usize,
+    pub health: HealthConfig,
+    pub passive: PassiveConfig,
+    pub servers: Vec<ServerConfig>,
+}
+
+/// Upstream-side timeouts (HAProxy `timeout connect`, `timeout server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendTimeouts {
+    pub connect: Duration,
+    /// Time to wait for the upstream's response head.
+    pub response: Duration,
+    /// Idle pooled upstream connections are closed after this time.
+    pub pool_idle: Duration,
+}
+
+/// One upstream server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    /// 1..=256 like HAProxy.
+    pub weight: u32,
+    /// Used only when no primary server is usable.
+    pub backup: bool,
+    /// Concurrent connection cap (used by `first`; queueing comes with issue 5).
+    pub maxconn: Option<u32>,
+    /// Administrative state at start-up.
+    pub admin: AdminState,
+}
+
+/// Administrative state, HAProxy's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminState {
+    /// Takes traffic.
+    Ready,
+    /// No new sessions; existing ones finish.
+    Drain,
+    /// No traffic at all.
+    Maint,
+}
+
+/// Active health checking of a backend's servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// None: checks off, servers are considered up.
+    pub check: Option<CheckKind>,
+    pub interval: Duration,
+    /// Interval used while a server is between states (HAProxy `fastinter`).
+    pub fast_interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Check this port instead of the server's (HAProxy `port`).
+    pub port: Option<u16>,
+    /// Check this address instead of the server's (HAProxy `addr`).
+    pub address: Option<IpAddr>,
+}
+
+/// What an active check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Succeeds when a TCP connection is established.
+    Tcp,
+    /// Sends an HTTP/1.1 request and compares the status.
+    Http {
+        method: String,
+        path: String,
+        host: Option<String>,
+        expect: StatusRange,
+    },
+}
+
+/// Inclusive range of acceptable HTTP status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl StatusRange {
+    /// True when `status` lies in the range.
+    pub fn contains(&self, status: u16) -> bool {
+        (self.min..=self.max).contains(&status)
+    }
+}
+
+/// Passive health (nginx `max_fails` / `fail_timeout`): a server that fails
+/// `max_fails` consecutive requests is ejected for `fail_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveConfig {
+    /// 0 disables passive ejection.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+}

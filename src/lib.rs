@@ -1,0 +1,12 @@
+//! fulcrum: a high-availability load balancer in one daemon.
+//!
+//! Data flows config → runtime snapshot → listeners → balancer → server; facts
+//! (health, connection counts, VRRP state) flow back into per-server shared state.
+//! See README.md, "Architecture".
+
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod health;
+pub mod runtime;
+pub mod vrrp;

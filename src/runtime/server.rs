@@ -1,0 +1,230 @@
+//! Per-server live state shared by the balancer, the proxy, health checks,
+//! the admin API and metrics. Everything on the request path is an atomic.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::types::{AdminState, ServerConfig};
+
+/// Outcome of the latest active health check, for status pages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// True when the check succeeded.
+    pub ok: bool,
+    /// Short human reason ("HTTP 200", "connection refused", "timeout after 1s").
+    pub detail: String,
+    /// How long the check took.
+    pub latency: Duration,
+    /// When the check finished (time since the process epoch).
+    pub at: Duration,
+}
+
+/// Identity of a server: state survives a reload when this is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerKey {
+    pub backend: String,
+    pub name: String,
+    pub address: SocketAddr,
+}
+
+/// Live state of one upstream server.
+#[derive(Debug)]
+pub struct ServerState {
+    pub key: ServerKey,
+    /// Process-wide epoch used for the millisecond timestamps below.
+    epoch: Instant,
+    weight: AtomicU32,
+    backup: AtomicBool,
+    maxconn: AtomicU32,
+    admin: AtomicU8,
+    up: AtomicBool,
+    /// Passive health: consecutive failed requests.
+    consecutive_fails: AtomicU32,
+    /// Passive health: ejected until this many ms after `epoch` (0 = not ejected).
+    ejected_until_ms: AtomicU64,
+    active: AtomicU32,
+    total: AtomicU64,
+    failures: AtomicU64,
+    last_check: Mutex<Option<CheckReport>>,
+}
+
+fn admin_to_u8(a: AdminState) -> u8 {
+    match a {
+        AdminState::Ready => 0,
+        AdminState::Drain => 1,
+        AdminState::Maint => 2,
+    }
+}
+
+fn admin_from_u8(v: u8) -> AdminState {
+    match v {
+        1 => AdminState::Drain,
+        2 => AdminState::Maint,
+        _ => AdminState::Ready,
+    }
+}
+
+impl ServerState {
+    /// A new server. `initially_up` is true when the backend has no active checks.
+    pub fn new(backend: &str, cfg: &ServerConfig, epoch: Instant, initially_up: bool) -> Self {
+        ServerState {
+            key: ServerKey {
+                backend: backend.to_string(),
+                name: cfg.name.clone(),
+                address: cfg.address,
+            },
+            epoch,
+            weight: AtomicU32::new(cfg.weight),
+            backup: AtomicBool::new(cfg.backup),
+            maxconn: AtomicU32::new(cfg.maxconn.unwrap_or(0)),
+            admin: AtomicU8::new(admin_to_u8(cfg.admin)),
+            up: AtomicBool::new(initially_up),
+            consecutive_fails: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            active: AtomicU32::new(0),
+            total: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_check: Mutex::new(None),
+        }
+    }
+
+    /// Apply the non-identity settings of a (re)loaded server config.
+    pub fn update_settings(&self, cfg: &ServerConfig) {
+        self.weight.store(cfg.weight, Ordering::Relaxed);
+        self.backup.store(cfg.backup, Ordering::Relaxed);
+        self.maxconn
+            .store(cfg.maxconn.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn name(&self) -> &str {
+        &self.key.name
+    }
+    pub fn address(&self) -> SocketAddr {
+        self.key.address
+    }
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+    pub fn set_weight(&self, w: u32) {
+        self.weight.store(w, Ordering::Relaxed);
+    }
+    pub fn is_backup(&self) -> bool {
+        self.backup.load(Ordering::Relaxed)
+    }
+    /// None when unlimited.
+    pub fn maxconn(&self) -> Option<u32> {
+        match self.maxconn.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+    pub fn admin(&self) -> AdminState {
+        admin_from_u8(self.admin.load(Ordering::Relaxed))
+    }
+    pub fn set_admin(&self, a: AdminState) {
+        self.admin.store(admin_to_u8(a), Ordering::Relaxed);
+    }
+    /// Health as seen by active checks.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+    /// Set by the health checker; returns the previous value.
+    pub fn set_up(&self, up: bool) -> bool {
+        self.up.swap(up, Ordering::Relaxed)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// True while passive health has ejected the server.
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && self.now_ms() < until
+    }
+
+    /// Eligible for new traffic: ready, up and not ejected.
+    pub fn is_usable(&self) -> bool {
+        self.admin() == AdminState::Ready && self.is_up() && !self.is_ejected()
+    }
+
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Count a new request/connection; the guard decrements `active` on drop.
+    pub fn begin(self: &std::sync::Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard {
+            server: self.clone(),
+        }
+    }
+
+    /// Passive health: a request to this server succeeded.
+    pub fn record_success(&self) {
+        if self.consecutive_fails.load(Ordering::Relaxed) != 0 {
+            self.consecutive_fails.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Passive health: a request failed (connect error, reset, timeout).
+    /// Returns true when this failure ejected the server.
+    pub fn record_failure(&self, max_fails: u32, fail_timeout: Duration) -> bool {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if max_fails == 0 {
+            return false;
+        }
+        let n = self.consecutive_fails.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= max_fails && !self.is_ejected() {
+            let until = self.now_ms() + fail_timeout.as_millis() as u64;
+            self.ejected_until_ms.store(until.max(1), Ordering::Relaxed);
+            self.consecutive_fails.store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Store the latest active check outcome.
+    pub fn set_last_check(&self, report: CheckReport) {
+        if let Ok(mut g) = self.last_check.lock() {
+            *g = Some(report);
+        }
+    }
+
+    /// The latest active check outcome, if any check ran.
+    pub fn last_check(&self) -> Option<CheckReport> {
+        self.last_check.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Time since the process epoch (for check report timestamps).
+    pub fn since_epoch(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+}
+
+/// Holds one unit of a server's `active` count; decrements it on drop.
+#[derive(Debug)]
+pub struct ActiveGuard {
+    server: std::sync::Arc<ServerState>,
+}
+
+impl ActiveGuard {
+    pub fn server(&self) -> &std::sync::Arc<ServerState> {
+        &self.server
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.server.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,1 @@
+//! vrrp (in progress)
