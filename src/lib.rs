@@ -8,5 +8,6 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod proxy;
 pub mod runtime;
 pub mod vrrp;

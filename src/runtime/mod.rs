@@ -1,2 +1,343 @@
-//! Live state: the snapshot read per request, per-server atomics, and `Runtime::apply`.
+//! Live state: the snapshot read per request, per-server atomics, and
+//! [`Runtime::apply`], the one function through which every change goes.
+
+pub mod change;
+pub mod conns;
 pub mod server;
+pub mod snapshot;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{watch, Mutex};
+
+use crate::balance::Balancer;
+use crate::config::types::{Config, HealthConfig, Mode};
+
+pub use change::Change;
+pub use conns::ConnTracker;
+pub use server::{ServerKey, ServerState};
+pub use snapshot::{BackendRt, FrontendRt, Snapshot};
+
+/// Why a change was refused. Nothing was changed when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("unknown backend `{0}`")]
+    UnknownBackend(String),
+    #[error("unknown server `{0}/{1}`")]
+    UnknownServer(String, String),
+    #[error("server `{backend}/{server}` still has {active} active connection(s); drain it first or use force")]
+    Busy {
+        backend: String,
+        server: String,
+        active: u32,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot listen on {addr} for frontend `{frontend}`: {source}")]
+    Bind {
+        addr: SocketAddr,
+        frontend: String,
+        source: std::io::Error,
+    },
+}
+
+struct ListenerEntry {
+    frontend: String,
+    mode: Mode,
+    stop: watch::Sender<bool>,
+}
+
+struct CheckerEntry {
+    health: HealthConfig,
+    stop: watch::Sender<bool>,
+}
+
+/// What only `apply` touches: running listeners and health checkers.
+#[derive(Default)]
+struct Control {
+    listeners: HashMap<SocketAddr, ListenerEntry>,
+    checkers: HashMap<ServerKey, CheckerEntry>,
+}
+
+/// The running load balancer's state.
+pub struct Runtime {
+    snapshot: ArcSwap<Snapshot>,
+    epoch: Instant,
+    started: SystemTime,
+    control: Mutex<Control>,
+    /// Open client connections, for graceful shutdown.
+    pub conns: ConnTracker,
+    draining: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("generation", &self.snapshot.load().generation)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Start with `config`: bind its listeners, start health checks.
+    pub async fn start(config: Config) -> Result<Arc<Runtime>, ApplyError> {
+        let empty = Snapshot {
+            generation: 0,
+            config: Arc::new(Config {
+                source: None,
+                admin: config.admin.clone(),
+                log: config.log,
+                frontends: BTreeMap::new(),
+                backends: BTreeMap::new(),
+            }),
+            frontends: HashMap::new(),
+            backends: BTreeMap::new(),
+        };
+        let (draining, _) = watch::channel(false);
+        let rt = Arc::new(Runtime {
+            snapshot: ArcSwap::from_pointee(empty),
+            epoch: Instant::now(),
+            started: SystemTime::now(),
+            control: Mutex::new(Control::default()),
+            conns: ConnTracker::default(),
+            draining,
+        });
+        rt.apply(Change::Reload(Box::new(config))).await?;
+        Ok(rt)
+    }
+
+    /// The current snapshot (one atomic load).
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The current snapshot as an owned `Arc`.
+    pub fn snapshot_arc(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// When the process started.
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// Time since the runtime started.
+    pub fn uptime(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// Addresses actually bound, by frontend (useful when a config asked for port 0).
+    pub async fn bound_addresses(&self) -> Vec<(String, SocketAddr)> {
+        let c = self.control.lock().await;
+        let mut v: Vec<_> = c
+            .listeners
+            .iter()
+            .map(|(a, l)| (l.frontend.clone(), *a))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A receiver that turns true when the process starts draining for shutdown.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
+    }
+
+    /// Apply one change: build the next snapshot from the current one, bind new
+    /// listeners, publish, then retire what is no longer needed. Server state
+    /// (health, counters, connections) survives when a server's identity
+    /// (backend, name, address) is unchanged. On error nothing changes.
+    pub async fn apply(self: &Arc<Self>, change: Change) -> Result<u64, ApplyError> {
+        let mut control = self.control.lock().await;
+        let current = self.snapshot.load_full();
+        let reload = matches!(change, Change::Reload(_));
+        let config = change::next_config(&current, change)?;
+        let next = self.build_snapshot(&current, config, reload);
+
+        // Bind every new listen address before publishing, so a port that is
+        // taken refuses the whole change instead of half-applying it.
+        let mut desired: HashMap<SocketAddr, (String, Mode)> = HashMap::new();
+        for fe in next.config.frontends.values() {
+            for a in &fe.listen {
+                desired.insert(*a, (fe.name.clone(), fe.mode));
+            }
+        }
+        let mut to_stop = Vec::new();
+        for (addr, entry) in &control.listeners {
+            match desired.get(addr) {
+                Some((name, mode)) if *name == entry.frontend && *mode == entry.mode => {}
+                _ => to_stop.push(*addr),
+            }
+        }
+        // A listener whose address is reused by another frontend must let go first.
+        for addr in &to_stop {
+            if desired.contains_key(addr) {
+                if let Some(e) = control.listeners.remove(addr) {
+                    let _ = e.stop.send(true);
+                }
+            }
+        }
+        let mut bound = Vec::new();
+        for (addr, (name, mode)) in &desired {
+            if control.listeners.contains_key(addr) {
+                continue;
+            }
+            match crate::proxy::listener::bind(*addr) {
+                Ok(l) => bound.push((*addr, name.clone(), *mode, l)),
+                Err(source) => {
+                    return Err(ApplyError::Bind {
+                        addr: *addr,
+                        frontend: name.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+
+        let generation = next.generation;
+        self.snapshot.store(Arc::new(next));
+
+        for addr in to_stop {
+            if let Some(e) = control.listeners.remove(&addr) {
+                let _ = e.stop.send(true);
+            }
+        }
+        for (addr, frontend, mode, listener) in bound {
+            let (stop, stop_rx) = watch::channel(false);
+            let local = listener.local_addr().unwrap_or(addr);
+            crate::proxy::listener::spawn(self.clone(), frontend.clone(), mode, listener, stop_rx);
+            // Key by the configured address; port 0 resolves to `local` in logs.
+            if local != addr {
+                tracing::info!(%local, %frontend, "listening (ephemeral port)");
+            }
+            control.listeners.insert(addr, ListenerEntry { frontend, mode, stop });
+        }
+        self.sync_checkers(&mut control);
+        tracing::info!(generation, "configuration applied");
+        Ok(generation)
+    }
+
+    fn build_snapshot(&self, current: &Snapshot, config: Config, reload: bool) -> Snapshot {
+        let mut backends = BTreeMap::new();
+        for (name, bc) in &config.backends {
+            let old_backend = current.backends.get(name);
+            let checks_on = bc.health.check.is_some();
+            let servers: Vec<Arc<ServerState>> = bc
+                .servers
+                .iter()
+                .map(|sc| {
+                    let reuse = old_backend.and_then(|ob| {
+                        ob.servers
+                            .iter()
+                            .find(|s| s.name() == sc.name && s.address() == sc.address)
+                    });
+                    match reuse {
+                        Some(s) => {
+                            s.update_settings(sc);
+                            // A reload applies the file's admin state only when the
+                            // file changed it, so a drain done through the API
+                            // survives an unrelated reload.
+                            if reload {
+                                let file_before = current
+                                    .config
+                                    .backends
+                                    .get(name)
+                                    .and_then(|b| b.servers.iter().find(|o| o.name == sc.name))
+                                    .map(|o| o.admin);
+                                if file_before != Some(sc.admin) {
+                                    s.set_admin(sc.admin);
+                                }
+                            }
+                            if !checks_on {
+                                s.set_up(true);
+                            }
+                            s.clone()
+                        }
+                        None => Arc::new(ServerState::new(name, sc, self.epoch, !checks_on)),
+                    }
+                })
+                .collect();
+            let weights: Vec<u32> = bc.servers.iter().map(|s| s.weight).collect();
+            backends.insert(
+                name.clone(),
+                Arc::new(BackendRt {
+                    config: bc.clone(),
+                    balancer: Balancer::new(bc.balance, &weights),
+                    servers,
+                }),
+            );
+        }
+        let mut frontends = HashMap::new();
+        for (name, fc) in &config.frontends {
+            let routes = fc
+                .routes
+                .iter()
+                .filter_map(|r| backends.get(&r.backend).map(|b| (r.clone(), Arc::clone(b))))
+                .collect();
+            let default = fc.backend.as_ref().and_then(|b| backends.get(b)).cloned();
+            frontends.insert(
+                name.clone(),
+                Arc::new(FrontendRt {
+                    config: fc.clone(),
+                    routes,
+                    default,
+                }),
+            );
+        }
+        Snapshot {
+            generation: current.generation + 1,
+            config: Arc::new(config),
+            frontends,
+            backends,
+        }
+    }
+
+    /// Start checkers for new servers or changed health settings; stop the rest.
+    fn sync_checkers(&self, control: &mut Control) {
+        let snap = self.snapshot.load();
+        let mut wanted: HashMap<ServerKey, (Arc<ServerState>, HealthConfig)> = HashMap::new();
+        for b in snap.backends.values() {
+            if b.config.health.check.is_none() {
+                continue;
+            }
+            for s in &b.servers {
+                wanted.insert(s.key.clone(), (s.clone(), b.config.health.clone()));
+            }
+        }
+        control.checkers.retain(|key, entry| {
+            let keep = wanted.get(key).is_some_and(|(_, h)| *h == entry.health);
+            if !keep {
+                let _ = entry.stop.send(true);
+            }
+            keep
+        });
+        for (key, (server, health)) in wanted {
+            if control.checkers.contains_key(&key) {
+                continue;
+            }
+            let (stop, stop_rx) = watch::channel(false);
+            crate::health::spawn_checker(server, health.clone(), stop_rx);
+            control.checkers.insert(key, CheckerEntry { health, stop });
+        }
+    }
+
+    /// Graceful stop: close listeners, stop checks, let open connections
+    /// finish their current request (up to `grace`), then return.
+    pub async fn shutdown(&self, grace: Duration) {
+        {
+            let mut control = self.control.lock().await;
+            for (_, l) in control.listeners.drain() {
+                let _ = l.stop.send(true);
+            }
+            for (_, c) in control.checkers.drain() {
+                let _ = c.stop.send(true);
+            }
+        }
+        let _ = self.draining.send(true);
+        self.conns.wait_idle(grace).await;
+    }
+}

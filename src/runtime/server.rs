@@ -48,6 +48,8 @@ pub struct ServerState {
     total: AtomicU64,
     failures: AtomicU64,
     last_check: Mutex<Option<CheckReport>>,
+    /// Idle keep-alive connections to this server (survive reloads with the server).
+    pub pool: crate::proxy::pool::Pool,
 }
 
 fn admin_to_u8(a: AdminState) -> u8 {
@@ -87,6 +89,7 @@ impl ServerState {
             total: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             last_check: Mutex::new(None),
+            pool: Default::default(),
         }
     }
 

@@ -1,0 +1,109 @@
+//! The raw layer: exactly what the TOML file says, with source spans, before any
+//! checking. `deny_unknown_fields` everywhere so a typo is an error, not a silent default.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub(crate) type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub admin: Option<S<RawAdmin>>,
+    #[serde(default)]
+    pub log: Option<RawLog>,
+    #[serde(default)]
+    pub frontends: BTreeMap<String, S<RawFrontend>>,
+    #[serde(default)]
+    pub backends: BTreeMap<String, S<RawBackend>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub listen: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    /// "text" (default), "json" or "off".
+    pub access: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFrontend {
+    pub mode: Option<S<String>>,
+    pub listen: S<Vec<S<String>>>,
+    pub backend: Option<S<String>>,
+    #[serde(default)]
+    pub routes: Vec<S<RawRoute>>,
+    pub client_header_timeout: Option<S<String>>,
+    pub client_idle_timeout: Option<S<String>>,
+    pub max_header_bytes: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub host: Option<S<String>>,
+    pub path_prefix: Option<S<String>>,
+    pub backend: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub balance: Option<S<String>>,
+    pub retries: Option<S<i64>>,
+    pub connect_timeout: Option<S<String>>,
+    pub response_timeout: Option<S<String>>,
+    pub pool_idle_timeout: Option<S<String>>,
+    pub pool_max_idle: Option<S<i64>>,
+    pub health: Option<S<RawHealth>>,
+    pub passive: Option<S<RawPassive>>,
+    #[serde(default)]
+    pub servers: Vec<S<RawServer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    /// "http", "tcp" or "none".
+    pub kind: S<String>,
+    pub method: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub host: Option<S<String>>,
+    /// 200, or "200-399", or "2xx".
+    pub expect_status: Option<S<toml::Value>>,
+    pub interval: Option<S<String>>,
+    pub fast_interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub rise: Option<S<i64>>,
+    pub fall: Option<S<i64>>,
+    pub port: Option<S<i64>>,
+    pub address: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPassive {
+    pub max_fails: Option<S<i64>>,
+    pub fail_timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub name: S<String>,
+    pub address: S<String>,
+    pub weight: Option<S<i64>>,
+    pub backup: Option<bool>,
+    pub maxconn: Option<S<i64>>,
+    /// "ready" (default), "drain" or "maint".
+    pub state: Option<S<String>>,
+}

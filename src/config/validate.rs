@@ -1,0 +1,493 @@
+//! `validate()`: raw spanned config → typed [`Config`], collecting every error
+//! with its position and a hint instead of stopping at the first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::duration::parse_duration;
+use super::error::{ConfigError, Locator};
+use super::raw::*;
+use super::types::*;
+
+/// Defaults, HAProxy-like (Debian's stock haproxy.cfg: connect 5s, client/server 50s).
+pub mod defaults {
+    use std::time::Duration;
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(50);
+    pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const POOL_MAX_IDLE: usize = 64;
+    pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+    pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+    pub const RETRIES: u32 = 3;
+    pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+    pub const RISE: u32 = 2;
+    pub const FALL: u32 = 3;
+    pub const MAX_FAILS: u32 = 3;
+    pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9000";
+}
+
+struct Ctx<'a> {
+    loc: Locator<'a>,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn err<T>(&mut self, at: &S<T>, msg: impl Into<String>, hint: Option<&str>) {
+        let e = self
+            .loc
+            .error(at.span().start, msg, hint.map(str::to_string));
+        self.errors.push(e);
+    }
+
+    fn duration(&mut self, v: &Option<S<String>>, key: &str, default: Duration) -> Duration {
+        let Some(v) = v else { return default };
+        match parse_duration(v.get_ref()) {
+            Ok(d) if d.is_zero() => {
+                self.err(v, format!("`{key}` must be greater than zero"), None);
+                default
+            }
+            Ok(d) => d,
+            Err(why) => {
+                self.err(
+                    v,
+                    format!("bad duration for `{key}`: {why}"),
+                    Some("write a number with a unit: \"150ms\", \"2s\", \"1m\""),
+                );
+                default
+            }
+        }
+    }
+
+    fn int(&mut self, v: &Option<S<i64>>, key: &str, min: i64, max: i64, default: i64) -> i64 {
+        let Some(v) = v else { return default };
+        let n = *v.get_ref();
+        if n < min || n > max {
+            self.err(v, format!("`{key}` = {n} is out of range"), Some(&format!("use a value from {min} to {max}")));
+            return default;
+        }
+        n
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+const NAME_HINT: &str = "names use letters, digits, '-', '_' and '.' (at most 64)";
+
+/// Parse TOML text and validate it. `file` labels error positions.
+pub fn parse_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
+    let loc = Locator::new(file, text);
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            let msg = e.message().trim().to_string();
+            let hint = if msg.contains("unknown field") {
+                Some("check the spelling; the config reference in README.md lists every key".to_string())
+            } else {
+                None
+            };
+            return Err(vec![loc.error(offset, msg, hint)]);
+        }
+    };
+    let mut cx = Ctx {
+        loc,
+        errors: Vec::new(),
+    };
+    let cfg = build(&mut cx, raw);
+    if cx.errors.is_empty() {
+        Ok(cfg)
+    } else {
+        cx.errors.sort_by_key(|e| (e.line, e.col));
+        Err(cx.errors)
+    }
+}
+
+fn build(cx: &mut Ctx<'_>, raw: RawConfig) -> Config {
+    let admin = build_admin(cx, raw.admin.as_ref());
+    let log = LogConfig {
+        access: match raw.log.as_ref().and_then(|l| l.access.as_ref()) {
+            None => AccessLog::Text,
+            Some(v) => match v.get_ref().as_str() {
+                "text" => AccessLog::Text,
+                "json" => AccessLog::Json,
+                "off" => AccessLog::Off,
+                other => {
+                    cx.err(v, format!("unknown access log format `{other}`"), Some("use \"text\", \"json\" or \"off\""));
+                    AccessLog::Text
+                }
+            },
+        },
+    };
+
+    let mut backends = BTreeMap::new();
+    for (name, b) in &raw.backends {
+        if !valid_name(name) {
+            cx.err(b, format!("bad backend name `{name}`"), Some(NAME_HINT));
+        }
+        backends.insert(name.clone(), build_backend(cx, name, b));
+    }
+
+    // Listen addresses must be unique across frontends and the admin listener.
+    let mut seen_listen: HashMap<SocketAddr, String> = HashMap::new();
+    if let Some(a) = admin.listen {
+        seen_listen.insert(a, "the admin listener".to_string());
+    }
+    let mut frontends = BTreeMap::new();
+    for (name, f) in &raw.frontends {
+        if !valid_name(name) {
+            cx.err(f, format!("bad frontend name `{name}`"), Some(NAME_HINT));
+        }
+        let fe = build_frontend(cx, name, f, &backends, &mut seen_listen);
+        frontends.insert(name.clone(), fe);
+    }
+    Config {
+        source: None,
+        admin,
+        log,
+        frontends,
+        backends,
+    }
+}
+
+fn build_admin(cx: &mut Ctx<'_>, raw: Option<&S<RawAdmin>>) -> AdminConfig {
+    let Some(raw) = raw else {
+        return AdminConfig { listen: None };
+    };
+    let listen = match &raw.get_ref().listen {
+        None => defaults::ADMIN_LISTEN.parse().ok(),
+        Some(v) if v.get_ref() == "off" => None,
+        Some(v) => match v.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                cx.err(v, format!("bad admin listen address `{}`", v.get_ref()), Some("write IP:PORT, e.g. \"127.0.0.1:9000\", or \"off\""));
+                None
+            }
+        },
+    };
+    AdminConfig { listen }
+}
+
+fn known_list(backends: &BTreeMap<String, BackendConfig>) -> String {
+    if backends.is_empty() {
+        "no backends are defined; add a [backends.NAME] table".to_string()
+    } else {
+        let names: Vec<&str> = backends.keys().map(String::as_str).collect();
+        format!("known backends: {}", names.join(", "))
+    }
+}
+
+fn build_frontend(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    f: &S<RawFrontend>,
+    backends: &BTreeMap<String, BackendConfig>,
+    seen_listen: &mut HashMap<SocketAddr, String>,
+) -> FrontendConfig {
+    let r = f.get_ref();
+    let mode = match &r.mode {
+        None => Mode::Http,
+        Some(m) => match m.get_ref().as_str() {
+            "http" => Mode::Http,
+            "tcp" => Mode::Tcp,
+            other => {
+                cx.err(m, format!("unknown mode `{other}`"), Some("use \"http\" or \"tcp\""));
+                Mode::Http
+            }
+        },
+    };
+    let mut listen = Vec::new();
+    if r.listen.get_ref().is_empty() {
+        cx.err(&r.listen, format!("frontend `{name}` listens nowhere"), Some("add an address: listen = [\"0.0.0.0:80\"]"));
+    }
+    for l in r.listen.get_ref() {
+        match l.get_ref().parse::<SocketAddr>() {
+            Ok(a) => {
+                if let Some(other) = seen_listen.get(&a) {
+                    let msg = format!("listen address {a} is already used by {other}");
+                    cx.err(l, msg, Some("each address:port can be bound by one frontend only"));
+                } else {
+                    seen_listen.insert(a, format!("frontend `{name}`"));
+                }
+                listen.push(a);
+            }
+            Err(_) => cx.err(l, format!("bad listen address `{}`", l.get_ref()), Some("write IP:PORT, e.g. \"0.0.0.0:80\" or \"[::]:443\"")),
+        }
+    }
+    let mut check_backend = |cx: &mut Ctx<'_>, b: &S<String>| {
+        if !backends.contains_key(b.get_ref()) {
+            cx.err(b, format!("unknown backend `{}`", b.get_ref()), Some(&known_list(backends)));
+        }
+    };
+    if let Some(b) = &r.backend {
+        check_backend(cx, b);
+    }
+    let mut routes = Vec::new();
+    for route in &r.routes {
+        let rr = route.get_ref();
+        check_backend(cx, &rr.backend);
+        if rr.host.is_none() && rr.path_prefix.is_none() {
+            cx.err(route, "a route needs `host`, `path_prefix` or both", Some("e.g. { host = \"api.example.com\", backend = \"api\" }"));
+        }
+        if mode == Mode::Tcp {
+            cx.err(route, "routes need mode = \"http\"", Some("a TCP frontend sends everything to its `backend`"));
+        }
+        let host = rr.host.as_ref().and_then(|h| parse_host(cx, h));
+        let path_prefix = rr.path_prefix.as_ref().map(|p| {
+            if !p.get_ref().starts_with('/') {
+                cx.err(p, format!("path_prefix `{}` must start with '/'", p.get_ref()), None);
+            }
+            p.get_ref().clone()
+        });
+        routes.push(Route {
+            host,
+            path_prefix,
+            backend: rr.backend.get_ref().clone(),
+        });
+    }
+    if r.backend.is_none() && routes.is_empty() {
+        cx.err(f, format!("frontend `{name}` has no backend and no routes"), Some("add backend = \"NAME\""));
+    }
+    let max_header_bytes = cx.int(&r.max_header_bytes, "max_header_bytes", 8192, 1 << 20, defaults::MAX_HEADER_BYTES as i64) as usize;
+    FrontendConfig {
+        name: name.to_string(),
+        mode,
+        listen,
+        backend: r.backend.as_ref().map(|b| b.get_ref().clone()),
+        routes,
+        timeouts: FrontendTimeouts {
+            client_header: cx.duration(&r.client_header_timeout, "client_header_timeout", defaults::CLIENT_HEADER_TIMEOUT),
+            client_idle: cx.duration(&r.client_idle_timeout, "client_idle_timeout", defaults::CLIENT_IDLE_TIMEOUT),
+        },
+        max_header_bytes,
+    }
+}
+
+fn parse_host(cx: &mut Ctx<'_>, h: &S<String>) -> Option<HostMatch> {
+    let s = h.get_ref().trim().to_ascii_lowercase();
+    let ok_label = |l: &str| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if let Some(rest) = s.strip_prefix("*.") {
+        if rest.split('.').all(ok_label) {
+            return Some(HostMatch::Suffix(format!(".{rest}")));
+        }
+    } else if s.split('.').all(ok_label) {
+        return Some(HostMatch::Exact(s));
+    }
+    cx.err(h, format!("bad host pattern `{}`", h.get_ref()), Some("use an exact name (\"api.example.com\") or a wildcard (\"*.example.com\"), without port"));
+    None
+}
+
+fn parse_algorithm(cx: &mut Ctx<'_>, v: &Option<S<String>>) -> Algorithm {
+    let Some(v) = v else { return Algorithm::RoundRobin };
+    match v.get_ref().as_str() {
+        "roundrobin" => Algorithm::RoundRobin,
+        "leastconn" => Algorithm::LeastConn,
+        "random" => Algorithm::Random,
+        "source" => Algorithm::Source,
+        "uri" => Algorithm::Uri,
+        "first" => Algorithm::First,
+        other => {
+            cx.err(v, format!("unknown balance algorithm `{other}`"), Some("use roundrobin, leastconn, random, source, uri or first"));
+            Algorithm::RoundRobin
+        }
+    }
+}
+
+fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConfig {
+    let r = b.get_ref();
+    let balance = parse_algorithm(cx, &r.balance);
+    let retries = cx.int(&r.retries, "retries", 0, 16, defaults::RETRIES as i64) as u32;
+    let timeouts = BackendTimeouts {
+        connect: cx.duration(&r.connect_timeout, "connect_timeout", defaults::CONNECT_TIMEOUT),
+        response: cx.duration(&r.response_timeout, "response_timeout", defaults::RESPONSE_TIMEOUT),
+        pool_idle: cx.duration(&r.pool_idle_timeout, "pool_idle_timeout", defaults::POOL_IDLE_TIMEOUT),
+    };
+    let pool_max_idle = cx.int(&r.pool_max_idle, "pool_max_idle", 0, 100_000, defaults::POOL_MAX_IDLE as i64) as usize;
+    let health = build_health(cx, r.health.as_ref());
+    let passive = match &r.passive {
+        None => PassiveConfig {
+            max_fails: defaults::MAX_FAILS,
+            fail_timeout: defaults::FAIL_TIMEOUT,
+        },
+        Some(p) => {
+            let p = p.get_ref();
+            PassiveConfig {
+                max_fails: cx.int(&p.max_fails, "max_fails", 0, 1000, defaults::MAX_FAILS as i64) as u32,
+                fail_timeout: cx.duration(&p.fail_timeout, "fail_timeout", defaults::FAIL_TIMEOUT),
+            }
+        }
+    };
+    let mut servers = Vec::new();
+    let mut names: HashMap<String, ()> = HashMap::new();
+    for s in &r.servers {
+        let sr = s.get_ref();
+        let sname = sr.name.get_ref().clone();
+        if !valid_name(&sname) {
+            cx.err(&sr.name, format!("bad server name `{sname}`"), Some(NAME_HINT));
+        }
+        if names.insert(sname.clone(), ()).is_some() {
+            cx.err(&sr.name, format!("server `{sname}` appears twice in backend `{name}`"), Some("server names are unique within a backend"));
+        }
+        let address = match sr.address.get_ref().parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                cx.err(&sr.address, format!("bad server address `{}`", sr.address.get_ref()), Some("write IP:PORT, e.g. \"192.168.50.11:80\""));
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            }
+        };
+        let weight = match &sr.weight {
+            Some(w) if *w.get_ref() == 0 => {
+                cx.err(w, "weight 0 would never receive traffic", Some("use 1..=256; to stop traffic to a server set state = \"drain\" or \"maint\""));
+                1
+            }
+            w => cx.int(w, "weight", 1, 256, 1) as u32,
+        };
+        let maxconn = sr.maxconn.as_ref().map(|_| cx.int(&sr.maxconn, "maxconn", 1, 1_000_000, 1) as u32);
+        let admin = match &sr.state {
+            None => AdminState::Ready,
+            Some(v) => match v.get_ref().as_str() {
+                "ready" => AdminState::Ready,
+                "drain" => AdminState::Drain,
+                "maint" => AdminState::Maint,
+                other => {
+                    cx.err(v, format!("unknown server state `{other}`"), Some("use \"ready\", \"drain\" or \"maint\""));
+                    AdminState::Ready
+                }
+            },
+        };
+        servers.push(ServerConfig {
+            name: sname,
+            address,
+            weight,
+            backup: sr.backup.unwrap_or(false),
+            maxconn,
+            admin,
+        });
+    }
+    BackendConfig {
+        name: name.to_string(),
+        balance,
+        retries,
+        timeouts,
+        pool_max_idle,
+        health,
+        passive,
+        servers,
+    }
+}
+
+fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {
+    let default_off = HealthConfig {
+        check: None,
+        interval: defaults::CHECK_INTERVAL,
+        fast_interval: defaults::CHECK_INTERVAL / 4,
+        timeout: defaults::CHECK_INTERVAL,
+        rise: defaults::RISE,
+        fall: defaults::FALL,
+        port: None,
+        address: None,
+    };
+    let Some(h) = h else { return default_off };
+    let r = h.get_ref();
+    let interval = cx.duration(&r.interval, "interval", defaults::CHECK_INTERVAL);
+    let fast_default = (interval / 4).max(Duration::from_millis(10)).min(interval);
+    let fast_interval = cx.duration(&r.fast_interval, "fast_interval", fast_default);
+    let timeout = cx.duration(&r.timeout, "timeout", interval.min(Duration::from_secs(5)));
+    let rise = cx.int(&r.rise, "rise", 1, 1000, defaults::RISE as i64) as u32;
+    let fall = cx.int(&r.fall, "fall", 1, 1000, defaults::FALL as i64) as u32;
+    let port = r.port.as_ref().map(|_| cx.int(&r.port, "port", 1, 65535, 1) as u16);
+    let address = r.address.as_ref().and_then(|a| match a.get_ref().parse::<IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            cx.err(a, format!("bad check address `{}`", a.get_ref()), Some("write an IP address without port; use `port` for the port"));
+            None
+        }
+    });
+    let http_only = |cx: &mut Ctx<'_>, present: bool, at: &S<RawHealth>, key: &str| {
+        if present {
+            cx.err(at, format!("`{key}` only applies to kind = \"http\""), None);
+        }
+    };
+    let check = match r.kind.get_ref().as_str() {
+        "none" => None,
+        "tcp" => {
+            http_only(cx, r.path.is_some(), h, "path");
+            http_only(cx, r.method.is_some(), h, "method");
+            http_only(cx, r.expect_status.is_some(), h, "expect_status");
+            http_only(cx, r.host.is_some(), h, "host");
+            Some(CheckKind::Tcp)
+        }
+        "http" => {
+            let method = r.method.as_ref().map(|m| m.get_ref().clone()).unwrap_or_else(|| "GET".into());
+            if let Some(m) = &r.method {
+                if m.get_ref().is_empty() || !m.get_ref().chars().all(|c| c.is_ascii_uppercase()) {
+                    cx.err(m, format!("bad HTTP method `{}`", m.get_ref()), Some("e.g. \"GET\", \"HEAD\", \"OPTIONS\""));
+                }
+            }
+            let path = r.path.as_ref().map(|p| p.get_ref().clone()).unwrap_or_else(|| "/".into());
+            if let Some(p) = &r.path {
+                if !p.get_ref().starts_with('/') || p.get_ref().chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    cx.err(p, format!("bad check path `{}`", p.get_ref()), Some("an absolute path without spaces, e.g. \"/health\""));
+                }
+            }
+            let host = r.host.as_ref().map(|v| v.get_ref().clone());
+            if let Some(hv) = &r.host {
+                if hv.get_ref().chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    cx.err(hv, "bad check Host header", None);
+                }
+            }
+            let expect = match &r.expect_status {
+                None => StatusRange { min: 200, max: 399 },
+                Some(v) => parse_status(cx, v),
+            };
+            Some(CheckKind::Http { method, path, host, expect })
+        }
+        other => {
+            cx.err(&r.kind, format!("unknown health check kind `{other}`"), Some("use \"http\", \"tcp\" or \"none\""));
+            None
+        }
+    };
+    HealthConfig {
+        check,
+        interval,
+        fast_interval,
+        timeout,
+        rise,
+        fall,
+        port,
+        address,
+    }
+}
+
+fn parse_status(cx: &mut Ctx<'_>, v: &S<toml::Value>) -> StatusRange {
+    let fallback = StatusRange { min: 200, max: 399 };
+    let range = match v.get_ref() {
+        toml::Value::Integer(n) if (100..=599).contains(n) => Some(StatusRange { min: *n as u16, max: *n as u16 }),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            if s.len() == 3 && s.ends_with("xx") {
+                s[..1].parse::<u16>().ok().filter(|d| (1..=5).contains(d)).map(|d| StatusRange { min: d * 100, max: d * 100 + 99 })
+            } else if let Some((a, b)) = s.split_once('-') {
+                match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
+                    (Ok(a), Ok(b)) if (100..=599).contains(&a) && (100..=599).contains(&b) && a <= b => Some(StatusRange { min: a, max: b }),
+                    _ => None,
+                }
+            } else {
+                s.parse::<u16>().ok().filter(|n| (100..=599).contains(n)).map(|n| StatusRange { min: n, max: n })
+            }
+        }
+        _ => None,
+    };
+    range.unwrap_or_else(|| {
+        cx.err(v, "bad expect_status", Some("use a status (200), a range (\"200-399\") or a class (\"2xx\")"));
+        fallback
+    })
+}

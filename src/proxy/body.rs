@@ -1,0 +1,136 @@
+//! Request and response body types that stream without buffering, and a
+//! response body that, when the upstream body ends, returns the connection
+//! to the pool, releases the server's active count and writes the access log.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::log::Pending;
+use super::pool::Idle;
+
+/// Body sent upstream: none, or the client's body streamed as it arrives.
+#[derive(Debug)]
+pub enum ReqBody {
+    Empty,
+    Stream(Incoming),
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Stream(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::Stream(b) => b.is_end_stream(),
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Stream(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Body sent to the client.
+pub enum RespBody {
+    /// A short local answer (errors, redirects).
+    Full(Option<Bytes>),
+    /// The upstream's body, streamed.
+    Upstream(Box<UpstreamBody>),
+}
+
+/// The upstream's body plus what must happen when it ends.
+pub struct UpstreamBody {
+    pub(crate) inner: Incoming,
+    /// Connection to give back to the pool after a clean end of body.
+    pub(crate) conn: Option<Idle>,
+    /// Access-log entry finished when the body ends or is dropped; it also
+    /// holds the server's active-connection guard.
+    pub(crate) log: Option<Pending>,
+    pub(crate) bytes: u64,
+}
+
+impl RespBody {
+    /// A local response body.
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        RespBody::Full(Some(b.into()))
+    }
+    /// No body.
+    pub fn empty() -> Self {
+        RespBody::Full(None)
+    }
+}
+
+impl UpstreamBody {
+    fn finish(&mut self, clean: bool) {
+        if let Some(conn) = self.conn.take() {
+            if clean {
+                conn.release();
+            }
+        }
+        if let Some(log) = self.log.take() {
+            log.finish(self.bytes, clean);
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // Dropped before the end (client went away): the connection is mid-body
+        // and cannot be reused; it closes with `conn`.
+        self.finish(false);
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RespBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            RespBody::Upstream(u) => {
+                let r = Pin::new(&mut u.inner).poll_frame(cx);
+                match &r {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            u.bytes += d.len() as u64;
+                        }
+                        if u.inner.is_end_stream() {
+                            u.finish(true);
+                        }
+                    }
+                    Poll::Ready(None) => u.finish(true),
+                    Poll::Ready(Some(Err(_))) => u.finish(false),
+                    Poll::Pending => {}
+                }
+                r
+            }
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Full(b) => b.is_none(),
+            RespBody::Upstream(u) => u.inner.is_end_stream(),
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            RespBody::Full(None) => SizeHint::with_exact(0),
+            RespBody::Upstream(u) => u.inner.size_hint(),
+        }
+    }
+}

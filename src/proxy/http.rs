@@ -1,0 +1,362 @@
+//! The HTTP/1.1 reverse proxy: serve a client connection, route each request,
+//! pick a server, forward with retries onto other servers, stream the answer.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::body::{ReqBody, RespBody, UpstreamBody};
+use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
+use super::idle::IdleTimeout;
+use super::log::{self, Pending};
+use super::pool::{self, ConnectError, Idle, Sender};
+use crate::balance::hash_key;
+use crate::config::types::{AccessLog, Algorithm, FrontendConfig};
+use crate::runtime::{BackendRt, Runtime, ServerState};
+
+/// Per-connection facts every request on it needs.
+struct Conn {
+    rt: Arc<Runtime>,
+    frontend: Arc<str>,
+    client: SocketAddr,
+    accepted: Instant,
+    first_done: AtomicBool,
+}
+
+/// Serve one client connection until it closes, times out or the process drains.
+pub(crate) async fn serve(rt: Arc<Runtime>, frontend: Arc<str>, fe: &FrontendConfig, stream: TcpStream, client: SocketAddr) {
+    let _open = rt.conns.track();
+    let io = TokioIo::new(IdleTimeout::new(stream, fe.timeouts.client_idle));
+    let conn = Arc::new(Conn {
+        rt: rt.clone(),
+        frontend,
+        client,
+        accepted: Instant::now(),
+        first_done: AtomicBool::new(false),
+    });
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(conn, req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(fe.timeouts.client_header)
+        .max_header_size(fe.max_header_bytes);
+    let served = builder.serve_connection(io, svc).with_upgrades();
+    tokio::pin!(served);
+    let mut draining = rt.draining();
+    tokio::select! {
+        r = served.as_mut() => { log_conn_end(client, r); return; }
+        _ = draining.wait_for(|d| *d) => {}
+    }
+    served.as_mut().graceful_shutdown();
+    log_conn_end(client, served.await);
+}
+
+fn log_conn_end(client: SocketAddr, r: Result<(), hyper::Error>) {
+    if let Err(e) = r {
+        tracing::debug!(%client, error = %e, "client connection ended with an error");
+    }
+}
+
+/// A short local answer that says why.
+pub(crate) fn local_response(status: StatusCode, why: &str) -> Response<RespBody> {
+    let mut r = Response::new(RespBody::full(format!(
+        "{} {}: {why}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<RespBody> {
+    let start = Instant::now();
+    let tq = if conn.first_done.swap(true, Ordering::Relaxed) {
+        Duration::ZERO
+    } else {
+        start.duration_since(conn.accepted)
+    };
+    let (backend, format) = {
+        let snap = conn.rt.snapshot();
+        let format = snap.config.log.access;
+        let Some(fe) = snap.frontends.get(&*conn.frontend) else {
+            return local_response(StatusCode::SERVICE_UNAVAILABLE, "this frontend is being removed");
+        };
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        match fe.route(host, req.uri().path()) {
+            Some(b) => (b.clone(), format),
+            None => {
+                log::local(format, conn.client, &conn.frontend, "-", req.method(), req.uri(), 503, start, "no route");
+                return local_response(StatusCode::SERVICE_UNAVAILABLE, "no backend is configured for this host and path");
+            }
+        }
+    };
+    forward(&conn, backend, req, start, tq, format).await
+}
+
+/// Why an attempt failed, as told to the client when no attempt is left.
+struct Failure {
+    status: StatusCode,
+    why: String,
+}
+
+fn connect_failure(server: &ServerState, e: &ConnectError) -> Failure {
+    let status = match e {
+        ConnectError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    Failure {
+        status,
+        why: format!("server {}/{} ({}): {e}", server.key.backend, server.name(), server.address()),
+    }
+}
+
+/// At most this many stale pooled connections are skipped per request before
+/// the attempt counts as failed.
+const STALE_RETRIES: u32 = 4;
+
+async fn forward(conn: &Conn, backend: Arc<BackendRt>, mut req: Request<Incoming>, start: Instant, tq: Duration, format: AccessLog) -> Response<RespBody> {
+    let cfg = &backend.config;
+    let hash = match cfg.balance {
+        Algorithm::Source => Some(match conn.client.ip() {
+            std::net::IpAddr::V4(v4) => hash_key(&v4.octets()),
+            std::net::IpAddr::V6(v6) => hash_key(&v6.octets()),
+        }),
+        Algorithm::Uri => Some(hash_key(req.uri().path().as_bytes())),
+        _ => None,
+    };
+    let upgrade = wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let has_body = !body.is_end_stream();
+    let mut body_slot = has_body.then_some(ReqBody::Stream(body));
+
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    add_forwarded(&mut parts.headers, conn.client.ip(), "http", host.as_ref());
+    if let Some(h) = &host {
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, h.clone());
+        }
+    }
+    let upstream_uri = match parts.uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    };
+
+    let mut tried: Vec<usize> = Vec::new();
+    let mut attempts = 0u32;
+    let mut stale = 0u32;
+    let mut failure: Option<Failure> = None;
+    let max_attempts = cfg.retries + 1;
+    while attempts < max_attempts {
+        let Some(server) = backend.pick(hash, &tried).cloned() else {
+            break;
+        };
+        let idx = backend.index_of(&server).unwrap_or(usize::MAX);
+        attempts += 1;
+        let guard = server.begin();
+        let tc_start = Instant::now();
+
+        // An upstream connection: a pooled one if it is still good, else a new one.
+        let mut reused = false;
+        let mut sender: Option<Sender> = None;
+        while let Some(mut s) = server.pool.take(cfg.timeouts.pool_idle) {
+            if let Ok(Ok(())) = tokio::time::timeout(cfg.timeouts.connect, s.ready()).await {
+                sender = Some(s);
+                reused = true;
+                break;
+            }
+        }
+        let mut sender = match sender {
+            Some(s) => s,
+            None => match pool::connect(server.address(), cfg.timeouts.connect).await {
+                Ok(s) => s,
+                Err(e) => {
+                    if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {
+                        tracing::warn!(backend = %cfg.name, server = %server.name(), error = %e, "server ejected by passive health check");
+                    }
+                    failure = Some(connect_failure(&server, &e));
+                    tried.push(idx);
+                    continue;
+                }
+            },
+        };
+        let tc = tc_start.elapsed();
+
+        let body = if has_body {
+            match body_slot.take() {
+                Some(b) => b,
+                None => break, // the body went out with an earlier attempt
+            }
+        } else {
+            ReqBody::Empty
+        };
+        // Keep the headers for another attempt only when one may happen.
+        let headers = if attempts < max_attempts || (reused && stale < STALE_RETRIES) {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = upstream_uri.clone();
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = headers;
+
+        let tr_start = Instant::now();
+        let result = tokio::time::timeout(cfg.timeouts.response, sender.try_send_request(up)).await;
+        let resp = match result {
+            Err(_) => {
+                server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
+                let why = format!(
+                    "server {}/{} did not answer within {:?}",
+                    cfg.name,
+                    server.name(),
+                    cfg.timeouts.response
+                );
+                log::local(format, conn.client, &conn.frontend, &cfg.name, &parts.method, &parts.uri, 504, start, "response timeout");
+                return local_response(StatusCode::GATEWAY_TIMEOUT, &why);
+            }
+            Ok(Err(mut e)) => {
+                if let Some(unsent) = e.take_message() {
+                    // Never written: the pooled connection had been closed by the
+                    // server. Try again on a fresh connection, body intact.
+                    if has_body {
+                        body_slot = Some(unsent.into_body());
+                    }
+                    if reused && stale < STALE_RETRIES {
+                        stale += 1;
+                        attempts -= 1;
+                        continue;
+                    }
+                }
+                let err = e.into_error();
+                if reused && !has_body && stale < STALE_RETRIES {
+                    // Sent on a reused connection that the server was closing:
+                    // the keep-alive race, not a sign the server is unhealthy.
+                    stale += 1;
+                    attempts -= 1;
+                    continue;
+                }
+                if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {
+                    tracing::warn!(backend = %cfg.name, server = %server.name(), error = %err, "server ejected by passive health check");
+                }
+                failure = Some(Failure {
+                    status: StatusCode::BAD_GATEWAY,
+                    why: format!("server {}/{} failed before responding: {err}", cfg.name, server.name()),
+                });
+                tried.push(idx);
+                if has_body && body_slot.is_none() {
+                    break; // part of the body may have been sent: not safe to replay
+                }
+                continue;
+            }
+            Ok(Ok(r)) => r,
+        };
+        server.record_success();
+        let tr = tr_start.elapsed();
+        let mut pending = Pending {
+            format,
+            client: conn.client,
+            frontend: conn.frontend.clone(),
+            backend: Arc::from(cfg.name.as_str()),
+            guard,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            status: resp.status().as_u16(),
+            tq,
+            start,
+            tc: if reused { Duration::ZERO } else { tc },
+            tr,
+            retries: attempts - 1,
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                return relay_upgrade(resp, client_upgrade, sender, pending);
+            }
+        }
+        let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers, false);
+        pending.status = rparts.status.as_u16();
+        let body = UpstreamBody {
+            inner: rbody,
+            conn: Some(Idle {
+                sender,
+                pool: server.clone(),
+                max_idle: cfg.pool_max_idle,
+            }),
+            log: Some(pending),
+            bytes: 0,
+        };
+        let body = if body.inner.is_end_stream() {
+            // No body (HEAD, 204, 304): finish now so the connection is reusable at once.
+            drop_finished(body)
+        } else {
+            RespBody::Upstream(Box::new(body))
+        };
+        return Response::from_parts(rparts, body);
+    }
+    let f = failure.unwrap_or(Failure {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        why: format!("no server is available in backend `{}`", cfg.name),
+    });
+    log::local(format, conn.client, &conn.frontend, &cfg.name, &parts.method, &parts.uri, f.status.as_u16(), start, &f.why);
+    local_response(f.status, &f.why)
+}
+
+fn drop_finished(mut body: UpstreamBody) -> RespBody {
+    if let Some(c) = body.conn.take() {
+        c.release();
+    }
+    if let Some(l) = body.log.take() {
+        l.finish(0, true);
+    }
+    RespBody::empty()
+}
+
+/// Answer 101 to the client and splice the two upgraded connections together.
+fn relay_upgrade(mut resp: Response<Incoming>, client: hyper::upgrade::OnUpgrade, sender: Sender, pending: Pending) -> Response<RespBody> {
+    let upstream = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        let _keep = sender;
+        let (mut bytes_in, mut bytes_out) = (0, 0);
+        let mut ok = false;
+        if let (Ok(c), Ok(u)) = tokio::join!(client, upstream) {
+            let mut c = TokioIo::new(c);
+            let mut u = TokioIo::new(u);
+            if let Ok((a, b)) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                (bytes_in, bytes_out) = (a, b);
+                ok = true;
+            }
+        }
+        let _ = bytes_in;
+        pending.finish(bytes_out, ok);
+    });
+    let (mut parts, _) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, true);
+    Response::from_parts(parts, RespBody::empty())
+}

@@ -1,0 +1,11 @@
+//! The data path: listeners, the HTTP reverse proxy, L4 TCP proxying, the
+//! upstream connection pool, forwarded headers and the access log.
+
+pub mod body;
+pub mod headers;
+pub mod http;
+pub mod idle;
+pub mod listener;
+pub mod log;
+pub mod pool;
+pub mod tcp;

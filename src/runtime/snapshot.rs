@@ -1,0 +1,180 @@
+//! The immutable snapshot read once per request: frontends with routes resolved
+//! to backends, backends with their servers' live state and a balancer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::balance::{Balancer, ServerView};
+use crate::config::types::{BackendConfig, Config, FrontendConfig, HostMatch, Route};
+
+use super::server::ServerState;
+
+/// One published generation of the live configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every applied change.
+    pub generation: u64,
+    /// The configuration this snapshot was built from (including runtime edits).
+    pub config: Arc<Config>,
+    pub frontends: HashMap<String, Arc<FrontendRt>>,
+    pub backends: BTreeMap<String, Arc<BackendRt>>,
+}
+
+impl Snapshot {
+    /// Find a server's live state by backend and server name.
+    pub fn server(&self, backend: &str, server: &str) -> Option<&Arc<ServerState>> {
+        self.backends
+            .get(backend)?
+            .servers
+            .iter()
+            .find(|s| s.name() == server)
+    }
+}
+
+/// A frontend with its routes resolved.
+#[derive(Debug)]
+pub struct FrontendRt {
+    pub config: FrontendConfig,
+    pub routes: Vec<(Route, Arc<BackendRt>)>,
+    pub default: Option<Arc<BackendRt>>,
+}
+
+impl FrontendRt {
+    /// The backend for a request with this host (may include a port) and path.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<BackendRt>> {
+        let host = host.map(strip_port);
+        for (r, b) in &self.routes {
+            if let Some(hm) = &r.host {
+                match host {
+                    Some(h) if host_matches(hm, h) => {}
+                    _ => continue,
+                }
+            }
+            if let Some(p) = &r.path_prefix {
+                if !path.starts_with(p.as_str()) {
+                    continue;
+                }
+            }
+            return Some(b);
+        }
+        self.default.as_ref()
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port → [v6]
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn host_matches(m: &HostMatch, host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    match m {
+        HostMatch::Exact(e) => host.eq_ignore_ascii_case(e),
+        HostMatch::Suffix(s) => {
+            host.len() > s.len()
+                && host
+                    .get(host.len() - s.len()..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(s))
+        }
+    }
+}
+
+/// A backend: its servers' live state and the balancer over them.
+#[derive(Debug)]
+pub struct BackendRt {
+    pub config: BackendConfig,
+    pub servers: Vec<Arc<ServerState>>,
+    pub balancer: Balancer,
+}
+
+/// The view a balancer sees: one tier (primaries or backups), minus servers
+/// this request already tried.
+struct TierView<'a> {
+    servers: &'a [Arc<ServerState>],
+    backup: bool,
+    tried: &'a [usize],
+}
+
+impl ServerView for TierView<'_> {
+    fn len(&self) -> usize {
+        self.servers.len()
+    }
+    fn usable(&self, i: usize) -> bool {
+        match self.servers.get(i) {
+            Some(s) => s.is_backup() == self.backup && s.is_usable() && !self.tried.contains(&i),
+            None => false,
+        }
+    }
+    fn weight(&self, i: usize) -> u32 {
+        self.servers.get(i).map_or(0, |s| s.weight())
+    }
+    fn active(&self, i: usize) -> u32 {
+        self.servers.get(i).map_or(0, |s| s.active())
+    }
+    fn maxconn(&self, i: usize) -> Option<u32> {
+        self.servers.get(i).and_then(|s| s.maxconn())
+    }
+}
+
+impl BackendRt {
+    /// Pick a server for a request: primaries first, backups only when no
+    /// primary is usable. `tried` lists servers this request already failed on.
+    pub fn pick(&self, hash_key: Option<u64>, tried: &[usize]) -> Option<&Arc<ServerState>> {
+        for backup in [false, true] {
+            let view = TierView {
+                servers: &self.servers,
+                backup,
+                tried,
+            };
+            if let Some(i) = self.balancer.pick(&view, hash_key) {
+                return self.servers.get(i);
+            }
+        }
+        None
+    }
+
+    /// Index of a server in this backend (for the `tried` list).
+    pub fn index_of(&self, server: &Arc<ServerState>) -> Option<usize> {
+        self.servers.iter().position(|s| Arc::ptr_eq(s, server))
+    }
+
+    /// Number of servers that can take traffic now.
+    pub fn usable_count(&self) -> usize {
+        self.servers.iter().filter(|s| s.is_usable()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_port_forms() {
+        assert_eq!(strip_port("a.com:8080"), "a.com");
+        assert_eq!(strip_port("a.com"), "a.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("127.0.0.1:80"), "127.0.0.1");
+    }
+
+    #[test]
+    fn host_matching() {
+        let e = HostMatch::Exact("api.example.com".into());
+        assert!(host_matches(&e, "API.example.com"));
+        assert!(host_matches(&e, "api.example.com."));
+        assert!(!host_matches(&e, "www.example.com"));
+        let s = HostMatch::Suffix(".example.com".into());
+        assert!(host_matches(&s, "a.example.com"));
+        assert!(host_matches(&s, "a.b.EXAMPLE.com"));
+        assert!(!host_matches(&s, "example.com"));
+        assert!(!host_matches(&s, "badexample.com"));
+    }
+}
