@@ -35,7 +35,7 @@ pub struct HashRing {
 impl HashRing {
     /// Lay out the ring for servers with these static weights (config order).
     pub fn new(weights: &[u32]) -> HashRing {
-        let total_weight: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+        let total_weight: u64 = weights.iter().map(|&w| u64::from(w.max(1))).sum();
         let wanted = total_weight.saturating_mul(POINTS_PER_WEIGHT);
         let mut points = Vec::new();
         for (server, &w) in weights.iter().enumerate() {
@@ -43,15 +43,14 @@ impl HashRing {
             let Ok(idx) = u32::try_from(server) else {
                 break;
             };
-            if w == 0 {
-                // Weight 0 at build time: no points, the server is drained for this key space.
-                continue;
-            }
+            // A server drained (weight 0) at build time still gets weight-1 points: it is
+            // skipped while its live weight is 0, and reachable if an operator raises it.
+            let w = u64::from(w.max(1));
             let n = if wanted > MAX_POINTS {
                 // Scale proportionally, but keep at least one point so the server is reachable.
-                (u64::from(w) * MAX_POINTS / total_weight).max(1)
+                (w.saturating_mul(MAX_POINTS) / total_weight.max(1)).max(1)
             } else {
-                u64::from(w) * POINTS_PER_WEIGHT
+                w * POINTS_PER_WEIGHT
             };
             for replica in 0..n {
                 points.push((point_position(server as u64, replica), idx));
@@ -93,6 +92,8 @@ impl HashRing {
             .filter_map(|j| self.points.get(j))
             .map(|&(_, server)| server as usize)
             .find(|&i| pickable_weight(view, i).is_some())
+            // Only reachable if the usable servers went down mid-walk; stay consistent.
+            .or_else(|| rendezvous(view, pos))
     }
 }
 
@@ -204,6 +205,15 @@ mod tests {
         let v = TestView::equal(3);
         let picks: Vec<_> = (0..6).map(|_| ring.pick(&v, None).expect("pick")).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn server_drained_at_build_is_reachable_when_weight_raised() {
+        let ring = HashRing::new(&[1, 0]);
+        let mut v = TestView::weighted(&[1, 0]);
+        assert!(owners(&ring, &v).iter().all(|&s| s == 0));
+        v.0[1].weight = 1;
+        assert!(owners(&ring, &v).contains(&1));
     }
 
     #[test]

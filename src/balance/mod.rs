@@ -65,6 +65,15 @@ pub(crate) fn pickable_weight(view: &impl ServerView, i: usize) -> Option<u32> {
     }
 }
 
+/// First pickable server in index order.
+///
+/// The runtime's view is live atomics, so a server can go down between two scans
+/// of one pick; algorithms that scan twice use this rather than return `None`
+/// while a usable server exists.
+pub(crate) fn first_pickable(view: &impl ServerView) -> Option<usize> {
+    (0..view.len()).find(|&i| pickable_weight(view, i).is_some())
+}
+
 /// True when server `a` is strictly less loaded than server `b`, comparing
 /// `active / weight` by cross-multiplying in u64 so no floats or division are
 /// needed and no overflow is possible (u32 * u32 fits u64).
@@ -291,6 +300,55 @@ mod tests {
                 let i = b.pick(&v, Some(hash_key(&k.to_le_bytes()))).expect("pick");
                 assert!(i < 2, "{alg:?}");
                 assert!(b.pick(&v, None).expect("pick") < 2);
+            }
+        }
+    }
+
+    /// A view whose servers go down one by one as the balancer looks at them,
+    /// like live atomics changing under a pick.
+    struct DecayingView {
+        weights: Vec<u32>,
+        calls: std::cell::Cell<usize>,
+        budget: usize,
+    }
+
+    impl ServerView for DecayingView {
+        fn len(&self) -> usize {
+            self.weights.len()
+        }
+        fn usable(&self, i: usize) -> bool {
+            let c = self.calls.get() + 1;
+            self.calls.set(c);
+            // Server i disappears once more than budget + i questions were asked.
+            c <= self.budget + i
+        }
+        fn weight(&self, i: usize) -> u32 {
+            self.weights[i]
+        }
+        fn active(&self, i: usize) -> u32 {
+            i as u32
+        }
+        fn maxconn(&self, _: usize) -> Option<u32> {
+            Some(1)
+        }
+    }
+
+    #[test]
+    fn servers_vanishing_mid_pick_do_not_panic() {
+        for alg in ALL {
+            for budget in 0..20 {
+                let weights = vec![3, 1, 2, 5, 1];
+                let b = Balancer::new(alg, &weights);
+                let v = DecayingView {
+                    weights,
+                    calls: std::cell::Cell::new(0),
+                    budget,
+                };
+                for key in [None, Some(9)] {
+                    if let Some(i) = b.pick(&v, key) {
+                        assert!(i < 5, "{alg:?}");
+                    }
+                }
             }
         }
     }

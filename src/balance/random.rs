@@ -7,7 +7,7 @@
 //! least-conn's benefit without either problem (Mitzenmacher), and cost O(n)
 //! with no shared state beyond a thread-local RNG.
 
-use super::{less_loaded, pickable_weight, ServerView};
+use super::{first_pickable, less_loaded, pickable_weight, ServerView};
 
 /// Weighted power-of-two-choices.
 #[derive(Debug, Default)]
@@ -36,13 +36,19 @@ fn pick_with(view: &impl ServerView, rand: &mut impl FnMut(u64) -> u64) -> Optio
     if total == 0 {
         return None;
     }
-    let (a, wa) = weighted_nth(view, rand(total), None)?;
-    let rest = total - u64::from(wa);
+    // The view is live: servers may go down or change weight between the scan above
+    // and the draws below, so a draw can miss; fall back rather than fail the request.
+    let Some((a, wa)) = weighted_nth(view, rand(total), None) else {
+        return first_pickable(view);
+    };
+    let rest = total.saturating_sub(u64::from(wa));
     if rest == 0 {
         // The only usable server.
         return Some(a);
     }
-    let (b, wb) = weighted_nth(view, rand(rest), Some(a))?;
+    let Some((b, wb)) = weighted_nth(view, rand(rest), Some(a)) else {
+        return Some(a);
+    };
     // Ties keep the first draw, so with no load the share is exactly the weight share.
     if less_loaded(view.active(b), wb, view.active(a), wa) {
         Some(b)

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::{pickable_weight, ServerView};
+use super::{first_pickable, pickable_weight, ServerView};
 
 /// Smooth weighted round robin with a lock-free fast path for equal weights.
 #[derive(Debug)]
@@ -81,7 +81,8 @@ impl RoundRobin {
                 target -= w;
             }
         }
-        None
+        // Weights shrank since the scan.
+        first_pickable(view)
     }
 }
 
@@ -110,6 +111,8 @@ fn nth_usable(view: &impl ServerView, k: usize) -> Option<usize> {
     (0..view.len())
         .filter(|&i| pickable_weight(view, i).is_some())
         .nth(k)
+        // Fewer usable than counted: a server went down since the scan.
+        .or_else(|| first_pickable(view))
 }
 
 /// One step of nginx's smooth WRR over `current` (same length as the view).
