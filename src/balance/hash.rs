@@ -33,8 +33,17 @@ pub struct HashRing {
 }
 
 impl HashRing {
-    /// Lay out the ring for servers with these static weights (config order).
+    /// Lay out the ring for servers with these static weights, identified by
+    /// their position in the list (tests; prefer [`HashRing::with_ids`]).
     pub fn new(weights: &[u32]) -> HashRing {
+        let ids: Vec<u64> = (0..weights.len() as u64).collect();
+        HashRing::with_ids(weights, &ids)
+    }
+
+    /// Lay out the ring with each server's points placed by a stable identity
+    /// (a hash of its name), so adding or removing one server from the list
+    /// does not move the points — and the keys — of the others.
+    pub fn with_ids(weights: &[u32], ids: &[u64]) -> HashRing {
         let total_weight: u64 = weights.iter().map(|&w| u64::from(w.max(1))).sum();
         let wanted = total_weight.saturating_mul(POINTS_PER_WEIGHT);
         let mut points = Vec::new();
@@ -53,7 +62,8 @@ impl HashRing {
                 w * POINTS_PER_WEIGHT
             };
             for replica in 0..n {
-                points.push((point_position(server as u64, replica), idx));
+                let id = ids.get(server).copied().unwrap_or(server as u64);
+                points.push((point_position(id, replica), idx));
             }
         }
         // Ties between positions are astronomically rare; ordering them by server keeps
@@ -97,8 +107,8 @@ impl HashRing {
     }
 }
 
-/// Position of one virtual point: a hash of (server, replica), so the layout
-/// depends only on config order and weights and is identical on every node.
+/// Position of one virtual point: a hash of (server identity, replica), so the
+/// layout depends only on server names and weights and is identical on every node.
 fn point_position(server: u64, replica: u64) -> u64 {
     mix64(mix64(server.wrapping_add(0x9e37_79b9_7f4a_7c15)) ^ replica)
 }
@@ -236,5 +246,50 @@ mod tests {
                 assert_eq!(*b, 4);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+    use crate::balance::hash_key;
+
+    struct V(Vec<u32>);
+    impl ServerView for V {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn usable(&self, _: usize) -> bool {
+            true
+        }
+        fn weight(&self, i: usize) -> u32 {
+            self.0.get(i).copied().unwrap_or(0)
+        }
+        fn active(&self, _: usize) -> u32 {
+            0
+        }
+        fn maxconn(&self, _: usize) -> Option<u32> {
+            None
+        }
+    }
+
+    #[test]
+    fn removing_a_server_from_the_list_keeps_other_keys() {
+        let names = ["a", "b", "c", "d", "e"];
+        let ids: Vec<u64> = names.iter().map(|n| hash_key(n.as_bytes())).collect();
+        let full = HashRing::with_ids(&[1; 5], &ids);
+        // "c" removed from the list: indexes after it shift, identities do not.
+        let ids4: Vec<u64> = [0usize, 1, 3, 4].iter().map(|&i| ids[i]).collect();
+        let less = HashRing::with_ids(&[1; 4], &ids4);
+        let (v5, v4) = (V(vec![1; 5]), V(vec![1; 4]));
+        let mut moved = 0;
+        for k in 0..10_000u64 {
+            let before = names[full.pick(&v5, Some(k)).expect("pick")];
+            let after = ["a", "b", "d", "e"][less.pick(&v4, Some(k)).expect("pick")];
+            if before != "c" && before != after {
+                moved += 1;
+            }
+        }
+        assert_eq!(moved, 0, "keys of remaining servers moved");
     }
 }

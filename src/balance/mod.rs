@@ -109,11 +109,18 @@ impl Balancer {
     /// time (the hash ring keeps its layout until the next snapshot so keys do
     /// not move on every weight tweak).
     pub fn new(algorithm: Algorithm, weights: &[u32]) -> Balancer {
+        let ids: Vec<u64> = (0..weights.len() as u64).collect();
+        Balancer::with_ids(algorithm, weights, &ids)
+    }
+
+    /// Like [`Balancer::new`], with a stable identity per server (a hash of its
+    /// name) so consistent hashing keeps keys in place when the list changes.
+    pub fn with_ids(algorithm: Algorithm, weights: &[u32], ids: &[u64]) -> Balancer {
         let inner = match algorithm {
             Algorithm::RoundRobin => Inner::RoundRobin(RoundRobin::new(weights.len())),
             Algorithm::LeastConn => Inner::LeastConn(LeastConn::new()),
             Algorithm::Random => Inner::Random(PowerOfTwo::new()),
-            Algorithm::Source | Algorithm::Uri => Inner::Hash(HashRing::new(weights)),
+            Algorithm::Source | Algorithm::Uri => Inner::Hash(HashRing::with_ids(weights, ids)),
             Algorithm::First => Inner::First(First),
         };
         Balancer { algorithm, inner }

@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod error;
+pub mod quick;
 mod raw;
 pub mod types;
 pub mod validate;

@@ -222,7 +222,7 @@ fn build_frontend(
             Err(_) => cx.err(l, format!("bad listen address `{}`", l.get_ref()), Some("write IP:PORT, e.g. \"0.0.0.0:80\" or \"[::]:443\"")),
         }
     }
-    let mut check_backend = |cx: &mut Ctx<'_>, b: &S<String>| {
+    let check_backend = |cx: &mut Ctx<'_>, b: &S<String>| {
         if !backends.contains_key(b.get_ref()) {
             cx.err(b, format!("unknown backend `{}`", b.get_ref()), Some(&known_list(backends)));
         }

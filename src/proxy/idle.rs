@@ -17,8 +17,8 @@ pin_project! {
     pub struct IdleTimeout<T> {
         #[pin]
         inner: T,
-        #[pin]
-        sleep: Sleep,
+        // Boxed so the wrapper stays `Unpin` for `Unpin` streams (one allocation per connection).
+        sleep: Pin<Box<Sleep>>,
         last: Instant,
         idle: Duration,
     }
@@ -30,7 +30,7 @@ impl<T> IdleTimeout<T> {
         let now = Instant::now();
         IdleTimeout {
             inner,
-            sleep: tokio::time::sleep_until(now + idle),
+            sleep: Box::pin(tokio::time::sleep_until(now + idle)),
             last: now,
             idle,
         }
@@ -44,7 +44,7 @@ impl<T> IdleTimeout<T> {
 
 impl<T: AsyncRead> AsyncRead for IdleTimeout<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let mut this = self.project();
+        let this = self.project();
         match this.inner.poll_read(cx, buf) {
             Poll::Ready(r) => {
                 *this.last = Instant::now();

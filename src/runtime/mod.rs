@@ -262,11 +262,12 @@ impl Runtime {
                 })
                 .collect();
             let weights: Vec<u32> = bc.servers.iter().map(|s| s.weight).collect();
+            let ids: Vec<u64> = bc.servers.iter().map(|s| crate::balance::hash_key(s.name.as_bytes())).collect();
             backends.insert(
                 name.clone(),
                 Arc::new(BackendRt {
                     config: bc.clone(),
-                    balancer: Balancer::new(bc.balance, &weights),
+                    balancer: Balancer::with_ids(bc.balance, &weights, &ids),
                     servers,
                 }),
             );

@@ -1,0 +1,101 @@
+//! Config-less quick mode, like `balance -b 0.0.0.0 80 web0 web1`:
+//! `fulcrum run --listen 0.0.0.0:80 --server 10.0.0.1:80 --server 10.0.0.2:80`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use super::types::*;
+use super::validate::defaults;
+
+/// What the command line gave.
+#[derive(Debug, Clone)]
+pub struct QuickOptions {
+    pub listen: Vec<SocketAddr>,
+    pub servers: Vec<SocketAddr>,
+    pub mode: Mode,
+    pub balance: Algorithm,
+    /// None: no active checks. Some: "tcp" or an HTTP path such as "/health".
+    pub check: Option<String>,
+    pub admin: Option<SocketAddr>,
+}
+
+/// Build a one-frontend, one-backend configuration named `quick`.
+pub fn quick_config(o: &QuickOptions) -> Result<Config, String> {
+    if o.listen.is_empty() {
+        return Err("give at least one --listen address".into());
+    }
+    if o.servers.is_empty() {
+        return Err("give at least one --server address".into());
+    }
+    let check = match o.check.as_deref() {
+        None => None,
+        Some("tcp") => Some(CheckKind::Tcp),
+        Some(p) if p.starts_with('/') => Some(CheckKind::Http {
+            method: "GET".into(),
+            path: p.to_string(),
+            host: None,
+            expect: StatusRange { min: 200, max: 399 },
+        }),
+        Some(other) => return Err(format!("--check `{other}`: use \"tcp\" or an HTTP path like \"/health\"")),
+    };
+    let servers = o
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ServerConfig {
+            name: format!("s{}", i + 1),
+            address: *a,
+            weight: 1,
+            backup: false,
+            maxconn: None,
+            admin: AdminState::Ready,
+        })
+        .collect();
+    let backend = BackendConfig {
+        name: "quick".into(),
+        balance: o.balance,
+        retries: defaults::RETRIES,
+        timeouts: BackendTimeouts {
+            connect: defaults::CONNECT_TIMEOUT,
+            response: defaults::RESPONSE_TIMEOUT,
+            pool_idle: defaults::POOL_IDLE_TIMEOUT,
+        },
+        pool_max_idle: defaults::POOL_MAX_IDLE,
+        health: HealthConfig {
+            check,
+            interval: defaults::CHECK_INTERVAL,
+            fast_interval: defaults::CHECK_INTERVAL / 4,
+            timeout: defaults::CHECK_INTERVAL,
+            rise: defaults::RISE,
+            fall: defaults::FALL,
+            port: None,
+            address: None,
+        },
+        passive: PassiveConfig {
+            max_fails: defaults::MAX_FAILS,
+            fail_timeout: defaults::FAIL_TIMEOUT,
+        },
+        servers,
+    };
+    let frontend = FrontendConfig {
+        name: "quick".into(),
+        mode: o.mode,
+        listen: o.listen.clone(),
+        backend: Some("quick".into()),
+        routes: Vec::new(),
+        timeouts: FrontendTimeouts {
+            client_header: defaults::CLIENT_HEADER_TIMEOUT,
+            client_idle: defaults::CLIENT_IDLE_TIMEOUT,
+        },
+        max_header_bytes: defaults::MAX_HEADER_BYTES,
+    };
+    Ok(Config {
+        source: None,
+        admin: AdminConfig { listen: o.admin },
+        log: LogConfig {
+            access: AccessLog::Text,
+        },
+        frontends: BTreeMap::from([("quick".to_string(), frontend)]),
+        backends: BTreeMap::from([("quick".to_string(), backend)]),
+    })
+}

@@ -1,0 +1,207 @@
+//! Test harness: the real `fulcrum` binary and demo backends as child
+//! processes on ephemeral loopback ports, torn down on drop.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fulcrum")
+}
+
+/// A free loopback port (bound then released; the kernel will not hand it out again at once).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr")
+}
+
+/// A child process killed (by PID, through its handle) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Send a signal to this process only.
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+    /// Wait (bounded) for exit; returns the exit status if it exited.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+    /// Everything the process wrote so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn spawn(name: &str, args: &[&str]) -> Proc {
+    let log = std::env::temp_dir().join(format!("fulcrum-test-{}-{}-{}.log", std::process::id(), name, fastrand::u64(..)));
+    let out = std::fs::File::create(&log).expect("create log");
+    let err = out.try_clone().expect("clone log");
+    let child = Command::new(bin())
+        .args(args)
+        .env("FULCRUM_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("spawn fulcrum");
+    Proc {
+        child,
+        name: name.to_string(),
+        log,
+    }
+}
+
+/// Wait until something accepts TCP connections on `addr` (bounded).
+pub fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listening on {addr} after 20s");
+}
+
+/// Start a demo backend process.
+pub fn backend(name: &str) -> (Proc, SocketAddr) {
+    let addr = free_addr();
+    let p = spawn(name, &["backend", "--listen", &addr.to_string(), "--name", name]);
+    wait_listening(addr);
+    (p, addr)
+}
+
+/// Start `fulcrum run --config` with `toml` written to a temp file.
+pub struct Lb {
+    pub proc: Proc,
+    pub config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Lb {
+    pub fn start(toml: &str, wait_for: SocketAddr) -> Lb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("fulcrum.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let proc = spawn("lb", &["run", "--config", config.to_str().expect("utf8 path")]);
+        wait_listening(wait_for);
+        Lb { proc, config, _dir: dir }
+    }
+    /// Rewrite the config file and send SIGHUP.
+    pub fn reload(&self, toml: &str) {
+        std::fs::write(&self.config, toml).expect("write config");
+        self.proc.signal(libc::SIGHUP);
+    }
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    /// The `server` field of a demo backend's JSON answer.
+    pub fn server(&self) -> String {
+        self.json()["server"].as_str().unwrap_or("").to_string()
+    }
+}
+
+/// Parse one response from raw bytes (Content-Length or close-delimited bodies).
+pub fn parse_response(raw: &[u8]) -> Option<Resp> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some(Resp {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// One request on a fresh connection with `Connection: close`.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    parse_response(&buf).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad response: {:?}", String::from_utf8_lossy(&buf))))
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Resp> {
+    request(addr, "GET", path, &[])
+}
+
+/// Poll `f` every 20 ms until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// POST to a demo backend's control endpoint.
+pub fn control(backend: SocketAddr, path: &str) {
+    let r = request(backend, "POST", path, &[]).expect("control request");
+    assert_eq!(r.status, 200, "control {path}: {r:?}");
+}
