@@ -1,1 +1,2 @@
 //! vrrp (in progress)
+pub mod packet;
