@@ -204,7 +204,9 @@ pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
     for part in parts {
         let mut chunks = part.chunks_exact(2);
         for pair in &mut chunks {
-            sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+            if let [hi, lo] = *pair {
+                sum += u32::from(u16::from_be_bytes([hi, lo]));
+            }
         }
         if let [last] = chunks.remainder() {
             sum += u32::from(*last) << 8;
@@ -241,7 +243,7 @@ pub fn encode(adv: &Advert, src: Ipv4Addr, dst: Ipv4Addr) -> Result<Vec<u8>, Enc
     let (b4, b5) = match adv.version {
         2 => {
             let secs = adv.advert_interval_cs / 100;
-            if adv.advert_interval_cs % 100 != 0 || !(1..=255).contains(&secs) {
+            if !adv.advert_interval_cs.is_multiple_of(100) || !(1..=255).contains(&secs) {
                 return Err(bad_interval);
             }
             (u8::from(adv.auth.is_some()), secs as u8)
@@ -276,8 +278,9 @@ pub fn encode(adv: &Advert, src: Ipv4Addr, dst: Ipv4Addr) -> Result<Vec<u8>, Enc
         msg.extend_from_slice(&adv.auth.unwrap_or([0; 8]));
     }
     let sum = vrrp_checksum(adv.version, &msg, src, dst).to_be_bytes();
-    msg[6] = sum[0];
-    msg[7] = sum[1];
+    if let Some(field) = msg.get_mut(6..8) {
+        field.copy_from_slice(&sum);
+    }
     Ok(msg)
 }
 
@@ -313,8 +316,9 @@ pub fn encode_ip_packet(
     pkt.extend_from_slice(&src.octets());
     pkt.extend_from_slice(&dst.octets());
     let sum = internet_checksum(&[&pkt]).to_be_bytes();
-    pkt[10] = sum[0];
-    pkt[11] = sum[1];
+    if let Some(field) = pkt.get_mut(10..12) {
+        field.copy_from_slice(&sum);
+    }
     pkt.extend_from_slice(&msg);
     Ok(pkt)
 }
@@ -333,14 +337,13 @@ pub fn decode_ip_packet(ip_packet: &[u8], expect: &DecodeExpect) -> Result<Recei
     }
     let ihl_words = ver_ihl & 0x0f;
     let hdr_len = usize::from(ihl_words) * 4;
-    let header = ip_packet.get(..IPV4_MIN_HDR).ok_or(DropReason::Truncated)?;
+    let header: &[u8; IPV4_MIN_HDR] = ip_packet.first_chunk().ok_or(DropReason::Truncated)?;
     let total_len = usize::from(u16::from_be_bytes([header[2], header[3]]));
     if hdr_len < IPV4_MIN_HDR || hdr_len > total_len {
         return Err(DropReason::BadIhl(ihl_words));
     }
     let packet = ip_packet.get(..total_len).ok_or(DropReason::Truncated)?;
-    let header = packet.get(..hdr_len).ok_or(DropReason::Truncated)?;
-    if internet_checksum(&[header]) != 0 {
+    if internet_checksum(&[packet.get(..hdr_len).ok_or(DropReason::Truncated)?]) != 0 {
         return Err(DropReason::BadIpChecksum);
     }
     // More-fragments flag or a non-zero offset.
@@ -368,7 +371,7 @@ pub fn decode_vrrp(
     dst: Ipv4Addr,
     expect: &DecodeExpect,
 ) -> Result<Advert, DropReason> {
-    let fixed = payload.get(..FIXED_LEN).ok_or(DropReason::Truncated)?;
+    let fixed: &[u8; FIXED_LEN] = payload.first_chunk().ok_or(DropReason::Truncated)?;
     let version = fixed[0] >> 4;
     let kind = fixed[0] & 0x0f;
     if version != 2 && version != 3 {
@@ -399,13 +402,10 @@ pub fn decode_vrrp(
         .ok_or(DropReason::Truncated)?;
     let addresses = addr_bytes
         .chunks_exact(4)
-        .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+        .filter_map(|a| <[u8; 4]>::try_from(a).ok().map(Ipv4Addr::from))
         .collect();
     let (advert_interval_cs, auth) = if version == 2 {
-        let auth_data: [u8; 8] = payload
-            .get(payload.len() - V2_AUTH_LEN..)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(DropReason::Truncated)?;
+        let auth_data: [u8; V2_AUTH_LEN] = *payload.last_chunk().ok_or(DropReason::Truncated)?;
         let auth = match fixed[4] {
             0 => None,
             1 => Some(auth_data),
