@@ -14,7 +14,11 @@ use fulcrum::config::{self, quick::QuickOptions, types::Algorithm, types::Mode};
 use fulcrum::runtime::{Change, Runtime};
 
 #[derive(Parser)]
-#[command(name = "fulcrum", version, about = "High-availability load balancer: HTTP/TCP proxy, health checks, failover — one daemon")]
+#[command(
+    name = "fulcrum",
+    version,
+    about = "High-availability load balancer: HTTP/TCP proxy, health checks, failover — one daemon"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -95,7 +99,9 @@ fn main() -> ExitCode {
         Cmd::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),
         Cmd::Demo(opts) => runtime().and_then(|rt| rt.block_on(fulcrum::demo::run_demo(opts))),
         Cmd::Backend { listen, name } => runtime().and_then(|rt| {
-            rt.block_on(fulcrum::demo::backend::run_backend(fulcrum::demo::backend::BackendOptions { name, listen }))
+            rt.block_on(fulcrum::demo::backend::run_backend(
+                fulcrum::demo::backend::BackendOptions { name, listen },
+            ))
         }),
     };
     match result {
@@ -108,7 +114,8 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -146,7 +153,9 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 async fn run(args: RunArgs) -> Result<()> {
     let cfg = match &args.config {
-        Some(path) => config::load_file(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?,
+        Some(path) => {
+            config::load_file(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?
+        }
         None => config::quick::quick_config(&QuickOptions {
             listen: args.listen.clone(),
             servers: args.server.clone(),
@@ -186,7 +195,10 @@ async fn serve_signals(rt: Arc<Runtime>, config: Option<PathBuf>, grace: Duratio
             _ = int.recv() => break,
         }
     }
-    tracing::info!(open = rt.conns.open(), "stopping: draining open connections");
+    tracing::info!(
+        open = rt.conns.open(),
+        "stopping: draining open connections"
+    );
     rt.shutdown(grace).await;
     tracing::info!("stopped");
     Ok(())
@@ -202,11 +214,16 @@ async fn reload(rt: &Arc<Runtime>, path: Option<&std::path::Path>) {
             for e in &errors.0 {
                 tracing::error!("{e}");
             }
-            tracing::error!("reload refused: {} error(s); the running configuration stays in force", errors.0.len());
+            tracing::error!(
+                "reload refused: {} error(s); the running configuration stays in force",
+                errors.0.len()
+            );
         }
         Ok(cfg) => match rt.apply(Change::Reload(Box::new(cfg))).await {
             Ok(generation) => tracing::info!(generation, "reloaded {}", path.display()),
-            Err(e) => tracing::error!("reload refused: {e}; the running configuration stays in force"),
+            Err(e) => {
+                tracing::error!("reload refused: {e}; the running configuration stays in force")
+            }
         },
     }
 }

@@ -18,8 +18,17 @@ fn every_example_config_is_valid() {
         if let Err(e) = fulcrum::config::load_file(&path) {
             panic!("{} is invalid:\n{e}", path.display());
         }
-        let out = Command::new(common::bin()).args(["check", "--config"]).arg(&path).output().expect("run check");
-        assert!(out.status.success(), "fulcrum check {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(common::bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run check");
+        assert!(
+            out.status.success(),
+            "fulcrum check {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         n += 1;
     }
     assert!(n >= 4, "expected the seed examples, found {n}");
@@ -36,8 +45,14 @@ fn seed_examples_mean_what_they_say() {
     assert_eq!(app.health.fall, 3);
     let c = fulcrum::config::load_file(&dir.join("seed003-host-routing.toml")).expect("valid");
     let fe = &c.frontends["http-in"];
-    assert_eq!(fe.routes[0].host, Some(HostMatch::Exact("api.example.com".into())));
-    assert_eq!(fe.routes[1].host, Some(HostMatch::Suffix(".example.com".into())));
+    assert_eq!(
+        fe.routes[0].host,
+        Some(HostMatch::Exact("api.example.com".into()))
+    );
+    assert_eq!(
+        fe.routes[1].host,
+        Some(HostMatch::Suffix(".example.com".into()))
+    );
     let c = fulcrum::config::load_file(&dir.join("seed004-tcp-balance.toml")).expect("valid");
     assert_eq!(c.frontends["balance"].mode, Mode::Tcp);
 }
@@ -109,16 +124,26 @@ servers = [
         );
     }
     assert!(all.contains("hint: known backends: web"), "{all}");
-    assert!(errs.iter().all(|e| e.hint.is_some()), "every error should carry a hint:\n{all}");
+    assert!(
+        errs.iter().all(|e| e.hint.is_some()),
+        "every error should carry a hint:\n{all}"
+    );
 }
 
 #[test]
 fn unknown_keys_and_syntax_errors_point_at_the_spot() {
-    let errs = parse_str("[backends.web]\nservers = []\nbalanse = \"leastconn\"\n", "typo.toml").expect_err("invalid").0;
+    let errs = parse_str(
+        "[backends.web]\nservers = []\nbalanse = \"leastconn\"\n",
+        "typo.toml",
+    )
+    .expect_err("invalid")
+    .0;
     assert_eq!(errs.len(), 1);
     assert_eq!((errs[0].line, errs[0].col), (3, 1), "{}", errs[0]);
     assert!(errs[0].message.contains("balanse"), "{}", errs[0]);
-    let errs = parse_str("[frontends.x]\nlisten = [\"127.0.0.1:1\"\n", "syntax.toml").expect_err("invalid").0;
+    let errs = parse_str("[frontends.x]\nlisten = [\"127.0.0.1:1\"\n", "syntax.toml")
+        .expect_err("invalid")
+        .0;
     assert_eq!(errs[0].line, 2, "{}", errs[0]);
 }
 
@@ -126,11 +151,25 @@ fn unknown_keys_and_syntax_errors_point_at_the_spot() {
 fn check_command_exits_1_with_positions() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("bad.toml");
-    std::fs::write(&p, "[frontends.f]\nlisten = [\"127.0.0.1:1\"]\nbackend = \"ghost\"\n").expect("write");
-    let out = Command::new(common::bin()).args(["check", "--config"]).arg(&p).output().expect("run");
+    std::fs::write(
+        &p,
+        "[frontends.f]\nlisten = [\"127.0.0.1:1\"]\nbackend = \"ghost\"\n",
+    )
+    .expect("write");
+    let out = Command::new(common::bin())
+        .args(["check", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:3:11: error: unknown backend `ghost`"), "{err}");
-    let out = Command::new(common::bin()).args(["check", "--config", "/nonexistent/fulcrum.toml"]).output().expect("run");
+    assert!(
+        err.contains("bad.toml:3:11: error: unknown backend `ghost`"),
+        "{err}"
+    );
+    let out = Command::new(common::bin())
+        .args(["check", "--config", "/nonexistent/fulcrum.toml"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
 }

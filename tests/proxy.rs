@@ -51,8 +51,18 @@ fn round_robin_alternates() {
     let (_b2, a2) = backend("web2");
     let (_b3, a3) = backend("web3");
     let listen = free_addr();
-    let _lb = Lb::start(&simple(listen, "roundrobin", "", &servers_toml(&[("web1", a1, 1), ("web2", a2, 1), ("web3", a3, 1)])), listen);
-    let seq: Vec<String> = (0..9).map(|_| get(listen, "/").expect("get").server()).collect();
+    let _lb = Lb::start(
+        &simple(
+            listen,
+            "roundrobin",
+            "",
+            &servers_toml(&[("web1", a1, 1), ("web2", a2, 1), ("web3", a3, 1)]),
+        ),
+        listen,
+    );
+    let seq: Vec<String> = (0..9)
+        .map(|_| get(listen, "/").expect("get").server())
+        .collect();
     for i in 3..9 {
         assert_eq!(seq[i], seq[i - 3], "not a rotation: {seq:?}");
     }
@@ -65,7 +75,15 @@ fn weights_three_to_one() {
     let (_b1, a1) = backend("heavy");
     let (_b2, a2) = backend("light");
     let listen = free_addr();
-    let _lb = Lb::start(&simple(listen, "roundrobin", "", &servers_toml(&[("heavy", a1, 3), ("light", a2, 1)])), listen);
+    let _lb = Lb::start(
+        &simple(
+            listen,
+            "roundrobin",
+            "",
+            &servers_toml(&[("heavy", a1, 3), ("light", a2, 1)]),
+        ),
+        listen,
+    );
     let m = count(listen, 400);
     let heavy = *m.get("heavy").unwrap_or(&0) as f64 / 400.0;
     assert!((0.70..=0.80).contains(&heavy), "heavy share {heavy}: {m:?}");
@@ -75,13 +93,28 @@ fn weights_three_to_one() {
 fn forwarded_headers_reach_the_backend() {
     let (_b1, a1) = backend("web1");
     let listen = free_addr();
-    let _lb = Lb::start(&simple(listen, "roundrobin", "", &servers_toml(&[("web1", a1, 1)])), listen);
-    let r = request(listen, "GET", "/hello?x=1", &[("Host", "shop.example.com"), ("X-Forwarded-For", "203.0.113.7")]).expect("get");
+    let _lb = Lb::start(
+        &simple(listen, "roundrobin", "", &servers_toml(&[("web1", a1, 1)])),
+        listen,
+    );
+    let r = request(
+        listen,
+        "GET",
+        "/hello?x=1",
+        &[
+            ("Host", "shop.example.com"),
+            ("X-Forwarded-For", "203.0.113.7"),
+        ],
+    )
+    .expect("get");
     let j = r.json();
     assert_eq!(j["x_forwarded_for"], "203.0.113.7, 127.0.0.1", "{j}");
     assert_eq!(j["x_forwarded_proto"], "http");
     assert_eq!(j["x_forwarded_host"], "shop.example.com");
-    assert_eq!(j["host"], "shop.example.com", "Host is passed through unchanged");
+    assert_eq!(
+        j["host"], "shop.example.com",
+        "Host is passed through unchanged"
+    );
     assert_eq!(j["path"], "/hello");
     assert!(r.header("via").is_none());
 }
@@ -111,7 +144,11 @@ servers = [{{ name = "static1", address = "{as_}" }}]
 "#
     );
     let _lb = Lb::start(&toml, listen);
-    let via = |host: &str, path: &str| request(listen, "GET", path, &[("Host", host)]).expect("get").server();
+    let via = |host: &str, path: &str| {
+        request(listen, "GET", path, &[("Host", host)])
+            .expect("get")
+            .server()
+    };
     assert_eq!(via("api.example.com", "/"), "api1");
     assert_eq!(via("API.example.com:8080", "/"), "api1");
     assert_eq!(via("eu.api.example.com", "/x"), "api1");
@@ -124,7 +161,15 @@ fn leastconn_prefers_idle_server() {
     let (_b1, a1) = backend("web1");
     let (_b2, a2) = backend("web2");
     let listen = free_addr();
-    let _lb = Lb::start(&simple(listen, "leastconn", "", &servers_toml(&[("web1", a1, 1), ("web2", a2, 1)])), listen);
+    let _lb = Lb::start(
+        &simple(
+            listen,
+            "leastconn",
+            "",
+            &servers_toml(&[("web1", a1, 1), ("web2", a2, 1)]),
+        ),
+        listen,
+    );
     // Hold 3 slow requests; whichever servers they land on, the fast requests must
     // go to the server with fewer in flight.
     let slow: Vec<_> = (0..3)
@@ -132,15 +177,24 @@ fn leastconn_prefers_idle_server() {
         .collect();
     std::thread::sleep(Duration::from_millis(400));
     let m = count(listen, 10);
-    let busy: Vec<String> = slow.into_iter().filter_map(|h| h.join().ok()?.ok()).collect();
+    let busy: Vec<String> = slow
+        .into_iter()
+        .filter_map(|h| h.join().ok()?.ok())
+        .collect();
     let mut held: HashMap<String, usize> = HashMap::new();
     for b in &busy {
         *held.entry(b.clone()).or_default() += 1;
     }
     // 3 slow requests split 2/1: the server holding 2 must get no more fast requests than the other.
-    let (more, _) = held.iter().max_by_key(|(_, v)| **v).expect("slow requests answered");
+    let (more, _) = held
+        .iter()
+        .max_by_key(|(_, v)| **v)
+        .expect("slow requests answered");
     let other = if more == "web1" { "web2" } else { "web1" };
-    assert!(m.get(other).copied().unwrap_or(0) >= m.get(more).copied().unwrap_or(0), "fast {m:?} while holding {held:?}");
+    assert!(
+        m.get(other).copied().unwrap_or(0) >= m.get(more).copied().unwrap_or(0),
+        "fast {m:?} while holding {held:?}"
+    );
 }
 
 #[test]
@@ -149,15 +203,32 @@ fn health_check_removes_and_restores_server() {
     let (_b2, a2) = backend("web2");
     let listen = free_addr();
     let extra = r#"health = { kind = "http", path = "/health", interval = "100ms", fast_interval = "50ms", rise = 2, fall = 2, timeout = "500ms" }"#;
-    let _lb = Lb::start(&simple(listen, "roundrobin", extra, &servers_toml(&[("web1", a1, 1), ("web2", a2, 1)])), listen);
-    assert!(wait_until(Duration::from_secs(10), || count(listen, 4).len() == 2), "both servers never came up");
+    let _lb = Lb::start(
+        &simple(
+            listen,
+            "roundrobin",
+            extra,
+            &servers_toml(&[("web1", a1, 1), ("web2", a2, 1)]),
+        ),
+        listen,
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || count(listen, 4).len() == 2),
+        "both servers never came up"
+    );
     control(a2, "/_control/health/fail");
     assert!(
-        wait_until(Duration::from_secs(10), || count(listen, 6).keys().all(|k| k == "web1")),
+        wait_until(Duration::from_secs(10), || count(listen, 6)
+            .keys()
+            .all(|k| k == "web1")),
         "web2 still receives traffic after its health check failed"
     );
     control(a2, "/_control/health/ok");
-    assert!(wait_until(Duration::from_secs(10), || count(listen, 4).contains_key("web2")), "web2 never came back");
+    assert!(
+        wait_until(Duration::from_secs(10), || count(listen, 4)
+            .contains_key("web2")),
+        "web2 never came back"
+    );
 }
 
 #[test]
@@ -167,8 +238,18 @@ fn killing_a_backend_under_load_loses_no_request() {
     let listen = free_addr();
     let extra = r#"retries = 2
 health = { kind = "tcp", interval = "200ms", rise = 2, fall = 2 }"#;
-    let _lb = Lb::start(&simple(listen, "roundrobin", extra, &servers_toml(&[("web1", a1, 1), ("web2", a2, 1)])), listen);
-    assert!(wait_until(Duration::from_secs(10), || count(listen, 4).len() == 2));
+    let _lb = Lb::start(
+        &simple(
+            listen,
+            "roundrobin",
+            extra,
+            &servers_toml(&[("web1", a1, 1), ("web2", a2, 1)]),
+        ),
+        listen,
+    );
+    assert!(wait_until(Duration::from_secs(10), || count(listen, 4)
+        .len()
+        == 2));
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -191,15 +272,23 @@ health = { kind = "tcp", interval = "200ms", rise = 2, fall = 2 }"#;
             })
         })
         .collect();
-    assert!(wait_until(Duration::from_secs(10), || ok.load(Ordering::Relaxed) > 200));
+    assert!(wait_until(Duration::from_secs(10), || ok
+        .load(Ordering::Relaxed)
+        > 200));
     b2.signal(libc::SIGKILL);
     let before = ok.load(Ordering::Relaxed);
-    assert!(wait_until(Duration::from_secs(20), || ok.load(Ordering::Relaxed) > before + 500));
+    assert!(wait_until(Duration::from_secs(20), || ok
+        .load(Ordering::Relaxed)
+        > before + 500));
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.join();
     }
-    println!("requests ok: {}, failed: {}", ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!(
+        "requests ok: {}, failed: {}",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
     assert_eq!(failed.load(Ordering::Relaxed), 0);
 }
 
@@ -259,10 +348,14 @@ servers = [
 "#
     );
     let _lb = Lb::start(&toml, listen);
-    assert!(wait_until(Duration::from_secs(10), || get(listen, "/").map(|r| r.status == 200).unwrap_or(false)));
+    assert!(wait_until(Duration::from_secs(10), || get(listen, "/")
+        .map(|r| r.status == 200)
+        .unwrap_or(false)));
     assert!(count(listen, 6).keys().all(|k| k == "primary"));
     control(ap, "/_control/health/fail");
-    assert!(wait_until(Duration::from_secs(10), || count(listen, 3).keys().all(|k| k == "backup")));
+    assert!(wait_until(Duration::from_secs(10), || count(listen, 3)
+        .keys()
+        .all(|k| k == "backup")));
 }
 
 #[test]
@@ -270,7 +363,12 @@ fn sighup_reload_changes_weights_without_dropping_requests() {
     let (_b1, a1) = backend("web1");
     let (_b2, a2) = backend("web2");
     let listen = free_addr();
-    let v1 = simple(listen, "roundrobin", "", &servers_toml(&[("web1", a1, 1), ("web2", a2, 1)]));
+    let v1 = simple(
+        listen,
+        "roundrobin",
+        "",
+        &servers_toml(&[("web1", a1, 1), ("web2", a2, 1)]),
+    );
     let lb = Lb::start(&v1, listen);
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicU64::new(0));
@@ -291,20 +389,39 @@ fn sighup_reload_changes_weights_without_dropping_requests() {
             })
         })
         .collect();
-    assert!(wait_until(Duration::from_secs(10), || ok.load(Ordering::Relaxed) > 100));
+    assert!(wait_until(Duration::from_secs(10), || ok
+        .load(Ordering::Relaxed)
+        > 100));
     // A bad file first: refused, the old config stays.
     lb.reload("this is = not [valid toml");
-    assert!(wait_until(Duration::from_secs(10), || lb.proc.output().contains("reload refused")));
-    let v2 = simple(listen, "roundrobin", "", &servers_toml(&[("web1", a1, 1), ("web2", a2, 9)]));
+    assert!(wait_until(Duration::from_secs(10), || lb
+        .proc
+        .output()
+        .contains("reload refused")));
+    let v2 = simple(
+        listen,
+        "roundrobin",
+        "",
+        &servers_toml(&[("web1", a1, 1), ("web2", a2, 9)]),
+    );
     lb.reload(&v2);
-    assert!(wait_until(Duration::from_secs(10), || lb.proc.output().contains("reloaded")));
+    assert!(wait_until(Duration::from_secs(10), || lb
+        .proc
+        .output()
+        .contains("reloaded")));
     let before = ok.load(Ordering::Relaxed);
-    assert!(wait_until(Duration::from_secs(10), || ok.load(Ordering::Relaxed) > before + 100));
+    assert!(wait_until(Duration::from_secs(10), || ok
+        .load(Ordering::Relaxed)
+        > before + 100));
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.join();
     }
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed across reloads");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed across reloads"
+    );
     let m = count(listen, 100);
     let heavy = *m.get("web2").unwrap_or(&0);
     assert!((85..=95).contains(&heavy), "weight 9:1 not applied: {m:?}");
@@ -312,7 +429,8 @@ fn sighup_reload_changes_weights_without_dropping_requests() {
 
 fn raw(listen: SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(listen).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let _ = s.write_all(bytes);
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
@@ -335,18 +453,26 @@ servers = [{{ name = "web1", address = "{a1}" }}]
 "#
     );
     let lb = Lb::start(&toml, listen);
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     let r = raw(listen, big.as_bytes());
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
     let r = raw(listen, b"\x16\x03\x01 garbage garbage\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     // A client that never finishes its headers is cut off after the header timeout.
     let mut s = TcpStream::connect(listen).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
     let mut buf = Vec::new();
     let n = s.read_to_end(&mut buf);
-    assert!(n.is_ok(), "connection should be closed by the proxy, got {n:?}");
+    assert!(
+        n.is_ok(),
+        "connection should be closed by the proxy, got {n:?}"
+    );
     // Still serving, no panic.
     assert_eq!(get(listen, "/").expect("get").status, 200);
     assert!(!lb.proc.output().contains("panicked"));
@@ -356,15 +482,24 @@ servers = [{{ name = "web1", address = "{a1}" }}]
 fn websocket_upgrade_passes_through() {
     let (_b1, a1) = backend("web1");
     let listen = free_addr();
-    let _lb = Lb::start(&simple(listen, "roundrobin", "", &servers_toml(&[("web1", a1, 1)])), listen);
+    let _lb = Lb::start(
+        &simple(listen, "roundrobin", "", &servers_toml(&[("web1", a1, 1)])),
+        listen,
+    );
     let mut s = TcpStream::connect(listen).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
         .expect("write");
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).expect("read head"), 1, "closed early: {}", String::from_utf8_lossy(&head));
+        assert_eq!(
+            s.read(&mut byte).expect("read head"),
+            1,
+            "closed early: {}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).to_string();
@@ -383,12 +518,26 @@ fn quick_mode_like_balance() {
     for mode in ["http", "tcp"] {
         let listen = free_addr();
         let child = std::process::Command::new(bin())
-            .args(["run", "--mode", mode, "--listen", &listen.to_string(), "--server", &a1.to_string(), "--server", &a2.to_string()])
+            .args([
+                "run",
+                "--mode",
+                mode,
+                "--listen",
+                &listen.to_string(),
+                "--server",
+                &a1.to_string(),
+                "--server",
+                &a2.to_string(),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn");
-        let _p = Proc { child, name: "quick".into(), log: std::env::temp_dir().join("fulcrum-unused.log") };
+        let _p = Proc {
+            child,
+            name: "quick".into(),
+            log: std::env::temp_dir().join("fulcrum-unused.log"),
+        };
         wait_listening(listen);
         let m = count(listen, 6);
         assert_eq!(m.len(), 2, "mode {mode}: {m:?}");
@@ -399,12 +548,21 @@ fn quick_mode_like_balance() {
 fn sigterm_lets_in_flight_requests_finish() {
     let (_b1, a1) = backend("web1");
     let listen = free_addr();
-    let mut lb = Lb::start(&simple(listen, "roundrobin", "", &servers_toml(&[("web1", a1, 1)])), listen);
+    let mut lb = Lb::start(
+        &simple(listen, "roundrobin", "", &servers_toml(&[("web1", a1, 1)])),
+        listen,
+    );
     let inflight = std::thread::spawn(move || get(listen, "/slow?ms=1000"));
     std::thread::sleep(Duration::from_millis(300));
     lb.proc.signal(libc::SIGTERM);
-    let r = inflight.join().expect("join").expect("in-flight request cut by SIGTERM");
+    let r = inflight
+        .join()
+        .expect("join")
+        .expect("in-flight request cut by SIGTERM");
     assert_eq!(r.status, 200);
-    let st = lb.proc.wait_exit(Duration::from_secs(10)).expect("did not exit");
+    let st = lb
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("did not exit");
     assert!(st.success(), "{st:?}");
 }

@@ -19,7 +19,11 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}:{}:{}: error: {}", self.file, self.line, self.col, self.message)?;
+            write!(
+                f,
+                "{}:{}:{}: error: {}",
+                self.file, self.line, self.col, self.message
+            )?;
         } else {
             write!(f, "{}: error: {}", self.file, self.message)?;
         }
@@ -71,7 +75,12 @@ impl<'a> Locator<'a> {
     }
 
     /// An error at a byte offset.
-    pub(crate) fn error(&self, offset: usize, message: impl Into<String>, hint: Option<String>) -> ConfigError {
+    pub(crate) fn error(
+        &self,
+        offset: usize,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> ConfigError {
         let (line, col) = self.position(offset);
         ConfigError {
             file: self.file.to_string(),
@@ -101,6 +110,9 @@ mod tests {
     fn display_has_file_line_col_and_hint() {
         let l = Locator::new("x.toml", "a\nb");
         let e = l.error(2, "bad thing", Some("do this".into()));
-        assert_eq!(e.to_string(), "x.toml:2:1: error: bad thing\n  hint: do this");
+        assert_eq!(
+            e.to_string(),
+            "x.toml:2:1: error: bad thing\n  hint: do this"
+        );
     }
 }

@@ -36,7 +36,11 @@ pub fn quick_config(o: &QuickOptions) -> Result<Config, String> {
             host: None,
             expect: StatusRange { min: 200, max: 399 },
         }),
-        Some(other) => return Err(format!("--check `{other}`: use \"tcp\" or an HTTP path like \"/health\"")),
+        Some(other) => {
+            return Err(format!(
+                "--check `{other}`: use \"tcp\" or an HTTP path like \"/health\""
+            ))
+        }
     };
     let servers = o
         .servers

@@ -65,7 +65,11 @@ impl Ctx<'_> {
         let Some(v) = v else { return default };
         let n = *v.get_ref();
         if n < min || n > max {
-            self.err(v, format!("`{key}` = {n} is out of range"), Some(&format!("use a value from {min} to {max}")));
+            self.err(
+                v,
+                format!("`{key}` = {n} is out of range"),
+                Some(&format!("use a value from {min} to {max}")),
+            );
             return default;
         }
         n
@@ -75,8 +79,7 @@ impl Ctx<'_> {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
@@ -91,7 +94,10 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             let msg = e.message().trim().to_string();
             let hint = if msg.contains("unknown field") {
-                Some("check the spelling; the config reference in README.md lists every key".to_string())
+                Some(
+                    "check the spelling; the config reference in README.md lists every key"
+                        .to_string(),
+                )
             } else {
                 None
             };
@@ -121,7 +127,11 @@ fn build(cx: &mut Ctx<'_>, raw: RawConfig) -> Config {
                 "json" => AccessLog::Json,
                 "off" => AccessLog::Off,
                 other => {
-                    cx.err(v, format!("unknown access log format `{other}`"), Some("use \"text\", \"json\" or \"off\""));
+                    cx.err(
+                        v,
+                        format!("unknown access log format `{other}`"),
+                        Some("use \"text\", \"json\" or \"off\""),
+                    );
                     AccessLog::Text
                 }
             },
@@ -168,7 +178,11 @@ fn build_admin(cx: &mut Ctx<'_>, raw: Option<&S<RawAdmin>>) -> AdminConfig {
         Some(v) => match v.get_ref().parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                cx.err(v, format!("bad admin listen address `{}`", v.get_ref()), Some("write IP:PORT, e.g. \"127.0.0.1:9000\", or \"off\""));
+                cx.err(
+                    v,
+                    format!("bad admin listen address `{}`", v.get_ref()),
+                    Some("write IP:PORT, e.g. \"127.0.0.1:9000\", or \"off\""),
+                );
                 None
             }
         },
@@ -199,32 +213,52 @@ fn build_frontend(
             "http" => Mode::Http,
             "tcp" => Mode::Tcp,
             other => {
-                cx.err(m, format!("unknown mode `{other}`"), Some("use \"http\" or \"tcp\""));
+                cx.err(
+                    m,
+                    format!("unknown mode `{other}`"),
+                    Some("use \"http\" or \"tcp\""),
+                );
                 Mode::Http
             }
         },
     };
     let mut listen = Vec::new();
     if r.listen.get_ref().is_empty() {
-        cx.err(&r.listen, format!("frontend `{name}` listens nowhere"), Some("add an address: listen = [\"0.0.0.0:80\"]"));
+        cx.err(
+            &r.listen,
+            format!("frontend `{name}` listens nowhere"),
+            Some("add an address: listen = [\"0.0.0.0:80\"]"),
+        );
     }
     for l in r.listen.get_ref() {
         match l.get_ref().parse::<SocketAddr>() {
             Ok(a) => {
                 if let Some(other) = seen_listen.get(&a) {
                     let msg = format!("listen address {a} is already used by {other}");
-                    cx.err(l, msg, Some("each address:port can be bound by one frontend only"));
+                    cx.err(
+                        l,
+                        msg,
+                        Some("each address:port can be bound by one frontend only"),
+                    );
                 } else {
                     seen_listen.insert(a, format!("frontend `{name}`"));
                 }
                 listen.push(a);
             }
-            Err(_) => cx.err(l, format!("bad listen address `{}`", l.get_ref()), Some("write IP:PORT, e.g. \"0.0.0.0:80\" or \"[::]:443\"")),
+            Err(_) => cx.err(
+                l,
+                format!("bad listen address `{}`", l.get_ref()),
+                Some("write IP:PORT, e.g. \"0.0.0.0:80\" or \"[::]:443\""),
+            ),
         }
     }
     let check_backend = |cx: &mut Ctx<'_>, b: &S<String>| {
         if !backends.contains_key(b.get_ref()) {
-            cx.err(b, format!("unknown backend `{}`", b.get_ref()), Some(&known_list(backends)));
+            cx.err(
+                b,
+                format!("unknown backend `{}`", b.get_ref()),
+                Some(&known_list(backends)),
+            );
         }
     };
     if let Some(b) = &r.backend {
@@ -235,15 +269,27 @@ fn build_frontend(
         let rr = route.get_ref();
         check_backend(cx, &rr.backend);
         if rr.host.is_none() && rr.path_prefix.is_none() {
-            cx.err(route, "a route needs `host`, `path_prefix` or both", Some("e.g. { host = \"api.example.com\", backend = \"api\" }"));
+            cx.err(
+                route,
+                "a route needs `host`, `path_prefix` or both",
+                Some("e.g. { host = \"api.example.com\", backend = \"api\" }"),
+            );
         }
         if mode == Mode::Tcp {
-            cx.err(route, "routes need mode = \"http\"", Some("a TCP frontend sends everything to its `backend`"));
+            cx.err(
+                route,
+                "routes need mode = \"http\"",
+                Some("a TCP frontend sends everything to its `backend`"),
+            );
         }
         let host = rr.host.as_ref().and_then(|h| parse_host(cx, h));
         let path_prefix = rr.path_prefix.as_ref().map(|p| {
             if !p.get_ref().starts_with('/') {
-                cx.err(p, format!("path_prefix `{}` must start with '/'", p.get_ref()), None);
+                cx.err(
+                    p,
+                    format!("path_prefix `{}` must start with '/'", p.get_ref()),
+                    None,
+                );
             }
             p.get_ref().clone()
         });
@@ -254,9 +300,19 @@ fn build_frontend(
         });
     }
     if r.backend.is_none() && routes.is_empty() {
-        cx.err(f, format!("frontend `{name}` has no backend and no routes"), Some("add backend = \"NAME\""));
+        cx.err(
+            f,
+            format!("frontend `{name}` has no backend and no routes"),
+            Some("add backend = \"NAME\""),
+        );
     }
-    let max_header_bytes = cx.int(&r.max_header_bytes, "max_header_bytes", 8192, 1 << 20, defaults::MAX_HEADER_BYTES as i64) as usize;
+    let max_header_bytes = cx.int(
+        &r.max_header_bytes,
+        "max_header_bytes",
+        8192,
+        1 << 20,
+        defaults::MAX_HEADER_BYTES as i64,
+    ) as usize;
     FrontendConfig {
         name: name.to_string(),
         mode,
@@ -264,8 +320,16 @@ fn build_frontend(
         backend: r.backend.as_ref().map(|b| b.get_ref().clone()),
         routes,
         timeouts: FrontendTimeouts {
-            client_header: cx.duration(&r.client_header_timeout, "client_header_timeout", defaults::CLIENT_HEADER_TIMEOUT),
-            client_idle: cx.duration(&r.client_idle_timeout, "client_idle_timeout", defaults::CLIENT_IDLE_TIMEOUT),
+            client_header: cx.duration(
+                &r.client_header_timeout,
+                "client_header_timeout",
+                defaults::CLIENT_HEADER_TIMEOUT,
+            ),
+            client_idle: cx.duration(
+                &r.client_idle_timeout,
+                "client_idle_timeout",
+                defaults::CLIENT_IDLE_TIMEOUT,
+            ),
         },
         max_header_bytes,
     }
@@ -273,7 +337,11 @@ fn build_frontend(
 
 fn parse_host(cx: &mut Ctx<'_>, h: &S<String>) -> Option<HostMatch> {
     let s = h.get_ref().trim().to_ascii_lowercase();
-    let ok_label = |l: &str| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
     if let Some(rest) = s.strip_prefix("*.") {
         if rest.split('.').all(ok_label) {
             return Some(HostMatch::Suffix(format!(".{rest}")));
@@ -286,7 +354,9 @@ fn parse_host(cx: &mut Ctx<'_>, h: &S<String>) -> Option<HostMatch> {
 }
 
 fn parse_algorithm(cx: &mut Ctx<'_>, v: &Option<S<String>>) -> Algorithm {
-    let Some(v) = v else { return Algorithm::RoundRobin };
+    let Some(v) = v else {
+        return Algorithm::RoundRobin;
+    };
     match v.get_ref().as_str() {
         "roundrobin" => Algorithm::RoundRobin,
         "leastconn" => Algorithm::LeastConn,
@@ -295,7 +365,11 @@ fn parse_algorithm(cx: &mut Ctx<'_>, v: &Option<S<String>>) -> Algorithm {
         "uri" => Algorithm::Uri,
         "first" => Algorithm::First,
         other => {
-            cx.err(v, format!("unknown balance algorithm `{other}`"), Some("use roundrobin, leastconn, random, source, uri or first"));
+            cx.err(
+                v,
+                format!("unknown balance algorithm `{other}`"),
+                Some("use roundrobin, leastconn, random, source, uri or first"),
+            );
             Algorithm::RoundRobin
         }
     }
@@ -306,11 +380,29 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
     let balance = parse_algorithm(cx, &r.balance);
     let retries = cx.int(&r.retries, "retries", 0, 16, defaults::RETRIES as i64) as u32;
     let timeouts = BackendTimeouts {
-        connect: cx.duration(&r.connect_timeout, "connect_timeout", defaults::CONNECT_TIMEOUT),
-        response: cx.duration(&r.response_timeout, "response_timeout", defaults::RESPONSE_TIMEOUT),
-        pool_idle: cx.duration(&r.pool_idle_timeout, "pool_idle_timeout", defaults::POOL_IDLE_TIMEOUT),
+        connect: cx.duration(
+            &r.connect_timeout,
+            "connect_timeout",
+            defaults::CONNECT_TIMEOUT,
+        ),
+        response: cx.duration(
+            &r.response_timeout,
+            "response_timeout",
+            defaults::RESPONSE_TIMEOUT,
+        ),
+        pool_idle: cx.duration(
+            &r.pool_idle_timeout,
+            "pool_idle_timeout",
+            defaults::POOL_IDLE_TIMEOUT,
+        ),
     };
-    let pool_max_idle = cx.int(&r.pool_max_idle, "pool_max_idle", 0, 100_000, defaults::POOL_MAX_IDLE as i64) as usize;
+    let pool_max_idle = cx.int(
+        &r.pool_max_idle,
+        "pool_max_idle",
+        0,
+        100_000,
+        defaults::POOL_MAX_IDLE as i64,
+    ) as usize;
     let health = build_health(cx, r.health.as_ref());
     let passive = match &r.passive {
         None => PassiveConfig {
@@ -320,7 +412,13 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
         Some(p) => {
             let p = p.get_ref();
             PassiveConfig {
-                max_fails: cx.int(&p.max_fails, "max_fails", 0, 1000, defaults::MAX_FAILS as i64) as u32,
+                max_fails: cx.int(
+                    &p.max_fails,
+                    "max_fails",
+                    0,
+                    1000,
+                    defaults::MAX_FAILS as i64,
+                ) as u32,
                 fail_timeout: cx.duration(&p.fail_timeout, "fail_timeout", defaults::FAIL_TIMEOUT),
             }
         }
@@ -331,15 +429,27 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
         let sr = s.get_ref();
         let sname = sr.name.get_ref().clone();
         if !valid_name(&sname) {
-            cx.err(&sr.name, format!("bad server name `{sname}`"), Some(NAME_HINT));
+            cx.err(
+                &sr.name,
+                format!("bad server name `{sname}`"),
+                Some(NAME_HINT),
+            );
         }
         if names.insert(sname.clone(), ()).is_some() {
-            cx.err(&sr.name, format!("server `{sname}` appears twice in backend `{name}`"), Some("server names are unique within a backend"));
+            cx.err(
+                &sr.name,
+                format!("server `{sname}` appears twice in backend `{name}`"),
+                Some("server names are unique within a backend"),
+            );
         }
         let address = match sr.address.get_ref().parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
-                cx.err(&sr.address, format!("bad server address `{}`", sr.address.get_ref()), Some("write IP:PORT, e.g. \"192.168.50.11:80\""));
+                cx.err(
+                    &sr.address,
+                    format!("bad server address `{}`", sr.address.get_ref()),
+                    Some("write IP:PORT, e.g. \"192.168.50.11:80\""),
+                );
                 SocketAddr::from(([0, 0, 0, 0], 0))
             }
         };
@@ -350,7 +460,10 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
             }
             w => cx.int(w, "weight", 1, 256, 1) as u32,
         };
-        let maxconn = sr.maxconn.as_ref().map(|_| cx.int(&sr.maxconn, "maxconn", 1, 1_000_000, 1) as u32);
+        let maxconn = sr
+            .maxconn
+            .as_ref()
+            .map(|_| cx.int(&sr.maxconn, "maxconn", 1, 1_000_000, 1) as u32);
         let admin = match &sr.state {
             None => AdminState::Ready,
             Some(v) => match v.get_ref().as_str() {
@@ -358,7 +471,11 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
                 "drain" => AdminState::Drain,
                 "maint" => AdminState::Maint,
                 other => {
-                    cx.err(v, format!("unknown server state `{other}`"), Some("use \"ready\", \"drain\" or \"maint\""));
+                    cx.err(
+                        v,
+                        format!("unknown server state `{other}`"),
+                        Some("use \"ready\", \"drain\" or \"maint\""),
+                    );
                     AdminState::Ready
                 }
             },
@@ -403,14 +520,24 @@ fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {
     let timeout = cx.duration(&r.timeout, "timeout", interval.min(Duration::from_secs(5)));
     let rise = cx.int(&r.rise, "rise", 1, 1000, defaults::RISE as i64) as u32;
     let fall = cx.int(&r.fall, "fall", 1, 1000, defaults::FALL as i64) as u32;
-    let port = r.port.as_ref().map(|_| cx.int(&r.port, "port", 1, 65535, 1) as u16);
-    let address = r.address.as_ref().and_then(|a| match a.get_ref().parse::<IpAddr>() {
-        Ok(ip) => Some(ip),
-        Err(_) => {
-            cx.err(a, format!("bad check address `{}`", a.get_ref()), Some("write an IP address without port; use `port` for the port"));
-            None
-        }
-    });
+    let port = r
+        .port
+        .as_ref()
+        .map(|_| cx.int(&r.port, "port", 1, 65535, 1) as u16);
+    let address = r
+        .address
+        .as_ref()
+        .and_then(|a| match a.get_ref().parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                cx.err(
+                    a,
+                    format!("bad check address `{}`", a.get_ref()),
+                    Some("write an IP address without port; use `port` for the port"),
+                );
+                None
+            }
+        });
     let http_only = |cx: &mut Ctx<'_>, present: bool, at: &S<RawHealth>, key: &str| {
         if present {
             cx.err(at, format!("`{key}` only applies to kind = \"http\""), None);
@@ -426,21 +553,45 @@ fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {
             Some(CheckKind::Tcp)
         }
         "http" => {
-            let method = r.method.as_ref().map(|m| m.get_ref().clone()).unwrap_or_else(|| "GET".into());
+            let method = r
+                .method
+                .as_ref()
+                .map(|m| m.get_ref().clone())
+                .unwrap_or_else(|| "GET".into());
             if let Some(m) = &r.method {
                 if m.get_ref().is_empty() || !m.get_ref().chars().all(|c| c.is_ascii_uppercase()) {
-                    cx.err(m, format!("bad HTTP method `{}`", m.get_ref()), Some("e.g. \"GET\", \"HEAD\", \"OPTIONS\""));
+                    cx.err(
+                        m,
+                        format!("bad HTTP method `{}`", m.get_ref()),
+                        Some("e.g. \"GET\", \"HEAD\", \"OPTIONS\""),
+                    );
                 }
             }
-            let path = r.path.as_ref().map(|p| p.get_ref().clone()).unwrap_or_else(|| "/".into());
+            let path = r
+                .path
+                .as_ref()
+                .map(|p| p.get_ref().clone())
+                .unwrap_or_else(|| "/".into());
             if let Some(p) = &r.path {
-                if !p.get_ref().starts_with('/') || p.get_ref().chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    cx.err(p, format!("bad check path `{}`", p.get_ref()), Some("an absolute path without spaces, e.g. \"/health\""));
+                if !p.get_ref().starts_with('/')
+                    || p.get_ref()
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control())
+                {
+                    cx.err(
+                        p,
+                        format!("bad check path `{}`", p.get_ref()),
+                        Some("an absolute path without spaces, e.g. \"/health\""),
+                    );
                 }
             }
             let host = r.host.as_ref().map(|v| v.get_ref().clone());
             if let Some(hv) = &r.host {
-                if hv.get_ref().chars().any(|c| c.is_whitespace() || c.is_control()) {
+                if hv
+                    .get_ref()
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+                {
                     cx.err(hv, "bad check Host header", None);
                 }
             }
@@ -448,10 +599,19 @@ fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {
                 None => StatusRange { min: 200, max: 399 },
                 Some(v) => parse_status(cx, v),
             };
-            Some(CheckKind::Http { method, path, host, expect })
+            Some(CheckKind::Http {
+                method,
+                path,
+                host,
+                expect,
+            })
         }
         other => {
-            cx.err(&r.kind, format!("unknown health check kind `{other}`"), Some("use \"http\", \"tcp\" or \"none\""));
+            cx.err(
+                &r.kind,
+                format!("unknown health check kind `{other}`"),
+                Some("use \"http\", \"tcp\" or \"none\""),
+            );
             None
         }
     };
@@ -470,24 +630,45 @@ fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {
 fn parse_status(cx: &mut Ctx<'_>, v: &S<toml::Value>) -> StatusRange {
     let fallback = StatusRange { min: 200, max: 399 };
     let range = match v.get_ref() {
-        toml::Value::Integer(n) if (100..=599).contains(n) => Some(StatusRange { min: *n as u16, max: *n as u16 }),
+        toml::Value::Integer(n) if (100..=599).contains(n) => Some(StatusRange {
+            min: *n as u16,
+            max: *n as u16,
+        }),
         toml::Value::String(s) => {
             let s = s.trim();
             if s.len() == 3 && s.ends_with("xx") {
-                s[..1].parse::<u16>().ok().filter(|d| (1..=5).contains(d)).map(|d| StatusRange { min: d * 100, max: d * 100 + 99 })
+                s[..1]
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|d| (1..=5).contains(d))
+                    .map(|d| StatusRange {
+                        min: d * 100,
+                        max: d * 100 + 99,
+                    })
             } else if let Some((a, b)) = s.split_once('-') {
                 match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
-                    (Ok(a), Ok(b)) if (100..=599).contains(&a) && (100..=599).contains(&b) && a <= b => Some(StatusRange { min: a, max: b }),
+                    (Ok(a), Ok(b))
+                        if (100..=599).contains(&a) && (100..=599).contains(&b) && a <= b =>
+                    {
+                        Some(StatusRange { min: a, max: b })
+                    }
                     _ => None,
                 }
             } else {
-                s.parse::<u16>().ok().filter(|n| (100..=599).contains(n)).map(|n| StatusRange { min: n, max: n })
+                s.parse::<u16>()
+                    .ok()
+                    .filter(|n| (100..=599).contains(n))
+                    .map(|n| StatusRange { min: n, max: n })
             }
         }
         _ => None,
     };
     range.unwrap_or_else(|| {
-        cx.err(v, "bad expect_status", Some("use a status (200), a range (\"200-399\") or a class (\"2xx\")"));
+        cx.err(
+            v,
+            "bad expect_status",
+            Some("use a status (200), a range (\"200-399\") or a class (\"2xx\")"),
+        );
         fallback
     })
 }

@@ -20,7 +20,12 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 fn protected(name: &str) -> bool {
     matches!(
         name,
-        "host" | "content-length" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-request-id"
+        "host"
+            | "content-length"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-request-id"
     )
 }
 
@@ -45,7 +50,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             }
         }
     }
-    let upgrade = if keep_upgrade { h.remove(header::UPGRADE) } else { None };
+    let upgrade = if keep_upgrade {
+        h.remove(header::UPGRADE)
+    } else {
+        None
+    };
     for n in &HOP_BY_HOP {
         h.remove(n);
     }
@@ -65,14 +74,22 @@ pub fn wants_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
         && h.get_all(header::CONNECTION).iter().any(|v| {
             v.to_str()
-                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+                .map(|s| {
+                    s.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                })
                 .unwrap_or(false)
         })
 }
 
 /// Append the client to `X-Forwarded-For`, set `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (the host the client asked for).
-pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
+pub fn add_forwarded(
+    h: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let mut ip_buf = [0u8; 64];
     let ip = fmt_ip(client, &mut ip_buf);
@@ -89,7 +106,10 @@ pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, proto: &'static str, hos
     if let Some(v) = value {
         h.insert(xff, v);
     }
-    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(proto));
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(proto),
+    );
     if let Some(host) = host {
         h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
@@ -110,7 +130,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }

@@ -33,7 +33,13 @@ struct Conn {
 }
 
 /// Serve one client connection until it closes, times out or the process drains.
-pub(crate) async fn serve(rt: Arc<Runtime>, frontend: Arc<str>, fe: &FrontendConfig, stream: TcpStream, client: SocketAddr) {
+pub(crate) async fn serve(
+    rt: Arc<Runtime>,
+    frontend: Arc<str>,
+    fe: &FrontendConfig,
+    stream: TcpStream,
+    client: SocketAddr,
+) {
     let _open = rt.conns.track();
     let io = TokioIo::new(IdleTimeout::new(stream, fe.timeouts.client_idle));
     let conn = Arc::new(Conn {
@@ -77,8 +83,10 @@ pub(crate) fn local_response(status: StatusCode, why: &str) -> Response<RespBody
         status.canonical_reason().unwrap_or("")
     )));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -95,7 +103,10 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<RespBody> {
         let snap = conn.rt.snapshot();
         let format = snap.config.log.access;
         let Some(fe) = snap.frontends.get(&*conn.frontend) else {
-            return local_response(StatusCode::SERVICE_UNAVAILABLE, "this frontend is being removed");
+            return local_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this frontend is being removed",
+            );
         };
         let host = req
             .headers()
@@ -105,8 +116,21 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<RespBody> {
         match fe.route(host, req.uri().path()) {
             Some(b) => (b.clone(), format),
             None => {
-                log::local(format, conn.client, &conn.frontend, "-", req.method(), req.uri(), 503, start, "no route");
-                return local_response(StatusCode::SERVICE_UNAVAILABLE, "no backend is configured for this host and path");
+                log::local(
+                    format,
+                    conn.client,
+                    &conn.frontend,
+                    "-",
+                    req.method(),
+                    req.uri(),
+                    503,
+                    start,
+                    "no route",
+                );
+                return local_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no backend is configured for this host and path",
+                );
             }
         }
     };
@@ -126,7 +150,12 @@ fn connect_failure(server: &ServerState, e: &ConnectError) -> Failure {
     };
     Failure {
         status,
-        why: format!("server {}/{} ({}): {e}", server.key.backend, server.name(), server.address()),
+        why: format!(
+            "server {}/{} ({}): {e}",
+            server.key.backend,
+            server.name(),
+            server.address()
+        ),
     }
 }
 
@@ -134,7 +163,14 @@ fn connect_failure(server: &ServerState, e: &ConnectError) -> Failure {
 /// the attempt counts as failed.
 const STALE_RETRIES: u32 = 4;
 
-async fn forward(conn: &Conn, backend: Arc<BackendRt>, mut req: Request<Incoming>, start: Instant, tq: Duration, format: AccessLog) -> Response<RespBody> {
+async fn forward(
+    conn: &Conn,
+    backend: Arc<BackendRt>,
+    mut req: Request<Incoming>,
+    start: Instant,
+    tq: Duration,
+    format: AccessLog,
+) -> Response<RespBody> {
     let cfg = &backend.config;
     let hash = match cfg.balance {
         Algorithm::Source => Some(match conn.client.ip() {
@@ -150,11 +186,12 @@ async fn forward(conn: &Conn, backend: Arc<BackendRt>, mut req: Request<Incoming
     let has_body = !body.is_end_stream();
     let mut body_slot = has_body.then_some(ReqBody::Stream(body));
 
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded(&mut parts.headers, conn.client.ip(), "http", host.as_ref());
     if let Some(h) = &host {
@@ -238,7 +275,17 @@ async fn forward(conn: &Conn, backend: Arc<BackendRt>, mut req: Request<Incoming
                     server.name(),
                     cfg.timeouts.response
                 );
-                log::local(format, conn.client, &conn.frontend, &cfg.name, &parts.method, &parts.uri, 504, start, "response timeout");
+                log::local(
+                    format,
+                    conn.client,
+                    &conn.frontend,
+                    &cfg.name,
+                    &parts.method,
+                    &parts.uri,
+                    504,
+                    start,
+                    "response timeout",
+                );
                 return local_response(StatusCode::GATEWAY_TIMEOUT, &why);
             }
             Ok(Err(mut e)) => {
@@ -267,7 +314,11 @@ async fn forward(conn: &Conn, backend: Arc<BackendRt>, mut req: Request<Incoming
                 }
                 failure = Some(Failure {
                     status: StatusCode::BAD_GATEWAY,
-                    why: format!("server {}/{} failed before responding: {err}", cfg.name, server.name()),
+                    why: format!(
+                        "server {}/{} failed before responding: {err}",
+                        cfg.name,
+                        server.name()
+                    ),
                 });
                 tried.push(idx);
                 if has_body && body_slot.is_none() {
@@ -324,7 +375,17 @@ async fn forward(conn: &Conn, backend: Arc<BackendRt>, mut req: Request<Incoming
         status: StatusCode::SERVICE_UNAVAILABLE,
         why: format!("no server is available in backend `{}`", cfg.name),
     });
-    log::local(format, conn.client, &conn.frontend, &cfg.name, &parts.method, &parts.uri, f.status.as_u16(), start, &f.why);
+    log::local(
+        format,
+        conn.client,
+        &conn.frontend,
+        &cfg.name,
+        &parts.method,
+        &parts.uri,
+        f.status.as_u16(),
+        start,
+        &f.why,
+    );
     local_response(f.status, &f.why)
 }
 
@@ -339,7 +400,12 @@ fn drop_finished(mut body: UpstreamBody) -> RespBody {
 }
 
 /// Answer 101 to the client and splice the two upgraded connections together.
-fn relay_upgrade(mut resp: Response<Incoming>, client: hyper::upgrade::OnUpgrade, sender: Sender, pending: Pending) -> Response<RespBody> {
+fn relay_upgrade(
+    mut resp: Response<Incoming>,
+    client: hyper::upgrade::OnUpgrade,
+    sender: Sender,
+    pending: Pending,
+) -> Response<RespBody> {
     let upstream = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {
         let _keep = sender;

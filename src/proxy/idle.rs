@@ -43,7 +43,11 @@ impl<T> IdleTimeout<T> {
 }
 
 impl<T: AsyncRead> AsyncRead for IdleTimeout<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.project();
         match this.inner.poll_read(cx, buf) {
             Poll::Ready(r) => {
@@ -56,7 +60,10 @@ impl<T: AsyncRead> AsyncRead for IdleTimeout<T> {
                 }
                 let deadline = *this.last + *this.idle;
                 if Instant::now() >= deadline {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client idle timeout")));
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client idle timeout",
+                    )));
                 }
                 this.sleep.as_mut().reset(deadline);
             },
@@ -65,7 +72,11 @@ impl<T: AsyncRead> AsyncRead for IdleTimeout<T> {
 }
 
 impl<T: AsyncWrite> AsyncWrite for IdleTimeout<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let r = this.inner.poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(_))) {
@@ -73,7 +84,11 @@ impl<T: AsyncWrite> AsyncWrite for IdleTimeout<T> {
         }
         r
     }
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let r = this.inner.poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(_))) {

@@ -25,7 +25,13 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// Run the accept loop for one listening address until `stop` turns true.
-pub fn spawn(rt: Arc<Runtime>, frontend: String, mode: Mode, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>) {
+pub fn spawn(
+    rt: Arc<Runtime>,
+    frontend: String,
+    mode: Mode,
+    listener: std::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
@@ -48,15 +54,19 @@ pub fn spawn(rt: Arc<Runtime>, frontend: String, mode: Mode, listener: std::net:
                     let _ = stream.set_nodelay(true);
                     let fe_cfg = {
                         let snap = rt.snapshot();
-                        snap.frontends.get(&*frontend).map(|f| f.clone())
+                        snap.frontends.get(&*frontend).cloned()
                     };
                     let Some(fe) = fe_cfg else { continue };
                     let rt = rt.clone();
                     let name = frontend.clone();
                     tokio::spawn(async move {
                         match mode {
-                            Mode::Http => super::http::serve(rt, name, &fe.config, stream, client).await,
-                            Mode::Tcp => super::tcp::serve(rt, name, &fe.config, stream, client).await,
+                            Mode::Http => {
+                                super::http::serve(rt, name, &fe.config, stream, client).await
+                            }
+                            Mode::Tcp => {
+                                super::tcp::serve(rt, name, &fe.config, stream, client).await
+                            }
                         }
                     });
                 }

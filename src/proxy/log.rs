@@ -82,7 +82,17 @@ impl Pending {
 
 /// A log line for a request answered locally (no server: 503, routing miss…).
 #[allow(clippy::too_many_arguments)]
-pub fn local(format: AccessLog, client: SocketAddr, frontend: &str, backend: &str, method: &http::Method, uri: &http::Uri, status: u16, start: Instant, why: &str) {
+pub fn local(
+    format: AccessLog,
+    client: SocketAddr,
+    frontend: &str,
+    backend: &str,
+    method: &http::Method,
+    uri: &http::Uri,
+    status: u16,
+    start: Instant,
+    why: &str,
+) {
     match format {
         AccessLog::Off => {}
         AccessLog::Json => write_line(
@@ -110,7 +120,18 @@ pub fn local(format: AccessLog, client: SocketAddr, frontend: &str, backend: &st
 
 /// A log line for one finished TCP session.
 #[allow(clippy::too_many_arguments)]
-pub fn tcp(format: AccessLog, client: SocketAddr, frontend: &str, backend: &str, server: &str, tc: Duration, tt: Duration, bytes_in: u64, bytes_out: u64, end: &str) {
+pub fn tcp(
+    format: AccessLog,
+    client: SocketAddr,
+    frontend: &str,
+    backend: &str,
+    server: &str,
+    tc: Duration,
+    tt: Duration,
+    bytes_in: u64,
+    bytes_out: u64,
+    end: &str,
+) {
     match format {
         AccessLog::Off => {}
         AccessLog::Json => write_line(

@@ -28,7 +28,9 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("idle", &self.idle_count()).finish()
+        f.debug_struct("Pool")
+            .field("idle", &self.idle_count())
+            .finish()
     }
 }
 
@@ -108,7 +110,9 @@ pub enum ConnectError {
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout(timeout)),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err(ConnectError::Refused),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(ConnectError::Refused)
+        }
         Ok(Err(e)) => return Err(ConnectError::Io(e)),
         Ok(Ok(s)) => s,
     };

@@ -14,12 +14,21 @@ use crate::config::types::{Algorithm, FrontendConfig};
 use crate::runtime::Runtime;
 
 /// Serve one TCP client connection.
-pub(crate) async fn serve(rt: Arc<Runtime>, frontend: Arc<str>, fe: &FrontendConfig, client_stream: TcpStream, client: SocketAddr) {
+pub(crate) async fn serve(
+    rt: Arc<Runtime>,
+    frontend: Arc<str>,
+    fe: &FrontendConfig,
+    client_stream: TcpStream,
+    client: SocketAddr,
+) {
     let _open = rt.conns.track();
     let start = Instant::now();
     let (backend, format) = {
         let snap = rt.snapshot();
-        let b = snap.frontends.get(&*frontend).and_then(|f| f.default.clone());
+        let b = snap
+            .frontends
+            .get(&*frontend)
+            .and_then(|f| f.default.clone());
         (b, snap.config.log.access)
     };
     let Some(backend) = backend else { return };
@@ -33,24 +42,29 @@ pub(crate) async fn serve(rt: Arc<Runtime>, frontend: Arc<str>, fe: &FrontendCon
     };
     let mut tried = Vec::new();
     for _ in 0..=cfg.retries {
-        let Some(server) = backend.pick(hash, &tried).cloned() else { break };
+        let Some(server) = backend.pick(hash, &tried).cloned() else {
+            break;
+        };
         let idx = backend.index_of(&server).unwrap_or(usize::MAX);
         let guard = server.begin();
         let tc_start = Instant::now();
-        let upstream = match tokio::time::timeout(cfg.timeouts.connect, TcpStream::connect(server.address())).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(server = %server.name(), error = %e, "tcp connect failed");
-                server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
-                tried.push(idx);
-                continue;
-            }
-            Err(_) => {
-                server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
-                tried.push(idx);
-                continue;
-            }
-        };
+        let upstream =
+            match tokio::time::timeout(cfg.timeouts.connect, TcpStream::connect(server.address()))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(server = %server.name(), error = %e, "tcp connect failed");
+                    server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
+                    tried.push(idx);
+                    continue;
+                }
+                Err(_) => {
+                    server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
+                    tried.push(idx);
+                    continue;
+                }
+            };
         server.record_success();
         let tc = tc_start.elapsed();
         let _ = upstream.set_nodelay(true);
@@ -61,8 +75,30 @@ pub(crate) async fn serve(rt: Arc<Runtime>, frontend: Arc<str>, fe: &FrontendCon
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => (0, 0, "idle-timeout"),
             Err(_) => (0, 0, "reset"),
         };
-        log::tcp(format, client, &frontend, &cfg.name, guard.server().name(), tc, start.elapsed(), inb, outb, end);
+        log::tcp(
+            format,
+            client,
+            &frontend,
+            &cfg.name,
+            guard.server().name(),
+            tc,
+            start.elapsed(),
+            inb,
+            outb,
+            end,
+        );
         return;
     }
-    log::tcp(format, client, &frontend, &cfg.name, "<NOSRV>", Duration::ZERO, start.elapsed(), 0, 0, "no-server");
+    log::tcp(
+        format,
+        client,
+        &frontend,
+        &cfg.name,
+        "<NOSRV>",
+        Duration::ZERO,
+        start.elapsed(),
+        0,
+        0,
+        "no-server",
+    );
 }

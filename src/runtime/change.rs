@@ -38,7 +38,11 @@ pub enum Change {
     },
 }
 
-fn find_server<'a>(cfg: &'a mut Config, backend: &str, server: &str) -> Result<&'a mut ServerConfig, ApplyError> {
+fn find_server<'a>(
+    cfg: &'a mut Config,
+    backend: &str,
+    server: &str,
+) -> Result<&'a mut ServerConfig, ApplyError> {
     let b = cfg
         .backends
         .get_mut(backend)
@@ -56,13 +60,21 @@ pub(super) fn next_config(current: &Snapshot, change: Change) -> Result<Config, 
     let mut cfg = Config::clone(&current.config);
     match change {
         Change::Reload(c) => return Ok(*c),
-        Change::SetAdmin { backend, server, state } => {
+        Change::SetAdmin {
+            backend,
+            server,
+            state,
+        } => {
             find_server(&mut cfg, &backend, &server)?.admin = state;
             if let Some(s) = current.server(&backend, &server) {
                 s.set_admin(state);
             }
         }
-        Change::SetWeight { backend, server, weight } => {
+        Change::SetWeight {
+            backend,
+            server,
+            weight,
+        } => {
             if !(1..=256).contains(&weight) {
                 return Err(ApplyError::Invalid(format!(
                     "weight {weight} is out of range; use 1..=256 (to stop traffic, drain the server)"
@@ -89,7 +101,11 @@ pub(super) fn next_config(current: &Snapshot, change: Change) -> Result<Config, 
             }
             b.servers.push(server);
         }
-        Change::RemoveServer { backend, server, force } => {
+        Change::RemoveServer {
+            backend,
+            server,
+            force,
+        } => {
             let live: Option<Arc<_>> = current.server(&backend, &server).cloned();
             let b = cfg
                 .backends

@@ -214,7 +214,14 @@ impl Runtime {
             if local != addr {
                 tracing::info!(%local, %frontend, "listening (ephemeral port)");
             }
-            control.listeners.insert(addr, ListenerEntry { frontend, mode, stop });
+            control.listeners.insert(
+                addr,
+                ListenerEntry {
+                    frontend,
+                    mode,
+                    stop,
+                },
+            );
         }
         self.sync_checkers(&mut control);
         tracing::info!(generation, "configuration applied");
@@ -262,7 +269,11 @@ impl Runtime {
                 })
                 .collect();
             let weights: Vec<u32> = bc.servers.iter().map(|s| s.weight).collect();
-            let ids: Vec<u64> = bc.servers.iter().map(|s| crate::balance::hash_key(s.name.as_bytes())).collect();
+            let ids: Vec<u64> = bc
+                .servers
+                .iter()
+                .map(|s| crate::balance::hash_key(s.name.as_bytes()))
+                .collect();
             backends.insert(
                 name.clone(),
                 Arc::new(BackendRt {

@@ -61,7 +61,12 @@ impl Drop for Proc {
 }
 
 fn spawn(name: &str, args: &[&str]) -> Proc {
-    let log = std::env::temp_dir().join(format!("fulcrum-test-{}-{}-{}.log", std::process::id(), name, fastrand::u64(..)));
+    let log = std::env::temp_dir().join(format!(
+        "fulcrum-test-{}-{}-{}.log",
+        std::process::id(),
+        name,
+        fastrand::u64(..)
+    ));
     let out = std::fs::File::create(&log).expect("create log");
     let err = out.try_clone().expect("clone log");
     let child = Command::new(bin())
@@ -94,7 +99,10 @@ pub fn wait_listening(addr: SocketAddr) {
 /// Start a demo backend process.
 pub fn backend(name: &str) -> (Proc, SocketAddr) {
     let addr = free_addr();
-    let p = spawn(name, &["backend", "--listen", &addr.to_string(), "--name", name]);
+    let p = spawn(
+        name,
+        &["backend", "--listen", &addr.to_string(), "--name", name],
+    );
     wait_listening(addr);
     (p, addr)
 }
@@ -111,9 +119,16 @@ impl Lb {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("fulcrum.toml");
         std::fs::write(&config, toml).expect("write config");
-        let proc = spawn("lb", &["run", "--config", config.to_str().expect("utf8 path")]);
+        let proc = spawn(
+            "lb",
+            &["run", "--config", config.to_str().expect("utf8 path")],
+        );
         wait_listening(wait_for);
-        Lb { proc, config, _dir: dir }
+        Lb {
+            proc,
+            config,
+            _dir: dir,
+        }
     }
     /// Rewrite the config file and send SIGHUP.
     pub fn reload(&self, toml: &str) {
@@ -167,7 +182,12 @@ pub fn parse_response(raw: &[u8]) -> Option<Resp> {
 }
 
 /// One request on a fresh connection with `Connection: close`.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Resp> {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
@@ -181,7 +201,12 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
     s.write_all(req.as_bytes())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    parse_response(&buf).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad response: {:?}", String::from_utf8_lossy(&buf))))
+    parse_response(&buf).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad response: {:?}", String::from_utf8_lossy(&buf)),
+        )
+    })
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Resp> {
