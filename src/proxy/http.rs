@@ -20,8 +20,8 @@ use super::idle::IdleTimeout;
 use super::log::{self, Pending};
 use super::pool::{self, ConnectError, Idle, Sender};
 use crate::balance::hash_key;
-use crate::config::types::{AccessLog, Algorithm, FrontendConfig};
-use crate::runtime::{BackendRt, Runtime, ServerState};
+use crate::config::types::{AccessLog, Algorithm};
+use crate::runtime::{BackendRt, FrontendRt, Runtime, ServerState};
 
 /// Per-connection facts every request on it needs.
 struct Conn {
@@ -36,12 +36,13 @@ struct Conn {
 pub(crate) async fn serve(
     rt: Arc<Runtime>,
     frontend: Arc<str>,
-    fe: &FrontendConfig,
+    fe: Arc<FrontendRt>,
     stream: TcpStream,
     client: SocketAddr,
 ) {
     let _open = rt.conns.track();
-    let io = TokioIo::new(IdleTimeout::new(stream, fe.timeouts.client_idle));
+    let _fe_conn = ConnCount::new(&fe);
+    let io = TokioIo::new(IdleTimeout::new(stream, fe.config.timeouts.client_idle));
     let conn = Arc::new(Conn {
         rt: rt.clone(),
         frontend,
@@ -56,8 +57,8 @@ pub(crate) async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(fe.timeouts.client_header)
-        .max_header_size(fe.max_header_bytes);
+        .header_read_timeout(fe.config.timeouts.client_header)
+        .max_header_size(fe.config.max_header_bytes);
     let served = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(served);
     let mut draining = rt.draining();
@@ -67,6 +68,22 @@ pub(crate) async fn serve(
     }
     served.as_mut().graceful_shutdown();
     log_conn_end(client, served.await);
+}
+
+/// Counts one open client connection on a frontend while alive.
+pub(crate) struct ConnCount(Arc<crate::runtime::stats::FrontendStats>);
+
+impl ConnCount {
+    pub(crate) fn new(fe: &FrontendRt) -> Self {
+        fe.stats.connections.fetch_add(1, Ordering::Relaxed);
+        ConnCount(fe.stats.clone())
+    }
+}
+
+impl Drop for ConnCount {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn log_conn_end(client: SocketAddr, r: Result<(), hyper::Error>) {
@@ -113,9 +130,11 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<RespBody> {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        fe.stats.requests.fetch_add(1, Ordering::Relaxed);
         match fe.route(host, req.uri().path()) {
             Some(b) => (b.clone(), format),
             None => {
+                fe.stats.local_errors.fetch_add(1, Ordering::Relaxed);
                 log::local(
                     format,
                     conn.client,
@@ -213,6 +232,9 @@ async fn forward(
         let Some(server) = backend.pick(hash, &tried).cloned() else {
             break;
         };
+        if attempts > 0 {
+            backend.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
         let idx = backend.index_of(&server).unwrap_or(usize::MAX);
         attempts += 1;
         let guard = server.begin();
@@ -269,6 +291,7 @@ async fn forward(
         let resp = match result {
             Err(_) => {
                 server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
+                server.record_status(504);
                 let why = format!(
                     "server {}/{} did not answer within {:?}",
                     cfg.name,
@@ -335,6 +358,7 @@ async fn forward(
             client: conn.client,
             frontend: conn.frontend.clone(),
             backend: Arc::from(cfg.name.as_str()),
+            stats: backend.stats.clone(),
             guard,
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -370,6 +394,9 @@ async fn forward(
             RespBody::Upstream(Box::new(body))
         };
         return Response::from_parts(rparts, body);
+    }
+    if failure.is_none() {
+        backend.stats.no_server.fetch_add(1, Ordering::Relaxed);
     }
     let f = failure.unwrap_or(Failure {
         status: StatusCode::SERVICE_UNAVAILABLE,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::types::AccessLog;
 use crate::runtime::server::ActiveGuard;
+use crate::runtime::stats::BackendStats;
 
 /// An in-flight request whose log line is written when it finishes. It also
 /// holds the server's active-connection guard, so "active" covers the whole
@@ -17,6 +18,8 @@ pub struct Pending {
     pub client: SocketAddr,
     pub frontend: Arc<str>,
     pub backend: Arc<str>,
+    /// The backend's counters (request duration histogram).
+    pub stats: Arc<BackendStats>,
     pub guard: ActiveGuard,
     pub method: http::Method,
     pub uri: http::Uri,
@@ -34,10 +37,14 @@ pub struct Pending {
 impl Pending {
     /// Write the log line (unless logging is off) and release the server.
     pub fn finish(self, bytes: u64, complete: bool) {
+        let srv = self.guard.server();
+        srv.record_status(self.status);
+        srv.add_bytes(0, bytes);
+        let tt = self.start.elapsed();
+        self.stats.duration.observe(tt);
         if self.format == AccessLog::Off {
             return;
         }
-        let tt = self.start.elapsed();
         let server = self.guard.server().name().to_string();
         let line = match self.format {
             AccessLog::Json => serde_json::json!({

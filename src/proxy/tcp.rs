@@ -10,27 +10,23 @@ use tokio::net::TcpStream;
 use super::idle::IdleTimeout;
 use super::log;
 use crate::balance::hash_key;
-use crate::config::types::{Algorithm, FrontendConfig};
-use crate::runtime::Runtime;
+use crate::config::types::Algorithm;
+use crate::runtime::{FrontendRt, Runtime};
 
 /// Serve one TCP client connection.
 pub(crate) async fn serve(
     rt: Arc<Runtime>,
     frontend: Arc<str>,
-    fe: &FrontendConfig,
+    fe: Arc<FrontendRt>,
     client_stream: TcpStream,
     client: SocketAddr,
 ) {
     let _open = rt.conns.track();
+    let _fe_conn = super::http::ConnCount::new(&fe);
+    fe.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
-    let (backend, format) = {
-        let snap = rt.snapshot();
-        let b = snap
-            .frontends
-            .get(&*frontend)
-            .and_then(|f| f.default.clone());
-        (b, snap.config.log.access)
-    };
+    let format = rt.snapshot().config.log.access;
+    let backend = fe.default.clone();
     let Some(backend) = backend else { return };
     let cfg = &backend.config;
     let hash = match cfg.balance {
@@ -68,13 +64,14 @@ pub(crate) async fn serve(
         server.record_success();
         let tc = tc_start.elapsed();
         let _ = upstream.set_nodelay(true);
-        let mut c = IdleTimeout::new(client_stream, fe.timeouts.client_idle);
-        let mut u = IdleTimeout::new(upstream, fe.timeouts.client_idle);
+        let mut c = IdleTimeout::new(client_stream, fe.config.timeouts.client_idle);
+        let mut u = IdleTimeout::new(upstream, fe.config.timeouts.client_idle);
         let (inb, outb, end) = match tokio::io::copy_bidirectional(&mut c, &mut u).await {
             Ok((a, b)) => (a, b, "--"),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => (0, 0, "idle-timeout"),
             Err(_) => (0, 0, "reset"),
         };
+        server.add_bytes(inb, outb);
         log::tcp(
             format,
             client,

@@ -5,6 +5,7 @@ pub mod change;
 pub mod conns;
 pub mod server;
 pub mod snapshot;
+pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -277,6 +278,7 @@ impl Runtime {
             backends.insert(
                 name.clone(),
                 Arc::new(BackendRt {
+                    stats: old_backend.map(|b| b.stats.clone()).unwrap_or_default(),
                     config: bc.clone(),
                     balancer: Balancer::with_ids(bc.balance, &weights, &ids),
                     servers,
@@ -294,6 +296,11 @@ impl Runtime {
             frontends.insert(
                 name.clone(),
                 Arc::new(FrontendRt {
+                    stats: current
+                        .frontends
+                        .get(name)
+                        .map(|f| f.stats.clone())
+                        .unwrap_or_default(),
                     config: fc.clone(),
                     routes,
                     default,

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::types::{AdminState, ServerConfig};
 
-/// Outcome of the latest active health check, for status pages.
+/// Active check results kept per server for the dashboard.
+pub const CHECK_HISTORY: usize = 20;
+
+/// Outcome of one active health check, for status pages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
     /// True when the check succeeded.
@@ -47,7 +50,14 @@ pub struct ServerState {
     active: AtomicU32,
     total: AtomicU64,
     failures: AtomicU64,
-    last_check: Mutex<Option<CheckReport>>,
+    /// Most recent active check results, oldest first (at most `CHECK_HISTORY`).
+    checks: Mutex<std::collections::VecDeque<CheckReport>>,
+    /// Responses by status class: index 0 = 1xx … 4 = 5xx.
+    responses: [AtomicU64; 5],
+    /// Requests per second over the last sampling period, in thousandths.
+    rate_milli: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
     /// Idle keep-alive connections to this server (survive reloads with the server).
     pub pool: crate::proxy::pool::Pool,
 }
@@ -88,7 +98,11 @@ impl ServerState {
             active: AtomicU32::new(0),
             total: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            last_check: Mutex::new(None),
+            checks: Mutex::new(std::collections::VecDeque::with_capacity(CHECK_HISTORY)),
+            responses: Default::default(),
+            rate_milli: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
             pool: Default::default(),
         }
     }
@@ -196,16 +210,65 @@ impl ServerState {
         false
     }
 
-    /// Store the latest active check outcome.
+    /// Store the latest active check outcome (kept in a short history).
     pub fn set_last_check(&self, report: CheckReport) {
-        if let Ok(mut g) = self.last_check.lock() {
-            *g = Some(report);
+        if let Ok(mut g) = self.checks.lock() {
+            if g.len() >= CHECK_HISTORY {
+                g.pop_front();
+            }
+            g.push_back(report);
         }
     }
 
     /// The latest active check outcome, if any check ran.
     pub fn last_check(&self) -> Option<CheckReport> {
-        self.last_check.lock().ok().and_then(|g| g.clone())
+        self.checks.lock().ok().and_then(|g| g.back().cloned())
+    }
+
+    /// Recent active check outcomes, oldest first.
+    pub fn check_history(&self) -> Vec<CheckReport> {
+        self.checks
+            .lock()
+            .map(|g| g.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Count a response sent to a client by its status code.
+    pub fn record_status(&self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        if let Some(c) = self.responses.get(class) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub fn responses(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.responses[i].load(Ordering::Relaxed))
+    }
+
+    /// Count bytes relayed for this server (client→server, server→client).
+    pub fn add_bytes(&self, inbound: u64, outbound: u64) {
+        self.bytes_in.fetch_add(inbound, Ordering::Relaxed);
+        self.bytes_out.fetch_add(outbound, Ordering::Relaxed);
+    }
+
+    /// Bytes relayed so far: (client→server, server→client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Requests per second measured by the rate sampler.
+    pub fn request_rate(&self) -> f64 {
+        self.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    /// Set by the rate sampler.
+    pub fn set_request_rate(&self, per_second: f64) {
+        self.rate_milli
+            .store((per_second * 1000.0).max(0.0) as u64, Ordering::Relaxed);
     }
 
     /// Time since the process epoch (for check report timestamps).

@@ -8,6 +8,7 @@ use crate::balance::{Balancer, ServerView};
 use crate::config::types::{BackendConfig, Config, FrontendConfig, HostMatch, Route};
 
 use super::server::ServerState;
+use super::stats::{BackendStats, FrontendStats};
 
 /// One published generation of the live configuration.
 #[derive(Debug)]
@@ -35,6 +36,8 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct FrontendRt {
     pub config: FrontendConfig,
+    /// Counters kept across reloads.
+    pub stats: Arc<FrontendStats>,
     pub routes: Vec<(Route, Arc<BackendRt>)>,
     pub default: Option<Arc<BackendRt>>,
 }
@@ -92,6 +95,8 @@ fn host_matches(m: &HostMatch, host: &str) -> bool {
 #[derive(Debug)]
 pub struct BackendRt {
     pub config: BackendConfig,
+    /// Counters kept across reloads.
+    pub stats: Arc<BackendStats>,
     pub servers: Vec<Arc<ServerState>>,
     pub balancer: Balancer,
 }

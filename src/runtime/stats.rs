@@ -1,0 +1,97 @@
+//! Counters for frontends and backends that survive reloads (reused by name
+//! when the next snapshot is built), read by the admin API and `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the request duration histogram buckets.
+pub const DURATION_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// A cumulative-at-read histogram of durations with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Non-cumulative counts per bucket; the last slot is +Inf.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Record one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket (Prometheus `le` semantics), the last being +Inf.
+    pub fn cumulative(&self) -> Vec<u64> {
+        let mut acc = 0;
+        self.buckets
+            .iter()
+            .map(|b| {
+                acc += b.load(Ordering::Relaxed);
+                acc
+            })
+            .collect()
+    }
+
+    /// Sum of observations in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Traffic through one frontend.
+#[derive(Debug, Default)]
+pub struct FrontendStats {
+    /// Requests (HTTP) or sessions (TCP) received.
+    pub requests: AtomicU64,
+    /// Client connections open now.
+    pub connections: AtomicU64,
+    /// Requests answered locally because no route or no server matched.
+    pub local_errors: AtomicU64,
+}
+
+/// Traffic through one backend.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Total time of requests, accept/request start to the end of the response body.
+    pub duration: Histogram,
+    /// Requests that found no usable server (503).
+    pub no_server: AtomicU64,
+    /// Attempts retried onto another server.
+    pub retries: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(20));
+        h.observe(Duration::from_secs(60));
+        let c = h.cumulative();
+        assert_eq!(c[0], 1);
+        assert_eq!(c[4], 2); // 0.025
+        assert_eq!(*c.last().unwrap(), 3);
+        assert_eq!(h.count(), 3);
+        assert!((h.sum_seconds() - 60.0205).abs() < 1e-6);
+    }
+}
