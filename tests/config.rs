@@ -141,9 +141,12 @@ fn unknown_keys_and_syntax_errors_point_at_the_spot() {
     assert_eq!(errs.len(), 1);
     assert_eq!((errs[0].line, errs[0].col), (3, 1), "{}", errs[0]);
     assert!(errs[0].message.contains("balanse"), "{}", errs[0]);
-    let errs = parse_str("[frontends.x]\nlisten = [\"127.0.0.1:1\"\n", "syntax.toml")
-        .expect_err("invalid")
-        .0;
+    let errs = parse_str(
+        "[frontends.x]\nlisten = [\"127.0.0.1:1\" oops]\nbackend = \"b\"\n",
+        "syntax.toml",
+    )
+    .expect_err("invalid")
+    .0;
     assert_eq!(errs[0].line, 2, "{}", errs[0]);
 }
 

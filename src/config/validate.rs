@@ -152,7 +152,10 @@ fn build(cx: &mut Ctx<'_>, raw: RawConfig) -> Config {
         seen_listen.insert(a, "the admin listener".to_string());
     }
     let mut frontends = BTreeMap::new();
-    for (name, f) in &raw.frontends {
+    // File order, so "already used" points at the second occurrence.
+    let mut in_file_order: Vec<_> = raw.frontends.iter().collect();
+    in_file_order.sort_by_key(|(_, f)| f.span().start);
+    for (name, f) in in_file_order {
         if !valid_name(name) {
             cx.err(f, format!("bad frontend name `{name}`"), Some(NAME_HINT));
         }

@@ -7,3 +7,5 @@ pub mod backend;
 pub mod ws_accept;
 
 pub use backend::{run_backend, start_backend, BackendHandle, BackendOptions};
+pub mod run;
+pub use run::{run_demo, DemoOptions};

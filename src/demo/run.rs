@@ -83,7 +83,9 @@ pub fn demo_config(listen: SocketAddr, backends: &[(String, SocketAddr)]) -> Con
     Config {
         source: None,
         admin: AdminConfig { listen: None },
-        log: LogConfig { access: AccessLog::Text },
+        log: LogConfig {
+            access: AccessLog::Text,
+        },
         frontends: BTreeMap::from([("www".to_string(), www)]),
         backends: BTreeMap::from([("web".to_string(), web)]),
     }
@@ -100,20 +102,37 @@ pub async fn run_demo(o: DemoOptions) -> Result<()> {
             .checked_add(i)
             .context("--backend-port is too high")?;
         let listen = SocketAddr::new(ip, port);
-        let h = start_backend(BackendOptions { name: name.clone(), listen })
-            .await
-            .with_context(|| format!("cannot start demo backend {name} on {listen} (use --backend-port)"))?;
+        let h = start_backend(BackendOptions {
+            name: name.clone(),
+            listen,
+        })
+        .await
+        .with_context(|| {
+            format!("cannot start demo backend {name} on {listen} (use --backend-port)")
+        })?;
         handles.push((name, h));
     }
-    let backends: Vec<(String, SocketAddr)> = handles.iter().map(|(n, h)| (n.clone(), h.local_addr())).collect();
+    let backends: Vec<(String, SocketAddr)> = handles
+        .iter()
+        .map(|(n, h)| (n.clone(), h.local_addr()))
+        .collect();
     let rt = Runtime::start(demo_config(o.listen, &backends))
         .await
-        .with_context(|| format!("cannot start the load balancer on {} (use --listen)", o.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot start the load balancer on {} (use --listen)",
+                o.listen
+            )
+        })?;
 
     // Wait (bounded) until health checks have seen every backend.
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let up = rt.snapshot().backends.get("web").map_or(0, |b| b.usable_count());
+        let up = rt
+            .snapshot()
+            .backends
+            .get("web")
+            .map_or(0, |b| b.usable_count());
         if up == backends.len() {
             break;
         }
@@ -147,7 +166,10 @@ pub async fn run_demo(o: DemoOptions) -> Result<()> {
     println!("  curl -s http://{}/                                  # answered by web1, web2, web3 in turn", o.listen);
     println!("  curl -s -X POST http://{web2}/_control/health/fail    # web2's health check fails: it leaves the pool");
     println!("  curl -s -X POST http://{web2}/_control/health/ok      # and comes back after 2 good checks");
-    println!("  while true; do curl -s http://{}/; sleep 0.2; done  # seed 004's curl loop", o.listen);
+    println!(
+        "  while true; do curl -s http://{}/; sleep 0.2; done  # seed 004's curl loop",
+        o.listen
+    );
     println!();
     println!("Access log below. Ctrl-C to stop.");
 

@@ -61,12 +61,8 @@ pub fn spawn(
                     let name = frontend.clone();
                     tokio::spawn(async move {
                         match mode {
-                            Mode::Http => {
-                                super::http::serve(rt, name, &fe.config, stream, client).await
-                            }
-                            Mode::Tcp => {
-                                super::tcp::serve(rt, name, &fe.config, stream, client).await
-                            }
+                            Mode::Http => super::http::serve(rt, name, fe, stream, client).await,
+                            Mode::Tcp => super::tcp::serve(rt, name, fe, stream, client).await,
                         }
                     });
                 }

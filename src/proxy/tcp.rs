@@ -23,7 +23,9 @@ pub(crate) async fn serve(
 ) {
     let _open = rt.conns.track();
     let _fe_conn = super::http::ConnCount::new(&fe);
-    fe.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fe.stats
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
     let format = rt.snapshot().config.log.access;
     let backend = fe.default.clone();
