@@ -234,7 +234,7 @@ fn health_check_removes_and_restores_server() {
 #[test]
 fn killing_a_backend_under_load_loses_no_request() {
     let (_b1, a1) = backend("web1");
-    let (mut b2, a2) = backend("web2");
+    let (b2, a2) = backend("web2");
     let listen = free_addr();
     let extra = r#"retries = 2
 health = { kind = "tcp", interval = "200ms", rise = 2, fall = 2 }"#;
