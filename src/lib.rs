@@ -4,6 +4,7 @@
 //! (health, connection counts, VRRP state) flow back into per-server shared state.
 //! See README.md, "Architecture".
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;

@@ -80,6 +80,7 @@ pub fn quick_config(o: &QuickOptions) -> Result<Config, String> {
             fail_timeout: defaults::FAIL_TIMEOUT,
         },
         servers,
+        discovery: None,
     };
     let frontend = FrontendConfig {
         name: "quick".into(),
@@ -95,11 +96,16 @@ pub fn quick_config(o: &QuickOptions) -> Result<Config, String> {
     };
     Ok(Config {
         source: None,
-        admin: AdminConfig { listen: o.admin },
+        admin: AdminConfig {
+            listen: o.admin,
+            token_file: None,
+            public_read: false,
+        },
         log: LogConfig {
             access: AccessLog::Text,
         },
         frontends: BTreeMap::from([("quick".to_string(), frontend)]),
         backends: BTreeMap::from([("quick".to_string(), backend)]),
+        cluster: ClusterConfig::default(),
     })
 }

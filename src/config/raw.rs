@@ -19,12 +19,23 @@ pub(crate) struct RawConfig {
     pub frontends: BTreeMap<String, S<RawFrontend>>,
     #[serde(default)]
     pub backends: BTreeMap<String, S<RawBackend>>,
+    #[serde(default)]
+    pub cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    #[serde(default)]
+    pub peers: Vec<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub listen: Option<S<String>>,
+    pub token_file: Option<S<String>>,
+    pub public_read: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +79,19 @@ pub(crate) struct RawBackend {
     pub passive: Option<S<RawPassive>>,
     #[serde(default)]
     pub servers: Vec<S<RawServer>>,
+    pub discovery: Option<S<RawDiscovery>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDiscovery {
+    pub file: Option<S<String>>,
+    pub poll_interval: Option<S<String>>,
+    pub dns: Option<S<String>>,
+    pub srv: Option<S<String>>,
+    pub port: Option<S<i64>>,
+    pub interval: Option<S<String>>,
+    pub resolver: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,6 +20,15 @@ pub struct Config {
     pub frontends: BTreeMap<String, FrontendConfig>,
     /// Backends by name, in name order.
     pub backends: BTreeMap<String, BackendConfig>,
+    /// Other load balancers of the same group, for `fulcrum ctl`.
+    pub cluster: ClusterConfig,
+}
+
+/// The nodes `fulcrum ctl` applies a change to, besides `--admin`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Admin URLs such as `http://10.0.0.2:9000`.
+    pub peers: Vec<String>,
 }
 
 /// The admin listener (dashboard, JSON API, metrics).
@@ -27,6 +36,11 @@ pub struct Config {
 pub struct AdminConfig {
     /// None disables the admin listener.
     pub listen: Option<SocketAddr>,
+    /// File holding the bearer token required for changes (and for reads
+    /// unless `public_read`) when the listener is not on loopback.
+    pub token_file: Option<PathBuf>,
+    /// Allow read-only calls (status, metrics, dashboard) without a token.
+    pub public_read: bool,
 }
 
 /// Access log settings.
@@ -117,6 +131,35 @@ pub struct BackendConfig {
     pub health: HealthConfig,
     pub passive: PassiveConfig,
     pub servers: Vec<ServerConfig>,
+    /// Where the server list comes from at run time, besides `servers`.
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+/// Live server discovery for a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryConfig {
+    /// A watched inventory file (JSON or TOML list of servers with `exclude` /
+    /// `drain` flags), re-read within `poll` of a change.
+    File { path: PathBuf, poll: Duration },
+    /// DNS records re-resolved every `interval`.
+    Dns {
+        name: String,
+        record: DnsRecord,
+        /// Port for A/AAAA records (SRV records carry their own).
+        port: Option<u16>,
+        interval: Duration,
+        /// Resolver to ask instead of the system's (`IP:PORT`).
+        resolver: Option<SocketAddr>,
+    },
+}
+
+/// Which DNS records name the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsRecord {
+    /// A and AAAA records, with the configured port.
+    A,
+    /// SRV records (target and port), targets resolved to addresses.
+    Srv,
 }
 
 /// Upstream-side timeouts (HAProxy `timeout connect`, `timeout server`).

@@ -162,20 +162,27 @@ fn build(cx: &mut Ctx<'_>, raw: RawConfig) -> Config {
         let fe = build_frontend(cx, name, f, &backends, &mut seen_listen);
         frontends.insert(name.clone(), fe);
     }
+    let cluster = build_cluster(cx, raw.cluster.as_ref());
     Config {
         source: None,
         admin,
         log,
         frontends,
         backends,
+        cluster,
     }
 }
 
 fn build_admin(cx: &mut Ctx<'_>, raw: Option<&S<RawAdmin>>) -> AdminConfig {
     let Some(raw) = raw else {
-        return AdminConfig { listen: None };
+        return AdminConfig {
+            listen: None,
+            token_file: None,
+            public_read: false,
+        };
     };
-    let listen = match &raw.get_ref().listen {
+    let r = raw.get_ref();
+    let listen = match &r.listen {
         None => defaults::ADMIN_LISTEN.parse().ok(),
         Some(v) if v.get_ref() == "off" => None,
         Some(v) => match v.get_ref().parse::<SocketAddr>() {
@@ -190,7 +197,133 @@ fn build_admin(cx: &mut Ctx<'_>, raw: Option<&S<RawAdmin>>) -> AdminConfig {
             }
         },
     };
-    AdminConfig { listen }
+    let token_file = r
+        .token_file
+        .as_ref()
+        .map(|t| std::path::PathBuf::from(t.get_ref()));
+    if let Some(a) = listen {
+        if !a.ip().is_loopback() && token_file.is_none() {
+            let at = r
+                .listen
+                .as_ref()
+                .map(|l| l.span().start)
+                .unwrap_or(raw.span().start);
+            cx.errors.push(cx.loc.error(
+                at,
+                format!("the admin listener on {a} is reachable from the network but has no token"),
+                Some("add token_file = \"/etc/fulcrum/admin.token\" (changes then need Authorization: Bearer <token>), or listen on 127.0.0.1".into()),
+            ));
+        }
+    }
+    AdminConfig {
+        listen,
+        token_file,
+        public_read: r.public_read.unwrap_or(false),
+    }
+}
+
+fn build_cluster(cx: &mut Ctx<'_>, raw: Option<&RawCluster>) -> ClusterConfig {
+    let mut peers = Vec::new();
+    for p in raw.map(|r| r.peers.as_slice()).unwrap_or(&[]) {
+        let v = p.get_ref().trim_end_matches('/');
+        let ok = v
+            .strip_prefix("http://")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+        if ok {
+            peers.push(v.to_string());
+        } else {
+            cx.err(
+                p,
+                format!("bad cluster peer `{}`", p.get_ref()),
+                Some("write the peer's admin URL, e.g. \"http://10.0.0.2:9000\""),
+            );
+        }
+    }
+    ClusterConfig { peers }
+}
+
+fn build_discovery(cx: &mut Ctx<'_>, d: &S<RawDiscovery>) -> Option<DiscoveryConfig> {
+    let r = d.get_ref();
+    let sources = [r.file.is_some(), r.dns.is_some(), r.srv.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if sources != 1 {
+        cx.err(d, "discovery needs exactly one of `file`, `dns` or `srv`", Some("e.g. discovery = { file = \"/etc/fulcrum/web.json\" } or { dns = \"web.internal\", port = 80 }"));
+        return None;
+    }
+    if let Some(f) = &r.file {
+        for (present, key) in [
+            (r.port.is_some(), "port"),
+            (r.interval.is_some(), "interval"),
+            (r.resolver.is_some(), "resolver"),
+        ] {
+            if present {
+                cx.err(
+                    d,
+                    format!("`{key}` applies to DNS discovery, not to `file`"),
+                    None,
+                );
+            }
+        }
+        let poll = cx.duration(
+            &r.poll_interval,
+            "poll_interval",
+            Duration::from_millis(500),
+        );
+        return Some(DiscoveryConfig::File {
+            path: std::path::PathBuf::from(f.get_ref()),
+            poll,
+        });
+    }
+    if r.poll_interval.is_some() {
+        cx.err(
+            d,
+            "`poll_interval` applies to file discovery; DNS uses `interval`",
+            None,
+        );
+    }
+    let (name, record) = match (&r.dns, &r.srv) {
+        (Some(n), _) => (n, DnsRecord::A),
+        (_, Some(n)) => (n, DnsRecord::Srv),
+        _ => return None,
+    };
+    if name.get_ref().is_empty() || name.get_ref().chars().any(|c| c.is_whitespace()) {
+        cx.err(name, format!("bad DNS name `{}`", name.get_ref()), None);
+    }
+    let port = r
+        .port
+        .as_ref()
+        .map(|_| cx.int(&r.port, "port", 1, 65535, 80) as u16);
+    if record == DnsRecord::A && port.is_none() {
+        cx.err(
+            d,
+            "DNS A/AAAA discovery needs a `port`",
+            Some("e.g. discovery = { dns = \"web.internal\", port = 80 }"),
+        );
+    }
+    let interval = cx.duration(&r.interval, "interval", Duration::from_secs(5));
+    let resolver = r
+        .resolver
+        .as_ref()
+        .and_then(|v| match v.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                cx.err(
+                    v,
+                    format!("bad resolver address `{}`", v.get_ref()),
+                    Some("write IP:PORT, e.g. \"127.0.0.1:53\""),
+                );
+                None
+            }
+        });
+    Some(DiscoveryConfig::Dns {
+        name: name.get_ref().clone(),
+        record,
+        port,
+        interval,
+        resolver,
+    })
 }
 
 fn known_list(backends: &BTreeMap<String, BackendConfig>) -> String {
@@ -492,6 +625,7 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
             admin,
         });
     }
+    let discovery = r.discovery.as_ref().and_then(|d| build_discovery(cx, d));
     BackendConfig {
         name: name.to_string(),
         balance,
@@ -501,6 +635,7 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
         health,
         passive,
         servers,
+        discovery,
     }
 }
 

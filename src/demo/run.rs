@@ -19,13 +19,20 @@ pub struct DemoOptions {
     /// Address of the demo site (the load balancer's frontend).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address of the admin listener (dashboard, API, metrics).
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub admin: SocketAddr,
     /// Port of the first demo backend; the three backends use this port and the next two.
     #[arg(long, default_value_t = 9101)]
     pub backend_port: u16,
 }
 
 /// The configuration the demo runs: frontend `www` → backend `web` (web1..web3).
-pub fn demo_config(listen: SocketAddr, backends: &[(String, SocketAddr)]) -> Config {
+pub fn demo_config(
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    backends: &[(String, SocketAddr)],
+) -> Config {
     let servers = backends
         .iter()
         .map(|(name, address)| ServerConfig {
@@ -67,6 +74,7 @@ pub fn demo_config(listen: SocketAddr, backends: &[(String, SocketAddr)]) -> Con
             fail_timeout: defaults::FAIL_TIMEOUT,
         },
         servers,
+        discovery: None,
     };
     let www = FrontendConfig {
         name: "www".into(),
@@ -82,12 +90,17 @@ pub fn demo_config(listen: SocketAddr, backends: &[(String, SocketAddr)]) -> Con
     };
     Config {
         source: None,
-        admin: AdminConfig { listen: None },
+        admin: AdminConfig {
+            listen: admin,
+            token_file: None,
+            public_read: false,
+        },
         log: LogConfig {
             access: AccessLog::Text,
         },
         frontends: BTreeMap::from([("www".to_string(), www)]),
         backends: BTreeMap::from([("web".to_string(), web)]),
+        cluster: ClusterConfig::default(),
     }
 }
 
@@ -116,7 +129,7 @@ pub async fn run_demo(o: DemoOptions) -> Result<()> {
         .iter()
         .map(|(n, h)| (n.clone(), h.local_addr()))
         .collect();
-    let rt = Runtime::start(demo_config(o.listen, &backends))
+    let rt = Runtime::start(demo_config(o.listen, Some(o.admin), &backends))
         .await
         .with_context(|| {
             format!(

@@ -36,6 +36,13 @@ pub enum Change {
         server: String,
         force: bool,
     },
+    /// Replace the servers a backend's discovery source found (added after the
+    /// backend's configured `servers`). Servers no longer listed get no new
+    /// traffic; requests and connections in flight on them finish.
+    SetDiscovered {
+        backend: String,
+        servers: Vec<ServerConfig>,
+    },
 }
 
 fn find_server<'a>(
@@ -60,6 +67,7 @@ pub(super) fn next_config(current: &Snapshot, change: Change) -> Result<Config, 
     let mut cfg = Config::clone(&current.config);
     match change {
         Change::Reload(c) => return Ok(*c),
+        Change::SetDiscovered { .. } => {}
         Change::SetAdmin {
             backend,
             server,

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{watch, Mutex};
 
 use crate::balance::Balancer;
-use crate::config::types::{Config, HealthConfig, Mode};
+use crate::config::types::{Config, HealthConfig, Mode, ServerConfig};
 
 pub use change::Change;
 pub use conns::ConnTracker;
@@ -62,6 +62,8 @@ struct CheckerEntry {
 struct Control {
     listeners: HashMap<SocketAddr, ListenerEntry>,
     checkers: HashMap<ServerKey, CheckerEntry>,
+    /// Servers found by each backend's discovery source, by backend name.
+    discovered: HashMap<String, Vec<ServerConfig>>,
 }
 
 /// The running load balancer's state.
@@ -94,6 +96,7 @@ impl Runtime {
                 log: config.log,
                 frontends: BTreeMap::new(),
                 backends: BTreeMap::new(),
+                cluster: Default::default(),
             }),
             frontends: HashMap::new(),
             backends: BTreeMap::new(),
@@ -156,8 +159,15 @@ impl Runtime {
         let mut control = self.control.lock().await;
         let current = self.snapshot.load_full();
         let reload = matches!(change, Change::Reload(_));
+        let rediscovered = matches!(change, Change::SetDiscovered { .. });
+        if let Change::SetDiscovered { backend, servers } = &change {
+            if !current.config.backends.contains_key(backend) {
+                return Err(ApplyError::UnknownBackend(backend.clone()));
+            }
+            control.discovered.insert(backend.clone(), servers.clone());
+        }
         let config = change::next_config(&current, change)?;
-        let next = self.build_snapshot(&current, config, reload);
+        let next = self.build_snapshot(&current, config, reload, rediscovered, &control.discovered);
 
         // Bind every new listen address before publishing, so a port that is
         // taken refuses the whole change instead of half-applying it.
@@ -229,15 +239,35 @@ impl Runtime {
         Ok(generation)
     }
 
-    fn build_snapshot(&self, current: &Snapshot, config: Config, reload: bool) -> Snapshot {
+    fn build_snapshot(
+        &self,
+        current: &Snapshot,
+        config: Config,
+        reload: bool,
+        rediscovered: bool,
+        discovered: &HashMap<String, Vec<ServerConfig>>,
+    ) -> Snapshot {
         let mut backends = BTreeMap::new();
         for (name, bc) in &config.backends {
+            // Discovered servers follow the configured ones; a name already
+            // configured wins over a discovered server of the same name.
+            let configured = bc.servers.len();
+            let mut bc = bc.clone();
+            if bc.discovery.is_some() {
+                for d in discovered.get(name).map(Vec::as_slice).unwrap_or(&[]) {
+                    if !bc.servers.iter().any(|s| s.name == d.name) {
+                        bc.servers.push(d.clone());
+                    }
+                }
+            }
+            let bc = &bc;
             let old_backend = current.backends.get(name);
             let checks_on = bc.health.check.is_some();
             let servers: Vec<Arc<ServerState>> = bc
                 .servers
                 .iter()
-                .map(|sc| {
+                .enumerate()
+                .map(|(i, sc)| {
                     let reuse = old_backend.and_then(|ob| {
                         ob.servers
                             .iter()
@@ -249,7 +279,10 @@ impl Runtime {
                             // A reload applies the file's admin state only when the
                             // file changed it, so a drain done through the API
                             // survives an unrelated reload.
-                            if reload {
+                            // A discovered server's drain flag comes from its source.
+                            if i >= configured && (reload || rediscovered) {
+                                s.set_admin(sc.admin);
+                            } else if reload {
                                 let file_before = current
                                     .config
                                     .backends

@@ -1,0 +1,2 @@
+//! The admin listener: dashboard at `/`, JSON API under `/api/v1`, Prometheus `/metrics`.
+pub mod status;

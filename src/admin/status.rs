@@ -1,0 +1,234 @@
+//! The status document served at `/api/v1/status`, read by `fulcrum ctl`, the
+//! dashboard and tests. Built from one snapshot load plus the per-server atomics.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::types::{AdminState, Algorithm, HostMatch, Mode};
+use crate::runtime::{BackendRt, Runtime, ServerState};
+
+/// The whole status document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub uptime_seconds: f64,
+    /// Increases with every applied change (reload, API edit, discovery update).
+    pub generation: u64,
+    pub config_file: Option<String>,
+    pub frontends: Vec<FrontendStatus>,
+    pub backends: Vec<BackendStatus>,
+    /// VRRP instances on this node (empty when none are configured).
+    pub vrrp: Vec<serde_json::Value>,
+}
+
+/// One frontend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FrontendStatus {
+    pub name: String,
+    pub mode: String,
+    pub listen: Vec<String>,
+    pub backend: Option<String>,
+    pub routes: Vec<RouteStatus>,
+    pub requests_total: u64,
+    pub active_connections: u64,
+    pub local_errors_total: u64,
+}
+
+/// One routing rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub backend: String,
+}
+
+/// One backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub balance: String,
+    pub health_check: Option<String>,
+    pub servers_total: usize,
+    pub servers_usable: usize,
+    pub no_server_total: u64,
+    pub retries_total: u64,
+    pub servers: Vec<ServerStatus>,
+}
+
+/// One server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub name: String,
+    pub address: String,
+    pub weight: u32,
+    pub backup: bool,
+    /// `ready`, `drain` or `maint`.
+    pub admin: String,
+    /// `up` or `down` (active checks).
+    pub health: String,
+    /// Taken out by passive health for now.
+    pub ejected: bool,
+    /// Takes new traffic now (ready, up, not ejected).
+    pub usable: bool,
+    pub active: u32,
+    pub total: u64,
+    pub failures: u64,
+    /// Responses by class.
+    pub responses: ResponseCounts,
+    /// Requests per second over the last second.
+    pub request_rate: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub last_check: Option<CheckStatus>,
+    /// Recent checks, oldest first.
+    pub check_history: Vec<CheckStatus>,
+}
+
+/// Responses by status class.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ResponseCounts {
+    #[serde(rename = "1xx")]
+    pub c1: u64,
+    #[serde(rename = "2xx")]
+    pub c2: u64,
+    #[serde(rename = "3xx")]
+    pub c3: u64,
+    #[serde(rename = "4xx")]
+    pub c4: u64,
+    #[serde(rename = "5xx")]
+    pub c5: u64,
+}
+
+/// One active check result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckStatus {
+    pub ok: bool,
+    pub detail: String,
+    pub latency_ms: f64,
+    /// Milliseconds since the check finished.
+    pub age_ms: u64,
+}
+
+/// Name of an administrative state as used in the API.
+pub fn admin_name(a: AdminState) -> &'static str {
+    match a {
+        AdminState::Ready => "ready",
+        AdminState::Drain => "drain",
+        AdminState::Maint => "maint",
+    }
+}
+
+/// Name of a balancing algorithm as written in the config.
+pub fn algorithm_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::RoundRobin => "roundrobin",
+        Algorithm::LeastConn => "leastconn",
+        Algorithm::Random => "random",
+        Algorithm::Source => "source",
+        Algorithm::Uri => "uri",
+        Algorithm::First => "first",
+    }
+}
+
+/// Status of one server.
+pub fn server_status(s: &ServerState) -> ServerStatus {
+    let now = s.since_epoch();
+    let check = |c: crate::runtime::server::CheckReport| CheckStatus {
+        ok: c.ok,
+        detail: c.detail,
+        latency_ms: c.latency.as_secs_f64() * 1000.0,
+        age_ms: now.saturating_sub(c.at).as_millis() as u64,
+    };
+    let r = s.responses();
+    let (bytes_in, bytes_out) = s.bytes();
+    ServerStatus {
+        name: s.name().to_string(),
+        address: s.address().to_string(),
+        weight: s.weight(),
+        backup: s.is_backup(),
+        admin: admin_name(s.admin()).to_string(),
+        health: if s.is_up() { "up" } else { "down" }.to_string(),
+        ejected: s.is_ejected(),
+        usable: s.is_usable(),
+        active: s.active(),
+        total: s.total(),
+        failures: s.failures(),
+        responses: ResponseCounts {
+            c1: r[0],
+            c2: r[1],
+            c3: r[2],
+            c4: r[3],
+            c5: r[4],
+        },
+        request_rate: s.request_rate(),
+        bytes_in,
+        bytes_out,
+        last_check: s.last_check().map(check),
+        check_history: s.check_history().into_iter().map(check).collect(),
+    }
+}
+
+fn backend_status(b: &BackendRt) -> BackendStatus {
+    use std::sync::atomic::Ordering::Relaxed;
+    let health_check = b.config.health.check.as_ref().map(|c| match c {
+        crate::config::types::CheckKind::Tcp => "tcp".to_string(),
+        crate::config::types::CheckKind::Http { method, path, .. } => {
+            format!("http {method} {path}")
+        }
+    });
+    BackendStatus {
+        name: b.config.name.clone(),
+        balance: algorithm_name(b.config.balance).to_string(),
+        health_check,
+        servers_total: b.servers.len(),
+        servers_usable: b.usable_count(),
+        no_server_total: b.stats.no_server.load(Relaxed),
+        retries_total: b.stats.retries.load(Relaxed),
+        servers: b.servers.iter().map(|s| server_status(s)).collect(),
+    }
+}
+
+/// Build the status document.
+pub fn status(rt: &Runtime, vrrp: Vec<serde_json::Value>) -> Status {
+    use std::sync::atomic::Ordering::Relaxed;
+    let snap = rt.snapshot_arc();
+    let mut frontends: Vec<FrontendStatus> = snap
+        .frontends
+        .values()
+        .map(|f| FrontendStatus {
+            name: f.config.name.clone(),
+            mode: match f.config.mode {
+                Mode::Http => "http",
+                Mode::Tcp => "tcp",
+            }
+            .to_string(),
+            listen: f.config.listen.iter().map(|a| a.to_string()).collect(),
+            backend: f.config.backend.clone(),
+            routes: f
+                .config
+                .routes
+                .iter()
+                .map(|r| RouteStatus {
+                    host: r.host.as_ref().map(|h| match h {
+                        HostMatch::Exact(e) => e.clone(),
+                        HostMatch::Suffix(s) => format!("*{s}"),
+                    }),
+                    path_prefix: r.path_prefix.clone(),
+                    backend: r.backend.clone(),
+                })
+                .collect(),
+            requests_total: f.stats.requests.load(Relaxed),
+            active_connections: f.stats.connections.load(Relaxed),
+            local_errors_total: f.stats.local_errors.load(Relaxed),
+        })
+        .collect();
+    frontends.sort_by(|a, b| a.name.cmp(&b.name));
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_seconds: rt.uptime().as_secs_f64(),
+        generation: snap.generation,
+        config_file: snap.config.source.as_ref().map(|p| p.display().to_string()),
+        frontends,
+        backends: snap.backends.values().map(|b| backend_status(b)).collect(),
+        vrrp,
+    }
+}
