@@ -176,7 +176,11 @@ async fn run(args: RunArgs) -> Result<()> {
         })
         .map_err(|e| anyhow::anyhow!("{e} (or use --config FILE)"))?,
     };
+    let admin = cfg.admin.clone();
+    // Read the token before binding anything, so a bad token file fails fast.
+    fulcrum::admin::read_token(&admin)?;
     let rt = Runtime::start(cfg).await?;
+    fulcrum::admin::start(rt.clone(), &admin, std::sync::Arc::new(Vec::new)).await?;
     for (fe, addr) in rt.bound_addresses().await {
         tracing::info!(frontend = %fe, %addr, "ready");
     }
