@@ -95,9 +95,21 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
             set_weight(st, b, s, req).await
         }
         (Method::POST, ["api", "v1", "reload"]) => reload(st).await,
-        (_, ["api", ..]) => error(405, format!("{method} is not allowed on {path}")),
+        (_, segs) if known_path(segs) => error(405, format!("{method} is not allowed on {path}")),
         _ => error(404, format!("no such path: {path}")),
     }
+}
+
+/// True for paths the API serves with some method (405 rather than 404 for the others).
+fn known_path(segs: &[&str]) -> bool {
+    matches!(
+        segs,
+        [] | ["metrics"]
+            | ["api", "v1", "status" | "vrrp" | "reload"]
+            | ["api", "v1", "backends", _, "servers"]
+            | ["api", "v1", "backends", _, "servers", _]
+            | ["api", "v1", "backends", _, "servers", _, "state" | "weight"]
+    )
 }
 
 fn authorized(req: &Request<Incoming>, token: &str) -> bool {
