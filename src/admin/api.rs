@@ -42,7 +42,8 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
     let query = req.uri().query().unwrap_or("").to_string();
     let read_only = method == Method::GET || method == Method::HEAD;
     if let Some(token) = &st.token {
-        if !(read_only && st.public_read) && !authorized(&req, token) {
+        let open_read = read_only && st.public_read;
+        if !open_read && !authorized(&req, token) {
             let mut r = error(
                 401,
                 "missing or wrong bearer token (Authorization: Bearer <token>)",
