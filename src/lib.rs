@@ -12,4 +12,5 @@ pub mod demo;
 pub mod health;
 pub mod proxy;
 pub mod runtime;
+pub mod tls;
 pub mod vrrp;
