@@ -105,7 +105,10 @@ async fn lookup_ips(resolver: &TokioResolver, name: &str) -> Result<Vec<IpAddr>,
 }
 
 /// One lookup round. An empty answer counts as a failure.
-pub async fn resolve(resolver: &TokioResolver, src: &DnsSource) -> Result<Vec<ServerConfig>, String> {
+pub async fn resolve(
+    resolver: &TokioResolver,
+    src: &DnsSource,
+) -> Result<Vec<ServerConfig>, String> {
     let servers = match src.record {
         DnsRecord::A => {
             let port = src.port.unwrap_or(80);
@@ -210,7 +213,10 @@ mod tests {
     fn bad_names_fall_back_to_the_address() {
         let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
         assert_eq!(server("x".repeat(80), a, 1, false).name, "10-0-0-1-80");
-        assert_eq!(server("web1.internal-80".into(), a, 1, false).name, "web1.internal-80");
+        assert_eq!(
+            server("web1.internal-80".into(), a, 1, false).name,
+            "web1.internal-80"
+        );
     }
 
     #[test]

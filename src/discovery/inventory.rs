@@ -67,7 +67,11 @@ const KEYS: &str = "name, address, weight, backup, maxconn, exclude, drain, stat
 /// Parse and validate inventory text. `file` labels error positions.
 /// Returns the servers to put in the backend (excluded entries left out), or
 /// every problem found.
-pub fn parse(text: &str, file: &str, format: Format) -> Result<Vec<ServerConfig>, Vec<ConfigError>> {
+pub fn parse(
+    text: &str,
+    file: &str,
+    format: Format,
+) -> Result<Vec<ServerConfig>, Vec<ConfigError>> {
     let loc = Locator::new(file, text);
     let entries = match format {
         Format::Json => parse_json(text, &loc)?,
@@ -140,11 +144,16 @@ fn validate(entries: Vec<Entry>, loc: &Locator<'_>) -> Result<Vec<ServerConfig>,
             None => 1,
             Some(w) if (1..=256).contains(&w.value) => w.value as u32,
             Some(w) => {
-                errors.push(loc.error(
-                    w.at,
-                    format!("`weight` = {} is out of range", w.value),
-                    Some("use 1..=256; to stop traffic set `drain = true` or `exclude = true`".into()),
-                ));
+                errors.push(
+                    loc.error(
+                        w.at,
+                        format!("`weight` = {} is out of range", w.value),
+                        Some(
+                            "use 1..=256; to stop traffic set `drain = true` or `exclude = true`"
+                                .into(),
+                        ),
+                    ),
+                );
                 1
             }
         };
@@ -320,7 +329,10 @@ fn json_error_offset(text: &str, base: usize, e: &serde_json::Error) -> usize {
         }
     }
     // Column is in bytes, 1-based; the error points at the character it choked on.
-    let line_end = text[offset..].find('\n').map_or(text.len(), |n| offset + n);
+    let line_end = text
+        .get(offset..)
+        .and_then(|rest| rest.find('\n'))
+        .map_or(text.len(), |n| offset + n);
     (offset + e.column().saturating_sub(1)).min(line_end)
 }
 
@@ -469,9 +481,16 @@ mod tests {
 
     #[test]
     fn guess_tries_json_then_toml() {
-        assert_eq!(ok(r#"[{"name":"a","address":"10.0.0.1:80"}]"#, Format::Guess).len(), 1);
         assert_eq!(
-            ok("[[servers]]\nname = \"a\"\naddress = \"10.0.0.1:80\"\n", Format::Guess).len(),
+            ok(r#"[{"name":"a","address":"10.0.0.1:80"}]"#, Format::Guess).len(),
+            1
+        );
+        assert_eq!(
+            ok(
+                "[[servers]]\nname = \"a\"\naddress = \"10.0.0.1:80\"\n",
+                Format::Guess
+            )
+            .len(),
             1
         );
         // A broken JSON file reports the JSON error, not a confusing TOML one.
@@ -485,19 +504,34 @@ mod tests {
         let t = "[\n  {\"name\":\"web1\",\"address\":\"10.0.0.1:80\"},\n  {\"name\":\"web1\",\"address\":\"nope\",\"weight\":0}\n]";
         let e = errs(t, Format::Json);
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(e[0].starts_with("inv:3:11: error: server `web1` appears twice"), "{e:?}");
-        assert!(e[1].starts_with("inv:3:28: error: bad server address `nope`"), "{e:?}");
-        assert!(e[2].starts_with("inv:3:44: error: `weight` = 0 is out of range"), "{e:?}");
+        assert!(
+            e[0].starts_with("inv:3:11: error: server `web1` appears twice"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("inv:3:28: error: bad server address `nope`"),
+            "{e:?}"
+        );
+        assert!(
+            e[2].starts_with("inv:3:44: error: `weight` = 0 is out of range"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn json_syntax_and_unknown_keys() {
-        let e = errs("[\n {\"name\":\"a\",\n  \"adress\":\"10.0.0.1:80\"}\n]", Format::Json);
+        let e = errs(
+            "[\n {\"name\":\"a\",\n  \"adress\":\"10.0.0.1:80\"}\n]",
+            Format::Json,
+        );
         assert!(e[0].starts_with("inv:3:"), "{e:?}");
         assert!(e[0].contains("unknown field `adress`"), "{e:?}");
         let e = errs("[\n {\"name\": \"a\",,}\n]", Format::Json);
         assert!(e[0].starts_with("inv:2:"), "{e:?}");
-        let e = errs(r#"[{"name":"a","address":"10.0.0.1:80","weight":"x"}]"#, Format::Json);
+        let e = errs(
+            r#"[{"name":"a","address":"10.0.0.1:80","weight":"x"}]"#,
+            Format::Json,
+        );
         assert!(e[0].contains("`weight` must be an integer"), "{e:?}");
     }
 
@@ -506,8 +540,14 @@ mod tests {
         let t = "[[servers]]\nname = \"a b\"\naddress = \"10.0.0.1\"\n";
         let e = errs(t, Format::Toml);
         assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e[0].starts_with("inv:2:8: error: bad server name `a b`"), "{e:?}");
-        assert!(e[1].starts_with("inv:3:11: error: bad server address `10.0.0.1`"), "{e:?}");
+        assert!(
+            e[0].starts_with("inv:2:8: error: bad server name `a b`"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("inv:3:11: error: bad server address `10.0.0.1`"),
+            "{e:?}"
+        );
         let e = errs("[[servers]]\nname = \n", Format::Toml);
         assert!(e[0].starts_with("inv:2:"), "{e:?}");
         let e = errs("[[servers]]\nnmae = \"a\"\n", Format::Toml);
@@ -517,6 +557,9 @@ mod tests {
     #[test]
     fn missing_keys_are_reported_at_the_entry() {
         let e = errs("[{\"name\":\"a\"}]", Format::Json);
-        assert!(e[0].starts_with("inv:1:2: error: server has no `address`"), "{e:?}");
+        assert!(
+            e[0].starts_with("inv:1:2: error: server has no `address`"),
+            "{e:?}"
+        );
     }
 }
