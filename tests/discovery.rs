@@ -220,6 +220,10 @@ async fn rolling_replacement_by_editing_the_inventory_under_load() -> R {
     assert_eq!(st.last_error, None);
     assert_eq!(st.servers, 1);
     assert!(st.updates >= 4, "{st:?}");
+    assert!(st.source.starts_with("file "), "{st:?}");
+    let all = discovery::all(&rt);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].0, "web");
     Ok(())
 }
 

@@ -67,6 +67,18 @@ pub fn status(rt: &Arc<Runtime>, backend: &str) -> Option<SourceStatus> {
     (r.runtime.as_ptr() == Arc::as_ptr(rt)).then(|| r.status.clone())
 }
 
+/// The status of every discovery source running in `rt`, sorted by backend.
+pub fn all(rt: &Arc<Runtime>) -> Vec<(String, SourceStatus)> {
+    let me = Arc::as_ptr(rt) as usize;
+    let mut v: Vec<_> = registry()
+        .iter()
+        .filter(|((ptr, _), r)| *ptr == me && r.runtime.as_ptr() == Arc::as_ptr(rt))
+        .map(|((_, backend), r)| (backend.clone(), r.status.clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
 /// Why `backend`'s discovery source last failed, if its last attempt failed.
 pub fn last_error(rt: &Arc<Runtime>, backend: &str) -> Option<String> {
     status(rt, backend).and_then(|s| s.last_error)
