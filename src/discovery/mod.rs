@@ -190,6 +190,9 @@ pub fn spawn(
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        if *stop.borrow_and_update() {
+            return;
+        }
         let source = match &cfg {
             DiscoveryConfig::File { path, .. } => format!("file {}", path.display()),
             DiscoveryConfig::Dns { name, record, .. } => match record {
