@@ -203,7 +203,7 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let has_body = !body.is_end_stream();
-    let mut body_slot = has_body.then_some(ReqBody::Stream(body));
+    let mut body_slot = has_body.then_some(ReqBody::Stream(body, None));
 
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -268,7 +268,10 @@ async fn forward(
 
         let body = if has_body {
             match body_slot.take() {
-                Some(b) => b,
+                Some(mut b) => {
+                    b.count_for(&server);
+                    b
+                }
                 None => break, // the body went out with an earlier attempt
             }
         } else {
