@@ -9,6 +9,7 @@ pub mod balance;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod discovery;
 pub mod health;
 pub mod proxy;
 pub mod runtime;
