@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod health;
 pub mod proxy;

@@ -35,6 +35,8 @@ enum Cmd {
     },
     /// Start demo backends and a load balancer on loopback, print what to curl, run until Ctrl-C.
     Demo(fulcrum::demo::DemoOptions),
+    /// Operate running load balancers through their admin API.
+    Ctl(fulcrum::ctl::CtlArgs),
     /// Run the demo app server used by the demo, the lab and tests.
     Backend {
         /// Address to listen on, e.g. 127.0.0.1:9101.
@@ -97,6 +99,16 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Check { config } => return check(&config),
         Cmd::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),
+        Cmd::Ctl(args) => {
+            return match runtime().and_then(|rt| rt.block_on(fulcrum::ctl::run(args))) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("fulcrum ctl: error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Demo(opts) => runtime().and_then(|rt| rt.block_on(fulcrum::demo::run_demo(opts))),
         Cmd::Backend { listen, name } => runtime().and_then(|rt| {
             rt.block_on(fulcrum::demo::backend::run_backend(
@@ -176,7 +188,11 @@ async fn run(args: RunArgs) -> Result<()> {
         })
         .map_err(|e| anyhow::anyhow!("{e} (or use --config FILE)"))?,
     };
+    let admin = cfg.admin.clone();
+    // Read the token before binding anything, so a bad token file fails fast.
+    fulcrum::admin::read_token(&admin)?;
     let rt = Runtime::start(cfg).await?;
+    fulcrum::admin::start(rt.clone(), &admin, std::sync::Arc::new(Vec::new)).await?;
     for (fe, addr) in rt.bound_addresses().await {
         tracing::info!(frontend = %fe, %addr, "ready");
     }

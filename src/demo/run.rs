@@ -137,6 +137,15 @@ pub async fn run_demo(o: DemoOptions) -> Result<()> {
                 o.listen
             )
         })?;
+    let admin_cfg = rt.snapshot().config.admin.clone();
+    crate::admin::start(rt.clone(), &admin_cfg, std::sync::Arc::new(Vec::new))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot start the admin listener on {} (use --admin)",
+                o.admin
+            )
+        })?;
 
     // Wait (bounded) until health checks have seen every backend.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -156,6 +165,12 @@ pub async fn run_demo(o: DemoOptions) -> Result<()> {
     println!("fulcrum demo is running.");
     println!();
     println!("  site (load balancer):  http://{}/", o.listen);
+    println!("  dashboard:             http://{}/", o.admin);
+    println!("  status API:            http://{}/api/v1/status", o.admin);
+    println!("  metrics:               http://{}/metrics", o.admin);
+    println!("  dashboard:             http://{}/", o.admin);
+    println!("  status API:            http://{}/api/v1/status", o.admin);
+    println!("  metrics:               http://{}/metrics", o.admin);
     for (name, addr) in &backends {
         println!("  backend {name}:         http://{addr}/   (health: http://{addr}/health)");
     }

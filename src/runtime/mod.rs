@@ -111,6 +111,7 @@ impl Runtime {
             draining,
         });
         rt.apply(Change::Reload(Box::new(config))).await?;
+        tokio::spawn(sample_rates(Arc::downgrade(&rt)));
         Ok(rt)
     }
 
@@ -391,5 +392,33 @@ impl Runtime {
         }
         let _ = self.draining.send(true);
         self.conns.wait_idle(grace).await;
+    }
+}
+
+/// Once a second, turn each server's request total into a rate for the
+/// status API and dashboard. Ends when the runtime is dropped.
+async fn sample_rates(rt: std::sync::Weak<Runtime>) {
+    let mut last: HashMap<ServerKey, u64> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prev = Instant::now();
+    loop {
+        tick.tick().await;
+        let Some(rt) = rt.upgrade() else { return };
+        let now = Instant::now();
+        let secs = now.duration_since(prev).as_secs_f64().max(1e-3);
+        prev = now;
+        let snap = rt.snapshot_arc();
+        let mut seen = HashMap::with_capacity(last.len());
+        for b in snap.backends.values() {
+            for s in &b.servers {
+                let total = s.total();
+                if let Some(before) = last.get(&s.key) {
+                    s.set_request_rate(total.saturating_sub(*before) as f64 / secs);
+                }
+                seen.insert(s.key.clone(), total);
+            }
+        }
+        last = seen;
     }
 }
