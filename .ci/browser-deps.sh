@@ -22,6 +22,5 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   fi
 fi
 
-/usr/bin/chromium --version
-node -e "require('./tests/browser/node_modules/playwright-core/package.json')" \
-  && echo "browser-deps: playwright-core $(node -p "require('./tests/browser/node_modules/playwright-core/package.json').version")"
+echo "browser-deps: $(dpkg-query -W -f '${Package} ${Version}' chromium 2>/dev/null || echo "chromium (not from dpkg)")"
+echo "browser-deps: playwright-core $(node -p "require('./tests/browser/node_modules/playwright-core/package.json').version")"
