@@ -42,7 +42,8 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
     let query = req.uri().query().unwrap_or("").to_string();
     let read_only = method == Method::GET || method == Method::HEAD;
     if let Some(token) = &st.token {
-        if !(read_only && st.public_read) && !authorized(&req, token) {
+        let open_read = read_only && st.public_read;
+        if !open_read && !authorized(&req, token) {
             let mut r = error(
                 401,
                 "missing or wrong bearer token (Authorization: Bearer <token>)",
@@ -60,6 +61,7 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
         .filter(|s| !s.is_empty())
         .collect();
     match (method.clone(), segs.as_slice()) {
+        (Method::GET, ["metrics"]) => respond(200, super::metrics::CONTENT_TYPE, super::metrics::render(&st.rt)),
         (Method::GET, ["api", "v1", "status"]) => {
             json_resp(200, &status::status(&st.rt, (st.vrrp)()))
         }
@@ -95,9 +97,21 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
             set_weight(st, b, s, req).await
         }
         (Method::POST, ["api", "v1", "reload"]) => reload(st).await,
-        (_, ["api", ..]) => error(405, format!("{method} is not allowed on {path}")),
+        (_, segs) if known_path(segs) => error(405, format!("{method} is not allowed on {path}")),
         _ => error(404, format!("no such path: {path}")),
     }
+}
+
+/// True for paths the API serves with some method (405 rather than 404 for the others).
+fn known_path(segs: &[&str]) -> bool {
+    matches!(
+        segs,
+        [] | ["metrics"]
+            | ["api", "v1", "status" | "vrrp" | "reload"]
+            | ["api", "v1", "backends", _, "servers"]
+            | ["api", "v1", "backends", _, "servers", _]
+            | ["api", "v1", "backends", _, "servers", _, "state" | "weight"]
+    )
 }
 
 fn authorized(req: &Request<Incoming>, token: &str) -> bool {

@@ -188,6 +188,17 @@ pub fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Resp> {
+    send(addr, method, path, headers, "")
+}
+
+/// Like [`request`], with a body (sent with Content-Length when not empty).
+pub fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
@@ -197,7 +208,14 @@ pub fn request(
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     req.push_str("\r\n");
+    req.push_str(body);
     s.write_all(req.as_bytes())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
@@ -229,4 +247,89 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn control(backend: SocketAddr, path: &str) {
     let r = request(backend, "POST", path, &[]).expect("control request");
     assert_eq!(r.status, 200, "control {path}: {r:?}");
+}
+
+/// Run `fulcrum ctl ARGS…`; returns (exit code, stdout + stderr).
+pub fn ctl(args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin())
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("run ctl");
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Continuous GET load from `clients` threads until stopped; counts results.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Start `clients` threads, each sending at most `max_each` requests.
+    pub fn start(addr: SocketAddr, clients: usize, max_each: usize) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let workers = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..max_each {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match get(addr, "/") {
+                            Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                            other => {
+                                eprintln!("load: failed request: {other:?}");
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            workers,
+        }
+    }
+    pub fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Wait until `n` more requests succeeded (bounded).
+    pub fn wait_more(&self, n: u64) {
+        let target = self.ok() + n;
+        assert!(
+            wait_until(Duration::from_secs(30), || self.ok() >= target),
+            "load stalled at {} ok",
+            self.ok()
+        );
+    }
+    /// Stop and return (ok, failed).
+    pub fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        (
+            self.ok(),
+            self.failed.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
