@@ -124,7 +124,11 @@ servers = [
         lb.proc.output()
     );
     let page = get(admin, "/").expect("GET /");
-    assert_eq!(page.status, 200, "GET / must serve the dashboard");
+    assert_eq!(
+        page.status, 200,
+        "GET / must serve the dashboard (src/admin/dashboard.html, embedded with include_str!): {}",
+        page.body
+    );
     assert!(
         page.body.contains("<title>fulcrum</title>"),
         "GET / is not the dashboard: {}",
