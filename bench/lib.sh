@@ -1,0 +1,318 @@
+# Shared helpers for bench/run.sh and bench/memory.sh (sourced, not run).
+#
+# Everything started here is recorded in STARTED_PIDS and stopped by PID in
+# `stop_all`, which the scripts call from their EXIT trap. Every address is on
+# 127.0.0.1. Configs are written under $WORK (a temp dir made by the caller).
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(cd "$BENCH_DIR/.." && pwd)"
+STARTED_PIDS=()
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Install Debian packages only when their command is missing (idempotent).
+# Usage: ensure_packages cmd:package ...
+ensure_packages() {
+    local missing=() pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    log "installing ${missing[*]}"
+    local sudo=()
+    [[ $(id -u) -ne 0 ]] && sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Build fulcrum in release mode and set FULCRUM to the binary; a FULCRUM
+# already set in the environment (e.g. an older build to compare) is used as is.
+build_fulcrum() {
+    if [[ -n ${FULCRUM:-} ]]; then
+        [[ -x "$FULCRUM" ]] || die "FULCRUM=$FULCRUM is not executable"
+        log "using FULCRUM=$FULCRUM (no build)"
+        return 0
+    fi
+    log "cargo build --release"
+    (cd "$REPO_DIR" && cargo build --release --quiet)
+    local target="${CARGO_TARGET_DIR:-$REPO_DIR/target}"
+    FULCRUM="$target/release/fulcrum"
+    [[ -x "$FULCRUM" ]] || die "no binary at $FULCRUM"
+}
+
+# Print N free TCP ports on 127.0.0.1 (held together while choosing, so distinct).
+free_ports() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# Remember a PID so stop_all stops it.
+track() { STARTED_PIDS+=("$1"); }
+
+# Stop every tracked PID: TERM, up to 5 s grace, then KILL. Only our own PIDs.
+stop_all() {
+    local pid i
+    for pid in "${STARTED_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for i in $(seq 1 50); do
+        local alive=0
+        for pid in "${STARTED_PIDS[@]}"; do
+            kill -0 "$pid" 2>/dev/null && alive=1
+        done
+        [[ $alive -eq 0 ]] && break
+        sleep 0.1
+    done
+    for pid in "${STARTED_PIDS[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    STARTED_PIDS=()
+}
+
+# Stop one tracked PID (TERM, 5 s grace, KILL), reap it and forget it.
+stop_one() {
+    local pid=$1 p rest=()
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${STARTED_PIDS[@]}"; do [[ $p == "$pid" ]] || rest+=("$p"); done
+    STARTED_PIDS=("${rest[@]}")
+}
+
+# PIDs of a process and its direct children (nginx master + workers).
+proc_tree() {
+    local pid=$1
+    echo "$pid"
+    ps -o pid= --ppid "$pid" 2>/dev/null | tr -d ' ' || true
+}
+
+# Wait until URL answers 200 and (optionally) each expected body appeared once.
+# Usage: wait_http URL TIMEOUT_S [BODY...]
+wait_http() {
+    python3 - "$@" <<'EOF'
+import sys, time, urllib.request
+url, timeout, want = sys.argv[1], float(sys.argv[2]), set(sys.argv[3:])
+deadline = time.monotonic() + timeout
+seen = set()
+ok = False
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            if r.status == 200:
+                seen.add(r.read().decode(errors="replace").strip())
+                ok = True
+                if want <= seen:
+                    sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.05)
+print(f"not ready: {url} ok={ok} seen={sorted(seen)} want={sorted(want)}", file=sys.stderr)
+sys.exit(1)
+EOF
+}
+
+# Start one nginx backend answering its name at / and a 4 KiB file at /4k.
+# Usage: start_backend NAME PORT   (sets LAST_PID)
+start_backend() {
+    local name=$1 port=$2 dir="$WORK/$1"
+    mkdir -p "$dir/logs" "$dir/www"
+    head -c 4096 /dev/zero | tr '\0' 'x' >"$dir/www/4k"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+worker_rlimit_nofile $(ulimit -n);
+events { worker_connections $(ulimit -n); }
+http {
+    access_log off;
+    default_type text/plain;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $dir/tmp_body;
+    proxy_temp_path $dir/tmp_proxy;
+    fastcgi_temp_path $dir/tmp_fcgi;
+    uwsgi_temp_path $dir/tmp_uwsgi;
+    scgi_temp_path $dir/tmp_scgi;
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location = / { return 200 "$name\n"; }
+        location = /4k { root $dir/www; }
+    }
+}
+EOF
+    chmod -R a+rX "$dir"
+    nginx -p "$dir" -c "$dir/nginx.conf" >"$dir/logs/stdout.log" 2>&1 &
+    LAST_PID=$!
+    track "$LAST_PID"
+}
+
+# HAProxy refuses to start unless 2 * maxconn (+ a few) fds fit the open-file
+# limit, so maxconn follows the limit this shell has (9950 under 20000).
+haproxy_maxconn() {
+    local n
+    n=$(( ($(ulimit -n) - 100) / 2 ))
+    ((n > 20000)) && n=20000
+    echo "$n"
+}
+
+# HAProxy: one thread, roundrobin, HTTP checks, keep-alive, http-reuse always,
+# no logging. An HTTP listener and a TCP listener in one process.
+# Usage: start_haproxy HTTP_PORT TCP_PORT B1_PORT B2_PORT  (sets LAST_PID)
+start_haproxy() {
+    local http=$1 tcp=$2 b1=$3 b2=$4 dir="$WORK/haproxy"
+    mkdir -p "$dir"
+    local servers="    server b1 127.0.0.1:$b1 check inter 2s rise 2 fall 3
+    server b2 127.0.0.1:$b2 check inter 2s rise 2 fall 3"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $(haproxy_maxconn)
+
+defaults
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    timeout http-keep-alive 120s
+    timeout http-request 60s
+
+frontend fe_http
+    mode http
+    bind 127.0.0.1:$http
+    option http-keep-alive
+    default_backend be_http
+
+backend be_http
+    mode http
+    balance roundrobin
+    option http-keep-alive
+    http-reuse always
+    option httpchk GET /
+$servers
+
+frontend fe_tcp
+    mode tcp
+    bind 127.0.0.1:$tcp
+    default_backend be_tcp
+
+backend be_tcp
+    mode tcp
+    balance roundrobin
+    option httpchk GET /
+$servers
+EOF
+    haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
+    haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
+    LAST_PID=$!
+    track "$LAST_PID"
+}
+
+# nginx as the proxy: one worker, upstream keepalive 64, roundrobin (nginx's
+# default). nginx OSS has no active health checks: only passive max_fails.
+# Usage: start_nginx_proxy HTTP_PORT B1_PORT B2_PORT  (sets LAST_PID)
+start_nginx_proxy() {
+    local http=$1 b1=$2 b2=$3 dir="$WORK/nginx-proxy"
+    mkdir -p "$dir/logs"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+worker_rlimit_nofile $(ulimit -n);
+events { worker_connections $(ulimit -n); }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $dir/tmp_body;
+    proxy_temp_path $dir/tmp_proxy;
+    fastcgi_temp_path $dir/tmp_fcgi;
+    uwsgi_temp_path $dir/tmp_uwsgi;
+    scgi_temp_path $dir/tmp_scgi;
+    upstream be {
+        server 127.0.0.1:$b1 max_fails=3 fail_timeout=10s;
+        server 127.0.0.1:$b2 max_fails=3 fail_timeout=10s;
+        keepalive 64;
+        keepalive_requests 10000000;
+    }
+    server {
+        listen 127.0.0.1:$http backlog=4096;
+        location / {
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    chmod -R a+rX "$dir"
+    nginx -p "$dir" -c "$dir/nginx.conf" >"$dir/logs/stdout.log" 2>&1 &
+    LAST_PID=$!
+    track "$LAST_PID"
+}
+
+# fulcrum configured like the HAProxy above: roundrobin, HTTP checks every 2 s
+# (rise 2, fall 3), keep-alive upstream pool of 64, access log off.
+# Usage: start_fulcrum HTTP_PORT TCP_PORT B1_PORT B2_PORT  (sets LAST_PID)
+start_fulcrum() {
+    local http=$1 tcp=$2 b1=$3 b2=$4 dir="$WORK/fulcrum"
+    mkdir -p "$dir"
+    local backend_body='balance = "roundrobin"
+pool_max_idle = 64
+health = { kind = "http", method = "GET", path = "/", interval = "2s", rise = 2, fall = 3 }
+servers = [
+  { name = "b1", address = "127.0.0.1:'$b1'" },
+  { name = "b2", address = "127.0.0.1:'$b2'" },
+]'
+    cat >"$dir/fulcrum.toml" <<EOF
+[log]
+access = "off"
+
+[frontends.http]
+listen = ["127.0.0.1:$http"]
+backend = "web"
+client_header_timeout = "60s"
+client_idle_timeout = "120s"
+
+[frontends.tcp]
+mode = "tcp"
+listen = ["127.0.0.1:$tcp"]
+backend = "web_tcp"
+
+[backends.web]
+$backend_body
+
+[backends.web_tcp]
+$backend_body
+EOF
+    "$FULCRUM" check --config "$dir/fulcrum.toml" >/dev/null || die "fulcrum config check failed"
+    # FULCRUM_THREADS pins tokio's worker count (default: one per core).
+    if [[ -n ${FULCRUM_THREADS:-} ]]; then
+        TOKIO_WORKER_THREADS=$FULCRUM_THREADS "$FULCRUM" run --config "$dir/fulcrum.toml" >"$dir/fulcrum.log" 2>&1 &
+    else
+        "$FULCRUM" run --config "$dir/fulcrum.toml" >"$dir/fulcrum.log" 2>&1 &
+    fi
+    LAST_PID=$!
+    track "$LAST_PID"
+}
+
+# Sum of VmRSS or VmHWM (KiB) over PIDs. Usage: mem_kib VmHWM PID...
+mem_kib() {
+    local field=$1 total=0 pid v
+    shift
+    for pid in "$@"; do
+        v=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}

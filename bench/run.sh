@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: direct vs HAProxy vs nginx vs fulcrum, interleaved.
+#
+#   bench/run.sh [--duration 10s] [--rounds 3] [--cases ka50,ka200,ka4k,close,tcp] [--smoke]
+#
+# Installs haproxy/nginx/wrk if missing, builds fulcrum (release), starts two
+# nginx backends and the three proxies on 127.0.0.1, then for each round runs
+# every case against every target in turn (A B C D, A B C D, …), each run
+# bounded by wrk -d. Writes bench/results/latest.{json,md} (--smoke: smoke.{json,md})
+# and prints the table.
+# Everything it starts is stopped by PID on exit. See bench/README.md.
+set -euo pipefail
+
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+DURATION="${DURATION:-10s}"
+ROUNDS="${ROUNDS:-3}"
+CASES="ka50,ka200,ka4k,close,tcp"
+SMOKE=0
+QUIET_IDLE="${QUIET_IDLE:-90}"     # % idle over 1 s that counts as quiet
+QUIET_MAX="${QUIET_MAX:-60}"       # longest wait for quiet before a measurement (s)
+WARMUP="${WARMUP:-2s}"             # one warm-up per case and target before round 1
+RESULTS_DIR="${RESULTS_DIR:-$BENCH_DIR/results}"
+ORIG_ARGS="$*"
+
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --duration) DURATION=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --cases) CASES=$2; shift 2 ;;
+        --smoke) SMOKE=1; shift ;;
+        -h|--help) usage 0 ;;
+        *) log "unknown argument: $1"; usage 2 ;;
+    esac
+done
+if [[ $SMOKE -eq 1 ]]; then
+    DURATION=2s ROUNDS=1 QUIET_MAX=3 WARMUP=0
+fi
+[[ $DURATION =~ ^[0-9]+[smh]?$ ]] || die "--duration wants e.g. 10s"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds wants a positive integer"
+IFS=, read -r -a CASE_LIST <<<"$CASES"
+for c in "${CASE_LIST[@]}"; do
+    [[ $c =~ ^(ka50|ka200|ka4k|close|tcp)$ ]] || die "unknown case $c (ka50,ka200,ka4k,close,tcp)"
+done
+
+ensure_packages haproxy:haproxy nginx:nginx wrk:wrk python3:python3
+build_fulcrum
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+WORK="$(mktemp -d /tmp/fulcrum-bench.XXXXXX)"
+chmod 755 "$WORK"
+cleanup() {
+    stop_all
+    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r B1 B2 P_HAPROXY P_HAPROXY_TCP P_NGINX P_FULCRUM P_FULCRUM_TCP <<<"$(free_ports 7)"
+
+start_backend b1 "$B1"; PID_B1=$LAST_PID
+start_backend b2 "$B2"; PID_B2=$LAST_PID
+wait_http "http://127.0.0.1:$B1/" 10 b1 || die "backend b1 did not start (see $WORK/b1/logs)"
+wait_http "http://127.0.0.1:$B2/" 10 b2 || die "backend b2 did not start"
+start_haproxy "$P_HAPROXY" "$P_HAPROXY_TCP" "$B1" "$B2"; PID_HAPROXY=$LAST_PID
+start_nginx_proxy "$P_NGINX" "$B1" "$B2"; PID_NGINX=$LAST_PID
+start_fulcrum "$P_FULCRUM" "$P_FULCRUM_TCP" "$B1" "$B2"; PID_FULCRUM=$LAST_PID
+# Ready = both backends seen through the proxy (so balancing really spreads).
+wait_http "http://127.0.0.1:$P_HAPROXY/" 15 b1 b2 || die "haproxy not ready: $(cat "$WORK/haproxy/haproxy.log")"
+wait_http "http://127.0.0.1:$P_HAPROXY_TCP/" 15 b1 b2 || die "haproxy tcp not ready"
+wait_http "http://127.0.0.1:$P_NGINX/" 15 b1 b2 || die "nginx proxy not ready"
+wait_http "http://127.0.0.1:$P_FULCRUM/" 15 b1 b2 || die "fulcrum not ready: $(cat "$WORK/fulcrum/fulcrum.log")"
+wait_http "http://127.0.0.1:$P_FULCRUM_TCP/" 15 b1 b2 || die "fulcrum tcp not ready"
+log "backends $B1 $B2; haproxy $P_HAPROXY/$P_HAPROXY_TCP; nginx $P_NGINX; fulcrum $P_FULCRUM/$P_FULCRUM_TCP"
+
+CLK_TCK=$(getconf CLK_TCK)
+RAW="$WORK/raw.jsonl"
+: >"$RAW"
+
+# utime+stime (clock ticks) summed over PIDs; fields after the ")" of comm.
+cpu_ticks() {
+    local total=0 pid stat rest f
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        rest=${stat##*) }
+        read -r -a f <<<"$rest"
+        # rest starts at field 3 (state): utime = field 14 -> index 11, stime -> 12
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+
+# Percent idle over one second, from /proc/stat (all CPUs).
+idle_pct_1s() {
+    local a b
+    a=$(head -1 /proc/stat); sleep 1; b=$(head -1 /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        na = split(a, x, " "); split(b, y, " "); tot = 0
+        for (i = 2; i <= na; i++) tot += y[i] - x[i]
+        idle = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%.1f", (tot > 0 ? 100 * idle / tot : 100) }'
+}
+
+# Wait (bounded by QUIET_MAX) until the machine is QUIET_IDLE % idle.
+# Sets IDLE and WAITED.
+wait_quiet() {
+    local start=$SECONDS
+    while :; do
+        IDLE=$(idle_pct_1s)
+        WAITED=$((SECONDS - start))
+        awk -v i="$IDLE" -v t="$QUIET_IDLE" 'BEGIN { exit !(i >= t) }' && return 0
+        if ((WAITED >= QUIET_MAX)); then
+            log "machine not quiet after ${WAITED}s (idle ${IDLE}%); measuring anyway, marked noisy"
+            return 0
+        fi
+    done
+}
+
+# URL, wrk flags and proxy PIDs for a case and target.
+target_url() { # CASE TARGET
+    local path=/ port
+    [[ $1 == ka4k ]] && path=/4k
+    case "$2:$1" in
+        direct:*) port=$B1 ;;
+        haproxy:tcp) port=$P_HAPROXY_TCP ;;
+        haproxy:*) port=$P_HAPROXY ;;
+        nginx:*) port=$P_NGINX ;;
+        fulcrum:tcp) port=$P_FULCRUM_TCP ;;
+        fulcrum:*) port=$P_FULCRUM ;;
+    esac
+    echo "http://127.0.0.1:$port$path"
+}
+case_conns() { [[ $1 == ka200 ]] && echo 200 || echo 50; }
+case_targets() { [[ $1 == tcp ]] && echo "direct haproxy fulcrum" || echo "direct haproxy nginx fulcrum"; }
+target_pids() {
+    case "$1" in
+        direct) ;;
+        haproxy) echo "$PID_HAPROXY" ;;
+        nginx) proc_tree "$PID_NGINX" ;;
+        fulcrum) echo "$PID_FULCRUM" ;;
+    esac
+}
+
+dur_secs() { # 10s | 2m | 1h | 30 -> seconds
+    local n=${1%[smh]}
+    case "$1" in *m) echo $((n * 60)) ;; *h) echo $((n * 3600)) ;; *) echo "$n" ;; esac
+}
+
+run_wrk() { # CASE TARGET DURATION OUTFILE
+    local conns hdr=()
+    conns=$(case_conns "$1")
+    [[ $1 == close ]] && hdr=(-H "Connection: close")
+    timeout "$(( $(dur_secs "$3") + 30 ))" \
+        wrk -t1 -c"$conns" -d"$3" --latency "${hdr[@]}" "$(target_url "$1" "$2")" >"$4" 2>&1 || true
+}
+
+measure() { # CASE TARGET ROUND
+    local case=$1 target=$2 round=$3 out="$WORK/wrk-$1-$2-$3.txt" pids=() pid c0 c1 hwm
+    read -r -a pids <<<"$(target_pids "$target" | tr '\n' ' ')"
+    for pid in "${pids[@]}"; do
+        echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true   # reset VmHWM to current RSS
+    done
+    wait_quiet
+    c0=$(cpu_ticks "${pids[@]}")
+    run_wrk "$case" "$target" "$DURATION" "$out"
+    c1=$(cpu_ticks "${pids[@]}")
+    hwm=$(mem_kib VmHWM "${pids[@]}")
+    python3 "$BENCH_DIR/report.py" record --out "$RAW" --case "$case" --target "$target" \
+        --round "$round" --conns "$(case_conns "$case")" --wrk "$out" \
+        --cpu-ticks-before "$c0" --cpu-ticks-after "$c1" --clk-tck "$CLK_TCK" --hwm-kib "$hwm" \
+        --idle-pct "$IDLE" --quiet-threshold "$QUIET_IDLE" --quiet-waited-s "$WAITED" \
+        --pids "${pids[*]}"
+    log "round $round $case $target: $(grep -E '^Requests/sec' "$out" || echo 'no result') (idle before ${IDLE}%)"
+    for pid in "$PID_B1" "$PID_B2" "$PID_HAPROXY" "$PID_NGINX" "$PID_FULCRUM"; do
+        kill -0 "$pid" 2>/dev/null || die "process $pid died during $case/$target (logs in $WORK)"
+    done
+}
+
+if [[ $WARMUP != 0 ]]; then
+    log "warm-up ($WARMUP per case and target)"
+    for case in "${CASE_LIST[@]}"; do
+        for target in $(case_targets "$case"); do
+            run_wrk "$case" "$target" "$WARMUP" /dev/null
+        done
+    done
+fi
+
+for round in $(seq 1 "$ROUNDS"); do
+    for case in "${CASE_LIST[@]}"; do
+        for target in $(case_targets "$case"); do
+            measure "$case" "$target" "$round"
+        done
+    done
+done
+
+mkdir -p "$RESULTS_DIR"
+COMMAND="bench/run.sh $ORIG_ARGS" SMOKE="$SMOKE" DURATION="$DURATION" ROUNDS="$ROUNDS" \
+FULCRUM_VERSION="$("$FULCRUM" --version 2>/dev/null | head -1) ($(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo '?'))" \
+HAPROXY_VERSION="$(haproxy -v | head -1 | awk '{print "HAProxy " $3}')" \
+NGINX_VERSION="$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
+WRK_VERSION="$(wrk --version 2>&1 | head -1 | awk '{print "wrk " $2}')" \
+python3 - "$WORK/meta.json" <<'EOF'
+import json, os, platform, sys, time
+cpu = "?"
+with open("/proc/cpuinfo") as f:
+    for line in f:
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+e = os.environ
+meta = {
+    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    "kernel": platform.release(), "cpu": cpu, "nproc": os.cpu_count(),
+    "fulcrum": e["FULCRUM_VERSION"], "haproxy": e["HAPROXY_VERSION"],
+    "nginx": e["NGINX_VERSION"], "wrk": e["WRK_VERSION"],
+    "fulcrum_threads": e.get("FULCRUM_THREADS") or "default (one per core)",
+    "duration": e["DURATION"], "rounds": int(e["ROUNDS"]),
+    "smoke": e["SMOKE"] == "1", "command": e["COMMAND"].strip(),
+}
+json.dump(meta, open(sys.argv[1], "w"), indent=2)
+EOF
+# A smoke run never overwrites the real results.
+NAME=latest
+[[ $SMOKE -eq 1 ]] && NAME=smoke
+python3 "$BENCH_DIR/report.py" report --raw "$RAW" --meta "$WORK/meta.json" \
+    --json "$RESULTS_DIR/$NAME.json" --md "$RESULTS_DIR/$NAME.md"
+log "wrote $RESULTS_DIR/$NAME.json and $NAME.md"
