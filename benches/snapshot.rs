@@ -70,7 +70,7 @@ fn bench_snapshot(c: &mut Criterion) {
             let be = fe
                 .route(black_box(Some("www.example.com")), black_box("/index.html"))
                 .expect("backend");
-            black_box(be.pick(None, &[]).map(|s| s.address()))
+            black_box(be.0.pick(None, &[]).map(|s| s.address()))
         })
     });
 

@@ -35,7 +35,12 @@ pub mod defaults {
 }
 
 /// A frontend with every optional setting at its default.
-pub fn default_frontend(name: &str, mode: Mode, listen: Vec<SocketAddr>, backend: Option<String>) -> FrontendConfig {
+pub fn default_frontend(
+    name: &str,
+    mode: Mode,
+    listen: Vec<SocketAddr>,
+    backend: Option<String>,
+) -> FrontendConfig {
     FrontendConfig {
         name: name.to_string(),
         mode,
@@ -555,11 +560,24 @@ fn build_frontend(
         1 << 20,
         defaults::MAX_HEADER_BYTES as i64,
     ) as usize;
-    let mut fe = default_frontend(name, mode, listen, r.backend.as_ref().map(|b| b.get_ref().clone()));
+    let mut fe = default_frontend(
+        name,
+        mode,
+        listen,
+        r.backend.as_ref().map(|b| b.get_ref().clone()),
+    );
     fe.routes = routes;
     fe.timeouts = FrontendTimeouts {
-        client_header: cx.duration(&r.client_header_timeout, "client_header_timeout", defaults::CLIENT_HEADER_TIMEOUT),
-        client_idle: cx.duration(&r.client_idle_timeout, "client_idle_timeout", defaults::CLIENT_IDLE_TIMEOUT),
+        client_header: cx.duration(
+            &r.client_header_timeout,
+            "client_header_timeout",
+            defaults::CLIENT_HEADER_TIMEOUT,
+        ),
+        client_idle: cx.duration(
+            &r.client_idle_timeout,
+            "client_idle_timeout",
+            defaults::CLIENT_IDLE_TIMEOUT,
+        ),
     };
     fe.max_header_bytes = max_header_bytes;
     fe.tls = tls;
@@ -569,14 +587,42 @@ fn build_frontend(
         .max_body_bytes
         .as_ref()
         .map(|_| cx.int(&r.max_body_bytes, "max_body_bytes", 0, i64::MAX, 0) as u64);
-    fe.max_headers = cx.int(&r.max_headers, "max_headers", 1, 10_000, defaults::MAX_HEADERS as i64) as usize;
+    fe.max_headers = cx.int(
+        &r.max_headers,
+        "max_headers",
+        1,
+        10_000,
+        defaults::MAX_HEADERS as i64,
+    ) as usize;
     fe.request_id = r.request_id.unwrap_or(true);
-    fe.request_headers = r.request_headers.as_ref().map(|h| build_header_rules(cx, h)).unwrap_or_default();
-    fe.response_headers = r.response_headers.as_ref().map(|h| build_header_rules(cx, h)).unwrap_or_default();
-    fe.rate_limit = r.rate_limit.as_ref().and_then(|rl| build_rate_limit(cx, rl));
-    fe.trusted_proxies = r.trusted_proxies.iter().filter_map(|c| parse_cidr(cx, c)).collect();
-    fe.maxconn = r.maxconn.as_ref().map(|_| cx.int(&r.maxconn, "maxconn", 1, 10_000_000, 1) as u32);
-    if mode == Mode::Tcp && (fe.rate_limit.is_some() || !fe.request_headers.is_empty() || !fe.response_headers.is_empty()) {
+    fe.request_headers = r
+        .request_headers
+        .as_ref()
+        .map(|h| build_header_rules(cx, h))
+        .unwrap_or_default();
+    fe.response_headers = r
+        .response_headers
+        .as_ref()
+        .map(|h| build_header_rules(cx, h))
+        .unwrap_or_default();
+    fe.rate_limit = r
+        .rate_limit
+        .as_ref()
+        .and_then(|rl| build_rate_limit(cx, rl));
+    fe.trusted_proxies = r
+        .trusted_proxies
+        .iter()
+        .filter_map(|c| parse_cidr(cx, c))
+        .collect();
+    fe.maxconn = r
+        .maxconn
+        .as_ref()
+        .map(|_| cx.int(&r.maxconn, "maxconn", 1, 10_000_000, 1) as u32);
+    if mode == Mode::Tcp
+        && (fe.rate_limit.is_some()
+            || !fe.request_headers.is_empty()
+            || !fe.response_headers.is_empty())
+    {
         cx.err(f, "rate_limit and header rules need mode = \"http\"", None);
     }
     fe
@@ -597,7 +643,11 @@ fn parse_cidr(cx: &mut Ctx<'_>, v: &S<String>) -> Option<Cidr> {
         }
     });
     if parsed.is_none() {
-        cx.err(v, format!("bad network `{text}`"), Some("write an address or a CIDR network, e.g. \"10.0.0.0/8\" or \"127.0.0.1\""));
+        cx.err(
+            v,
+            format!("bad network `{text}`"),
+            Some("write an address or a CIDR network, e.g. \"10.0.0.0/8\" or \"127.0.0.1\""),
+        );
     }
     parsed
 }
@@ -628,7 +678,11 @@ fn build_header_rules(cx: &mut Ctx<'_>, h: &S<RawHeaderRules>) -> HeaderRules {
                 continue;
             }
             if let Some(bad) = unknown_variable(v) {
-                cx.err(value, format!("unknown variable `{{{bad}}}`"), Some("use {client_ip}, {request_id}, {frontend}, {backend} or {server}"));
+                cx.err(
+                    value,
+                    format!("unknown variable `{{{bad}}}`"),
+                    Some("use {client_ip}, {request_id}, {frontend}, {backend} or {server}"),
+                );
                 continue;
             }
             target.push((name.to_ascii_lowercase(), v.clone()));
@@ -642,9 +696,12 @@ fn unknown_variable(v: &str) -> Option<String> {
     let mut rest = v;
     while let Some(i) = rest.find('{') {
         let after = &rest[i + 1..];
-        let Some(j) = after.find('}') else { return None };
+        let j = after.find('}')?;
         let name = &after[..j];
-        if !matches!(name, "client_ip" | "request_id" | "frontend" | "backend" | "server") {
+        if !matches!(
+            name,
+            "client_ip" | "request_id" | "frontend" | "backend" | "server"
+        ) {
             return Some(name.to_string());
         }
         rest = &after[j + 1..];
@@ -656,7 +713,11 @@ fn build_rate_limit(cx: &mut Ctx<'_>, rl: &S<RawRateLimit>) -> Option<RateLimit>
     let r = rl.get_ref();
     let rate = *r.rate.get_ref();
     if !(rate > 0.0 && rate.is_finite()) {
-        cx.err(&r.rate, "rate must be a positive number of requests", Some("e.g. rate_limit = { rate = 10, per = \"1s\", burst = 20 }"));
+        cx.err(
+            &r.rate,
+            "rate must be a positive number of requests",
+            Some("e.g. rate_limit = { rate = 10, per = \"1s\", burst = 20 }"),
+        );
         return None;
     }
     let per = cx.duration(&r.per, "per", Duration::from_secs(1));
@@ -667,13 +728,29 @@ fn build_rate_limit(cx: &mut Ctx<'_>, rl: &S<RawRateLimit>) -> Option<RateLimit>
         Some(k) => match k.get_ref().strip_prefix("header:") {
             Some(h) if valid_header_name(h) => RateKey::Header(h.to_ascii_lowercase()),
             _ => {
-                cx.err(k, format!("bad rate-limit key `{}`", k.get_ref()), Some("use \"ip\" or \"header:X-Api-Key\""));
+                cx.err(
+                    k,
+                    format!("bad rate-limit key `{}`", k.get_ref()),
+                    Some("use \"ip\" or \"header:X-Api-Key\""),
+                );
                 RateKey::ClientIp
             }
         },
     };
-    let max_clients = cx.int(&r.max_clients, "max_clients", 16, 100_000_000, defaults::RATE_MAX_CLIENTS as i64) as usize;
-    Some(RateLimit { rate, per, burst, key, max_clients })
+    let max_clients = cx.int(
+        &r.max_clients,
+        "max_clients",
+        16,
+        100_000_000,
+        defaults::RATE_MAX_CLIENTS as i64,
+    ) as usize;
+    Some(RateLimit {
+        rate,
+        per,
+        burst,
+        key,
+        max_clients,
+    })
 }
 
 fn build_tls(cx: &mut Ctx<'_>, t: &S<RawTls>, mode: Mode) -> Option<TlsConfig> {
@@ -896,11 +973,20 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
     let discovery = r.discovery.as_ref().and_then(|d| build_discovery(cx, d));
     let sticky = r.sticky.as_ref().and_then(|st| {
         let c = &st.get_ref().cookie;
-        let ok = !c.get_ref().is_empty() && c.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok = !c.get_ref().is_empty()
+            && c.get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
-            Some(Sticky { cookie: c.get_ref().clone() })
+            Some(Sticky {
+                cookie: c.get_ref().clone(),
+            })
         } else {
-            cx.err(c, format!("bad cookie name `{}`", c.get_ref()), Some("letters, digits, '_' and '-', e.g. \"SRV\""));
+            cx.err(
+                c,
+                format!("bad cookie name `{}`", c.get_ref()),
+                Some("letters, digits, '_' and '-', e.g. \"SRV\""),
+            );
             None
         }
     });
@@ -916,7 +1002,13 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
         discovery,
         sticky,
         queue_timeout: cx.duration(&r.queue_timeout, "queue_timeout", defaults::QUEUE_TIMEOUT),
-        max_queue: cx.int(&r.max_queue, "max_queue", 0, 1_000_000, defaults::MAX_QUEUE as i64) as usize,
+        max_queue: cx.int(
+            &r.max_queue,
+            "max_queue",
+            0,
+            1_000_000,
+            defaults::MAX_QUEUE as i64,
+        ) as usize,
     }
 }
 

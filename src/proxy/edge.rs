@@ -64,12 +64,18 @@ pub fn apply_rules(h: &mut HeaderMap, rules: &HeaderRules, vars: &Vars<'_>) {
         h.remove(name.as_str());
     }
     for (name, value) in &rules.set {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&expand(value, vars))) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&expand(value, vars)),
+        ) {
             h.insert(n, v);
         }
     }
     for (name, value) in &rules.add {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&expand(value, vars))) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&expand(value, vars)),
+        ) {
             h.append(n, v);
         }
     }
@@ -118,21 +124,44 @@ mod tests {
 
     fn cidr(s: &str) -> Cidr {
         let (a, p) = s.split_once('/').unwrap();
-        Cidr { addr: a.parse().unwrap(), prefix: p.parse().unwrap() }
+        Cidr {
+            addr: a.parse().unwrap(),
+            prefix: p.parse().unwrap(),
+        }
     }
 
     #[test]
     fn client_ip_behind_trusted_proxies() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 10.0.0.5"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 10.0.0.5"),
+        );
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(client_ip(peer, &h, &[]), peer, "no trusted proxies: the peer");
+        assert_eq!(
+            client_ip(peer, &h, &[]),
+            peer,
+            "no trusted proxies: the peer"
+        );
         let t = [cidr("10.0.0.0/8")];
-        assert_eq!(client_ip(peer, &h, &t), "203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &h, &t),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
         let untrusted: IpAddr = "198.51.100.1".parse().unwrap();
-        assert_eq!(client_ip(untrusted, &h, &t), untrusted, "an untrusted peer cannot claim an address");
-        h.insert("x-forwarded-for", HeaderValue::from_static("garbage, 10.0.0.5"));
-        assert_eq!(client_ip(peer, &h, &t), "10.0.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(untrusted, &h, &t),
+            untrusted,
+            "an untrusted peer cannot claim an address"
+        );
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("garbage, 10.0.0.5"),
+        );
+        assert_eq!(
+            client_ip(peer, &h, &t),
+            "10.0.0.5".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
@@ -142,10 +171,19 @@ mod tests {
         h.insert("x-env", HeaderValue::from_static("old"));
         let rules = HeaderRules {
             remove: vec!["x-powered-by".into()],
-            set: vec![("x-env".into(), "prod".into()), ("x-client".into(), "{client_ip} via {frontend}".into())],
+            set: vec![
+                ("x-env".into(), "prod".into()),
+                ("x-client".into(), "{client_ip} via {frontend}".into()),
+            ],
             add: vec![("x-trace".into(), "{request_id}@{server}".into())],
         };
-        let vars = Vars { client_ip: "127.0.0.1".parse().unwrap(), request_id: "abc", frontend: "www", backend: "web", server: "web1" };
+        let vars = Vars {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            request_id: "abc",
+            frontend: "www",
+            backend: "web",
+            server: "web1",
+        };
         apply_rules(&mut h, &rules, &vars);
         assert!(h.get("x-powered-by").is_none());
         assert_eq!(h.get("x-env").unwrap(), "prod");
@@ -156,7 +194,10 @@ mod tests {
     #[test]
     fn cookies() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; SRV=abc; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; SRV=abc; b=2"),
+        );
         assert_eq!(find_cookie(&h, "SRV"), Some("abc"));
         assert_eq!(find_cookie(&h, "zzz"), None);
         strip_cookie(&mut h, "SRV");

@@ -2,12 +2,12 @@
 //! pick a server, forward with retries onto other servers, stream the answer.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
@@ -15,12 +15,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::body::{ReqBody, RespBody, UpstreamBody};
+use super::edge;
 use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
 use super::idle::IdleTimeout;
 use super::log::{self, Pending};
 use super::pool::{self, ConnectError, Idle, Sender};
 use crate::balance::hash_key;
-use crate::config::types::{AccessLog, Algorithm};
+use crate::config::types::{AccessLog, Algorithm, RateKey};
 use crate::runtime::{BackendRt, FrontendRt, Runtime, ServerState};
 
 /// Per-connection facts every request on it needs.
@@ -196,54 +197,161 @@ pub(crate) fn local_response(status: StatusCode, why: &str) -> Response<RespBody
     r
 }
 
-async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<RespBody> {
+/// Facts about one request that forwarding and logging need.
+struct ReqCtx {
+    start: Instant,
+    tq: Duration,
+    format: AccessLog,
+    /// The client's address (behind trusted proxies, the forwarded one).
+    client_ip: IpAddr,
+    request_id: String,
+    fe: Arc<FrontendRt>,
+}
+
+fn local(
+    conn: &Conn,
+    ctx: &ReqCtx,
+    req: &Request<Incoming>,
+    backend: &str,
+    status: StatusCode,
+    why: &str,
+) -> Response<RespBody> {
+    ctx.fe.stats.local_errors.fetch_add(1, Ordering::Relaxed);
+    log::local(
+        ctx.format,
+        conn.client,
+        &conn.frontend,
+        backend,
+        req.method(),
+        req.uri(),
+        status.as_u16(),
+        ctx.start,
+        why,
+    );
+    local_response(status, why)
+}
+
+async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<RespBody> {
     let start = Instant::now();
     let tq = if conn.first_done.swap(true, Ordering::Relaxed) {
         Duration::ZERO
     } else {
         start.duration_since(conn.accepted)
     };
-    let (backend, format) = {
+    let (fe, format) = {
         let snap = conn.rt.snapshot();
-        let format = snap.config.log.access;
-        let Some(fe) = snap.frontends.get(&*conn.frontend) else {
-            return local_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this frontend is being removed",
+        (
+            snap.frontends.get(&*conn.frontend).cloned(),
+            snap.config.log.access,
+        )
+    };
+    let Some(fe) = fe else {
+        return local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this frontend is being removed",
+        );
+    };
+    fe.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let client_ip = edge::client_ip(conn.client.ip(), req.headers(), &fe.config.trusted_proxies);
+    let mut ctx = ReqCtx {
+        start,
+        tq,
+        format,
+        client_ip,
+        request_id: String::new(),
+        fe: fe.clone(),
+    };
+    let h = req.headers();
+    // hyper lets Transfer-Encoding win over Content-Length; a proxy in front of
+    // other parsers must not guess (request smuggling), so both together is refused.
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return local(
+            &conn,
+            &ctx,
+            &req,
+            "-",
+            StatusCode::BAD_REQUEST,
+            "both Content-Length and Transfer-Encoding",
+        );
+    }
+    if let Some(max) = fe.config.max_body_bytes {
+        let declared = h
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return local(
+                &conn,
+                &ctx,
+                &req,
+                "-",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body larger than {max} bytes"),
             );
-        };
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()));
-        fe.stats.requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(r) = fe.config.redirect_https {
-            return redirect_https(host, req.uri(), r.port);
         }
-        match fe.route(host, req.uri().path()) {
-            Some(b) => (b.clone(), format),
+    }
+    let host = h
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if let Some(r) = fe.config.redirect_https {
+        return redirect_https(host, req.uri(), r.port);
+    }
+    let Some((backend, route_limiter)) = fe.route(host, req.uri().path()) else {
+        return local(
+            &conn,
+            &ctx,
+            &req,
+            "-",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no backend is configured for this host and path",
+        );
+    };
+    let (backend, route_limiter) = (backend.clone(), route_limiter.cloned());
+    for limiter in [fe.limiter.as_ref(), route_limiter.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        let ip_key = match client_ip {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        let key = match &limiter.config.key {
+            RateKey::ClientIp => ip_key,
+            RateKey::Header(name) => req
+                .headers()
+                .get(name.as_str())
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or(ip_key),
+        };
+        if let Err(wait) = limiter.check(&key, Instant::now()) {
+            let mut r = local(
+                &conn,
+                &ctx,
+                &req,
+                &backend.config.name,
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit exceeded; slow down",
+            );
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return r;
+        }
+    }
+    if fe.config.request_id {
+        let name = HeaderName::from_static("x-request-id");
+        match req.headers().get(&name).and_then(|v| v.to_str().ok()) {
+            Some(id) => ctx.request_id = id.to_string(),
             None => {
-                fe.stats.local_errors.fetch_add(1, Ordering::Relaxed);
-                log::local(
-                    format,
-                    conn.client,
-                    &conn.frontend,
-                    "-",
-                    req.method(),
-                    req.uri(),
-                    503,
-                    start,
-                    "no route",
-                );
-                return local_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no backend is configured for this host and path",
-                );
+                ctx.request_id = edge::new_request_id();
+                if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+                    req.headers_mut().insert(name, v);
+                }
             }
         }
-    };
-    forward(&conn, backend, req, start, tq, format).await
+    }
+    forward(&conn, backend, req, ctx).await
 }
 
 /// 301 to the same host and path over https (HAProxy `redirect scheme https`).
@@ -314,13 +422,14 @@ async fn forward(
     conn: &Conn,
     backend: Arc<BackendRt>,
     mut req: Request<Incoming>,
-    start: Instant,
-    tq: Duration,
-    format: AccessLog,
+    ctx: ReqCtx,
 ) -> Response<RespBody> {
+    let ReqCtx {
+        start, tq, format, ..
+    } = ctx;
     let cfg = &backend.config;
     let hash = match cfg.balance {
-        Algorithm::Source => Some(match conn.client.ip() {
+        Algorithm::Source => Some(match ctx.client_ip {
             std::net::IpAddr::V4(v4) => hash_key(&v4.octets()),
             std::net::IpAddr::V6(v6) => hash_key(&v6.octets()),
         }),
@@ -355,14 +464,52 @@ async fn forward(
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
     };
+    let fe_cfg = &ctx.fe.config;
+    if !fe_cfg.request_headers.is_empty() {
+        let vars = edge::Vars {
+            client_ip: ctx.client_ip,
+            request_id: &ctx.request_id,
+            frontend: &conn.frontend,
+            backend: &cfg.name,
+            server: "",
+        };
+        edge::apply_rules(&mut parts.headers, &fe_cfg.request_headers, &vars);
+    }
+    // Sticky sessions: the cookie's server keeps the session while it is up
+    // (even drained); the cookie itself never reaches the servers (`indirect`).
+    let sticky_to = cfg.sticky.as_ref().and_then(|st| {
+        let to =
+            edge::find_cookie(&parts.headers, &st.cookie).and_then(|v| backend.sticky_server(v));
+        edge::strip_cookie(&mut parts.headers, &st.cookie);
+        to
+    });
 
     let mut tried: Vec<usize> = Vec::new();
     let mut attempts = 0u32;
     let mut stale = 0u32;
     let mut failure: Option<Failure> = None;
     let max_attempts = cfg.retries + 1;
+    let mut queue_deadline: Option<Instant> = None;
     while attempts < max_attempts {
-        let Some(server) = backend.pick(hash, &tried).cloned() else {
+        let sticky = sticky_to.filter(|i| attempts == 0 && !tried.contains(i));
+        let picked = match sticky {
+            Some(i) => backend.servers.get(i),
+            None => backend.pick(hash, &tried),
+        };
+        let Some(server) = picked.cloned() else {
+            // Every usable server is at its maxconn: wait in the queue (HAProxy
+            // `timeout queue`) for a slot instead of failing.
+            if failure.is_none() && backend.all_busy() {
+                match wait_in_queue(&backend, &mut queue_deadline).await {
+                    Ok(()) => continue,
+                    Err(why) => {
+                        failure = Some(Failure {
+                            status: StatusCode::SERVICE_UNAVAILABLE,
+                            why,
+                        });
+                    }
+                }
+            }
             break;
         };
         if attempts > 0 {
@@ -370,7 +517,7 @@ async fn forward(
         }
         let idx = backend.index_of(&server).unwrap_or(usize::MAX);
         attempts += 1;
-        let guard = server.begin();
+        let guard = server.begin_in(&backend.stats);
         let tc_start = Instant::now();
 
         // An upstream connection: a pooled one if it is still good, else a new one.
@@ -512,6 +659,21 @@ async fn forward(
         }
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers, false);
+        if let Some(st) = &cfg.sticky {
+            if sticky_to != Some(idx) {
+                set_sticky_cookie(&mut rparts.headers, &st.cookie, backend.sticky_ids.get(idx));
+            }
+        }
+        if !fe_cfg.response_headers.is_empty() {
+            let vars = edge::Vars {
+                client_ip: ctx.client_ip,
+                request_id: &ctx.request_id,
+                frontend: &conn.frontend,
+                backend: &cfg.name,
+                server: server.name(),
+            };
+            edge::apply_rules(&mut rparts.headers, &fe_cfg.response_headers, &vars);
+        }
         pending.status = rparts.status.as_u16();
         let body = UpstreamBody {
             inner: rbody,
@@ -550,6 +712,41 @@ async fn forward(
         &f.why,
     );
     local_response(f.status, &f.why)
+}
+
+/// HAProxy `cookie NAME insert indirect nocache`: name the server in a cookie
+/// and keep shared caches from storing this response.
+fn set_sticky_cookie(h: &mut http::HeaderMap, name: &str, id: Option<&String>) {
+    let Some(id) = id else { return };
+    if let Ok(v) = HeaderValue::from_str(&format!("{name}={id}; Path=/; HttpOnly")) {
+        h.append(header::SET_COOKIE, v);
+    }
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
+}
+
+/// Wait for a server slot; the deadline is set on the first wait.
+async fn wait_in_queue(backend: &BackendRt, deadline: &mut Option<Instant>) -> Result<(), String> {
+    let cfg = &backend.config;
+    let stats = &backend.stats;
+    let until = *deadline.get_or_insert_with(|| Instant::now() + cfg.queue_timeout);
+    if stats.queued.load(Ordering::Relaxed) >= cfg.max_queue {
+        return Err(format!(
+            "backend `{}`: every server is at maxconn and the queue is full",
+            cfg.name
+        ));
+    }
+    stats.queued.fetch_add(1, Ordering::Relaxed);
+    let notified = stats.freed.notified();
+    let waited = tokio::time::timeout_at(until.into(), notified).await;
+    stats.queued.fetch_sub(1, Ordering::Relaxed);
+    waited.map_err(|_| {
+        format!(
+            "backend `{}`: every server is at maxconn and no slot freed within {:?}",
+            cfg.name, cfg.queue_timeout
+        )
+    })
 }
 
 fn drop_finished(mut body: UpstreamBody) -> RespBody {

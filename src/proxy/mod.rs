@@ -2,12 +2,12 @@
 //! upstream connection pool, forwarded headers and the access log.
 
 pub mod body;
+pub mod edge;
 pub mod headers;
 pub mod http;
 pub mod idle;
 pub mod listener;
 pub mod log;
 pub mod pool;
-pub mod tcp;
 pub mod ratelimit;
-pub mod edge;
+pub mod tcp;

@@ -21,7 +21,7 @@ use crate::config::types::{Config, DiscoveryConfig, HealthConfig, Mode, ServerCo
 pub use change::Change;
 pub use conns::ConnTracker;
 pub use server::{ServerKey, ServerState};
-pub use snapshot::{BackendRt, FrontendRt, Snapshot};
+pub use snapshot::{BackendRt, FrontendRt, RouteRt, Snapshot};
 
 /// Why a change was refused. Nothing was changed when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -324,6 +324,11 @@ impl Runtime {
             backends.insert(
                 name.clone(),
                 Arc::new(BackendRt {
+                    sticky_ids: bc
+                        .servers
+                        .iter()
+                        .map(|s| crate::proxy::edge::sticky_id(name, &s.name))
+                        .collect(),
                     stats: old_backend.map(|b| b.stats.clone()).unwrap_or_default(),
                     config: bc.clone(),
                     balancer: Balancer::with_ids(bc.balance, &weights, &ids),
@@ -333,16 +338,34 @@ impl Runtime {
         }
         let mut frontends = HashMap::new();
         for (name, fc) in &config.frontends {
+            let old_fe = current.frontends.get(name);
             let routes = fc
                 .routes
                 .iter()
-                .filter_map(|r| backends.get(&r.backend).map(|b| (r.clone(), Arc::clone(b))))
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let backend = Arc::clone(backends.get(&r.backend)?);
+                    let old = old_fe
+                        .and_then(|f| f.routes.get(i))
+                        .and_then(|o| o.limiter.as_ref());
+                    let limiter = r.rate_limit.as_ref().map(|rl| reuse_limiter(old, rl));
+                    Some(RouteRt {
+                        route: r.clone(),
+                        backend,
+                        limiter,
+                    })
+                })
                 .collect();
+            let limiter = fc
+                .rate_limit
+                .as_ref()
+                .map(|rl| reuse_limiter(old_fe.and_then(|f| f.limiter.as_ref()), rl));
             let default = fc.backend.as_ref().and_then(|b| backends.get(b)).cloned();
             frontends.insert(
                 name.clone(),
                 Arc::new(FrontendRt {
                     tls: tls.remove(name),
+                    limiter,
                     stats: current
                         .frontends
                         .get(name)
@@ -495,4 +518,15 @@ fn load_tls(
         out.insert(name.clone(), acceptor);
     }
     Ok(out)
+}
+
+/// Keep a limiter's buckets when its settings did not change.
+fn reuse_limiter(
+    old: Option<&Arc<crate::proxy::ratelimit::RateLimiter>>,
+    cfg: &crate::config::types::RateLimit,
+) -> Arc<crate::proxy::ratelimit::RateLimiter> {
+    match old {
+        Some(l) if l.config == *cfg => l.clone(),
+        _ => Arc::new(crate::proxy::ratelimit::RateLimiter::new(cfg)),
+    }
 }

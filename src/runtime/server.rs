@@ -168,6 +168,11 @@ impl ServerState {
         until != 0 && self.now_ms() < until
     }
 
+    /// At its `maxconn`: new requests wait in the backend's queue.
+    pub fn is_full(&self) -> bool {
+        self.maxconn().is_some_and(|m| self.active() >= m)
+    }
+
     /// Eligible for new traffic: ready, up and not ejected.
     pub fn is_usable(&self) -> bool {
         self.admin() == AdminState::Ready && self.is_up() && !self.is_ejected()
@@ -189,7 +194,19 @@ impl ServerState {
         self.total.fetch_add(1, Ordering::Relaxed);
         ActiveGuard {
             server: self.clone(),
+            queue: None,
         }
+    }
+
+    /// Like [`ServerState::begin`]; the end of the request also wakes one
+    /// request queued in the backend (see `maxconn`).
+    pub fn begin_in(
+        self: &std::sync::Arc<Self>,
+        backend: &std::sync::Arc<super::stats::BackendStats>,
+    ) -> ActiveGuard {
+        let mut g = self.begin();
+        g.queue = Some(backend.clone());
+        g
     }
 
     /// Passive health: a request to this server succeeded.
@@ -301,6 +318,7 @@ impl ServerState {
 #[derive(Debug)]
 pub struct ActiveGuard {
     server: std::sync::Arc<ServerState>,
+    queue: Option<std::sync::Arc<super::stats::BackendStats>>,
 }
 
 impl ActiveGuard {
@@ -312,5 +330,10 @@ impl ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.server.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(q) = &self.queue {
+            if q.queued.load(Ordering::Relaxed) > 0 {
+                q.freed.notify_one();
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ use crate::config::types::{BackendConfig, Config, FrontendConfig, HostMatch, Rou
 
 use super::server::ServerState;
 use super::stats::{BackendStats, FrontendStats};
+use crate::proxy::ratelimit::RateLimiter;
 
 /// One published generation of the live configuration.
 #[derive(Debug)]
@@ -39,8 +40,18 @@ pub struct FrontendRt {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Counters kept across reloads.
     pub stats: Arc<FrontendStats>,
-    pub routes: Vec<(Route, Arc<BackendRt>)>,
+    pub routes: Vec<RouteRt>,
     pub default: Option<Arc<BackendRt>>,
+    /// The frontend-wide rate limiter (buckets kept across reloads when unchanged).
+    pub limiter: Option<Arc<RateLimiter>>,
+}
+
+/// A route with its backend and rate limiter resolved.
+#[derive(Debug)]
+pub struct RouteRt {
+    pub route: Route,
+    pub backend: Arc<BackendRt>,
+    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 impl std::fmt::Debug for FrontendRt {
@@ -53,10 +64,16 @@ impl std::fmt::Debug for FrontendRt {
 }
 
 impl FrontendRt {
-    /// The backend for a request with this host (may include a port) and path.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<BackendRt>> {
+    /// The backend for a request with this host (may include a port) and
+    /// path, with the matching route's rate limiter.
+    pub fn route(
+        &self,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<(&Arc<BackendRt>, Option<&Arc<RateLimiter>>)> {
         let host = host.map(strip_port);
-        for (r, b) in &self.routes {
+        for rt in &self.routes {
+            let r = &rt.route;
             if let Some(hm) = &r.host {
                 match host {
                     Some(h) if host_matches(hm, h) => {}
@@ -68,9 +85,9 @@ impl FrontendRt {
                     continue;
                 }
             }
-            return Some(b);
+            return Some((&rt.backend, rt.limiter.as_ref()));
         }
-        self.default.as_ref()
+        self.default.as_ref().map(|b| (b, None))
     }
 }
 
@@ -105,6 +122,8 @@ fn host_matches(m: &HostMatch, host: &str) -> bool {
 #[derive(Debug)]
 pub struct BackendRt {
     pub config: BackendConfig,
+    /// Sticky-cookie value of each server (same order as `servers`).
+    pub sticky_ids: Vec<String>,
     /// Counters kept across reloads.
     pub stats: Arc<BackendStats>,
     pub servers: Vec<Arc<ServerState>>,
@@ -125,7 +144,12 @@ impl ServerView for TierView<'_> {
     }
     fn usable(&self, i: usize) -> bool {
         match self.servers.get(i) {
-            Some(s) => s.is_backup() == self.backup && s.is_usable() && !self.tried.contains(&i),
+            Some(s) => {
+                s.is_backup() == self.backup
+                    && s.is_usable()
+                    && !s.is_full()
+                    && !self.tried.contains(&i)
+            }
             None => false,
         }
     }
@@ -160,6 +184,22 @@ impl BackendRt {
     /// Index of a server in this backend (for the `tried` list).
     pub fn index_of(&self, server: &Arc<ServerState>) -> Option<usize> {
         self.servers.iter().position(|s| Arc::ptr_eq(s, server))
+    }
+
+    /// The server a sticky cookie names, if it may still take this session:
+    /// up and not in maintenance (a drained server keeps its sessions, as in HAProxy).
+    pub fn sticky_server(&self, cookie: &str) -> Option<usize> {
+        let i = self.sticky_ids.iter().position(|id| id == cookie)?;
+        let s = self.servers.get(i)?;
+        let ok =
+            s.is_up() && !s.is_ejected() && s.admin() != crate::config::types::AdminState::Maint;
+        ok.then_some(i)
+    }
+
+    /// True when some server could take traffic but is at its `maxconn`
+    /// (a request should queue rather than fail).
+    pub fn all_busy(&self) -> bool {
+        self.servers.iter().any(|s| s.is_usable() && s.is_full())
     }
 
     /// Number of servers that can take traffic now.

@@ -1,7 +1,7 @@
 //! Counters for frontends and backends that survive reloads (reused by name
 //! when the next snapshot is built), read by the admin API and `/metrics`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the request duration histogram buckets.
@@ -77,6 +77,10 @@ pub struct BackendStats {
     pub no_server: AtomicU64,
     /// Attempts retried onto another server.
     pub retries: AtomicU64,
+    /// Requests waiting for a server below its `maxconn`.
+    pub queued: AtomicUsize,
+    /// Signalled when a request ends, so a queued one can take the slot.
+    pub freed: tokio::sync::Notify,
 }
 
 #[cfg(test)]
