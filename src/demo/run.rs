@@ -104,6 +104,7 @@ pub fn demo_config(
         frontends: BTreeMap::from([("www".to_string(), www)]),
         backends: BTreeMap::from([("web".to_string(), web)]),
         cluster: ClusterConfig::default(),
+        vrrp: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod machine;
 pub mod packet;
 
