@@ -678,10 +678,10 @@ fn build_instance(
 pub fn interval_cs(version: u8, interval: Duration) -> Result<u16, &'static str> {
     let ms = interval.as_millis();
     if version == 2 {
-        if ms % 1000 != 0 || !(1000..=255_000).contains(&ms) {
+        if !ms.is_multiple_of(1000) || !(1000..=255_000).contains(&ms) {
             return Err("VRRPv2 carries whole seconds: use \"1s\" to \"255s\", or set version = 3 for sub-second adverts");
         }
-    } else if ms % 10 != 0 || !(10..=40_950).contains(&ms) {
+    } else if !ms.is_multiple_of(10) || !(10..=40_950).contains(&ms) {
         return Err("VRRPv3 carries centiseconds: use \"10ms\" to \"40.95s\" in steps of 10ms");
     }
     u16::try_from(ms / 10).map_err(|_| "interval too long")
