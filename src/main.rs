@@ -198,12 +198,19 @@ async fn run(args: RunArgs) -> Result<()> {
         tracing::info!(frontend = %fe, %addr, "ready");
     }
     // VRRP starts once the listeners are bound, so a node never claims a VIP it cannot serve.
-    let vrrp = fulcrum::vrrp::Vrrp::start(&vrrp_cfg, Some(fulcrum::vrrp::frontends_probe(rt.clone()))).await?;
+    let vrrp =
+        fulcrum::vrrp::Vrrp::start(&vrrp_cfg, Some(fulcrum::vrrp::frontends_probe(rt.clone())))
+            .await?;
     serve_signals(rt, args.config, args.grace, vrrp).await
 }
 
 /// SIGHUP reloads the file; SIGTERM/SIGINT drain and return.
-async fn serve_signals(rt: Arc<Runtime>, config: Option<PathBuf>, grace: Duration, vrrp: fulcrum::vrrp::Vrrp) -> Result<()> {
+async fn serve_signals(
+    rt: Arc<Runtime>,
+    config: Option<PathBuf>,
+    grace: Duration,
+    vrrp: fulcrum::vrrp::Vrrp,
+) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
