@@ -1,0 +1,682 @@
+//! VRRP failover drills in network namespaces (needs root and `ip`; skipped otherwise).
+//!
+//! Topology per case, all inside namespaces this test creates and deletes:
+//!
+//! ```text
+//!   <p>a: fulcrum node A (10.213.0.11) ─┐
+//!   <p>b: fulcrum node B (10.213.0.12) ─┼─ <p>br: bridge br0
+//!   <p>c: client (10.213.0.2) ──────────┘        VIP 10.213.0.100
+//! ```
+//!
+//! Each node runs the real `fulcrum run --config` in its namespace, proxying port 80 to an
+//! HTTP backend on 127.0.0.1 in that namespace (served by a thread of this test that entered
+//! the namespace, so its health can be switched off). A client thread, entered into the
+//! client namespace, requests the VIP every 20 ms and records which node answered. Only
+//! loopback and these namespaces are ever used.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 100);
+const NODE_A: &str = "10.213.0.11/24";
+const NODE_B: &str = "10.213.0.12/24";
+const CLIENT: &str = "10.213.0.2/24";
+/// VRRPv3 advert interval used by the drills.
+const INTERVAL: Duration = Duration::from_millis(100);
+/// Client request period.
+const PERIOD: Duration = Duration::from_millis(20);
+
+/// The drills share the machine's two cores: run them one at a time so timings are fair.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The fulcrum binary; `FULCRUM_BIN` overrides it (useful when a shared target directory
+/// may be rebuilt from another tree while the drills run).
+fn bin() -> String {
+    std::env::var("FULCRUM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fulcrum").to_string())
+}
+
+/// Runs `ip ARGS`; returns stdout or a message with stderr.
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs `f` on a new thread that has entered network namespace `ns`.
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<Result<T, String>> {
+    let path = PathBuf::from("/run/netns").join(ns);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on this thread only, with a descriptor we keep open for the call.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        Ok(f())
+    })
+}
+
+/// A tiny HTTP backend on 127.0.0.1 inside a namespace: answers its name, `/health` answers
+/// 200 or, once `healthy` is cleared, 503.
+struct Backend {
+    port: u16,
+    healthy: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl Backend {
+    fn start(ns: &str, name: &str) -> Backend {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (h, s, name) = (healthy.clone(), stop.clone(), name.to_string());
+        let thread = in_netns(ns, move || {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+            l.set_nonblocking(true).expect("nonblocking");
+            tx.send(l.local_addr().expect("addr").port())
+                .expect("send port");
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => serve(c, &name, h.load(Ordering::Relaxed)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("backend did not start");
+        Backend {
+            port,
+            healthy,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(mut c: TcpStream, name: &str, healthy: bool) {
+    let _ = c.set_nonblocking(false);
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match c.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let health = buf.starts_with(b"GET /health");
+    let (status, body) = match (health, healthy) {
+        (true, false) => ("503 Service Unavailable", "down".to_string()),
+        _ => ("200 OK", name.to_string()),
+    };
+    let _ = write!(
+        c,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// One request of the client: when it ended and which node answered.
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+    answer: Option<String>,
+}
+
+/// Requests the VIP every [`PERIOD`] from the client namespace until stopped.
+struct Client {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+fn request(to: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.set_write_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    if !text.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+impl Client {
+    fn start(ns: &str) -> Client {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (out, s) = (samples.clone(), stop.clone());
+        let thread = in_netns(ns, move || {
+            let to = SocketAddr::V4(SocketAddrV4::new(VIP, 80));
+            let limit = Instant::now() + Duration::from_secs(60);
+            let mut next = Instant::now();
+            while !s.load(Ordering::Relaxed) && Instant::now() < limit {
+                let answer = request(to);
+                let sample = Sample {
+                    at: Instant::now(),
+                    answer,
+                };
+                out.lock().expect("samples").push(sample);
+                next += PERIOD;
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                } else {
+                    next = now;
+                }
+            }
+        });
+        Client {
+            samples,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn samples(&self) -> Vec<Sample> {
+        self.samples.lock().expect("samples").clone()
+    }
+
+    /// Waits until `node` has answered `n` requests in a row after `since`.
+    fn wait_served_by(&self, node: &str, since: Instant, n: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let s = self.samples();
+            let tail: Vec<_> = s.iter().filter(|x| x.at > since).collect();
+            if tail.len() >= n
+                && tail[tail.len() - n..]
+                    .iter()
+                    .all(|x| x.answer.as_deref() == Some(node))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What the client saw from `from` on: the longest time without a successful answer
+/// (measured between successful answers), and the number of failed requests.
+fn outage(samples: &[Sample], from: Instant) -> (Duration, usize) {
+    let mut last_ok: Option<Instant> = samples
+        .iter()
+        .filter(|s| s.at <= from && s.answer.is_some())
+        .map(|s| s.at)
+        .next_back();
+    let mut worst = Duration::ZERO;
+    let mut failed = 0;
+    for s in samples.iter().filter(|s| s.at > from) {
+        match &s.answer {
+            Some(_) => {
+                if let Some(l) = last_ok {
+                    worst = worst.max(s.at - l);
+                }
+                last_ok = Some(s.at);
+            }
+            None => failed += 1,
+        }
+    }
+    (worst, failed)
+}
+
+/// Settings of one drill's nodes.
+#[derive(Clone, Copy)]
+struct Opts {
+    preempt: bool,
+    track: bool,
+}
+
+/// The namespaces, processes and backends of one drill; removed on drop, even on panic.
+struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    nodes: Vec<(String, Option<Child>, PathBuf)>,
+    backends: Vec<(String, Backend)>,
+    dir: tempfile::TempDir,
+    opts: Opts,
+}
+
+impl Lab {
+    /// Builds the topology, or returns why it cannot (not root, no `ip netns`).
+    fn new(case: &str, opts: Opts) -> Result<Lab, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not root".into());
+        }
+        let prefix = format!("fvr{}{case}", std::process::id());
+        let mut lab = Lab {
+            prefix: prefix.clone(),
+            namespaces: Vec::new(),
+            nodes: Vec::new(),
+            backends: Vec::new(),
+            dir: tempfile::tempdir().map_err(|e| e.to_string())?,
+            opts,
+        };
+        for n in ["br", "a", "b", "c"] {
+            let ns = format!("{prefix}{n}");
+            ip(&["netns", "add", &ns])?;
+            lab.namespaces.push(ns.clone());
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        let br = format!("{prefix}br");
+        ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &br, "link", "set", "br0", "up"])?;
+        for (n, addr) in [("a", NODE_A), ("b", NODE_B), ("c", CLIENT)] {
+            let ns = format!("{prefix}{n}");
+            let port = format!("v{n}");
+            ip(&[
+                "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ])?;
+            ip(&["-n", &br, "link", "set", &port, "master", "br0"])?;
+            ip(&["-n", &br, "link", "set", &port, "up"])?;
+            ip(&["-n", &ns, "addr", "add", addr, "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        }
+        Ok(lab)
+    }
+
+    fn ns(&self, node: &str) -> String {
+        format!("{}{node}", self.prefix)
+    }
+
+    fn config(&self, node: &str, priority: u8, backend_port: u16) -> PathBuf {
+        let track = if self.opts.track {
+            "track = { frontends = true, weight = -50 }\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            r#"[frontends.www]
+listen = ["0.0.0.0:80"]
+backend = "app"
+
+[backends.app]
+health = {{ kind = "http", path = "/health", interval = "100ms", rise = 1, fall = 1 }}
+servers = [{{ name = "{node}", address = "127.0.0.1:{backend_port}" }}]
+
+[vrrp.instances.vip]
+interface = "eth0"
+vrid = 51
+priority = {priority}
+version = 3
+advert_interval = "{}ms"
+virtual_ips = ["{VIP}/24"]
+preempt = {}
+{track}"#,
+            INTERVAL.as_millis(),
+            self.opts.preempt
+        );
+        let path = self.dir.path().join(format!("{node}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// Starts (or restarts) node `node` ("a" or "b") with `priority`.
+    fn start_node(&mut self, node: &str, priority: u8) {
+        // A restarted node keeps its backend.
+        let backend = match self.backends.iter().find(|(n, _)| n == node) {
+            Some((_, b)) => b.port,
+            None => {
+                let b = Backend::start(&self.ns(node), node);
+                let port = b.port;
+                self.backends.push((node.to_string(), b));
+                port
+            }
+        };
+        let config = self.config(node, priority, backend);
+        let log = self
+            .dir
+            .path()
+            .join(format!("{node}-{}.log", self.nodes.len()));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(node), &bin(), "run", "--config"])
+            .arg(&config)
+            .env("FULCRUM_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn fulcrum");
+        self.nodes.push((node.to_string(), Some(child), log));
+    }
+
+    /// The running process of `node`.
+    fn child(&mut self, node: &str) -> &mut Child {
+        self.nodes
+            .iter_mut()
+            .rev()
+            .find(|(n, c, _)| n == node && c.is_some())
+            .and_then(|(_, c, _)| c.as_mut())
+            .expect("node is running")
+    }
+
+    fn signal(&mut self, node: &str, sig: i32) {
+        let pid = self.child(node).id();
+        // SAFETY: signals one process we started, by its PID.
+        unsafe {
+            libc::kill(pid as i32, sig);
+        }
+    }
+
+    /// Waits (bounded) for `node` to exit after a signal; returns whether it exited cleanly.
+    fn wait_exit(&mut self, node: &str, limit: Duration) -> Option<bool> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = self.child(node).try_wait() {
+                if let Some(slot) = self
+                    .nodes
+                    .iter_mut()
+                    .rev()
+                    .find(|(n, c, _)| n == node && c.is_some())
+                {
+                    slot.1 = None;
+                }
+                return Some(st.success());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the VIP is on `node`'s eth0.
+    fn has_vip(&self, node: &str) -> bool {
+        ip(&["-n", &self.ns(node), "-4", "addr", "show", "dev", "eth0"])
+            .map(|o| o.contains(&format!("{VIP}/")))
+            .unwrap_or(false)
+    }
+
+    /// Waits until the VIP is on `node` only.
+    fn wait_vip(&self, node: &str, limit: Duration) -> bool {
+        let other = if node == "a" { "b" } else { "a" };
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.has_vip(node) && !self.has_vip(other) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for (node, _, log) in &self.nodes {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            all.push_str(&format!(
+                "---- node {node} ({}) ----\n{text}\n",
+                log.display()
+            ));
+        }
+        all
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, child, _) in &mut self.nodes {
+            if let Some(c) = child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        self.backends.clear();
+        for ns in self.namespaces.iter().rev() {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                eprintln!("teardown: {e}");
+            }
+        }
+    }
+}
+
+/// Starts A (101) then B (100) and waits for A to be master and serving.
+fn pair(case: &str, opts: Opts) -> Option<(Lab, Client)> {
+    let mut lab = match Lab::new(case, opts) {
+        Ok(l) => l,
+        Err(why) => {
+            eprintln!("skipping VRRP netns drill: {why}");
+            return None;
+        }
+    };
+    lab.start_node("a", 101);
+    assert!(
+        lab.wait_vip("a", Duration::from_secs(10)),
+        "A never became master\n{}",
+        lab.logs()
+    );
+    lab.start_node("b", 100);
+    let client = Client::start(&lab.ns("c"));
+    assert!(
+        client.wait_served_by("a", Instant::now(), 10, Duration::from_secs(10)),
+        "client not served by A\n{}",
+        lab.logs()
+    );
+    // Let B settle into backup (it must not take over while A is healthy).
+    std::thread::sleep(INTERVAL * 5);
+    assert!(
+        lab.has_vip("a") && !lab.has_vip("b"),
+        "VIP moved while A was healthy\n{}",
+        lab.logs()
+    );
+    Some((lab, client))
+}
+
+/// Master-down interval of the backup (priority 100): 3 intervals + skew.
+fn master_down() -> Duration {
+    INTERVAL * 3 + INTERVAL * (256 - 100) / 256
+}
+
+#[test]
+fn crash_failover_then_preemption_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((mut lab, client)) = pair(
+        "k",
+        Opts {
+            preempt: true,
+            track: false,
+        },
+    ) else {
+        return;
+    };
+    let t0 = Instant::now();
+    lab.signal("a", libc::SIGKILL);
+    assert!(lab.wait_exit("a", Duration::from_secs(5)).is_some());
+    assert!(
+        client.wait_served_by("b", t0, 10, Duration::from_secs(10)),
+        "B never served after A crashed\n{}",
+        lab.logs()
+    );
+    let (gap, failed) = outage(&client.samples(), t0);
+    let bound = master_down() + Duration::from_secs(1);
+    println!(
+        "VRRPv3 {:?} adverts, SIGKILL of the master: outage {gap:?} ({failed} failed requests at {PERIOD:?} spacing); master-down interval {:?}",
+        INTERVAL,
+        master_down()
+    );
+    assert!(
+        gap < bound,
+        "crash outage {gap:?} exceeds {bound:?}\n{}",
+        lab.logs()
+    );
+    assert!(lab.has_vip("b"));
+
+    // A restarts: its start-up hygiene removes the VIP the crash left, then it preempts B.
+    let t1 = Instant::now();
+    lab.start_node("a", 101);
+    assert!(
+        lab.wait_vip("a", Duration::from_secs(10)),
+        "A did not take the VIP back\n{}",
+        lab.logs()
+    );
+    let took = t1.elapsed();
+    assert!(
+        client.wait_served_by("a", t1, 10, Duration::from_secs(10)),
+        "client not served by A after preemption\n{}",
+        lab.logs()
+    );
+    let (gap, failed) = outage(&client.samples(), t1);
+    println!("preemption back to the restarted master: VIP moved after {took:?} (process start included); outage {gap:?} ({failed} failed requests)");
+    assert!(
+        lab.logs()
+            .contains("removed a virtual IP left on the interface"),
+        "start-up hygiene did not run\n{}",
+        lab.logs()
+    );
+}
+
+#[test]
+fn graceful_stop_hands_over_without_loss() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((mut lab, client)) = pair(
+        "g",
+        Opts {
+            preempt: true,
+            track: false,
+        },
+    ) else {
+        return;
+    };
+    let t0 = Instant::now();
+    lab.signal("a", libc::SIGTERM);
+    assert!(
+        client.wait_served_by("b", t0, 10, Duration::from_secs(10)),
+        "B never served after A stopped\n{}",
+        lab.logs()
+    );
+    let exited = lab.wait_exit("a", Duration::from_secs(40));
+    assert_eq!(exited, Some(true), "A did not exit cleanly\n{}", lab.logs());
+    assert!(lab.has_vip("b") && !lab.has_vip("a"));
+    let (gap, failed) = outage(&client.samples(), t0);
+    println!(
+        "VRRPv3 {INTERVAL:?} adverts, graceful stop (SIGTERM) of the master: longest gap between answers {gap:?}, {failed} failed requests at {PERIOD:?} spacing"
+    );
+    assert!(
+        failed <= 1,
+        "graceful hand-over lost {failed} requests\n{}",
+        lab.logs()
+    );
+    assert!(gap < INTERVAL * 3, "graceful gap {gap:?}\n{}", lab.logs());
+}
+
+#[test]
+fn preempt_false_keeps_the_new_master() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((mut lab, client)) = pair(
+        "n",
+        Opts {
+            preempt: false,
+            track: false,
+        },
+    ) else {
+        return;
+    };
+    let t0 = Instant::now();
+    lab.signal("a", libc::SIGKILL);
+    assert!(lab.wait_exit("a", Duration::from_secs(5)).is_some());
+    assert!(
+        client.wait_served_by("b", t0, 10, Duration::from_secs(10)),
+        "B never served after A crashed\n{}",
+        lab.logs()
+    );
+    lab.start_node("a", 101);
+    // A is back and higher, but with preempt = false it must stay backup.
+    std::thread::sleep(master_down() * 4 + Duration::from_secs(1));
+    assert!(
+        lab.has_vip("b") && !lab.has_vip("a"),
+        "A preempted despite preempt = false\n{}",
+        lab.logs()
+    );
+    let s = client.samples();
+    assert_eq!(s.last().and_then(|x| x.answer.as_deref()), Some("b"));
+    println!(
+        "preempt = false: after {:?} the restarted higher-priority node is still backup",
+        master_down() * 4 + Duration::from_secs(1)
+    );
+}
+
+#[test]
+fn unhealthy_backends_move_the_vip() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((lab, client)) = pair(
+        "t",
+        Opts {
+            preempt: true,
+            track: true,
+        },
+    ) else {
+        return;
+    };
+    let t0 = Instant::now();
+    // A's only server fails its health check: A's priority drops by 50, below B's.
+    let (_, a) = lab
+        .backends
+        .iter()
+        .find(|(n, _)| n == "a")
+        .expect("A's backend");
+    a.healthy.store(false, Ordering::Relaxed);
+    assert!(
+        lab.wait_vip("b", Duration::from_secs(10)),
+        "VIP did not move to B\n{}",
+        lab.logs()
+    );
+    println!(
+        "tracking: VIP moved {:?} after A's backend failed its health check",
+        t0.elapsed()
+    );
+    assert!(
+        client.wait_served_by("b", t0, 10, Duration::from_secs(10)),
+        "client not served by B\n{}",
+        lab.logs()
+    );
+}
