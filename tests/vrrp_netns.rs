@@ -86,13 +86,13 @@ struct Backend {
 }
 
 impl Backend {
-    fn start(ns: &str, name: &str) -> Backend {
+    fn start(ns: &str, name: &str, listen: &'static str) -> Backend {
         let healthy = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let (h, s, name) = (healthy.clone(), stop.clone(), name.to_string());
         let thread = in_netns(ns, move || {
-            let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+            let l = TcpListener::bind(listen).expect("bind backend");
             l.set_nonblocking(true).expect("nonblocking");
             tx.send(l.local_addr().expect("addr").port())
                 .expect("send port");
@@ -162,7 +162,9 @@ struct Client {
 }
 
 fn request(to: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(200)).ok()?;
+    // A short connect timeout keeps the measurement fine-grained: during an outage the SYN
+    // is lost and would otherwise only be retried after a second.
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(50)).ok()?;
     s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
     s.set_write_timeout(Some(Duration::from_millis(500))).ok()?;
     s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
@@ -268,6 +270,30 @@ fn outage(samples: &[Sample], from: Instant) -> (Duration, usize) {
 struct Opts {
     preempt: bool,
     track: bool,
+    /// VRRP version; v2 uses whole-second adverts and keepalived's simple password.
+    version: u8,
+    interval: Duration,
+}
+
+impl Opts {
+    fn v3(preempt: bool, track: bool) -> Opts {
+        Opts {
+            preempt,
+            track,
+            version: 3,
+            interval: INTERVAL,
+        }
+    }
+
+    /// Master-down interval of a backup with `priority` (RFC 5798 / RFC 3768 skew).
+    fn master_down(&self, priority: u32) -> Duration {
+        let skew = if self.version == 3 {
+            self.interval * (256 - priority) / 256
+        } else {
+            Duration::from_secs(1) * (256 - priority) / 256
+        };
+        self.interval * 3 + skew
+    }
 }
 
 /// The namespaces, processes and backends of one drill; removed on drop, even on panic.
@@ -276,6 +302,8 @@ struct Lab {
     namespaces: Vec<String>,
     nodes: Vec<(String, Option<Child>, PathBuf)>,
     backends: Vec<(String, Backend)>,
+    /// keepalived's VRRP child pid files, to kill the children a crash drill or a panic leaves.
+    keepalived_pids: Vec<PathBuf>,
     dir: tempfile::TempDir,
     opts: Opts,
 }
@@ -293,6 +321,7 @@ impl Lab {
             namespaces: Vec::new(),
             nodes: Vec::new(),
             backends: Vec::new(),
+            keepalived_pids: Vec::new(),
             dir: tempfile::tempdir().map_err(|e| e.to_string())?,
             opts,
         };
@@ -330,6 +359,11 @@ impl Lab {
         } else {
             ""
         };
+        let auth = if self.opts.version == 2 {
+            "auth_pass = \"s3cret\"\n"
+        } else {
+            ""
+        };
         let text = format!(
             r#"[frontends.www]
 listen = ["0.0.0.0:80"]
@@ -343,12 +377,13 @@ servers = [{{ name = "{node}", address = "127.0.0.1:{backend_port}" }}]
 interface = "eth0"
 vrid = 51
 priority = {priority}
-version = 3
+version = {}
 advert_interval = "{}ms"
 virtual_ips = ["{VIP}/24"]
 preempt = {}
-{track}"#,
-            INTERVAL.as_millis(),
+{auth}{track}"#,
+            self.opts.version,
+            self.opts.interval.as_millis(),
             self.opts.preempt
         );
         let path = self.dir.path().join(format!("{node}.toml"));
@@ -362,7 +397,7 @@ preempt = {}
         let backend = match self.backends.iter().find(|(n, _)| n == node) {
             Some((_, b)) => b.port,
             None => {
-                let b = Backend::start(&self.ns(node), node);
+                let b = Backend::start(&self.ns(node), node, "127.0.0.1:0");
                 let port = b.port;
                 self.backends.push((node.to_string(), b));
                 port
@@ -385,6 +420,84 @@ preempt = {}
             .spawn()
             .expect("spawn fulcrum");
         self.nodes.push((node.to_string(), Some(child), log));
+    }
+
+    /// Starts keepalived as node `node` with `priority`; a plain HTTP server on the node's
+    /// port 80 stands for the web tier, so the client gets answers through the VIP.
+    fn start_keepalived(&mut self, node: &str, priority: u8) {
+        if !self.backends.iter().any(|(n, _)| n == node) {
+            let b = Backend::start(&self.ns(node), node, "0.0.0.0:80");
+            self.backends.push((node.to_string(), b));
+        }
+        let (version, advert_int, auth) = if self.opts.version == 2 {
+            (
+                2,
+                format!("{}", self.opts.interval.as_secs()),
+                "    authentication {\n        auth_type PASS\n        auth_pass s3cret\n    }\n",
+            )
+        } else {
+            (3, format!("{}", self.opts.interval.as_secs_f64()), "")
+        };
+        let preempt = if self.opts.preempt {
+            ""
+        } else {
+            "    nopreempt\n"
+        };
+        let conf = format!(
+            "global_defs {{\n    router_id ka_{node}\n}}\nvrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    priority {priority}\n    version {version}\n    advert_int {advert_int}\n{auth}{preempt}    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n"
+        );
+        let n = self.nodes.len();
+        let dir = self.dir.path();
+        let conf_path = dir.join(format!("keepalived-{node}.conf"));
+        std::fs::write(&conf_path, conf).expect("write keepalived.conf");
+        let pid = dir.join(format!("ka-{node}-{n}.pid"));
+        let vrrp_pid = dir.join(format!("ka-{node}-{n}-vrrp.pid"));
+        let chk_pid = dir.join(format!("ka-{node}-{n}-chk.pid"));
+        let log = dir.join(format!("{node}-{n}-keepalived.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(node),
+                "keepalived",
+                "--dont-fork",
+                "--log-console",
+                "--log-detail",
+                "--vrrp",
+            ])
+            .arg("--use-file")
+            .arg(&conf_path)
+            .arg("--pid")
+            .arg(&pid)
+            .arg("--vrrp_pid")
+            .arg(&vrrp_pid)
+            .arg("--checkers_pid")
+            .arg(&chk_pid)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn keepalived");
+        self.keepalived_pids.push(vrrp_pid);
+        self.nodes.push((node.to_string(), Some(child), log));
+    }
+
+    /// Kills keepalived's VRRP child of `node` the hard way, then its parent, and stops the
+    /// node's web server: a crash of the whole load balancer.
+    fn crash_keepalived(&mut self, node: &str) {
+        self.signal(node, libc::SIGSTOP); // the parent must not restart the child
+        if let Some(pid) = self.keepalived_pids.last().and_then(|p| live_keepalived(p)) {
+            // SAFETY: signals keepalived's VRRP child, which this test started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        self.signal(node, libc::SIGKILL);
+        let _ = self.wait_exit(node, Duration::from_secs(5));
+        // The node's web tier goes down with it, as fulcrum's proxy does when it is killed.
+        self.backends.retain(|(n, _)| n != node);
     }
 
     /// The running process of `node`.
@@ -468,6 +581,14 @@ impl Drop for Lab {
                 let _ = c.wait();
             }
         }
+        for p in &self.keepalived_pids {
+            if let Some(pid) = live_keepalived(p) {
+                // SAFETY: signals keepalived's VRRP child, which this test started.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
@@ -480,8 +601,47 @@ impl Drop for Lab {
     }
 }
 
-/// Starts A (101) then B (100) and waits for A to be master and serving.
+/// The PID in keepalived's pid file `path`, if that process is still a keepalived.
+fn live_keepalived(path: &std::path::Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "keepalived").then_some(pid)
+}
+
+/// What runs on a node.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Fulcrum,
+    Keepalived,
+}
+
+impl Lab {
+    fn start(&mut self, node: &str, kind: Kind, priority: u8) {
+        match kind {
+            Kind::Fulcrum => self.start_node(node, priority),
+            Kind::Keepalived => self.start_keepalived(node, priority),
+        }
+    }
+}
+
+/// Starts A (101) then B (100), both fulcrum, and waits for A to be master and serving.
 fn pair(case: &str, opts: Opts) -> Option<(Lab, Client)> {
+    pair_of(case, opts, Kind::Fulcrum, Kind::Fulcrum)
+}
+
+/// Starts A (`a`, priority 101) then B (`b`, 100) and waits for A to be master and serving.
+fn pair_of(case: &str, opts: Opts, a: Kind, b: Kind) -> Option<(Lab, Client)> {
+    if a == Kind::Keepalived || b == Kind::Keepalived {
+        let found = Command::new("keepalived")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if found.is_err() {
+            eprintln!("skipping keepalived interop drill: keepalived is not installed (apt-get install keepalived)");
+            return None;
+        }
+    }
     let mut lab = match Lab::new(case, opts) {
         Ok(l) => l,
         Err(why) => {
@@ -489,13 +649,13 @@ fn pair(case: &str, opts: Opts) -> Option<(Lab, Client)> {
             return None;
         }
     };
-    lab.start_node("a", 101);
+    lab.start("a", a, 101);
     assert!(
         lab.wait_vip("a", Duration::from_secs(10)),
         "A never became master\n{}",
         lab.logs()
     );
-    lab.start_node("b", 100);
+    lab.start("b", b, 100);
     let client = Client::start(&lab.ns("c"));
     assert!(
         client.wait_served_by("a", Instant::now(), 10, Duration::from_secs(10)),
@@ -503,7 +663,7 @@ fn pair(case: &str, opts: Opts) -> Option<(Lab, Client)> {
         lab.logs()
     );
     // Let B settle into backup (it must not take over while A is healthy).
-    std::thread::sleep(INTERVAL * 5);
+    std::thread::sleep(opts.master_down(100) + opts.interval);
     assert!(
         lab.has_vip("a") && !lab.has_vip("b"),
         "VIP moved while A was healthy\n{}",
@@ -520,13 +680,7 @@ fn master_down() -> Duration {
 #[test]
 fn crash_failover_then_preemption_back() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some((mut lab, client)) = pair(
-        "k",
-        Opts {
-            preempt: true,
-            track: false,
-        },
-    ) else {
+    let Some((mut lab, client)) = pair("k", Opts::v3(true, false)) else {
         return;
     };
     let t0 = Instant::now();
@@ -578,13 +732,7 @@ fn crash_failover_then_preemption_back() {
 #[test]
 fn graceful_stop_hands_over_without_loss() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some((mut lab, client)) = pair(
-        "g",
-        Opts {
-            preempt: true,
-            track: false,
-        },
-    ) else {
+    let Some((mut lab, client)) = pair("g", Opts::v3(true, false)) else {
         return;
     };
     let t0 = Instant::now();
@@ -612,13 +760,7 @@ fn graceful_stop_hands_over_without_loss() {
 #[test]
 fn preempt_false_keeps_the_new_master() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some((mut lab, client)) = pair(
-        "n",
-        Opts {
-            preempt: false,
-            track: false,
-        },
-    ) else {
+    let Some((mut lab, client)) = pair("n", Opts::v3(false, false)) else {
         return;
     };
     let t0 = Instant::now();
@@ -648,13 +790,7 @@ fn preempt_false_keeps_the_new_master() {
 #[test]
 fn unhealthy_backends_move_the_vip() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some((lab, client)) = pair(
-        "t",
-        Opts {
-            preempt: true,
-            track: true,
-        },
-    ) else {
+    let Some((lab, client)) = pair("t", Opts::v3(true, true)) else {
         return;
     };
     let t0 = Instant::now();
@@ -679,4 +815,158 @@ fn unhealthy_backends_move_the_vip() {
         "client not served by B\n{}",
         lab.logs()
     );
+}
+
+fn interop_opts(version: u8) -> Opts {
+    Opts {
+        preempt: true,
+        track: false,
+        version,
+        interval: if version == 2 {
+            Duration::from_secs(1)
+        } else {
+            INTERVAL
+        },
+    }
+}
+
+/// fulcrum master, keepalived backup: graceful stop, preemption back, crash.
+fn keepalived_as_backup(version: u8) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let opts = interop_opts(version);
+    let case = format!("kb{version}");
+    let Some((mut lab, client)) = pair_of(&case, opts, Kind::Fulcrum, Kind::Keepalived) else {
+        return;
+    };
+    let bound = opts.master_down(100) + Duration::from_secs(1);
+    let label = format!(
+        "VRRPv{version} {:?} adverts, fulcrum master / keepalived backup",
+        opts.interval
+    );
+
+    let t0 = Instant::now();
+    lab.signal("a", libc::SIGTERM);
+    assert!(
+        client.wait_served_by("b", t0, 10, bound * 2),
+        "keepalived never served after fulcrum stopped\n{}",
+        lab.logs()
+    );
+    assert_eq!(lab.wait_exit("a", Duration::from_secs(40)), Some(true));
+    let (gap, failed) = outage(&client.samples(), t0);
+    println!("{label}: graceful stop of fulcrum: longest gap {gap:?}, {failed} failed requests");
+    assert!(
+        failed <= 1,
+        "hand-over to keepalived lost {failed} requests\n{}",
+        lab.logs()
+    );
+
+    let t1 = Instant::now();
+    lab.start("a", Kind::Fulcrum, 101);
+    assert!(
+        lab.wait_vip("a", bound * 3),
+        "keepalived did not yield to the returning fulcrum\n{}",
+        lab.logs()
+    );
+    assert!(
+        client.wait_served_by("a", t1, 10, bound * 2),
+        "{}",
+        lab.logs()
+    );
+    let (gap, failed) = outage(&client.samples(), t1);
+    println!("{label}: keepalived yields to the returning fulcrum: longest gap {gap:?}, {failed} failed requests");
+
+    let t2 = Instant::now();
+    lab.signal("a", libc::SIGKILL);
+    assert!(
+        client.wait_served_by("b", t2, 10, bound * 2),
+        "keepalived never served after fulcrum crashed\n{}",
+        lab.logs()
+    );
+    let (gap, failed) = outage(&client.samples(), t2);
+    println!(
+        "{label}: SIGKILL of fulcrum: outage {gap:?}, {failed} failed requests (master-down {:?})",
+        opts.master_down(100)
+    );
+    assert!(
+        gap < bound,
+        "crash outage {gap:?} exceeds {bound:?}\n{}",
+        lab.logs()
+    );
+}
+
+/// keepalived master, fulcrum backup: graceful stop, preemption back, crash.
+fn fulcrum_as_backup(version: u8) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let opts = interop_opts(version);
+    let case = format!("fb{version}");
+    let Some((mut lab, client)) = pair_of(&case, opts, Kind::Keepalived, Kind::Fulcrum) else {
+        return;
+    };
+    let bound = opts.master_down(100) + Duration::from_secs(1);
+    let label = format!(
+        "VRRPv{version} {:?} adverts, keepalived master / fulcrum backup",
+        opts.interval
+    );
+
+    let t0 = Instant::now();
+    lab.signal("a", libc::SIGTERM);
+    assert!(
+        client.wait_served_by("b", t0, 10, bound * 2),
+        "fulcrum never served after keepalived stopped\n{}",
+        lab.logs()
+    );
+    let _ = lab.wait_exit("a", Duration::from_secs(10));
+    let (gap, failed) = outage(&client.samples(), t0);
+    println!("{label}: graceful stop of keepalived (keepalived's own figure): longest gap {gap:?}, {failed} failed requests");
+    assert!(gap < bound, "{}", lab.logs());
+
+    let t1 = Instant::now();
+    lab.start("a", Kind::Keepalived, 101);
+    assert!(
+        lab.wait_vip("a", bound * 3),
+        "fulcrum did not yield to the returning keepalived\n{}",
+        lab.logs()
+    );
+    assert!(
+        client.wait_served_by("a", t1, 10, bound * 2),
+        "{}",
+        lab.logs()
+    );
+    let (gap, failed) = outage(&client.samples(), t1);
+    println!("{label}: fulcrum yields to the returning keepalived: longest gap {gap:?}, {failed} failed requests");
+
+    let t2 = Instant::now();
+    lab.crash_keepalived("a");
+    assert!(
+        client.wait_served_by("b", t2, 10, bound * 2),
+        "fulcrum never served after keepalived crashed\n{}",
+        lab.logs()
+    );
+    let (gap, failed) = outage(&client.samples(), t2);
+    println!("{label}: SIGKILL of keepalived: outage {gap:?}, {failed} failed requests (master-down {:?})", opts.master_down(100));
+    assert!(
+        gap < bound,
+        "crash outage {gap:?} exceeds {bound:?}\n{}",
+        lab.logs()
+    );
+}
+
+#[test]
+fn keepalived_interop_v2_keepalived_backup() {
+    keepalived_as_backup(2);
+}
+
+#[test]
+fn keepalived_interop_v3_keepalived_backup() {
+    keepalived_as_backup(3);
+}
+
+#[test]
+fn keepalived_interop_v2_fulcrum_backup() {
+    fulcrum_as_backup(2);
+}
+
+#[test]
+fn keepalived_interop_v3_fulcrum_backup() {
+    fulcrum_as_backup(3);
 }
