@@ -970,3 +970,61 @@ fn keepalived_interop_v2_fulcrum_backup() {
 fn keepalived_interop_v3_fulcrum_backup() {
     fulcrum_as_backup(3);
 }
+
+/// The same drills at keepalived's default setting (VRRPv2, 1 s adverts, password), for the
+/// figures in the README.
+#[test]
+fn v2_one_second_adverts_graceful_and_crash() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let opts = interop_opts(2);
+    let Some((mut lab, client)) = pair("v2", opts) else {
+        return;
+    };
+    let bound = opts.master_down(100) + Duration::from_secs(1);
+    let t0 = Instant::now();
+    lab.signal("a", libc::SIGTERM);
+    assert!(
+        client.wait_served_by("b", t0, 10, bound * 2),
+        "{}",
+        lab.logs()
+    );
+    assert_eq!(lab.wait_exit("a", Duration::from_secs(40)), Some(true));
+    let (gap, failed) = outage(&client.samples(), t0);
+    println!("VRRPv2 1s adverts, graceful stop of the fulcrum master: longest gap {gap:?}, {failed} failed requests");
+    assert!(
+        failed <= 1,
+        "graceful hand-over lost {failed} requests\n{}",
+        lab.logs()
+    );
+
+    let t1 = Instant::now();
+    lab.start("a", Kind::Fulcrum, 101);
+    assert!(
+        lab.wait_vip("a", bound * 3),
+        "no preemption back\n{}",
+        lab.logs()
+    );
+    assert!(
+        client.wait_served_by("a", t1, 10, bound * 2),
+        "{}",
+        lab.logs()
+    );
+
+    let t2 = Instant::now();
+    lab.signal("a", libc::SIGKILL);
+    assert!(
+        client.wait_served_by("b", t2, 10, bound * 2),
+        "{}",
+        lab.logs()
+    );
+    let (gap, failed) = outage(&client.samples(), t2);
+    println!(
+        "VRRPv2 1s adverts, SIGKILL of the fulcrum master: outage {gap:?}, {failed} failed requests (master-down {:?})",
+        opts.master_down(100)
+    );
+    assert!(
+        gap < bound,
+        "crash outage {gap:?} exceeds {bound:?}\n{}",
+        lab.logs()
+    );
+}
