@@ -8,14 +8,15 @@
 //!   <p>c: client (10.213.0.2) ──────────┘        VIP 10.213.0.100
 //! ```
 //!
-//! Each node runs the real `fulcrum run --config` in its namespace, proxying port 80 to an
-//! HTTP backend on 127.0.0.1 in that namespace (served by a thread of this test that entered
-//! the namespace, so its health can be switched off). A client thread, entered into the
-//! client namespace, requests the VIP every 20 ms and records which node answered. Only
-//! loopback and these namespaces are ever used.
+//! Each node runs the real `fulcrum run --config` in its namespace, proxying port 80 to a
+//! `fulcrum backend` on 127.0.0.1 in that namespace (a keepalived node instead runs keepalived
+//! and a `fulcrum backend` on port 80). A client thread, entered into the client namespace
+//! with `setns`, requests the VIP every 20 ms and records which server answered. Only
+//! loopback and these namespaces are ever used. `keepalived` drills are skipped when it is
+//! not installed.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,75 +77,53 @@ fn in_netns<T: Send + 'static>(
     })
 }
 
-/// A tiny HTTP backend on 127.0.0.1 inside a namespace: answers its name, `/health` answers
-/// 200 or, once `healthy` is cleared, 503.
-struct Backend {
-    port: u16,
-    healthy: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<(), String>>>,
+/// Port the `fulcrum backend` of a fulcrum node listens on, on 127.0.0.1 of its namespace.
+const BACKEND_PORT: u16 = 8081;
+
+/// Sends one HTTP/1.1 request with `Connection: close`; returns the whole response text.
+fn http(to: SocketAddr, method: &str, path: &str, timeout: Duration) -> Option<String> {
+    // A short connect timeout keeps the measurement fine-grained: during an outage the SYN
+    // is lost and would otherwise only be retried after a second.
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(50)).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: vip\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
-impl Backend {
-    fn start(ns: &str, name: &str, listen: &'static str) -> Backend {
-        let healthy = Arc::new(AtomicBool::new(true));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (h, s, name) = (healthy.clone(), stop.clone(), name.to_string());
-        let thread = in_netns(ns, move || {
-            let l = TcpListener::bind(listen).expect("bind backend");
-            l.set_nonblocking(true).expect("nonblocking");
-            tx.send(l.local_addr().expect("addr").port())
-                .expect("send port");
-            while !s.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((c, _)) => serve(c, &name, h.load(Ordering::Relaxed)),
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
+/// Sends a control request to the `fulcrum backend` of `ns` (e.g. `/_control/health/fail`).
+fn control_backend(ns: &str, port: u16, path: &'static str) -> bool {
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    in_netns(ns, move || http(to, "POST", path, Duration::from_secs(2)))
+        .join()
+        .ok()
+        .and_then(|r| r.ok().flatten())
+        .is_some_and(|t| t.starts_with("HTTP/1.1 200"))
+}
+
+/// Waits until something answers HTTP on `port` inside `ns`.
+fn wait_listening(ns: &str, port: u16) -> bool {
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    in_netns(ns, move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect_timeout(&to, Duration::from_millis(100)).is_ok() {
+                return true;
             }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("backend did not start");
-        Backend {
-            port,
-            healthy,
-            stop,
-            thread: Some(thread),
+            std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(mut c: TcpStream, name: &str, healthy: bool) {
-    let _ = c.set_nonblocking(false);
-    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match c.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let health = buf.starts_with(b"GET /health");
-    let (status, body) = match (health, healthy) {
-        (true, false) => ("503 Service Unavailable", "down".to_string()),
-        _ => ("200 OK", name.to_string()),
-    };
-    let _ = write!(
-        c,
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+        false
+    })
+    .join()
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or(false)
 }
 
 /// One request of the client: when it ended and which node answered.
@@ -161,20 +140,14 @@ struct Client {
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
+/// One client request through the VIP; returns the name of the server that answered.
 fn request(to: SocketAddr) -> Option<String> {
-    // A short connect timeout keeps the measurement fine-grained: during an outage the SYN
-    // is lost and would otherwise only be retried after a second.
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(50)).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
-    s.set_write_timeout(Some(Duration::from_millis(500))).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
+    let text = http(to, "GET", "/", Duration::from_millis(500))?;
     if !text.starts_with("HTTP/1.1 200") {
         return None;
     }
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    let (_, rest) = text.split_once("\"server\":\"")?;
+    rest.split_once('"').map(|(name, _)| name.to_string())
 }
 
 impl Client {
@@ -301,7 +274,8 @@ struct Lab {
     prefix: String,
     namespaces: Vec<String>,
     nodes: Vec<(String, Option<Child>, PathBuf)>,
-    backends: Vec<(String, Backend)>,
+    /// `fulcrum backend` processes by node, with their logs.
+    backends: Vec<(String, Child, PathBuf)>,
     /// keepalived's VRRP child pid files, to kill the children a crash drill or a panic leaves.
     keepalived_pids: Vec<PathBuf>,
     dir: tempfile::TempDir,
@@ -391,19 +365,56 @@ preempt = {}
         path
     }
 
+    /// Starts `fulcrum backend` named `node` on `ip:port` in `node`'s namespace, unless one
+    /// runs there already, and waits until it listens.
+    fn start_backend(&mut self, node: &str, ip: &str, port: u16) {
+        if self.backends.iter().any(|(n, _, _)| n == node) {
+            return;
+        }
+        let log = self.dir.path().join(format!("{node}-backend.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(node),
+                &bin(),
+                "backend",
+                "--name",
+                node,
+            ])
+            .arg("--listen")
+            .arg(format!("{ip}:{port}"))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn fulcrum backend");
+        self.backends.push((node.to_string(), child, log));
+        assert!(
+            wait_listening(&self.ns(node), port),
+            "backend {node} did not start\n{}",
+            self.logs()
+        );
+    }
+
+    /// Stops `node`'s backend.
+    fn stop_backend(&mut self, node: &str) {
+        self.backends.retain_mut(|(n, child, _)| {
+            if n == node {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            n != node
+        });
+    }
+
     /// Starts (or restarts) node `node` ("a" or "b") with `priority`.
     fn start_node(&mut self, node: &str, priority: u8) {
         // A restarted node keeps its backend.
-        let backend = match self.backends.iter().find(|(n, _)| n == node) {
-            Some((_, b)) => b.port,
-            None => {
-                let b = Backend::start(&self.ns(node), node, "127.0.0.1:0");
-                let port = b.port;
-                self.backends.push((node.to_string(), b));
-                port
-            }
-        };
-        let config = self.config(node, priority, backend);
+        self.start_backend(node, "127.0.0.1", BACKEND_PORT);
+        let config = self.config(node, priority, BACKEND_PORT);
         let log = self
             .dir
             .path()
@@ -425,10 +436,7 @@ preempt = {}
     /// Starts keepalived as node `node` with `priority`; a plain HTTP server on the node's
     /// port 80 stands for the web tier, so the client gets answers through the VIP.
     fn start_keepalived(&mut self, node: &str, priority: u8) {
-        if !self.backends.iter().any(|(n, _)| n == node) {
-            let b = Backend::start(&self.ns(node), node, "0.0.0.0:80");
-            self.backends.push((node.to_string(), b));
-        }
+        self.start_backend(node, "0.0.0.0", 80);
         let (version, advert_int, auth) = if self.opts.version == 2 {
             (
                 2,
@@ -497,7 +505,7 @@ preempt = {}
         self.signal(node, libc::SIGKILL);
         let _ = self.wait_exit(node, Duration::from_secs(5));
         // The node's web tier goes down with it, as fulcrum's proxy does when it is killed.
-        self.backends.retain(|(n, _)| n != node);
+        self.stop_backend(node);
     }
 
     /// The running process of `node`.
@@ -562,7 +570,8 @@ preempt = {}
 
     fn logs(&self) -> String {
         let mut all = String::new();
-        for (node, _, log) in &self.nodes {
+        let backends = self.backends.iter().map(|(n, _, l)| (n, l));
+        for (node, log) in self.nodes.iter().map(|(n, _, l)| (n, l)).chain(backends) {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             all.push_str(&format!(
                 "---- node {node} ({}) ----\n{text}\n",
@@ -592,7 +601,10 @@ impl Drop for Lab {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
-        self.backends.clear();
+        for (_, child, _) in &mut self.backends {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for ns in self.namespaces.iter().rev() {
             if let Err(e) = ip(&["netns", "del", ns]) {
                 eprintln!("teardown: {e}");
@@ -795,12 +807,11 @@ fn unhealthy_backends_move_the_vip() {
     };
     let t0 = Instant::now();
     // A's only server fails its health check: A's priority drops by 50, below B's.
-    let (_, a) = lab
-        .backends
-        .iter()
-        .find(|(n, _)| n == "a")
-        .expect("A's backend");
-    a.healthy.store(false, Ordering::Relaxed);
+    assert!(control_backend(
+        &lab.ns("a"),
+        BACKEND_PORT,
+        "/_control/health/fail"
+    ));
     assert!(
         lab.wait_vip("b", Duration::from_secs(10)),
         "VIP did not move to B\n{}",
