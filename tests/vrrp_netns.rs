@@ -246,6 +246,8 @@ struct Opts {
     /// VRRP version; v2 uses whole-second adverts and keepalived's simple password.
     version: u8,
     interval: Duration,
+    /// Unicast adverts to the other node instead of multicast.
+    unicast: bool,
 }
 
 impl Opts {
@@ -255,6 +257,7 @@ impl Opts {
             track,
             version: 3,
             interval: INTERVAL,
+            unicast: false,
         }
     }
 
@@ -338,6 +341,11 @@ impl Lab {
         } else {
             ""
         };
+        let unicast = match (self.opts.unicast, node) {
+            (false, _) => String::new(),
+            (true, "a") => format!("unicast_peers = [\"{}\"]\n", addr_of(NODE_B)),
+            (true, _) => format!("unicast_peers = [\"{}\"]\n", addr_of(NODE_A)),
+        };
         let text = format!(
             r#"[frontends.www]
 listen = ["0.0.0.0:80"]
@@ -355,7 +363,7 @@ version = {}
 advert_interval = "{}ms"
 virtual_ips = ["{VIP}/24"]
 preempt = {}
-{auth}{track}"#,
+{auth}{track}{unicast}"#,
             self.opts.version,
             self.opts.interval.as_millis(),
             self.opts.preempt
@@ -620,6 +628,11 @@ fn live_keepalived(path: &std::path::Path) -> Option<i32> {
     (comm.trim() == "keepalived").then_some(pid)
 }
 
+/// The address part of "a.b.c.d/len".
+fn addr_of(cidr: &str) -> &str {
+    cidr.split('/').next().unwrap_or(cidr)
+}
+
 /// What runs on a node.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -838,6 +851,7 @@ fn interop_opts(version: u8) -> Opts {
         } else {
             INTERVAL
         },
+        unicast: false,
     }
 }
 
@@ -1036,6 +1050,40 @@ fn v2_one_second_adverts_graceful_and_crash() {
     assert!(
         gap < bound,
         "crash outage {gap:?} exceeds {bound:?}\n{}",
+        lab.logs()
+    );
+}
+
+/// Unicast adverts (keepalived `unicast_peer`) instead of multicast: failover still works.
+#[test]
+fn unicast_peers_fail_over() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let opts = Opts {
+        unicast: true,
+        ..Opts::v3(true, false)
+    };
+    let Some((mut lab, client)) = pair("u", opts) else {
+        return;
+    };
+    let t0 = Instant::now();
+    lab.signal("a", libc::SIGKILL);
+    assert!(
+        client.wait_served_by("b", t0, 10, Duration::from_secs(10)),
+        "B never served after A crashed\n{}",
+        lab.logs()
+    );
+    let (gap, failed) = outage(&client.samples(), t0);
+    println!("VRRPv3 {INTERVAL:?} unicast adverts, SIGKILL of the master: outage {gap:?}, {failed} failed requests");
+    let bound = opts.master_down(100) + Duration::from_secs(1);
+    assert!(
+        gap < bound,
+        "crash outage {gap:?} exceeds {bound:?}\n{}",
+        lab.logs()
+    );
+    lab.start_node("a", 101);
+    assert!(
+        lab.wait_vip("a", Duration::from_secs(10)),
+        "A did not preempt over unicast\n{}",
         lab.logs()
     );
 }

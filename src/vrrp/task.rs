@@ -115,6 +115,8 @@ struct Runner {
     rx: u64,
     invalid: BTreeMap<String, u64>,
     vips_held: bool,
+    /// When VIPs handed to a new master are released (see [`HANDOVER_LINGER`]).
+    release_at: Option<Instant>,
     tracking: Vec<String>,
 }
 
@@ -228,6 +230,7 @@ pub async fn start(cfg: InstanceConfig, probe: Option<HealthProbe>) -> io::Resul
         rx: 0,
         invalid: BTreeMap::new(),
         vips_held: false,
+        release_at: None,
         tracking: Vec::new(),
     };
     let (stop, stop_rx) = oneshot::channel();
@@ -259,6 +262,11 @@ impl Runner {
             let deadline = self.machine.next_deadline().map(|d| self.epoch + d);
             tokio::select! {
                 _ = sleep_until_opt(deadline) => self.event(Event::Timer).await,
+                _ = sleep_until_opt(self.release_at) => {
+                    self.release_at = None;
+                    self.remove_vips().await;
+                    self.publish();
+                }
                 r = self.sock.recv(&mut buf) => match r {
                     Ok(n) => {
                         if let Some(ev) = self.on_packet(buf.get(..n).unwrap_or_default()) {
@@ -284,9 +292,18 @@ impl Runner {
 
     /// Feeds one event to the machine and carries out what it asks.
     async fn event(&mut self, ev: Event) {
+        // A master yielding to a better one keeps its VIPs a moment, so packets already on
+        // their way (sent before the new master's gratuitous ARP landed) still find them.
+        let yielding = self.machine.state() == State::Master
+            && matches!(ev, Event::Advert { priority, .. } if priority > 0);
         let actions = self.machine.handle(self.now(), ev);
         for a in actions {
-            self.act(a).await;
+            if yielding && a == Action::RemoveVips {
+                let linger = HANDOVER_LINGER.min(self.cfg.advert_interval());
+                self.release_at = Some(Instant::now() + linger);
+            } else {
+                self.act(a).await;
+            }
         }
         self.publish();
     }
@@ -348,6 +365,7 @@ impl Runner {
         match a {
             Action::SendAdvert { priority } => self.send_advert(priority),
             Action::AddVips => {
+                self.release_at = None;
                 for vip in self.cfg.virtual_ips.clone() {
                     if let Err(e) = self.netlink.add(self.ifindex, vip).await {
                         tracing::error!(instance = %self.cfg.name, error = %e, "cannot add virtual IP");
@@ -366,6 +384,7 @@ impl Runner {
     }
 
     async fn remove_vips(&mut self) {
+        self.release_at = None;
         for vip in self.cfg.virtual_ips.clone() {
             if let Err(e) = self.netlink.del(self.ifindex, vip).await {
                 tracing::error!(instance = %self.cfg.name, error = %e, "cannot remove virtual IP");
@@ -414,6 +433,10 @@ impl Runner {
     async fn handover(&mut self, buf: &mut [u8]) {
         if self.machine.state() != State::Master {
             self.event(Event::Shutdown).await;
+            if self.release_at.take().is_some() {
+                self.remove_vips().await;
+                self.publish();
+            }
             return;
         }
         let started = Instant::now();
