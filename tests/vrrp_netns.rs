@@ -1087,3 +1087,180 @@ fn unicast_peers_fail_over() {
         lab.logs()
     );
 }
+
+/// Runs VRRP in this process inside namespace `ns` until the returned guard is dropped.
+struct InProcess {
+    status: fulcrum::vrrp::VrrpStatus,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl InProcess {
+    fn start(ns: &str, cfg: fulcrum::vrrp::config::VrrpConfig) -> InProcess {
+        let (status_tx, status_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = in_netns(ns, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let v = fulcrum::vrrp::Vrrp::start(&cfg, None).await;
+                let v = match v {
+                    Ok(v) => v,
+                    Err(e) => panic!("vrrp did not start: {e}"),
+                };
+                status_tx.send(v.status()).expect("send status");
+                let _ = stop_rx.await;
+                v.shutdown().await;
+            });
+        });
+        let status = status_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("in-process VRRP started");
+        InProcess {
+            status,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends whole IPv4 packets (header included) to 224.0.0.18 out of `ns`'s eth0.
+fn send_raw(ns: &str, packets: Vec<Vec<u8>>) {
+    let sent = in_netns(ns, move || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let s =
+            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).expect("raw socket");
+        s.bind_device(Some(b"eth0")).expect("bind eth0");
+        s.set_header_included_v4(true).expect("IP_HDRINCL");
+        let to = SockAddr::from(SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 18), 0));
+        for p in &packets {
+            s.send_to(p, &to).expect("send");
+        }
+    })
+    .join();
+    assert!(
+        matches!(sent, Ok(Ok(()))),
+        "sending raw packets failed: {sent:?}"
+    );
+}
+
+/// Malformed adverts from the link are dropped and counted by reason; other VRIDs are
+/// ignored; a good advert is accepted. Runs the library in this process, in a namespace.
+#[test]
+fn bad_packets_are_dropped_and_counted() {
+    use fulcrum::vrrp::packet::{encode_ip_packet, Advert, VRRP_MCAST_V4};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = match Lab::new("p", Opts::v3(true, false)) {
+        Ok(l) => l,
+        Err(why) => {
+            eprintln!("skipping VRRP netns drill: {why}");
+            return;
+        }
+    };
+    let cfg = fulcrum::config::parse_str(
+        &format!(
+            "[vrrp.instances.vip]\ninterface = \"eth0\"\nvrid = 51\npriority = 100\nversion = 2\nadvert_interval = \"1s\"\nauth_pass = \"s3cret\"\nvirtual_ips = [\"{VIP}/24\"]\n"
+        ),
+        "inline.toml",
+    )
+    .expect("valid config");
+    let node = InProcess::start(&lab.ns("a"), cfg.vrrp);
+
+    let peer: Ipv4Addr = addr_of(NODE_B).parse().expect("address");
+    let good = |priority: u8| Advert {
+        version: 2,
+        vrid: 51,
+        priority,
+        advert_interval_cs: 100,
+        addresses: vec![VIP],
+        auth: Some(*b"s3cret\0\0"),
+    };
+    let enc = |a: &Advert| encode_ip_packet(a, peer, VRRP_MCAST_V4, 7).expect("encodes");
+    let mut ttl = enc(&good(200));
+    ttl[8] = 64; // routed: TTL must be 255
+    let mut checksum = enc(&good(200));
+    checksum[26] ^= 0xff;
+    let mut count = enc(&good(200));
+    count[23] = 2; // two addresses claimed, one present
+    let wrong_auth = enc(&Advert {
+        auth: Some(*b"guess\0\0\0"),
+        ..good(200)
+    });
+    let wrong_interval = enc(&Advert {
+        advert_interval_cs: 200,
+        ..good(200)
+    });
+    let v3 = enc(&Advert {
+        version: 3,
+        auth: None,
+        ..good(200)
+    });
+    let other_vrid = enc(&Advert {
+        vrid: 52,
+        ..good(200)
+    });
+    let mut truncated = enc(&good(200));
+    truncated.truncate(24);
+    send_raw(
+        &lab.ns("b"),
+        vec![
+            ttl,
+            checksum,
+            count,
+            wrong_auth,
+            wrong_interval,
+            v3,
+            other_vrid,
+            truncated,
+            enc(&good(200)),
+        ],
+    );
+
+    let want = [
+        "bad_ttl",
+        "bad_checksum",
+        "address_count_mismatch",
+        "auth_mismatch",
+        "interval_mismatch",
+        "wrong_version",
+        "truncated",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = node.status.get();
+        let s = st.first().expect("one instance");
+        let all = want.iter().all(|k| s.invalid.get(*k) == Some(&1));
+        if all && s.rx >= 1 {
+            println!(
+                "drop counters: {:?}; rx {}; master {:?}",
+                s.invalid, s.rx, s.master
+            );
+            assert!(
+                !s.invalid.contains_key("wrong_vrid"),
+                "other VRIDs are ignored, not counted"
+            );
+            assert_eq!(
+                s.master,
+                Some(peer),
+                "the good advert's sender is the master"
+            );
+            assert_eq!(s.state.as_str(), "backup");
+            break;
+        }
+        assert!(Instant::now() < deadline, "counters never matched: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
