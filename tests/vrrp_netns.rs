@@ -1264,3 +1264,86 @@ fn bad_packets_are_dropped_and_counted() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Tracking a script and an interface drives the instance into FAULT and back, and the
+/// notify hooks run for every transition, in order, with the state as argument.
+#[test]
+fn tracked_script_and_interface_with_notify_hooks() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = match Lab::new("s", Opts::v3(true, false)) {
+        Ok(l) => l,
+        Err(why) => {
+            eprintln!("skipping VRRP netns drill: {why}");
+            return;
+        }
+    };
+    let flag = lab.dir.path().join("healthy");
+    let hooks = lab.dir.path().join("hooks.log");
+    std::fs::write(&flag, "").expect("flag");
+    let hook = format!("echo >> {}", hooks.display());
+    let cfg = fulcrum::config::parse_str(
+        &format!(
+            r#"[vrrp.instances.vip]
+interface = "eth0"
+vrid = 51
+priority = 100
+version = 3
+advert_interval = "100ms"
+virtual_ips = ["{VIP}/24"]
+track = {{ interfaces = ["eth0"], script = "test -e {}", script_interval = "100ms" }}
+notify = {{ master = "{hook}", backup = "{hook}", fault = "{hook}" }}
+"#,
+            flag.display()
+        ),
+        "inline.toml",
+    )
+    .expect("valid config");
+    let node = InProcess::start(&lab.ns("a"), cfg.vrrp);
+    let state = || {
+        node.status
+            .get()
+            .first()
+            .map(|s| s.state.as_str().to_string())
+            .unwrap_or_default()
+    };
+    let wait_state = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if state() == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    };
+    assert!(wait_state("master"), "alone on the link, it becomes master");
+    assert!(lab.has_vip("a"));
+
+    std::fs::remove_file(&flag).expect("remove flag");
+    assert!(wait_state("fault"), "failing script → fault");
+    assert!(!lab.has_vip("a"), "a faulty node releases the VIP");
+    std::fs::write(&flag, "").expect("flag");
+    assert!(wait_state("master"), "script recovers → master again");
+
+    ip(&["-n", &lab.ns("a"), "link", "set", "eth0", "down"]).expect("link down");
+    assert!(wait_state("fault"), "tracked interface down → fault");
+    ip(&["-n", &lab.ns("a"), "link", "set", "eth0", "up"]).expect("link up");
+    assert!(wait_state("master"), "interface up again → master");
+
+    let want = "BACKUP\nMASTER\nFAULT\nBACKUP\nMASTER\nFAULT\nBACKUP\nMASTER\n";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = std::fs::read_to_string(&hooks).unwrap_or_default();
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "notify hooks ran as {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "tracking script + interface: fault and recovery as expected; notify hooks ran in order"
+    );
+}
