@@ -193,7 +193,12 @@ async fn run(args: RunArgs) -> Result<()> {
     fulcrum::admin::read_token(&admin)?;
     let vrrp_cfg = cfg.vrrp.clone();
     let rt = Runtime::start(cfg).await?;
-    fulcrum::admin::start(rt.clone(), &admin, std::sync::Arc::new(Vec::new)).await?;
+    // The admin API shows VRRP status once the instances run (they start after the listeners).
+    let vrrp_status = Arc::new(std::sync::OnceLock::<fulcrum::vrrp::VrrpStatus>::new());
+    let slot = vrrp_status.clone();
+    let vrrp_fn: fulcrum::admin::VrrpStatusFn =
+        Arc::new(move || slot.get().map(|s| s.json()).unwrap_or_default());
+    fulcrum::admin::start(rt.clone(), &admin, vrrp_fn).await?;
     for (fe, addr) in rt.bound_addresses().await {
         tracing::info!(frontend = %fe, %addr, "ready");
     }
@@ -201,6 +206,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let vrrp =
         fulcrum::vrrp::Vrrp::start(&vrrp_cfg, Some(fulcrum::vrrp::frontends_probe(rt.clone())))
             .await?;
+    let _ = vrrp_status.set(vrrp.status());
     serve_signals(rt, args.config, args.grace, vrrp).await
 }
 

@@ -77,6 +77,21 @@ fn in_netns<T: Send + 'static>(
     })
 }
 
+/// Port of a fulcrum node's admin API, on 127.0.0.1 of its namespace.
+const ADMIN_PORT: u16 = 9000;
+
+/// `GET path` on the admin API of the node in `ns`; the response body.
+fn admin_get(ns: &str, path: &'static str) -> Option<String> {
+    let to = SocketAddr::from(([127, 0, 0, 1], ADMIN_PORT));
+    let text = in_netns(ns, move || http(to, "GET", path, Duration::from_secs(2)))
+        .join()
+        .ok()?
+        .ok()??;
+    // Compact, so tests can look for `"key":"value"` whatever the formatting.
+    let body = text.split_once("\r\n\r\n")?.1;
+    Some(body.split_whitespace().collect())
+}
+
 /// Port the `fulcrum backend` of a fulcrum node listens on, on 127.0.0.1 of its namespace.
 const BACKEND_PORT: u16 = 8081;
 
@@ -347,7 +362,10 @@ impl Lab {
             (true, _) => format!("unicast_peers = [\"{}\"]\n", addr_of(NODE_A)),
         };
         let text = format!(
-            r#"[frontends.www]
+            r#"[admin]
+listen = "127.0.0.1:{ADMIN_PORT}"
+
+[frontends.www]
 listen = ["0.0.0.0:80"]
 backend = "app"
 
@@ -708,6 +726,14 @@ fn crash_failover_then_preemption_back() {
     let Some((mut lab, client)) = pair("k", Opts::v3(true, false)) else {
         return;
     };
+    // The admin API shows both sides of the pair.
+    let a = admin_get(&lab.ns("a"), "/api/v1/vrrp").unwrap_or_default();
+    let b = admin_get(&lab.ns("b"), "/api/v1/vrrp").unwrap_or_default();
+    println!("admin /api/v1/vrrp on A: {a}\nadmin /api/v1/vrrp on B: {b}");
+    assert!(a.contains("\"state\":\"master\""), "A's status: {a}");
+    assert!(b.contains("\"state\":\"backup\""), "B's status: {b}");
+    assert!(b.contains("\"master\":\"10.213.0.11\""), "B's status: {b}");
+
     let t0 = Instant::now();
     lab.signal("a", libc::SIGKILL);
     assert!(lab.wait_exit("a", Duration::from_secs(5)).is_some());

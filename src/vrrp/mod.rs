@@ -57,6 +57,14 @@ impl VrrpStatus {
             .filter_map(|s| s.lock().ok().map(|s| s.clone()))
             .collect()
     }
+
+    /// [`VrrpStatus::get`] as JSON objects, for the admin API.
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.get()
+            .iter()
+            .filter_map(|s| serde_json::to_value(s).ok())
+            .collect()
+    }
 }
 
 impl Vrrp {
