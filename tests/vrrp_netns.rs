@@ -1306,7 +1306,7 @@ fn tracked_script_and_interface_with_notify_hooks() {
     let flag = lab.dir.path().join("healthy");
     let hooks = lab.dir.path().join("hooks.log");
     std::fs::write(&flag, "").expect("flag");
-    let hook = format!("echo >> {}", hooks.display());
+    let hook = format!("echo $1 >> {}", hooks.display());
     let cfg = fulcrum::config::parse_str(
         &format!(
             r#"[vrrp.instances.vip]

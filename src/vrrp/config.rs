@@ -17,6 +17,8 @@
 //! garp_master_repeat = 5
 //! track = { frontends = true, weight = -50, interfaces = ["eth1"], script = "cmd", script_interval = "2s" }
 //! notify = { master = "cmd", backup = "cmd", fault = "cmd", timeout = "5s" }
+//! # hooks get the new state (MASTER, BACKUP, FAULT) as $1 and in FULCRUM_VRRP_STATE,
+//! # with FULCRUM_VRRP_INSTANCE, FULCRUM_VRRP_VRID and FULCRUM_VRRP_PRIORITY
 //! ```
 //!
 //! Validation collects every problem with its position and a hint, like the rest of the

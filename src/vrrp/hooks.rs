@@ -1,6 +1,6 @@
 //! External commands: notify hooks on state changes and tracking scripts.
 //!
-//! Both run through `/bin/sh -c` with a timeout and are killed when it passes. Notify hooks of
+//! Both run with a timeout and are killed when it passes (see [`run_command`]). Notify hooks of
 //! one instance run one after the other, in transition order, on their own task: the protocol
 //! loop only queues them and never waits.
 
@@ -13,22 +13,31 @@ use tokio::sync::mpsc;
 use super::config::NotifyConfig;
 use super::machine::State;
 
-/// Runs `cmd` with `/bin/sh -c`, extra positional `args` and `env`, killing it after
-/// `timeout`. Returns whether it exited with status 0 in time.
+/// Runs `cmd` with positional `args` and `env`, killing it after `timeout`. Returns whether
+/// it exited with status 0 in time.
+///
+/// A single word (a path or program name) is executed directly with `args` as its
+/// arguments, like keepalived's notify scripts. Anything else is a shell command, run as
+/// `/bin/sh -c CMD fulcrum-hook ARGS...`, so it sees the arguments as `$1`, `$2`, ...
 pub async fn run_command(
     cmd: &str,
     args: &[&str],
     env: &[(&str, String)],
     timeout: Duration,
 ) -> bool {
-    // `"$@"` hands our arguments to the user's command, the way keepalived passes the state.
-    let mut c = Command::new("/bin/sh");
-    c.arg("-c")
-        .arg(format!("{cmd} \"$@\""))
-        .arg("fulcrum-hook")
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let cmd = cmd.trim();
+    let plain = !cmd.is_empty()
+        && cmd
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "/._-+@%=:,".contains(ch));
+    let mut c = if plain {
+        Command::new(cmd)
+    } else {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg(cmd).arg("fulcrum-hook");
+        c
+    };
+    c.args(args).stdin(Stdio::null()).kill_on_drop(true);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -120,13 +129,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("out");
         let cmd = format!(
-            "printf '%s %s' \"$FULCRUM_VRRP_STATE\" > {}; echo",
+            "printf '%s %s' \"$FULCRUM_VRRP_STATE\" \"$1\" > {}",
             out.display()
         );
         let env = [("FULCRUM_VRRP_STATE", "MASTER".to_string())];
         assert!(run_command(&cmd, &["ARG"], &env, Duration::from_secs(5)).await);
         let text = std::fs::read_to_string(&out).expect("hook wrote its file");
-        assert_eq!(text, "MASTER ");
+        assert_eq!(text, "MASTER ARG");
         assert!(!run_command("exit 3", &[], &[], Duration::from_secs(5)).await);
         let started = std::time::Instant::now();
         assert!(!run_command("sleep 5", &[], &[], Duration::from_millis(100)).await);
@@ -134,10 +143,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_script_path_gets_the_state_as_argument() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let script = dir.path().join("notify.sh");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$1\" > {}\n", out.display()),
+        )
+        .expect("script");
+        let status = std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(&script)
+            .status()
+            .expect("chmod");
+        assert!(status.success());
+        let path = script.display().to_string();
+        assert!(run_command(&path, &["BACKUP"], &[], Duration::from_secs(5)).await);
+        assert_eq!(std::fs::read_to_string(&out).expect("written"), "BACKUP\n");
+        assert!(!run_command("/nonexistent/hook", &[], &[], Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test]
     async fn notifier_runs_hooks_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("log");
-        let cmd = format!("echo >> {}", out.display());
+        let cmd = format!("echo \"$1\" >> {}", out.display());
         let cfg = NotifyConfig {
             master: Some(cmd.clone()),
             backup: Some(cmd.clone()),
