@@ -13,6 +13,7 @@
 //!   over rtnetlink; [`garp`]: gratuitous ARP frames on an `AF_PACKET` socket.
 //! - [`hooks`]: notify hooks and tracking scripts; [`track`]: health → priority or fault.
 //! - [`task`]: one tokio task per instance, including the graceful hand-over.
+//! - [`metrics`]: the instances' status as Prometheus families.
 //!
 //! [`Vrrp`] starts every configured instance and stops them together.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod garp;
 pub mod hooks;
 pub mod machine;
+pub mod metrics;
 pub mod net;
 pub mod packet;
 pub mod task;
@@ -56,6 +58,11 @@ impl VrrpStatus {
             .iter()
             .filter_map(|s| s.lock().ok().map(|s| s.clone()))
             .collect()
+    }
+
+    /// The VRRP families for Prometheus `/metrics` (empty text without instances).
+    pub fn prometheus(&self) -> String {
+        metrics::render(&self.get())
     }
 
     /// [`VrrpStatus::get`] as JSON objects, for the admin API.
