@@ -15,7 +15,7 @@ use crate::runtime::Runtime;
 /// How often frontends and interfaces are looked at (both are cheap reads).
 const POLL: Duration = Duration::from_millis(200);
 
-/// Answers "can this node serve?"; called from the tracking task every [`POLL`].
+/// Answers "can this node serve?"; called from the tracking task every 200 ms.
 pub type HealthProbe = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// A probe over a running [`Runtime`]: healthy unless a frontend routes to a backend that
