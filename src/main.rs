@@ -191,16 +191,29 @@ async fn run(args: RunArgs) -> Result<()> {
     let admin = cfg.admin.clone();
     // Read the token before binding anything, so a bad token file fails fast.
     fulcrum::admin::read_token(&admin)?;
+    let vrrp_cfg = cfg.vrrp.clone();
     let rt = Runtime::start(cfg).await?;
-    fulcrum::admin::start(rt.clone(), &admin, std::sync::Arc::new(Vec::new)).await?;
+    // The admin API shows VRRP status once the instances run (they start after the listeners).
+    let vrrp_status = Arc::new(std::sync::OnceLock::<fulcrum::vrrp::VrrpStatus>::new());
+    fulcrum::admin::start(rt.clone(), &admin, vrrp_status.clone()).await?;
     for (fe, addr) in rt.bound_addresses().await {
         tracing::info!(frontend = %fe, %addr, "ready");
     }
-    serve_signals(rt, args.config, args.grace).await
+    // VRRP starts once the listeners are bound, so a node never claims a VIP it cannot serve.
+    let vrrp =
+        fulcrum::vrrp::Vrrp::start(&vrrp_cfg, Some(fulcrum::vrrp::frontends_probe(rt.clone())))
+            .await?;
+    let _ = vrrp_status.set(vrrp.status());
+    serve_signals(rt, args.config, args.grace, vrrp).await
 }
 
 /// SIGHUP reloads the file; SIGTERM/SIGINT drain and return.
-async fn serve_signals(rt: Arc<Runtime>, config: Option<PathBuf>, grace: Duration) -> Result<()> {
+async fn serve_signals(
+    rt: Arc<Runtime>,
+    config: Option<PathBuf>,
+    grace: Duration,
+    vrrp: fulcrum::vrrp::Vrrp,
+) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -211,6 +224,8 @@ async fn serve_signals(rt: Arc<Runtime>, config: Option<PathBuf>, grace: Duratio
             _ = int.recv() => break,
         }
     }
+    // Hand the virtual IPs over first: listeners keep serving until the new master has them.
+    vrrp.shutdown().await;
     tracing::info!(
         open = rt.conns.open(),
         "stopping: draining open connections"

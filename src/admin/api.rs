@@ -74,9 +74,9 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
             super::metrics::render(&st.rt),
         ),
         (Method::GET, ["api", "v1", "status"]) => {
-            json_resp(200, &status::status(&st.rt, (st.vrrp)()))
+            json_resp(200, &status::status(&st.rt, st.vrrp_json()))
         }
-        (Method::GET, ["api", "v1", "vrrp"]) => json_resp(200, &(st.vrrp)()),
+        (Method::GET, ["api", "v1", "vrrp"]) => json_resp(200, &st.vrrp_json()),
         (Method::GET, ["api", "v1", "backends", b, "servers", s]) => {
             match st.rt.snapshot().server(b, s) {
                 Some(srv) => json_resp(200, &status::server_status(srv)),

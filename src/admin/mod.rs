@@ -23,8 +23,9 @@ use tokio::net::TcpListener;
 use crate::config::types::AdminConfig;
 use crate::runtime::Runtime;
 
-/// Supplies the VRRP part of the status document (empty when VRRP is off).
-pub type VrrpStatusFn = Arc<dyn Fn() -> Vec<serde_json::Value> + Send + Sync>;
+/// The node's VRRP instances, set once they run (they start after the
+/// listeners and the admin API); empty when VRRP is not configured.
+pub type VrrpSlot = Arc<std::sync::OnceLock<crate::vrrp::VrrpStatus>>;
 
 /// What every admin request handler needs.
 pub struct AdminState {
@@ -33,7 +34,7 @@ pub struct AdminState {
     pub token: Option<String>,
     /// Reads allowed without a token.
     pub public_read: bool,
-    pub vrrp: VrrpStatusFn,
+    pub vrrp: VrrpSlot,
 }
 
 /// Read the admin token file (first line, trimmed).
@@ -53,11 +54,18 @@ pub fn read_token(cfg: &AdminConfig) -> anyhow::Result<Option<String>> {
     Ok(Some(token))
 }
 
+impl AdminState {
+    /// VRRP instances as JSON for the status API.
+    pub fn vrrp_json(&self) -> Vec<serde_json::Value> {
+        self.vrrp.get().map(|v| v.json()).unwrap_or_default()
+    }
+}
+
 /// Bind the admin listener and serve it in the background. Returns the bound address.
 pub async fn start(
     rt: Arc<Runtime>,
     cfg: &AdminConfig,
-    vrrp: VrrpStatusFn,
+    vrrp: VrrpSlot,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(addr) = cfg.listen else {
         return Ok(None);

@@ -65,5 +65,6 @@ pub fn quick_config(o: &QuickOptions) -> Result<Config, String> {
         frontends: BTreeMap::from([("quick".to_string(), frontend)]),
         backends: BTreeMap::from([("quick".to_string(), backend)]),
         cluster: ClusterConfig::default(),
+        vrrp: Default::default(),
     })
 }

@@ -21,6 +21,8 @@ pub(crate) struct RawConfig {
     pub backends: BTreeMap<String, S<RawBackend>>,
     #[serde(default)]
     pub cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub vrrp: Option<crate::vrrp::config::RawVrrp>,
 }
 
 #[derive(Debug, Deserialize)]

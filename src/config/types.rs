@@ -22,6 +22,8 @@ pub struct Config {
     pub backends: BTreeMap<String, BackendConfig>,
     /// Other load balancers of the same group, for `fulcrum ctl`.
     pub cluster: ClusterConfig,
+    /// VRRP instances (`[vrrp.instances.NAME]`); empty when VRRP is off.
+    pub vrrp: crate::vrrp::config::VrrpConfig,
 }
 
 /// The nodes `fulcrum ctl` applies a change to, besides `--admin`.

@@ -246,6 +246,7 @@ fn build(cx: &mut Ctx<'_>, raw: RawConfig) -> Config {
         frontends.insert(name.clone(), fe);
     }
     let cluster = build_cluster(cx, raw.cluster.as_ref());
+    let vrrp = crate::vrrp::config::validate(&cx.loc, raw.vrrp.as_ref(), &mut cx.errors);
     Config {
         source: None,
         admin,
@@ -253,6 +254,7 @@ fn build(cx: &mut Ctx<'_>, raw: RawConfig) -> Config {
         frontends,
         backends,
         cluster,
+        vrrp,
     }
 }
 

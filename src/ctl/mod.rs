@@ -479,7 +479,81 @@ pub fn render_servers(v: &Value) -> String {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..header.len())
+    table(rows)
+}
+
+/// `ctl vrrp` table: state, master, priority, packet counters per instance.
+pub fn render_vrrp(v: &Value) -> String {
+    let Some(items) = v.as_array() else {
+        return format!("{v}\n");
+    };
+    if items.is_empty() {
+        return "no VRRP instance is configured on this node\n".into();
+    }
+    let header = [
+        "INSTANCE", "IFACE", "VRID", "STATE", "MASTER", "PRIORITY", "VIPS", "RX", "TX", "INVALID",
+        "TRACKING",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for i in items {
+        let invalid: u64 = i
+            .get("invalid")
+            .and_then(|x| x.as_object())
+            .map(|m| m.values().filter_map(|c| c.as_u64()).sum())
+            .unwrap_or(0);
+        let vips: Vec<&str> = list(i, "virtual_ips")
+            .iter()
+            .filter_map(|x| x.as_str())
+            .collect();
+        let tracking: Vec<&str> = list(i, "tracking")
+            .iter()
+            .filter_map(|x| x.as_str())
+            .collect();
+        rows.push(vec![
+            s(i, "name").into(),
+            s(i, "interface").into(),
+            n(i, "vrid").to_string(),
+            i.get("state")
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .unwrap_or_default(),
+            i.get("master")
+                .and_then(|x| x.as_str())
+                .unwrap_or("-")
+                .into(),
+            format!("{}/{}", n(i, "priority"), n(i, "configured_priority")),
+            format!(
+                "{}{}",
+                vips.join(","),
+                if i.get("vips_held")
+                    .and_then(|x| x.as_bool())
+                    .unwrap_or(false)
+                {
+                    " (held)"
+                } else {
+                    ""
+                }
+            ),
+            n(i, "rx").to_string(),
+            n(i, "tx").to_string(),
+            invalid.to_string(),
+            if tracking.is_empty() {
+                "ok".into()
+            } else {
+                tracking.join("; ")
+            },
+        ]);
+    }
+    table(rows)
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(rows: Vec<Vec<String>>) -> String {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
         .map(|i| {
             rows.iter()
                 .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
@@ -498,18 +572,4 @@ pub fn render_servers(v: &Value) -> String {
         out.push('\n');
     }
     out
-}
-
-/// `ctl vrrp` text.
-pub fn render_vrrp(v: &Value) -> String {
-    let Some(items) = v.as_array() else {
-        return format!("{v}\n");
-    };
-    if items.is_empty() {
-        return "no VRRP instance is configured on this node\n".into();
-    }
-    items
-        .iter()
-        .map(|i| serde_json::to_string(i).unwrap_or_default() + "\n")
-        .collect()
 }

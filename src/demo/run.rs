@@ -68,6 +68,7 @@ pub fn demo_config(
         frontends: BTreeMap::from([("www".to_string(), www)]),
         backends: BTreeMap::from([("web".to_string(), web)]),
         cluster: ClusterConfig::default(),
+        vrrp: Default::default(),
     }
 }
 
@@ -105,7 +106,7 @@ pub async fn run_demo(o: DemoOptions) -> Result<()> {
             )
         })?;
     let admin_cfg = rt.snapshot().config.admin.clone();
-    crate::admin::start(rt.clone(), &admin_cfg, std::sync::Arc::new(Vec::new))
+    crate::admin::start(rt.clone(), &admin_cfg, Default::default())
         .await
         .with_context(|| {
             format!(

@@ -99,6 +99,7 @@ impl Runtime {
                 frontends: BTreeMap::new(),
                 backends: BTreeMap::new(),
                 cluster: Default::default(),
+                vrrp: Default::default(),
             }),
             frontends: HashMap::new(),
             backends: BTreeMap::new(),
