@@ -81,6 +81,7 @@ pub fn quick_config(o: &QuickOptions) -> Result<Config, String> {
         },
         servers,
         discovery: None,
+        role: Default::default(),
     };
     let frontend = FrontendConfig {
         name: "quick".into(),

@@ -80,6 +80,10 @@ pub(crate) struct RawBackend {
     #[serde(default)]
     pub servers: Vec<S<RawServer>>,
     pub discovery: Option<S<RawDiscovery>>,
+    /// "any" (default), "primary" or "standby".
+    pub role: Option<S<String>>,
+    /// "close" (default) or "keep".
+    pub on_role_change: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +115,18 @@ pub(crate) struct RawHealth {
     pub fall: Option<S<i64>>,
     pub port: Option<S<i64>>,
     pub address: Option<S<String>>,
+    /// tcp: bytes to send ("PING\r\n") or the same in hex.
+    pub send: Option<S<String>>,
+    pub send_hex: Option<S<String>>,
+    /// tcp: substring expected in the reply, or the same in hex.
+    pub expect: Option<S<String>>,
+    pub expect_hex: Option<S<String>>,
+    /// postgres/redis credentials.
+    pub user: Option<S<String>>,
+    pub password: Option<S<String>>,
+    pub password_file: Option<S<String>>,
+    /// postgres: database to log in to (default "postgres").
+    pub database: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -75,6 +75,7 @@ pub fn demo_config(
         },
         servers,
         discovery: None,
+        role: Default::default(),
     };
     let www = FrontendConfig {
         name: "www".into(),

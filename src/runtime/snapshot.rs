@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::balance::{Balancer, ServerView};
-use crate::config::types::{BackendConfig, Config, FrontendConfig, HostMatch, Route};
+use crate::config::types::{BackendConfig, Config, FrontendConfig, HostMatch, RoleFilter, Route};
 
-use super::server::ServerState;
+use super::server::{Role, ServerState};
 use super::stats::{BackendStats, FrontendStats};
 
 /// One published generation of the live configuration.
@@ -106,6 +106,8 @@ pub struct BackendRt {
 struct TierView<'a> {
     servers: &'a [Arc<ServerState>],
     backup: bool,
+    /// Only servers reporting this role (None: any role).
+    role: Option<Role>,
     tried: &'a [usize],
 }
 
@@ -115,7 +117,12 @@ impl ServerView for TierView<'_> {
     }
     fn usable(&self, i: usize) -> bool {
         match self.servers.get(i) {
-            Some(s) => s.is_backup() == self.backup && s.is_usable() && !self.tried.contains(&i),
+            Some(s) => {
+                s.is_backup() == self.backup
+                    && s.is_usable()
+                    && self.role.is_none_or(|r| s.role() == r)
+                    && !self.tried.contains(&i)
+            }
             None => false,
         }
     }
@@ -133,15 +140,20 @@ impl ServerView for TierView<'_> {
 impl BackendRt {
     /// Pick a server for a request: primaries first, backups only when no
     /// primary is usable. `tried` lists servers this request already failed on.
+    /// With a `role` filter only servers reporting that role count; a
+    /// `standby` backend falls back to the primary when no standby is usable.
     pub fn pick(&self, hash_key: Option<u64>, tried: &[usize]) -> Option<&Arc<ServerState>> {
-        for backup in [false, true] {
-            let view = TierView {
-                servers: &self.servers,
-                backup,
-                tried,
-            };
-            if let Some(i) = self.balancer.pick(&view, hash_key) {
-                return self.servers.get(i);
+        for &role in role_tiers(self.config.role.want) {
+            for backup in [false, true] {
+                let view = TierView {
+                    servers: &self.servers,
+                    backup,
+                    role,
+                    tried,
+                };
+                if let Some(i) = self.balancer.pick(&view, hash_key) {
+                    return self.servers.get(i);
+                }
             }
         }
         None
@@ -153,8 +165,22 @@ impl BackendRt {
     }
 
     /// Number of servers that can take traffic now.
+    /// With a role filter, only servers whose role the backend accepts.
     pub fn usable_count(&self) -> usize {
-        self.servers.iter().filter(|s| s.is_usable()).count()
+        let tiers = role_tiers(self.config.role.want);
+        self.servers
+            .iter()
+            .filter(|s| s.is_usable() && tiers.iter().any(|r| r.is_none_or(|r| s.role() == r)))
+            .count()
+    }
+}
+
+/// Roles tried in order when picking: `standby` reads fall back to the primary.
+fn role_tiers(want: RoleFilter) -> &'static [Option<Role>] {
+    match want {
+        RoleFilter::Any => &[None],
+        RoleFilter::Primary => &[Some(Role::Primary)],
+        RoleFilter::Standby => &[Some(Role::Standby), Some(Role::Primary)],
     }
 }
 
