@@ -105,7 +105,13 @@ fn classify(e: &tokio_postgres::Error, seen: &Mutex<Vec<u8>>) -> CheckFailure {
         None if e.is_closed() => CheckFailure::Io("server closed the connection".into()),
         // Raised by the client itself: "password missing" when the server
         // asks for one we do not have, unsupported authentication, …
-        None => CheckFailure::Rejected(format!("postgres: {e}")),
+        None => match std::error::Error::source(e) {
+            Some(why) if why.to_string() == "password missing" => CheckFailure::Rejected(
+                "the server asks for a password and none is configured (password missing)".into(),
+            ),
+            Some(why) => CheckFailure::Rejected(format!("postgres: {e}: {why}")),
+            None => CheckFailure::Rejected(format!("postgres: {e}")),
+        },
     }
 }
 
