@@ -120,11 +120,14 @@ impl Cluster {
 
     fn start(&self) {
         let mut c = self.pg_ctl();
-        c.arg("-l").arg(&self.log).args(["-w", "-t", "60", "-o"]).arg(format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.sock.display()
-        ));
+        c.arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                self.port,
+                self.sock.display()
+            ));
         c.arg("start");
         let log = self.log.clone();
         let out = c.stdin(Stdio::null()).output().expect("run pg_ctl start");
@@ -271,11 +274,16 @@ impl PgLab {
         // Base backup over the unix socket (trust), with -R for standby mode.
         let s = self.standby();
         let mut bb = as_postgres(&p.bin.join("pg_basebackup"));
-        bb.arg("-D")
-            .arg(&s.data)
-            .arg("-h")
-            .arg(&p.sock)
-            .args(["-p", &p.port.to_string(), "-U", "postgres", "-R", "-X", "stream", "--no-sync"]);
+        bb.arg("-D").arg(&s.data).arg("-h").arg(&p.sock).args([
+            "-p",
+            &p.port.to_string(),
+            "-U",
+            "postgres",
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
+        ]);
         run(bb, "pg_basebackup");
         // The copied postgresql.conf asks for a synchronous standby; once
         // promoted this node has none, and would wait forever on commits.
@@ -289,7 +297,11 @@ impl PgLab {
     }
 }
 
-async fn connect(addr: SocketAddr, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn connect(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(addr.ip().to_string())
         .port(addr.port())
@@ -400,7 +412,11 @@ fn postgres_writes_follow_the_primary_through_failover() {
     assert!(
         wait_until(SETUP, || rt.block_on(async {
             match superuser(s_addr).await {
-                Ok(c) => c.query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&CHECK_USER])
+                Ok(c) => c
+                    .query_one(
+                        "SELECT count(*) FROM pg_roles WHERE rolname = $1",
+                        &[&CHECK_USER],
+                    )
                     .await
                     .is_ok_and(|r| r.get::<_, i64>(0) == 1),
                 Err(_) => false,
@@ -427,16 +443,34 @@ fn postgres_writes_follow_the_primary_through_failover() {
                 && r == Some((true, i32::from(s_addr.port())))
         })
     });
-    let status = || get(admin, "/api/v1/status").map(|r| r.json()).unwrap_or_default();
-    assert!(routed, "writes → primary, reads → standby\nstatus: {:#}\nlog: {}", status(), lb.proc.output());
+    let status = || {
+        get(admin, "/api/v1/status")
+            .map(|r| r.json())
+            .unwrap_or_default()
+    };
+    assert!(
+        routed,
+        "writes → primary, reads → standby\nstatus: {:#}\nlog: {}",
+        status(),
+        lb.proc.output()
+    );
     let st = status();
-    assert_eq!(st["backends"][0]["servers"][0]["last_check"]["detail"], "postgres primary", "{st:#}");
-    assert_eq!(st["backends"][0]["servers"][1]["last_check"]["detail"], "postgres standby", "{st:#}");
+    assert_eq!(
+        st["backends"][0]["servers"][0]["last_check"]["detail"], "postgres primary",
+        "{st:#}"
+    );
+    assert_eq!(
+        st["backends"][0]["servers"][1]["last_check"]["detail"], "postgres standby",
+        "{st:#}"
+    );
 
     // A reads connection held open across the failover: its node is
     // promoted, so fulcrum closes it (on_role_change = "close").
     let held_read = rt.block_on(async { superuser(reads).await.expect("reads connection") });
-    assert_eq!(rt.block_on(whoami(&held_read)).expect("whoami"), (true, i32::from(s_addr.port())));
+    assert_eq!(
+        rt.block_on(whoami(&held_read)).expect("whoami"),
+        (true, i32::from(s_addr.port()))
+    );
 
     // The writer: one connection through "writes", re-opened after any error,
     // inserting ids in order; bounded by a deadline and a count.
@@ -448,13 +482,19 @@ fn postgres_writes_follow_the_primary_through_failover() {
             let deadline = Instant::now() + Duration::from_secs(60);
             let mut client: Option<tokio_postgres::Client> = None;
             let mut id = 0i32;
-            while Instant::now() < deadline && id < 100_000 && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            while Instant::now() < deadline
+                && id < 100_000
+                && !stop.load(std::sync::atomic::Ordering::SeqCst)
+            {
                 let c = match client.take() {
                     Some(c) => c,
                     None => match superuser(writes).await {
                         Ok(c) => c,
                         Err(e) => {
-                            log.lock().unwrap().errors.push((Instant::now(), format!("connect: {e}")));
+                            log.lock()
+                                .unwrap()
+                                .errors
+                                .push((Instant::now(), format!("connect: {e}")));
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }
@@ -504,7 +544,10 @@ fn postgres_writes_follow_the_primary_through_failover() {
     let bound = failover_bound();
     let recovered = wait_until(bound + Duration::from_secs(2), || {
         let l = log.lock().unwrap();
-        l.acked.iter().skip(acked_before).any(|&(_, port)| port == new_port)
+        l.acked
+            .iter()
+            .skip(acked_before)
+            .any(|&(_, port)| port == new_port)
     });
     let first_new = {
         let l = log.lock().unwrap();
@@ -522,16 +565,23 @@ fn postgres_writes_follow_the_primary_through_failover() {
         status(),
         lb.proc.output()
     );
-    let took = first_new.map(|t| t.saturating_duration_since(promoted)).unwrap_or_default();
+    let took = first_new
+        .map(|t| t.saturating_duration_since(promoted))
+        .unwrap_or_default();
     eprintln!(
         "failover: primary crashed, promote took {:?}; first write on the new primary {:?} after promote (bound {bound:?})",
         promoted - crashed,
         took
     );
-    assert!(took <= bound, "writes recovered in {took:?}, bound {bound:?}");
+    assert!(
+        took <= bound,
+        "writes recovered in {took:?}, bound {bound:?}"
+    );
 
     // The held reads connection was closed when its node became primary.
-    let closed = wait_until(bound, || held_read.is_closed() || rt.block_on(whoami(&held_read)).is_err());
+    let closed = wait_until(bound, || {
+        held_read.is_closed() || rt.block_on(whoami(&held_read)).is_err()
+    });
     assert!(closed, "reads connection to the promoted node was closed");
 
     // Let a few more writes land, then stop the writer.
@@ -544,7 +594,10 @@ fn postgres_writes_follow_the_primary_through_failover() {
     // by a node that was not primary, and no insert ever reached a standby.
     let l = log.lock().unwrap();
     let old_port = i32::from(p_addr.port());
-    assert!(l.acked.iter().all(|&(_, port)| port == old_port || port == new_port));
+    assert!(l
+        .acked
+        .iter()
+        .all(|&(_, port)| port == old_port || port == new_port));
     let ids: Vec<i32> = rt.block_on(async {
         let c = superuser(s_addr).await.expect("new primary");
         assert_eq!(whoami(&c).await.expect("whoami"), (false, new_port));
@@ -556,7 +609,10 @@ fn postgres_writes_follow_the_primary_through_failover() {
             .collect()
     });
     for (id, port) in &l.acked {
-        assert!(ids.binary_search(id).is_ok(), "acknowledged id {id} (by port {port}) is missing on the new primary");
+        assert!(
+            ids.binary_search(id).is_ok(),
+            "acknowledged id {id} (by port {port}) is missing on the new primary"
+        );
     }
     for (_, e) in &l.errors {
         assert!(
@@ -599,7 +655,13 @@ fn postgres_check_reasons() {
         run(c, "chown");
     }
     let mut init = as_postgres(&p.bin.join("initdb"));
-    init.arg("-D").arg(&p.data).args(["-U", "postgres", "--auth-host=scram-sha-256", "--auth-local=trust", "--no-sync"]);
+    init.arg("-D").arg(&p.data).args([
+        "-U",
+        "postgres",
+        "--auth-host=scram-sha-256",
+        "--auth-local=trust",
+        "--no-sync",
+    ]);
     init.arg(format!("--pwfile={}", pwfile.display()));
     run(init, "initdb");
     p.start();
@@ -615,11 +677,18 @@ fn postgres_check_reasons() {
             password: pw.map(|p| Secret::Inline(p.into())),
             database: db.into(),
         });
-        rt.block_on(fulcrum::health::run_check(p.addr(), &kind, Duration::from_secs(5)))
-            .map(|s| s.to_string())
-            .map_err(|e| e.to_string())
+        rt.block_on(fulcrum::health::run_check(
+            p.addr(),
+            &kind,
+            Duration::from_secs(5),
+        ))
+        .map(|s| s.to_string())
+        .map_err(|e| e.to_string())
     };
-    assert_eq!(check("postgres", Some(SUPERUSER_PASSWORD), "postgres"), Ok("postgres primary".into()));
+    assert_eq!(
+        check("postgres", Some(SUPERUSER_PASSWORD), "postgres"),
+        Ok("postgres primary".into())
+    );
     assert_eq!(
         check("postgres", Some("wrong"), "postgres"),
         Err("password authentication failed for user \"postgres\"".into())
@@ -645,7 +714,9 @@ fn redis_bin() -> Result<PathBuf, String> {
         return Ok(b);
     }
     install_deps();
-    find().ok_or_else(|| "redis-server is not installed and .ci/db-deps.sh could not install it".into())
+    find().ok_or_else(|| {
+        "redis-server is not installed and .ci/db-deps.sh could not install it".into()
+    })
 }
 
 /// A redis-server child on 127.0.0.1, killed by PID on drop.
@@ -660,10 +731,19 @@ impl Redis {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = free_addr();
         let mut c = Command::new(bin);
-        c.args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--daemonize", "no", "--protected-mode", "no"]);
+        c.args([
+            "--port",
+            &addr.port().to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--daemonize", "no", "--protected-mode", "no"]);
         if let Some(m) = replica_of {
             c.args(["--replicaof", &m.ip().to_string(), &m.port().to_string()]);
         }
@@ -674,7 +754,11 @@ impl Redis {
             .spawn()
             .expect("spawn redis-server");
         common::wait_listening(addr);
-        Redis { child, addr, _dir: dir }
+        Redis {
+            child,
+            addr,
+            _dir: dir,
+        }
     }
 }
 
@@ -719,9 +803,18 @@ fn redis_on(s: &mut TcpStream, cmd: &str) -> std::io::Result<String> {
 /// "master" or "slave" and the port, as seen through `addr`.
 fn redis_whoami(addr: SocketAddr) -> Option<(String, u16)> {
     let info = redis_cmd(addr, "INFO replication").ok()?;
-    let role = info.lines().find_map(|l| l.strip_prefix("role:"))?.trim().to_string();
+    let role = info
+        .lines()
+        .find_map(|l| l.strip_prefix("role:"))?
+        .trim()
+        .to_string();
     let server = redis_cmd(addr, "INFO server").ok()?;
-    let port = server.lines().find_map(|l| l.strip_prefix("tcp_port:"))?.trim().parse().ok()?;
+    let port = server
+        .lines()
+        .find_map(|l| l.strip_prefix("tcp_port:"))?
+        .trim()
+        .parse()
+        .ok()?;
     Some((role, port))
 }
 
@@ -760,9 +853,14 @@ fn redis_role_filter_follows_replica_promotion() {
     );
     let lb = Lb::start(&cfg, rw);
     let routed = wait_until(SETUP, || {
-        redis_whoami(rw) == Some(("master".into(), m_port)) && redis_whoami(ro) == Some(("slave".into(), r_port))
+        redis_whoami(rw) == Some(("master".into(), m_port))
+            && redis_whoami(ro) == Some(("slave".into(), r_port))
     });
-    assert!(routed, "rw → master, ro → replica\nlog: {}", lb.proc.output());
+    assert!(
+        routed,
+        "rw → master, ro → replica\nlog: {}",
+        lb.proc.output()
+    );
     // Writes through rw work.
     assert_eq!(redis_cmd(rw, "SET k v1").expect("SET"), "+OK");
 
@@ -771,7 +869,10 @@ fn redis_role_filter_follows_replica_promotion() {
     assert_eq!(redis_on(&mut held, "PING").expect("PING"), "+PONG");
 
     // Switch-over: the replica becomes master, the old master its replica.
-    assert_eq!(redis_cmd(replica.addr, "REPLICAOF NO ONE").expect("promote"), "+OK");
+    assert_eq!(
+        redis_cmd(replica.addr, "REPLICAOF NO ONE").expect("promote"),
+        "+OK"
+    );
     let switched = Instant::now();
     assert_eq!(
         redis_cmd(master.addr, &format!("REPLICAOF 127.0.0.1 {r_port}")).expect("demote"),
@@ -779,14 +880,169 @@ fn redis_role_filter_follows_replica_promotion() {
     );
     let bound = failover_bound();
     let moved = wait_until(bound, || {
-        redis_whoami(rw) == Some(("master".into(), r_port)) && redis_whoami(ro) == Some(("slave".into(), m_port))
+        redis_whoami(rw) == Some(("master".into(), r_port))
+            && redis_whoami(ro) == Some(("slave".into(), m_port))
     });
-    assert!(moved, "roles followed within {bound:?}\nlog: {}", lb.proc.output());
-    eprintln!("redis switch-over followed in {:?} (bound {bound:?})", switched.elapsed());
+    assert!(
+        moved,
+        "roles followed within {bound:?}\nlog: {}",
+        lb.proc.output()
+    );
+    eprintln!(
+        "redis switch-over followed in {:?} (bound {bound:?})",
+        switched.elapsed()
+    );
     assert_eq!(redis_cmd(rw, "SET k v2").expect("SET after switch"), "+OK");
 
     // The held connection went to the demoted node: closed by fulcrum.
     let closed = wait_until(bound, || redis_on(&mut held, "PING").is_err());
     assert!(closed, "connection to the demoted master was closed");
-    assert!(lb.proc.output().contains("role changed: primary -> standby"), "{}", lb.proc.output());
+    assert!(
+        lb.proc
+            .output()
+            .contains("role changed: primary -> standby"),
+        "{}",
+        lb.proc.output()
+    );
+}
+
+// ---------------------------------------------------------------- config
+
+fn config_errors(backend: &str) -> Vec<String> {
+    let text = format!(
+        "[frontends.db]\nmode = \"tcp\"\nlisten = [\"127.0.0.1:5432\"]\nbackend = \"db\"\n\n[backends.db]\n{backend}\nservers = [{{ name = \"a\", address = \"127.0.0.1:5433\" }}]\n"
+    );
+    match fulcrum::config::parse_str(&text, "db.toml") {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn config_role_and_l4_check_keys() {
+    use fulcrum::config::types::*;
+    let ok = |backend: &str| {
+        let errs = config_errors(backend);
+        assert!(errs.is_empty(), "{backend}: {errs:?}");
+    };
+    let bad = |backend: &str, want: &str| {
+        let errs = config_errors(backend);
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{backend}: want {want:?} in {errs:?}"
+        );
+    };
+    ok("role = \"primary\"\nhealth = { kind = \"postgres\", user = \"fulcrum\", password = \"x\" }");
+    ok("role = \"standby\"\non_role_change = \"keep\"\nhealth = { kind = \"redis\" }");
+    ok("health = { kind = \"tcp\", send = \"PING\\r\\n\", expect = \"+PONG\" }");
+    ok("health = { kind = \"tcp\", send_hex = \"50 49 4e 47 0d 0a\", expect_hex = \"2b504f4e47\" }");
+
+    bad(
+        "role = \"primary\"",
+        "needs a health check that reports roles",
+    );
+    bad(
+        "role = \"primary\"\nhealth = { kind = \"tcp\" }",
+        "needs a health check that reports roles",
+    );
+    bad(
+        "role = \"leader\"\nhealth = { kind = \"redis\" }",
+        "unknown role `leader`",
+    );
+    bad(
+        "on_role_change = \"close\"",
+        "`on_role_change` only applies with role",
+    );
+    bad(
+        "role = \"primary\"\non_role_change = \"kill\"\nhealth = { kind = \"redis\" }",
+        "unknown on_role_change `kill`",
+    );
+    bad(
+        "health = { kind = \"postgres\" }",
+        "a postgres check needs `user`",
+    );
+    bad("health = { kind = \"postgres\", user = \"u\", password = \"a\", password_file = \"/nonexistent\" }", "either `password` or `password_file`");
+    bad(
+        "health = { kind = \"redis\", password_file = \"\" }",
+        "`password_file` must not be empty",
+    );
+    ok("health = { kind = \"redis\", password_file = \"/run/secrets/redis.pass\" }");
+    bad(
+        "health = { kind = \"http\", send = \"x\" }",
+        "`send` only applies to kind = \"tcp\"",
+    );
+    bad(
+        "health = { kind = \"tcp\", user = \"x\" }",
+        "`user` only applies to kind = \"postgres\" or \"redis\"",
+    );
+    bad(
+        "health = { kind = \"redis\", database = \"x\" }",
+        "`database` only applies to kind = \"postgres\"",
+    );
+    bad(
+        "health = { kind = \"tcp\", send_hex = \"zz\" }",
+        "bad hex in `send_hex`",
+    );
+    bad(
+        "health = { kind = \"tcp\", expect = \"a\", expect_hex = \"61\" }",
+        "either `expect` or `expect_hex`",
+    );
+    bad(
+        "health = { kind = \"tcp\", expect = \"\" }",
+        "`expect` must be 1 to 1024 bytes",
+    );
+    bad(
+        "health = { kind = \"mysql\" }",
+        "unknown health check kind `mysql`",
+    );
+
+    // Typed values.
+    let text = "[frontends.db]\nmode = \"tcp\"\nlisten = [\"127.0.0.1:5432\"]\nbackend = \"db\"\n\n[backends.db]\nrole = \"standby\"\nhealth = { kind = \"postgres\", user = \"u\", password = \"p\" }\nservers = []\n";
+    let cfg = fulcrum::config::parse_str(text, "db.toml").expect("valid");
+    let b = &cfg.backends["db"];
+    assert_eq!(
+        b.role,
+        RolePolicy {
+            want: RoleFilter::Standby,
+            on_change: OnRoleChange::Close
+        }
+    );
+    match b.health.check.as_ref().expect("check") {
+        CheckKind::Postgres(p) => {
+            assert_eq!((p.user.as_str(), p.database.as_str()), ("u", "postgres"));
+            assert_eq!(p.password, Some(Secret::Inline("p".into())));
+            assert_eq!(format!("{:?}", p.password), "Some(Secret(<redacted>))");
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = text
+        .replace(
+            "kind = \"postgres\", user = \"u\", password = \"p\"",
+            "kind = \"tcp\", send_hex = \"0d0a\", expect = \"OK\"",
+        )
+        .replace("role = \"standby\"\n", "");
+    let cfg = fulcrum::config::parse_str(&text, "db.toml").expect("valid");
+    assert_eq!(
+        cfg.backends["db"].health.check,
+        Some(CheckKind::TcpExpect {
+            send: Some(b"\r\n".to_vec()),
+            expect: Some(b"OK".to_vec())
+        })
+    );
+}
+
+#[test]
+fn seed001_example_means_what_it_says() {
+    use fulcrum::config::types::*;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed001-database.toml");
+    let c = fulcrum::config::load_file(&path).expect("valid");
+    assert_eq!(c.frontends["writes"].mode, Mode::Tcp);
+    let w = &c.backends["db_primary"];
+    assert_eq!(w.role.want, RoleFilter::Primary);
+    assert_eq!(w.role.on_change, OnRoleChange::Close);
+    assert_eq!(c.backends["db_standby"].role.want, RoleFilter::Standby);
+    assert!(matches!(
+        w.health.check,
+        Some(CheckKind::Postgres(PostgresCheck { ref user, password: Some(Secret::File(_)), .. })) if user == "fulcrum"
+    ));
 }

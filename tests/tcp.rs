@@ -76,7 +76,12 @@ fn garbage(mut c: TcpStream) {
     let _ = c.write_all(b"\x00\xffHELLO? \x1b[31m garbage\r\n");
 }
 
-fn tcp_config(listen: SocketAddr, admin: SocketAddr, health: &str, servers: &[SocketAddr]) -> String {
+fn tcp_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    health: &str,
+    servers: &[SocketAddr],
+) -> String {
     let list = servers
         .iter()
         .enumerate()
@@ -122,21 +127,23 @@ fn echo_one_mib_each_way_with_half_close() {
     let echo1 = Server::start(echo);
     let listen = free_addr();
     let admin = free_addr();
-    let lb = Lb::start(
-        &tcp_config(listen, admin, "", &[echo1.addr]),
-        listen,
-    );
+    let lb = Lb::start(&tcp_config(listen, admin, "", &[echo1.addr]), listen);
     let data: Vec<u8> = (0..MIB).map(|i| (i * 7 % 251) as u8).collect();
     for _ in 0..2 {
         let back = round_trip(listen, &data);
-        assert_eq!(back.len(), data.len(), "all echoed bytes arrive after half-close");
+        assert_eq!(
+            back.len(),
+            data.len(),
+            "all echoed bytes arrive after half-close"
+        );
         assert!(back == data, "echoed bytes are identical");
     }
     // Byte counters in the status (both directions, both connections).
     let counted = wait_until(WAIT, || {
         let st = get(admin, "/api/v1/status").expect("status").json();
         let s = &st["backends"][0]["servers"][0];
-        s["bytes_in"].as_u64() == Some(2 * MIB as u64) && s["bytes_out"].as_u64() == Some(2 * MIB as u64)
+        s["bytes_in"].as_u64() == Some(2 * MIB as u64)
+            && s["bytes_out"].as_u64() == Some(2 * MIB as u64)
     });
     assert!(counted, "byte counters: {}", lb.proc.output());
 }
@@ -155,7 +162,11 @@ fn retries_onto_another_server_when_one_refuses() {
     );
     for i in 0..6u8 {
         let back = round_trip(listen, &[i; 1000]);
-        assert_eq!(back, vec![i; 1000], "connection {i} reached the live server");
+        assert_eq!(
+            back,
+            vec![i; 1000],
+            "connection {i} reached the live server"
+        );
     }
 }
 
@@ -172,7 +183,10 @@ fn send_expect_check_marks_garbage_server_down_with_reason() {
     let listen = free_addr();
     let admin = free_addr();
     let health = r#"health = { kind = "tcp", send = "PING\r\n", expect = "+PONG", interval = "100ms", rise = 1, fall = 1 }"#;
-    let lb = Lb::start(&tcp_config(listen, admin, health, &[good.addr, bad.addr]), listen);
+    let lb = Lb::start(
+        &tcp_config(listen, admin, health, &[good.addr, bad.addr]),
+        listen,
+    );
     let mut last = serde_json::Value::Null;
     let seen = wait_until(WAIT, || {
         let st = get(admin, "/api/v1/status").expect("status").json();

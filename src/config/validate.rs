@@ -692,7 +692,11 @@ fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {
         ("expect_hex", r.expect_hex.is_some(), &["tcp"]),
         ("user", r.user.is_some(), &["postgres", "redis"]),
         ("password", r.password.is_some(), &["postgres", "redis"]),
-        ("password_file", r.password_file.is_some(), &["postgres", "redis"]),
+        (
+            "password_file",
+            r.password_file.is_some(),
+            &["postgres", "redis"],
+        ),
         ("database", r.database.is_some(), &["postgres"]),
     ];
     let known = matches!(kind, "none" | "tcp" | "http" | "postgres" | "redis");
@@ -877,7 +881,7 @@ fn bytes_key(
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
@@ -894,21 +898,21 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 fn build_secret(cx: &mut Ctx<'_>, r: &RawHealth) -> Option<Secret> {
     match (&r.password, &r.password_file) {
         (Some(p), Some(_)) => {
-            cx.err(p, "give either `password` or `password_file`, not both", None);
+            cx.err(
+                p,
+                "give either `password` or `password_file`, not both",
+                None,
+            );
             None
         }
         (Some(p), None) => Some(Secret::Inline(p.get_ref().clone())),
-        (None, Some(f)) => {
-            let path = std::path::PathBuf::from(f.get_ref());
-            if !path.is_file() {
-                cx.err(
-                    f,
-                    format!("password file `{}` cannot be read", f.get_ref()),
-                    Some("a file holding only the password (a trailing newline is ignored)"),
-                );
-            }
-            Some(Secret::File(path))
+        // Read at every check, not here: a secret mounted after start-up or
+        // rotated later is picked up, and a missing file is the check's reason.
+        (None, Some(f)) if f.get_ref().is_empty() => {
+            cx.err(f, "`password_file` must not be empty", None);
+            None
         }
+        (None, Some(f)) => Some(Secret::File(std::path::PathBuf::from(f.get_ref()))),
         (None, None) => None,
     }
 }
@@ -935,8 +939,13 @@ fn build_role(cx: &mut Ctx<'_>, r: &RawBackend, health: &HealthConfig) -> RolePo
         if want != RoleFilter::Any && !reports {
             cx.err(
                 v,
-                format!("role = \"{}\" needs a health check that reports roles", v.get_ref()),
-                Some("add health = { kind = \"postgres\", user = \"...\" } or { kind = \"redis\" }"),
+                format!(
+                    "role = \"{}\" needs a health check that reports roles",
+                    v.get_ref()
+                ),
+                Some(
+                    "add health = { kind = \"postgres\", user = \"...\" } or { kind = \"redis\" }",
+                ),
             );
         }
     }

@@ -96,7 +96,12 @@ fn classify(e: &tokio_postgres::Error, seen: &Mutex<Vec<u8>>) -> CheckFailure {
     let seen = seen.lock().map(|g| g.clone()).unwrap_or_default();
     let io_err = std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>());
     match io_err {
-        Some(io) if matches!(io.kind(), io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput) => {
+        Some(io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+            ) =>
+        {
             not_postgres(&seen)
         }
         Some(_) if seen.is_empty() && e.is_closed() => CheckFailure::Closed,

@@ -162,7 +162,8 @@ impl Conn {
                     garbage("truncated reply", &self.buf)
                 });
             }
-            self.buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            self.buf
+                .extend_from_slice(chunk.get(..n).unwrap_or_default());
         }
     }
 }
@@ -281,7 +282,8 @@ mod tests {
         );
         assert_eq!(parse(b"$5\r\nhel"), Parsed::Incomplete);
         assert_eq!(parse(b"$-1\r\n"), Parsed::Done(Reply::Bulk(None), 5));
-        let role = b"*3\r\n$6\r\nmaster\r\n:0\r\n*1\r\n*3\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n$1\r\n0\r\n";
+        let role =
+            b"*3\r\n$6\r\nmaster\r\n:0\r\n*1\r\n*3\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n$1\r\n0\r\n";
         match parse(role) {
             Parsed::Done(Reply::Array(Some(items)), used) => {
                 assert_eq!(used, role.len());
@@ -384,6 +386,17 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "redis needs a password: NOAUTH Authentication required."
+        );
+
+        let k = CheckKind::Redis(RedisCheck {
+            user: Some("app".into()),
+            password: Some(Secret::File("/nonexistent/fulcrum-redis.pass".into())),
+        });
+        let addr = fake(vec![]).await;
+        let err = run_check(addr, &k, T).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot read password file: No such file or directory"
         );
 
         let addr = fake(vec![b"SSH-2.0-OpenSSH_9.6\r\n"]).await;

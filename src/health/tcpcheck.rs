@@ -106,7 +106,9 @@ mod tests {
     #[tokio::test]
     async fn pong_passes() {
         let addr = replying(b"+PONG\r\n").await;
-        let ok = run_check(addr, &kind("PING\r\n", "+PONG"), T).await.unwrap();
+        let ok = run_check(addr, &kind("PING\r\n", "+PONG"), T)
+            .await
+            .unwrap();
         assert_eq!(ok, CheckSuccess::TcpExpect);
         assert_eq!(ok.to_string(), "tcp-check ok");
     }
@@ -143,7 +145,10 @@ mod tests {
         let err = run_check(addr, &kind("PING\r\n", "+PONG"), T)
             .await
             .unwrap_err();
-        assert!(err.to_string().starts_with("unexpected reply \"xxx"), "{err}");
+        assert!(
+            err.to_string().starts_with("unexpected reply \"xxx"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

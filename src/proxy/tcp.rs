@@ -72,9 +72,12 @@ pub(crate) async fn serve(
         // Subscribed before the role is read, so no change is missed.
         let mut changes = server.watch_changes();
         let role_at_connect = server.role();
-        let close_on_change = cfg.role.want != RoleFilter::Any
-            && cfg.role.on_change == OnRoleChange::Close;
-        let mut c = Counted::new(IdleTimeout::new(client_stream, fe.config.timeouts.client_idle));
+        let close_on_change =
+            cfg.role.want != RoleFilter::Any && cfg.role.on_change == OnRoleChange::Close;
+        let mut c = Counted::new(IdleTimeout::new(
+            client_stream,
+            fe.config.timeouts.client_idle,
+        ));
         let mut u = Counted::new(IdleTimeout::new(upstream, fe.config.timeouts.client_idle));
         let copied = tokio::select! {
             r = tokio::io::copy_bidirectional(&mut c, &mut u) => Some(r),
