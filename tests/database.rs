@@ -743,7 +743,9 @@ impl Redis {
         ])
         .arg("--dir")
         .arg(dir.path())
-        .args(["--daemonize", "no", "--protected-mode", "no"]);
+        .args(["--daemonize", "no", "--protected-mode", "no"])
+        // Diskless full sync waits 5 s for more replicas by default.
+        .args(["--repl-diskless-sync-delay", "0"]);
         if let Some(m) = replica_of {
             c.args(["--replicaof", &m.ip().to_string(), &m.port().to_string()]);
         }
@@ -836,7 +838,7 @@ fn redis_role_filter_follows_replica_promotion() {
         "replica syncs"
     );
 
-    let (admin, rw, ro) = (free_addr(), free_addr(), free_addr());
+    let (admin, rw, ro, keep) = (free_addr(), free_addr(), free_addr(), free_addr());
     let health = format!(
         "health = {{ kind = \"redis\", interval = \"{}ms\", rise = 2, fall = {FALL} }}",
         INTERVAL.as_millis()
@@ -849,7 +851,9 @@ fn redis_role_filter_follows_replica_promotion() {
         "[admin]\nlisten = \"{admin}\"\n\n[frontends.rw]\nmode = \"tcp\"\nlisten = [\"{rw}\"]\nbackend = \"primary\"\n\n\
          [frontends.ro]\nmode = \"tcp\"\nlisten = [\"{ro}\"]\nbackend = \"replicas\"\n\n\
          [backends.primary]\nrole = \"primary\"\n{health}\n{servers}\n\n\
-         [backends.replicas]\nrole = \"standby\"\n{health}\n{servers}\n"
+         [backends.replicas]\nrole = \"standby\"\n{health}\n{servers}\n\n\
+         [frontends.keep]\nmode = \"tcp\"\nlisten = [\"{keep}\"]\nbackend = \"primary_keep\"\n\n\
+         [backends.primary_keep]\nrole = \"primary\"\non_role_change = \"keep\"\n{health}\n{servers}\n"
     );
     let lb = Lb::start(&cfg, rw);
     let routed = wait_until(SETUP, || {
@@ -867,6 +871,11 @@ fn redis_role_filter_follows_replica_promotion() {
     // A connection through rw held open across the switch-over.
     let mut held = TcpStream::connect(rw).expect("held rw connection");
     assert_eq!(redis_on(&mut held, "PING").expect("PING"), "+PONG");
+    // The same through a backend with on_role_change = "keep".
+    assert!(wait_until(SETUP, || redis_whoami(keep)
+        == Some(("master".into(), m_port))));
+    let mut kept = TcpStream::connect(keep).expect("held keep connection");
+    assert_eq!(redis_on(&mut kept, "PING").expect("PING"), "+PONG");
 
     // Switch-over: the replica becomes master, the old master its replica.
     assert_eq!(
@@ -897,6 +906,9 @@ fn redis_role_filter_follows_replica_promotion() {
     // The held connection went to the demoted node: closed by fulcrum.
     let closed = wait_until(bound, || redis_on(&mut held, "PING").is_err());
     assert!(closed, "connection to the demoted master was closed");
+    // on_role_change = "keep": still open, still talking to the old master.
+    let still = redis_on(&mut kept, "INFO server").expect("kept connection is open");
+    assert!(still.contains(&format!("tcp_port:{m_port}")), "{still}");
     assert!(
         lb.proc
             .output()
