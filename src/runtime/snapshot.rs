@@ -188,6 +188,124 @@ fn role_tiers(want: RoleFilter) -> &'static [Option<Role>] {
 mod tests {
     use super::*;
 
+    fn role_backend(want: RoleFilter, roles: &[(Role, bool)]) -> BackendRt {
+        use crate::config::types::*;
+        use std::time::{Duration, Instant};
+        let servers: Vec<ServerConfig> = (0..roles.len())
+            .map(|i| ServerConfig {
+                name: format!("db{i}"),
+                address: std::net::SocketAddr::from(([127, 0, 0, 1], 5432 + i as u16)),
+                weight: 1,
+                backup: false,
+                maxconn: None,
+                admin: AdminState::Ready,
+            })
+            .collect();
+        let epoch = Instant::now();
+        let states: Vec<Arc<ServerState>> = servers
+            .iter()
+            .zip(roles)
+            .map(|(c, &(role, up))| {
+                let s = ServerState::new("db", c, epoch, up);
+                s.set_role(role);
+                Arc::new(s)
+            })
+            .collect();
+        let health = HealthConfig {
+            check: None,
+            interval: Duration::from_secs(1),
+            fast_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            rise: 1,
+            fall: 1,
+            port: None,
+            address: None,
+        };
+        BackendRt {
+            config: BackendConfig {
+                name: "db".into(),
+                balance: Algorithm::RoundRobin,
+                retries: 0,
+                timeouts: BackendTimeouts {
+                    connect: Duration::from_secs(1),
+                    response: Duration::from_secs(1),
+                    pool_idle: Duration::from_secs(1),
+                },
+                pool_max_idle: 0,
+                health,
+                passive: PassiveConfig {
+                    max_fails: 0,
+                    fail_timeout: Duration::from_secs(1),
+                },
+                servers,
+                discovery: None,
+                role: RolePolicy {
+                    want,
+                    on_change: OnRoleChange::Close,
+                },
+            },
+            stats: Default::default(),
+            balancer: Balancer::new(Algorithm::RoundRobin, &vec![1; roles.len()]),
+            servers: states,
+        }
+    }
+
+    fn picked(b: &BackendRt) -> Option<String> {
+        b.pick(None, &[]).map(|s| s.name().to_string())
+    }
+
+    #[test]
+    fn role_filter_in_picking() {
+        use Role::*;
+        let writes = role_backend(RoleFilter::Primary, &[(Standby, true), (Primary, true)]);
+        for _ in 0..4 {
+            assert_eq!(picked(&writes).as_deref(), Some("db1"));
+        }
+        assert_eq!(writes.usable_count(), 1);
+        // The primary is demoted: nothing takes writes, at once.
+        writes.servers[1].set_role(Standby);
+        assert_eq!(picked(&writes), None);
+        assert_eq!(writes.usable_count(), 0);
+
+        // Reads prefer standbys and fall back to the primary.
+        let reads = role_backend(
+            RoleFilter::Standby,
+            &[(Primary, true), (Standby, true), (Standby, true)],
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            seen.insert(picked(&reads).unwrap());
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["db1", "db2"]);
+        reads.servers[1].set_up(false);
+        reads.servers[2].set_role(Unknown);
+        assert_eq!(
+            picked(&reads).as_deref(),
+            Some("db0"),
+            "fallback to the primary"
+        );
+        assert_eq!(reads.usable_count(), 1);
+
+        // `any` ignores roles, unknown included.
+        let any = role_backend(RoleFilter::Any, &[(Unknown, true)]);
+        assert_eq!(picked(&any).as_deref(), Some("db0"));
+    }
+
+    #[test]
+    fn role_and_health_changes_are_watched() {
+        let b = role_backend(RoleFilter::Primary, &[(Role::Primary, true)]);
+        let s = &b.servers[0];
+        let mut rx = s.watch_changes();
+        assert!(!rx.has_changed().unwrap());
+        s.set_role(Role::Primary);
+        assert!(!rx.has_changed().unwrap(), "same role: no change");
+        s.set_role(Role::Standby);
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        s.set_up(false);
+        assert!(rx.has_changed().unwrap());
+    }
+
     #[test]
     fn strip_port_forms() {
         assert_eq!(strip_port("a.com:8080"), "a.com");
