@@ -319,6 +319,27 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(0x5eed_0001);
+        let alphabet = b"+-:$*\r\n0123456789-abc";
+        for _ in 0..20_000 {
+            let len = rng.usize(0..40);
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    if rng.bool() {
+                        alphabet[rng.usize(..alphabet.len())]
+                    } else {
+                        rng.u8(..)
+                    }
+                })
+                .collect();
+            if let Parsed::Done(_, used) = parse(&buf) {
+                assert!(used <= buf.len());
+            }
+        }
+    }
+
+    #[test]
     fn info_replication_roles() {
         assert_eq!(
             info_role(b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"),
