@@ -646,3 +646,34 @@ fn openapi_document_matches_the_implementation() {
         }
     }
 }
+
+#[test]
+fn metrics_are_served_and_count_both_directions() {
+    let (_b1, a1) = backend("web1");
+    let (listen, admin) = (free_addr(), free_addr());
+    let _lb = Lb::start(&config(listen, admin, &[("web1", a1)], ""), listen);
+    wait_listening(admin);
+    assert!(wait_until(Duration::from_secs(10), || get(listen, "/")
+        .map(|r| r.status == 200)
+        .unwrap_or(false)));
+    let r = send(listen, "POST", "/upload", &[], &"x".repeat(1000)).expect("post");
+    assert_eq!(r.json()["body_bytes"], 1000, "{r:?}");
+    let m = get(admin, "/metrics").expect("metrics");
+    assert_eq!(m.status, 200);
+    assert!(
+        m.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain; version=0.0.4")),
+        "{m:?}"
+    );
+    assert!(
+        m.body
+            .contains("fulcrum_server_up{backend=\"web\",server=\"web1\"} 1"),
+        "{}",
+        m.body
+    );
+    let st = server(&status(admin), "web", "web1")
+        .cloned()
+        .expect("web1");
+    assert!(st["bytes_in"].as_u64().unwrap_or(0) >= 1000, "{st}");
+    assert!(st["bytes_out"].as_u64().unwrap_or(0) > 0, "{st}");
+}

@@ -61,6 +61,11 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
         .filter(|s| !s.is_empty())
         .collect();
     match (method.clone(), segs.as_slice()) {
+        (Method::GET, ["metrics"]) => respond(
+            200,
+            super::metrics::CONTENT_TYPE,
+            super::metrics::render(&st.rt),
+        ),
         (Method::GET, ["api", "v1", "status"]) => {
             json_resp(200, &status::status(&st.rt, (st.vrrp)()))
         }

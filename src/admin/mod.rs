@@ -5,6 +5,7 @@
 //! so do reads unless `public_read = true`.
 
 pub mod api;
+pub mod metrics;
 pub mod status;
 
 use std::convert::Infallible;

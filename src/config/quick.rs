@@ -94,6 +94,9 @@ pub fn quick_config(o: &QuickOptions) -> Result<Config, String> {
             client_idle: defaults::CLIENT_IDLE_TIMEOUT,
         },
         max_header_bytes: defaults::MAX_HEADER_BYTES,
+        tls: None,
+        h2c: false,
+        redirect_https: None,
     };
     Ok(Config {
         source: None,

@@ -56,6 +56,25 @@ pub(crate) struct RawFrontend {
     pub client_header_timeout: Option<S<String>>,
     pub client_idle_timeout: Option<S<String>>,
     pub max_header_bytes: Option<S<i64>>,
+    pub tls: Option<S<RawTls>>,
+    pub h2c: Option<bool>,
+    /// `true`, or the https port to redirect to.
+    pub redirect_https: Option<S<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub certificates: S<Vec<S<RawCertPair>>>,
+    pub min_version: Option<S<String>>,
+    pub http2: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCertPair {
+    pub cert: S<String>,
+    pub key: S<String>,
 }
 
 #[derive(Debug, Deserialize)]

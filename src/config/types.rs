@@ -79,6 +79,43 @@ pub struct FrontendConfig {
     pub timeouts: FrontendTimeouts,
     /// Largest request head (request line + headers) accepted, in bytes (431 beyond).
     pub max_header_bytes: usize,
+    /// TLS termination on every listen address of this frontend.
+    pub tls: Option<TlsConfig>,
+    /// Accept HTTP/2 with prior knowledge (h2c) on a plain listener.
+    pub h2c: bool,
+    /// Answer every request with a 301 to the same URL over https.
+    pub redirect_https: Option<RedirectHttps>,
+}
+
+/// TLS termination settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chains and keys; the first is served when no SNI name matches.
+    pub certificates: Vec<CertPair>,
+    pub min_version: TlsVersion,
+    /// Offer HTTP/2 through ALPN (besides HTTP/1.1).
+    pub http2: bool,
+}
+
+/// One PEM certificate chain file and its PEM private key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Lowest TLS version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+/// Where `redirect_https` sends clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedirectHttps {
+    /// Port in the Location (None: the default 443, not written).
+    pub port: Option<u16>,
 }
 
 /// Client-side timeouts (HAProxy `timeout http-request`, `timeout http-keep-alive`, `timeout client`).

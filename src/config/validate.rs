@@ -442,6 +442,32 @@ fn build_frontend(
             Some("add backend = \"NAME\""),
         );
     }
+    let tls = r.tls.as_ref().and_then(|t| build_tls(cx, t, mode));
+    let redirect_https = match &r.redirect_https {
+        None => None,
+        Some(v) => match v.get_ref() {
+            toml::Value::Boolean(false) => None,
+            toml::Value::Boolean(true) => Some(RedirectHttps { port: None }),
+            toml::Value::Integer(p) if (1..=65535).contains(p) => Some(RedirectHttps {
+                port: if *p == 443 { None } else { Some(*p as u16) },
+            }),
+            _ => {
+                cx.err(
+                    v,
+                    "bad redirect_https",
+                    Some("use true (redirect to port 443) or the https port, e.g. 8443"),
+                );
+                None
+            }
+        },
+    };
+    if redirect_https.is_some() && tls.is_some() {
+        cx.err(
+            f,
+            "redirect_https on a TLS frontend would redirect to itself",
+            Some("put redirect_https on the plain-HTTP frontend"),
+        );
+    }
     let max_header_bytes = cx.int(
         &r.max_header_bytes,
         "max_header_bytes",
@@ -468,7 +494,73 @@ fn build_frontend(
             ),
         },
         max_header_bytes,
+        tls,
+        h2c: r.h2c.unwrap_or(false),
+        redirect_https,
     }
+}
+
+fn build_tls(cx: &mut Ctx<'_>, t: &S<RawTls>, mode: Mode) -> Option<TlsConfig> {
+    let r = t.get_ref();
+    if mode == Mode::Tcp {
+        cx.err(
+            t,
+            "TLS termination needs mode = \"http\"",
+            Some("for TLS pass-through use mode = \"tcp\" without `tls`"),
+        );
+        return None;
+    }
+    if r.certificates.get_ref().is_empty() {
+        cx.err(
+            &r.certificates,
+            "no certificate given",
+            Some("certificates = [{ cert = \"/etc/ssl/site.pem\", key = \"/etc/ssl/site.key\" }]"),
+        );
+        return None;
+    }
+    let mut certificates = Vec::new();
+    for c in r.certificates.get_ref() {
+        let pair = CertPair {
+            cert: std::path::PathBuf::from(c.get_ref().cert.get_ref()),
+            key: std::path::PathBuf::from(c.get_ref().key.get_ref()),
+        };
+        // Load now, so `fulcrum check` and a reload report a missing or
+        // mismatched key at its place in the file.
+        if let Err(e) = crate::tls::load_pair(&pair.cert, &pair.key) {
+            let at = match &e {
+                crate::tls::TlsError::NoKey { .. } | crate::tls::TlsError::BadKey { .. } => {
+                    &c.get_ref().key
+                }
+                _ => &c.get_ref().cert,
+            };
+            cx.err(
+                at,
+                e.to_string(),
+                Some("PEM files: the certificate chain (leaf first) and its private key"),
+            );
+        }
+        certificates.push(pair);
+    }
+    let min_version = match &r.min_version {
+        None => TlsVersion::V1_2,
+        Some(v) => match v.get_ref().as_str() {
+            "1.2" => TlsVersion::V1_2,
+            "1.3" => TlsVersion::V1_3,
+            other => {
+                cx.err(
+                    v,
+                    format!("unsupported TLS version `{other}`"),
+                    Some("use \"1.2\" or \"1.3\""),
+                );
+                TlsVersion::V1_2
+            }
+        },
+    };
+    Some(TlsConfig {
+        certificates,
+        min_version,
+        http2: r.http2.unwrap_or(true),
+    })
 }
 
 fn parse_host(cx: &mut Ctx<'_>, h: &S<String>) -> Option<HostMatch> {

@@ -88,6 +88,9 @@ pub fn demo_config(
             client_idle: defaults::CLIENT_IDLE_TIMEOUT,
         },
         max_header_bytes: defaults::MAX_HEADER_BYTES,
+        tls: None,
+        h2c: false,
+        redirect_https: None,
     };
     Config {
         source: None,

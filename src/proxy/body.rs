@@ -3,6 +3,7 @@
 //! to the pool, releases the server's active count and writes the access log.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -11,12 +12,23 @@ use hyper::body::Incoming;
 
 use super::log::Pending;
 use super::pool::Idle;
+use crate::runtime::ServerState;
 
-/// Body sent upstream: none, or the client's body streamed as it arrives.
+/// Body sent upstream: none, or the client's body streamed as it arrives
+/// (its bytes counted on the server it goes to).
 #[derive(Debug)]
 pub enum ReqBody {
     Empty,
-    Stream(Incoming),
+    Stream(Incoming, Option<Arc<ServerState>>),
+}
+
+impl ReqBody {
+    /// Count this body's bytes on `server` from now on.
+    pub fn count_for(&mut self, server: &Arc<ServerState>) {
+        if let ReqBody::Stream(_, counter) = self {
+            *counter = Some(server.clone());
+        }
+    }
 }
 
 impl Body for ReqBody {
@@ -29,19 +41,27 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Stream(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Stream(b, counter) => {
+                let r = Pin::new(b).poll_frame(cx);
+                if let (Poll::Ready(Some(Ok(f))), Some(server)) = (&r, counter.as_ref()) {
+                    if let Some(d) = f.data_ref() {
+                        server.add_bytes(d.len() as u64, 0);
+                    }
+                }
+                r
+            }
         }
     }
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Empty => true,
-            ReqBody::Stream(b) => b.is_end_stream(),
+            ReqBody::Stream(b, _) => b.is_end_stream(),
         }
     }
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Stream(b) => b.size_hint(),
+            ReqBody::Stream(b, _) => b.size_hint(),
         }
     }
 }

@@ -11,7 +11,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::body::{ReqBody, RespBody, UpstreamBody};
@@ -30,9 +30,13 @@ struct Conn {
     client: SocketAddr,
     accepted: Instant,
     first_done: AtomicBool,
+    /// `X-Forwarded-Proto`: "http" or "https".
+    proto: &'static str,
 }
 
-/// Serve one client connection until it closes, times out or the process drains.
+/// Serve one client connection until it closes, times out or the process
+/// drains: TLS handshake first when the frontend terminates TLS, then HTTP/1.1
+/// or HTTP/2 (by ALPN, or by the h2c preface when `h2c` is on).
 pub(crate) async fn serve(
     rt: Arc<Runtime>,
     frontend: Arc<str>,
@@ -42,6 +46,47 @@ pub(crate) async fn serve(
 ) {
     let _open = rt.conns.track();
     let _fe_conn = ConnCount::new(&fe);
+    let Some(acceptor) = fe.tls.clone() else {
+        let proto = if fe.config.h2c {
+            Proto::Auto
+        } else {
+            Proto::Http1
+        };
+        return serve_io(rt, frontend, fe, stream, client, false, proto).await;
+    };
+    // The handshake counts against the header timeout, so a silent client
+    // cannot hold a connection open by never finishing it.
+    match tokio::time::timeout(fe.config.timeouts.client_header, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let proto = if h2 { Proto::Http2 } else { Proto::Http1 };
+            serve_io(rt, frontend, fe, tls, client, true, proto).await;
+        }
+        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+    }
+}
+
+/// Which HTTP version a connection speaks.
+#[derive(Clone, Copy)]
+enum Proto {
+    Http1,
+    Http2,
+    /// HTTP/1.1, or HTTP/2 when the client opens with the h2 preface (h2c).
+    Auto,
+}
+
+async fn serve_io<I>(
+    rt: Arc<Runtime>,
+    frontend: Arc<str>,
+    fe: Arc<FrontendRt>,
+    stream: I,
+    client: SocketAddr,
+    https: bool,
+    proto: Proto,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(IdleTimeout::new(stream, fe.config.timeouts.client_idle));
     let conn = Arc::new(Conn {
         rt: rt.clone(),
@@ -49,25 +94,73 @@ pub(crate) async fn serve(
         client,
         accepted: Instant::now(),
         first_done: AtomicBool::new(false),
+        proto: if https { "https" } else { "http" },
     });
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(handle(conn, req).await) }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(fe.config.timeouts.client_header)
-        .max_header_size(fe.config.max_header_bytes);
-    let served = builder.serve_connection(io, svc).with_upgrades();
-    tokio::pin!(served);
-    let mut draining = rt.draining();
-    tokio::select! {
-        r = served.as_mut() => { log_conn_end(client, r); return; }
-        _ = draining.wait_for(|d| *d) => {}
+    let t = &fe.config.timeouts;
+    match proto {
+        Proto::Http1 => {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(t.client_header)
+                .max_header_size(fe.config.max_header_bytes);
+            let c = b.serve_connection(io, svc).with_upgrades();
+            drive(&rt, client, c, |c| c.graceful_shutdown()).await;
+        }
+        Proto::Http2 => {
+            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .max_header_list_size(fe.config.max_header_bytes as u32)
+                .keep_alive_interval(Some(Duration::from_secs(30)));
+            let c = b.serve_connection(io, svc);
+            drive(&rt, client, c, |c| c.graceful_shutdown()).await;
+        }
+        Proto::Auto => {
+            let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            b.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(t.client_header)
+                // The auto builder has no header-size knob; its read buffer bounds the head.
+                .max_buf_size(fe.config.max_header_bytes.max(8192));
+            b.http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(fe.config.max_header_bytes as u32);
+            let c = b.serve_connection_with_upgrades(io, svc);
+            drive(&rt, client, c, |c| c.graceful_shutdown()).await;
+        }
     }
-    served.as_mut().graceful_shutdown();
-    log_conn_end(client, served.await);
+}
+
+/// Run a connection to its end; when the process starts draining, ask it to
+/// finish gracefully (HTTP/1.1: close after the current response; HTTP/2: GOAWAY).
+async fn drive<C, E>(
+    rt: &Runtime,
+    client: SocketAddr,
+    conn: C,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let mut draining = rt.draining();
+    // The watch guard must not live across the await below (it is not Send).
+    let drain_started = async move {
+        let _ = draining.wait_for(|d| *d).await;
+    };
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        () = drain_started => {
+            graceful(conn.as_mut());
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(%client, error = %e, "client connection ended with an error");
+    }
 }
 
 /// Counts one open client connection on a frontend while alive.
@@ -83,12 +176,6 @@ impl ConnCount {
 impl Drop for ConnCount {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn log_conn_end(client: SocketAddr, r: Result<(), hyper::Error>) {
-    if let Err(e) = r {
-        tracing::debug!(%client, error = %e, "client connection ended with an error");
     }
 }
 
@@ -131,6 +218,9 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<RespBody> {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
         fe.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(r) = fe.config.redirect_https {
+            return redirect_https(host, req.uri(), r.port);
+        }
         match fe.route(host, req.uri().path()) {
             Some(b) => (b.clone(), format),
             None => {
@@ -154,6 +244,44 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<RespBody> {
         }
     };
     forward(&conn, backend, req, start, tq, format).await
+}
+
+/// 301 to the same host and path over https (HAProxy `redirect scheme https`).
+fn redirect_https(host: Option<&str>, uri: &http::Uri, port: Option<u16>) -> Response<RespBody> {
+    let Some(host) = host.filter(|h| !h.is_empty()) else {
+        return local_response(
+            StatusCode::BAD_REQUEST,
+            "a request without Host cannot be redirected to https",
+        );
+    };
+    let bare = match host.rsplit_once(':') {
+        Some((h, p))
+            if !h.ends_with(']') && p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') =>
+        {
+            h
+        }
+        Some((h, p)) if h.ends_with(']') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = match port {
+        Some(p) => format!("https://{bare}:{p}{pq}"),
+        None => format!("https://{bare}{pq}"),
+    };
+    let mut r = local_response(
+        StatusCode::MOVED_PERMANENTLY,
+        &format!("moved to {location}"),
+    );
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            r.headers_mut().insert(header::LOCATION, v);
+            r
+        }
+        Err(_) => local_response(
+            StatusCode::BAD_REQUEST,
+            "the Host header cannot form an https URL",
+        ),
+    }
 }
 
 /// Why an attempt failed, as told to the client when no attempt is left.
@@ -203,7 +331,7 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let has_body = !body.is_end_stream();
-    let mut body_slot = has_body.then_some(ReqBody::Stream(body));
+    let mut body_slot = has_body.then_some(ReqBody::Stream(body, None));
 
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -212,7 +340,12 @@ async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    add_forwarded(&mut parts.headers, conn.client.ip(), "http", host.as_ref());
+    add_forwarded(
+        &mut parts.headers,
+        conn.client.ip(),
+        conn.proto,
+        host.as_ref(),
+    );
     if let Some(h) = &host {
         if !parts.headers.contains_key(header::HOST) {
             parts.headers.insert(header::HOST, h.clone());
@@ -268,7 +401,10 @@ async fn forward(
 
         let body = if has_body {
             match body_slot.take() {
-                Some(b) => b,
+                Some(mut b) => {
+                    b.count_for(&server);
+                    b
+                }
                 None => break, // the body went out with an earlier attempt
             }
         } else {

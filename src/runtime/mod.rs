@@ -168,7 +168,15 @@ impl Runtime {
             control.discovered.insert(backend.clone(), servers.clone());
         }
         let config = change::next_config(&current, change)?;
-        let next = self.build_snapshot(&current, config, reload, rediscovered, &control.discovered);
+        let tls = load_tls(&current, &config, reload)?;
+        let next = self.build_snapshot(
+            &current,
+            config,
+            reload,
+            rediscovered,
+            &control.discovered,
+            tls,
+        );
 
         // Bind every new listen address before publishing, so a port that is
         // taken refuses the whole change instead of half-applying it.
@@ -247,6 +255,7 @@ impl Runtime {
         reload: bool,
         rediscovered: bool,
         discovered: &HashMap<String, Vec<ServerConfig>>,
+        mut tls: HashMap<String, tokio_rustls::TlsAcceptor>,
     ) -> Snapshot {
         let mut backends = BTreeMap::new();
         for (name, bc) in &config.backends {
@@ -330,6 +339,7 @@ impl Runtime {
             frontends.insert(
                 name.clone(),
                 Arc::new(FrontendRt {
+                    tls: tls.remove(name),
                     stats: current
                         .frontends
                         .get(name)
@@ -421,4 +431,32 @@ async fn sample_rates(rt: std::sync::Weak<Runtime>) {
         }
         last = seen;
     }
+}
+
+/// TLS acceptors for the next snapshot: certificates are (re)read from disk on
+/// a reload; other changes keep the loaded ones.
+fn load_tls(
+    current: &Snapshot,
+    config: &Config,
+    reload: bool,
+) -> Result<HashMap<String, tokio_rustls::TlsAcceptor>, ApplyError> {
+    let mut out = HashMap::new();
+    for (name, fe) in &config.frontends {
+        let Some(tls) = &fe.tls else { continue };
+        let kept = current
+            .frontends
+            .get(name)
+            .filter(|old| !reload && old.config.tls.as_ref() == Some(tls))
+            .and_then(|old| old.tls.clone());
+        let acceptor = match kept {
+            Some(a) => a,
+            None => {
+                let sc = crate::tls::server_config(tls)
+                    .map_err(|e| ApplyError::Invalid(format!("frontend `{name}`: {e}")))?;
+                tokio_rustls::TlsAcceptor::from(sc)
+            }
+        };
+        out.insert(name.clone(), acceptor);
+    }
+    Ok(out)
 }

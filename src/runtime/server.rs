@@ -100,6 +100,10 @@ pub struct ServerState {
     rate_milli: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Active checks run so far that succeeded (for `/metrics`).
+    checks_ok: AtomicU64,
+    /// Active checks run so far that failed (for `/metrics`).
+    checks_failed: AtomicU64,
     /// Idle keep-alive connections to this server (survive reloads with the server).
     pub pool: crate::proxy::pool::Pool,
     /// Last reported database [`Role`] (as u8).
@@ -150,6 +154,8 @@ impl ServerState {
             rate_milli: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            checks_ok: AtomicU64::new(0),
+            checks_failed: AtomicU64::new(0),
             pool: Default::default(),
             role: AtomicU8::new(Role::Unknown.to_u8()),
             changes: tokio::sync::watch::Sender::new(0),
@@ -289,6 +295,12 @@ impl ServerState {
 
     /// Store the latest active check outcome (kept in a short history).
     pub fn set_last_check(&self, report: CheckReport) {
+        let counter = if report.ok {
+            &self.checks_ok
+        } else {
+            &self.checks_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut g) = self.checks.lock() {
             if g.len() >= CHECK_HISTORY {
                 g.pop_front();
@@ -300,6 +312,14 @@ impl ServerState {
     /// The latest active check outcome, if any check ran.
     pub fn last_check(&self) -> Option<CheckReport> {
         self.checks.lock().ok().and_then(|g| g.back().cloned())
+    }
+
+    /// Active checks run since this server was added: (succeeded, failed).
+    pub fn check_counts(&self) -> (u64, u64) {
+        (
+            self.checks_ok.load(Ordering::Relaxed),
+            self.checks_failed.load(Ordering::Relaxed),
+        )
     }
 
     /// Recent active check outcomes, oldest first.

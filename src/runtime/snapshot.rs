@@ -33,13 +33,23 @@ impl Snapshot {
 }
 
 /// A frontend with its routes resolved.
-#[derive(Debug)]
 pub struct FrontendRt {
     pub config: FrontendConfig,
+    /// TLS handshakes for this frontend's listeners (certificates as loaded by the last reload).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Counters kept across reloads.
     pub stats: Arc<FrontendStats>,
     pub routes: Vec<(Route, Arc<BackendRt>)>,
     pub default: Option<Arc<BackendRt>>,
+}
+
+impl std::fmt::Debug for FrontendRt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontendRt")
+            .field("name", &self.config.name)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl FrontendRt {

@@ -1,0 +1,372 @@
+//! Prometheus `/metrics`: a real runtime and real demo backends in-process on
+//! loopback, a few requests through the proxy, then the rendered text is read
+//! back with a strict, grammar-based parser of the exposition format.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fulcrum::admin::metrics::{escape_label_value, render, CONTENT_TYPE};
+use fulcrum::demo::backend::{start_backend, BackendHandle, BackendOptions};
+use fulcrum::runtime::Runtime;
+use openmetrics_parser::prometheus::parse_prometheus;
+use openmetrics_parser::{MetricFamily, MetricsExposition, PrometheusType, PrometheusValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+type Exposition = MetricsExposition<PrometheusType, PrometheusValue>;
+type Family = MetricFamily<PrometheusType, PrometheusValue>;
+
+/// A free loopback address (bound, then released).
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr")
+}
+
+async fn backend(name: &str) -> BackendHandle {
+    start_backend(BackendOptions {
+        name: name.to_string(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+    })
+    .await
+    .expect("start demo backend")
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns the status code.
+async fn get(addr: SocketAddr, path: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).await.expect("connect to proxy");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("send request");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read response");
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+/// Poll `cond` until it holds (bounded): a readiness wait, not a timing assertion.
+async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn family<'a>(e: &'a Exposition, name: &str) -> &'a Family {
+    e.families
+        .get(name)
+        .unwrap_or_else(|| panic!("family {name} missing"))
+}
+
+/// Every sample of a gauge or counter family as (labels, value).
+fn simple_samples(f: &Family) -> Vec<(HashMap<String, String>, f64)> {
+    f.iter_samples()
+        .map(|s| {
+            let labels = s
+                .get_labelset()
+                .expect("labelset")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let v = match &s.value {
+                PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
+                PrometheusValue::Counter(c) => c.value.as_f64(),
+                other => panic!("{} is not a simple value: {other:?}", f.family_name),
+            };
+            (labels, v)
+        })
+        .collect()
+}
+
+fn has(labels: &HashMap<String, String>, k: &str, v: &str) -> bool {
+    labels.get(k).map(String::as_str) == Some(v)
+}
+
+struct Setup {
+    rt: Arc<Runtime>,
+    listen: SocketAddr,
+    _backends: Vec<BackendHandle>,
+}
+
+/// Backend `api.v1` (two health-checked servers with dots in their names) is the
+/// frontend's default; `/static` goes to `static` (one server, no checks).
+async fn setup() -> Setup {
+    let web1 = backend("web.1").await;
+    let web2 = backend("web.2").await;
+    let st = backend("static-1").await;
+    let listen = free_addr();
+    let toml = format!(
+        r#"
+[log]
+access = "off"
+
+[frontends.www]
+listen = ["{listen}"]
+backend = "api.v1"
+routes = [{{ path_prefix = "/static", backend = "static" }}]
+
+[backends."api.v1"]
+balance = "roundrobin"
+health = {{ kind = "http", path = "/health", interval = "100ms", fast_interval = "50ms", rise = 1, fall = 2 }}
+servers = [
+  {{ name = "web.1", address = "{a1}" }},
+  {{ name = "web.2", address = "{a2}", weight = 3 }},
+]
+
+[backends.static]
+servers = [{{ name = "static-1", address = "{a3}" }}]
+"#,
+        a1 = web1.local_addr(),
+        a2 = web2.local_addr(),
+        a3 = st.local_addr(),
+    );
+    let config = fulcrum::config::parse_str(&toml, "t.toml").expect("valid config");
+    let rt = Runtime::start(config).await.expect("runtime starts");
+    let probe = rt.clone();
+    wait_for("every server usable", move || {
+        probe
+            .snapshot()
+            .backends
+            .values()
+            .all(|b| b.usable_count() == b.servers.len())
+    })
+    .await;
+    Setup {
+        rt,
+        listen,
+        _backends: vec![web1, web2, st],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_count_requests() {
+    let s = setup().await;
+    const API: u64 = 6;
+    const STATIC: u64 = 2;
+    for _ in 0..API {
+        assert_eq!(get(s.listen, "/hello").await, 200);
+    }
+    for _ in 0..STATIC {
+        assert_eq!(get(s.listen, "/static/x").await, 200);
+    }
+    // Responses are counted when the proxy finishes them, which may be just after
+    // the client saw the end of the body.
+    let probe = s.rt.clone();
+    wait_for("all responses counted", move || {
+        let snap = probe.snapshot();
+        snap.backends
+            .values()
+            .map(|b| b.stats.duration.count())
+            .sum::<u64>()
+            == API + STATIC
+    })
+    .await;
+
+    let text = render(&s.rt);
+    assert!(CONTENT_TYPE.starts_with("text/plain; version=0.0.4"));
+    let parsed =
+        parse_prometheus(&text).unwrap_or_else(|e| panic!("metrics do not parse: {e:?}\n{text}"));
+
+    // Parsed completely: every sample line of the text landed in some family.
+    let lines = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    let parsed_lines: usize = parsed
+        .families
+        .values()
+        .map(|f| {
+            f.iter_samples()
+                .map(|s| match &s.value {
+                    // +1 for _sum, +1 for _count.
+                    PrometheusValue::Histogram(h) => h.buckets.len() + 2,
+                    _ => 1,
+                })
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(parsed_lines, lines, "some lines were not parsed:\n{text}");
+
+    // Each family's HELP and TYPE appear exactly once.
+    for kw in ["# HELP ", "# TYPE "] {
+        let mut seen = HashSet::new();
+        for l in text.lines().filter(|l| l.starts_with(kw)) {
+            let name = l[kw.len()..].split(' ').next().unwrap_or_default();
+            assert!(seen.insert(name.to_string()), "{kw}{name} twice");
+        }
+        assert_eq!(seen.len(), parsed.families.len());
+    }
+
+    // Build info, generation.
+    let info = simple_samples(family(&parsed, "fulcrum_build_info"));
+    assert_eq!(info.len(), 1);
+    assert!(has(&info[0].0, "version", env!("CARGO_PKG_VERSION")));
+    assert_eq!(info[0].1, 1.0);
+    let generation = simple_samples(family(&parsed, "fulcrum_config_generation"));
+    assert_eq!(generation[0].1, s.rt.snapshot().generation as f64);
+
+    // Requests by class: 2xx sums to what was sent, per backend too.
+    let requests = family(&parsed, "fulcrum_requests_total");
+    assert_eq!(requests.family_type, PrometheusType::Counter);
+    let requests = simple_samples(requests);
+    let sum_2xx = |backend: Option<&str>| -> f64 {
+        requests
+            .iter()
+            .filter(|(l, _)| has(l, "code", "2xx"))
+            .filter(|(l, _)| backend.is_none_or(|b| has(l, "backend", b)))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(sum_2xx(None), (API + STATIC) as f64, "{text}");
+    // The dotted backend name round-trips through the parser unchanged.
+    assert_eq!(sum_2xx(Some("api.v1")), API as f64, "{text}");
+    assert_eq!(sum_2xx(Some("static")), STATIC as f64, "{text}");
+    for (l, _) in &requests {
+        assert!(has(l, "frontend", "www"), "{l:?}");
+        for key in ["backend", "server", "code"] {
+            assert!(l.contains_key(key), "{l:?} lacks {key}");
+        }
+    }
+    for server in ["web.1", "web.2"] {
+        assert!(
+            requests
+                .iter()
+                .any(|(l, v)| has(l, "server", server) && has(l, "code", "2xx") && *v > 0.0),
+            "round robin should have sent requests to {server}: {text}"
+        );
+    }
+
+    // The duration histogram: cumulative buckets, +Inf equal to _count.
+    let hist = family(&parsed, "fulcrum_request_duration_seconds");
+    assert_eq!(hist.family_type, PrometheusType::Histogram);
+    let mut counts = HashMap::new();
+    for sample in hist.iter_samples() {
+        let backend = sample
+            .get_labelset()
+            .expect("labelset")
+            .get_label_value("backend")
+            .expect("backend label")
+            .to_string();
+        let PrometheusValue::Histogram(h) = &sample.value else {
+            panic!("not a histogram: {sample:?}");
+        };
+        let mut last = 0.0;
+        let mut bound = f64::NEG_INFINITY;
+        for b in &h.buckets {
+            assert!(b.upper_bound > bound, "bucket bounds increase");
+            assert!(b.count.as_f64() >= last, "buckets are cumulative");
+            bound = b.upper_bound;
+            last = b.count.as_f64();
+        }
+        assert_eq!(bound, f64::INFINITY, "last bucket is +Inf");
+        assert_eq!(Some(last as u64), h.count, "+Inf equals _count");
+        assert!(h.sum.is_some_and(|s| s.as_f64() >= 0.0));
+        counts.insert(backend, last as u64);
+    }
+    assert_eq!(counts.get("api.v1"), Some(&API));
+    assert_eq!(counts.get("static"), Some(&STATIC));
+
+    // Server state.
+    let up = simple_samples(family(&parsed, "fulcrum_server_up"));
+    assert_eq!(up.len(), 3);
+    assert!(up.iter().all(|(_, v)| *v == 1.0), "{text}");
+    let usable = simple_samples(family(&parsed, "fulcrum_backend_servers_usable"));
+    assert!(usable
+        .iter()
+        .any(|(l, v)| has(l, "backend", "api.v1") && *v == 2.0));
+    let admin = simple_samples(family(&parsed, "fulcrum_server_admin_state"));
+    assert_eq!(admin.len(), 9);
+    for (l, v) in &admin {
+        let want = if has(l, "state", "ready") { 1.0 } else { 0.0 };
+        assert_eq!(*v, want, "{l:?}");
+    }
+    let weight = simple_samples(family(&parsed, "fulcrum_server_weight"));
+    assert!(weight
+        .iter()
+        .any(|(l, v)| has(l, "server", "web.2") && *v == 3.0));
+    let total: f64 = simple_samples(family(&parsed, "fulcrum_server_connections_total"))
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(total, (API + STATIC) as f64);
+    let bytes_out: f64 = simple_samples(family(&parsed, "fulcrum_server_bytes_out_total"))
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    assert!(bytes_out > 0.0);
+    let frontend = simple_samples(family(&parsed, "fulcrum_frontend_requests_total"));
+    assert_eq!(frontend.len(), 1);
+    assert!(has(&frontend[0].0, "frontend", "www"));
+    assert_eq!(frontend[0].1, (API + STATIC) as f64);
+
+    // Health checks ran (and passed) on the checked servers only; the check
+    // latency is reported only where a check ran.
+    let checks = simple_samples(family(&parsed, "fulcrum_health_checks_total"));
+    for server in ["web.1", "web.2"] {
+        let ok = checks
+            .iter()
+            .find(|(l, _)| has(l, "server", server) && has(l, "result", "ok"))
+            .map(|(_, v)| *v);
+        assert!(ok.is_some_and(|v| v >= 1.0), "{server}: {text}");
+    }
+    assert!(
+        !checks.iter().any(|(l, _)| has(l, "server", "static-1")),
+        "a server without active checks has no check counters"
+    );
+    let latency = simple_samples(family(&parsed, "fulcrum_server_check_duration_seconds"));
+    let servers: HashSet<&str> = latency
+        .iter()
+        .filter_map(|(l, _)| l.get("server").map(String::as_str))
+        .collect();
+    assert_eq!(servers, HashSet::from(["web.1", "web.2"]));
+
+    // Stable output: samples sorted by server name within a family.
+    let up_order: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("fulcrum_server_up{"))
+        .collect();
+    assert_eq!(
+        up_order,
+        [
+            "fulcrum_server_up{backend=\"api.v1\",server=\"web.1\"} 1",
+            "fulcrum_server_up{backend=\"api.v1\",server=\"web.2\"} 1",
+            "fulcrum_server_up{backend=\"static\",server=\"static-1\"} 1",
+        ]
+    );
+
+    s.rt.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Names in the config cannot hold a quote, backslash or newline, so the escaping
+/// is proven here: what `escape_label_value` writes, the real parser reads back.
+#[test]
+fn label_escaping_round_trips_through_the_parser() {
+    for value in [
+        "api.v1",
+        "quote \" inside",
+        "back\\slash",
+        "new\nline",
+        "all \\\"\n\\n at once",
+        "",
+    ] {
+        let text = format!(
+            "# HELP t_total Test.\n# TYPE t_total counter\nt_total{{backend=\"{}\"}} 1\n",
+            escape_label_value(value)
+        );
+        let parsed = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e:?}: {text}"));
+        let samples = simple_samples(family(&parsed, "t_total"));
+        assert_eq!(samples.len(), 1);
+        assert_eq!(
+            samples[0].0.get("backend").map(String::as_str),
+            Some(value),
+            "{text}"
+        );
+    }
+    // The parser is strict: an unescaped quote is an error, not a skipped line.
+    let bad = "# TYPE t_total counter\nt_total{backend=\"a\"b\"} 1\n";
+    assert!(parse_prometheus(bad).is_err(), "{bad}");
+}
