@@ -17,7 +17,6 @@ use fulcrum::discovery;
 use fulcrum::runtime::Runtime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::watch;
 
 type R<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -86,31 +85,24 @@ fn write_atomic(path: &Path, text: &str) -> R {
 struct Lb {
     rt: Arc<Runtime>,
     listen: SocketAddr,
-    _stop: watch::Sender<bool>,
 }
 
-/// A runtime whose backend `web` (and any others in `backends_toml`) get their
-/// discovery tasks started, as the runtime will do once it spawns them itself.
+impl Drop for Lb {
+    fn drop(&mut self) {
+        // Stops the discovery tasks the runtime started (they hold the runtime).
+        let rt = self.rt.clone();
+        tokio::spawn(async move { rt.shutdown(std::time::Duration::from_millis(100)).await });
+    }
+}
+
+/// A runtime; it starts the discovery task of every backend that has one.
 async fn start_lb(backends_toml: &str) -> R<Lb> {
     let listen = common::free_addr();
     let toml =
         format!("[frontends.www]\nlisten = [\"{listen}\"]\nbackend = \"web\"\n\n{backends_toml}");
     let cfg = fulcrum::config::parse_str(&toml, "t.toml")?;
-    let sources: Vec<_> = cfg
-        .backends
-        .values()
-        .filter_map(|b| b.discovery.clone().map(|d| (b.name.clone(), d)))
-        .collect();
     let rt = Runtime::start(cfg).await?;
-    let (stop, stop_rx) = watch::channel(false);
-    for (name, d) in sources {
-        discovery::spawn(rt.clone(), name, d, stop_rx.clone());
-    }
-    Ok(Lb {
-        rt,
-        listen,
-        _stop: stop,
-    })
+    Ok(Lb { rt, listen })
 }
 
 fn inv(entries: &[&str]) -> String {

@@ -41,7 +41,9 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let read_only = method == Method::GET || method == Method::HEAD;
-    if let Some(token) = &st.token {
+    // The page itself carries no data; it must load to ask for the token.
+    let page = read_only && path == "/";
+    if let (Some(token), false) = (&st.token, page) {
         let open_read = read_only && st.public_read;
         if !open_read && !authorized(&req, token) {
             let mut r = error(
@@ -61,6 +63,11 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
         .filter(|s| !s.is_empty())
         .collect();
     match (method.clone(), segs.as_slice()) {
+        (Method::GET, []) => respond(
+            200,
+            "text/html; charset=utf-8",
+            include_str!("dashboard.html"),
+        ),
         (Method::GET, ["metrics"]) => respond(
             200,
             super::metrics::CONTENT_TYPE,

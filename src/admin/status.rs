@@ -1,6 +1,8 @@
 //! The status document served at `/api/v1/status`, read by `fulcrum ctl`, the
 //! dashboard and tests. Built from one snapshot load plus the per-server atomics.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::types::{AdminState, Algorithm, HostMatch, Mode};
@@ -52,6 +54,21 @@ pub struct BackendStatus {
     pub no_server_total: u64,
     pub retries_total: u64,
     pub servers: Vec<ServerStatus>,
+    /// The live discovery source, when the backend has one.
+    pub discovery: Option<DiscoveryStatus>,
+}
+
+/// What a backend's discovery source last did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiscoveryStatus {
+    /// e.g. `file /etc/fulcrum/web.json` or `dns web.internal`.
+    pub source: String,
+    /// Why the last attempt failed (file:line:col for a bad inventory), or null.
+    pub last_error: Option<String>,
+    /// Servers in the list last applied.
+    pub servers: usize,
+    /// Changed lists applied so far.
+    pub updates: u64,
 }
 
 /// One server.
@@ -167,7 +184,7 @@ pub fn server_status(s: &ServerState) -> ServerStatus {
     }
 }
 
-fn backend_status(b: &BackendRt) -> BackendStatus {
+fn backend_status(rt: &Arc<Runtime>, b: &BackendRt) -> BackendStatus {
     use std::sync::atomic::Ordering::Relaxed;
     let health_check = b.config.health.check.as_ref().map(|c| c.describe());
     BackendStatus {
@@ -179,11 +196,17 @@ fn backend_status(b: &BackendRt) -> BackendStatus {
         no_server_total: b.stats.no_server.load(Relaxed),
         retries_total: b.stats.retries.load(Relaxed),
         servers: b.servers.iter().map(|s| server_status(s)).collect(),
+        discovery: crate::discovery::status(rt, &b.config.name).map(|d| DiscoveryStatus {
+            source: d.source,
+            last_error: d.last_error,
+            servers: d.servers,
+            updates: d.updates,
+        }),
     }
 }
 
 /// Build the status document.
-pub fn status(rt: &Runtime, vrrp: Vec<serde_json::Value>) -> Status {
+pub fn status(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>) -> Status {
     use std::sync::atomic::Ordering::Relaxed;
     let snap = rt.snapshot_arc();
     let mut frontends: Vec<FrontendStatus> = snap
@@ -223,7 +246,11 @@ pub fn status(rt: &Runtime, vrrp: Vec<serde_json::Value>) -> Status {
         generation: snap.generation,
         config_file: snap.config.source.as_ref().map(|p| p.display().to_string()),
         frontends,
-        backends: snap.backends.values().map(|b| backend_status(b)).collect(),
+        backends: snap
+            .backends
+            .values()
+            .map(|b| backend_status(rt, b))
+            .collect(),
         vrrp,
     }
 }

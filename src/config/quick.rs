@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use super::types::*;
-use super::validate::defaults;
+use super::validate::{default_backend, default_frontend, default_server};
 
 /// What the command line gave.
 #[derive(Debug, Clone)]
@@ -46,58 +46,12 @@ pub fn quick_config(o: &QuickOptions) -> Result<Config, String> {
         .servers
         .iter()
         .enumerate()
-        .map(|(i, a)| ServerConfig {
-            name: format!("s{}", i + 1),
-            address: *a,
-            weight: 1,
-            backup: false,
-            maxconn: None,
-            admin: AdminState::Ready,
-        })
+        .map(|(i, a)| default_server(&format!("s{}", i + 1), *a))
         .collect();
-    let backend = BackendConfig {
-        name: "quick".into(),
-        balance: o.balance,
-        retries: defaults::RETRIES,
-        timeouts: BackendTimeouts {
-            connect: defaults::CONNECT_TIMEOUT,
-            response: defaults::RESPONSE_TIMEOUT,
-            pool_idle: defaults::POOL_IDLE_TIMEOUT,
-        },
-        pool_max_idle: defaults::POOL_MAX_IDLE,
-        health: HealthConfig {
-            check,
-            interval: defaults::CHECK_INTERVAL,
-            fast_interval: defaults::CHECK_INTERVAL / 4,
-            timeout: defaults::CHECK_INTERVAL,
-            rise: defaults::RISE,
-            fall: defaults::FALL,
-            port: None,
-            address: None,
-        },
-        passive: PassiveConfig {
-            max_fails: defaults::MAX_FAILS,
-            fail_timeout: defaults::FAIL_TIMEOUT,
-        },
-        servers,
-        discovery: None,
-        role: Default::default(),
-    };
-    let frontend = FrontendConfig {
-        name: "quick".into(),
-        mode: o.mode,
-        listen: o.listen.clone(),
-        backend: Some("quick".into()),
-        routes: Vec::new(),
-        timeouts: FrontendTimeouts {
-            client_header: defaults::CLIENT_HEADER_TIMEOUT,
-            client_idle: defaults::CLIENT_IDLE_TIMEOUT,
-        },
-        max_header_bytes: defaults::MAX_HEADER_BYTES,
-        tls: None,
-        h2c: false,
-        redirect_https: None,
-    };
+    let mut backend = default_backend("quick", servers);
+    backend.balance = o.balance;
+    backend.health.check = check;
+    let frontend = default_frontend("quick", o.mode, o.listen.clone(), Some("quick".into()));
     Ok(Config {
         source: None,
         admin: AdminConfig {

@@ -60,6 +60,37 @@ pub(crate) struct RawFrontend {
     pub h2c: Option<bool>,
     /// `true`, or the https port to redirect to.
     pub redirect_https: Option<S<toml::Value>>,
+    pub max_body_bytes: Option<S<i64>>,
+    pub max_headers: Option<S<i64>>,
+    pub request_id: Option<bool>,
+    pub request_headers: Option<S<RawHeaderRules>>,
+    pub response_headers: Option<S<RawHeaderRules>>,
+    pub rate_limit: Option<S<RawRateLimit>>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<S<String>>,
+    pub maxconn: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderRules {
+    #[serde(default)]
+    pub remove: Vec<S<String>>,
+    #[serde(default)]
+    pub set: BTreeMap<String, S<String>>,
+    #[serde(default)]
+    pub add: BTreeMap<String, S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    pub rate: S<f64>,
+    pub per: Option<S<String>>,
+    pub burst: Option<S<i64>>,
+    /// "ip" (default) or "header:NAME".
+    pub key: Option<S<String>>,
+    pub max_clients: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +114,7 @@ pub(crate) struct RawRoute {
     pub host: Option<S<String>>,
     pub path_prefix: Option<S<String>>,
     pub backend: S<String>,
+    pub rate_limit: Option<S<RawRateLimit>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,10 +131,19 @@ pub(crate) struct RawBackend {
     #[serde(default)]
     pub servers: Vec<S<RawServer>>,
     pub discovery: Option<S<RawDiscovery>>,
+    pub sticky: Option<S<RawSticky>>,
+    pub queue_timeout: Option<S<String>>,
+    pub max_queue: Option<S<i64>>,
     /// "any" (default), "primary" or "standby".
     pub role: Option<S<String>>,
     /// "close" (default) or "keep".
     pub on_role_change: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSticky {
+    pub cookie: S<String>,
 }
 
 #[derive(Debug, Deserialize)]

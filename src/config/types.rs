@@ -85,6 +85,93 @@ pub struct FrontendConfig {
     pub h2c: bool,
     /// Answer every request with a 301 to the same URL over https.
     pub redirect_https: Option<RedirectHttps>,
+    /// Largest request body accepted (413 beyond); None = no limit.
+    pub max_body_bytes: Option<u64>,
+    /// Most request header fields accepted (431 beyond).
+    pub max_headers: usize,
+    /// Add `X-Request-Id` to requests that have none.
+    pub request_id: bool,
+    /// Header edits on requests going upstream.
+    pub request_headers: HeaderRules,
+    /// Header edits on responses going to the client.
+    pub response_headers: HeaderRules,
+    /// Per-client request rate limit for the whole frontend.
+    pub rate_limit: Option<RateLimit>,
+    /// Peers whose `X-Forwarded-For` is believed when finding the client address.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Most concurrent client connections; more wait in the kernel's accept queue.
+    pub maxconn: Option<u32>,
+}
+
+/// Header edits: remove, then set (replace), then add (append). Values may use
+/// `{client_ip}`, `{request_id}`, `{frontend}`, `{backend}` and `{server}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderRules {
+    pub remove: Vec<String>,
+    pub set: Vec<(String, String)>,
+    pub add: Vec<(String, String)>,
+}
+
+impl HeaderRules {
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}
+
+/// A token bucket per client: `rate` requests per `per`, bursts up to `burst`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    pub rate: f64,
+    pub per: Duration,
+    pub burst: u32,
+    /// What identifies a client.
+    pub key: RateKey,
+    /// Most clients tracked at once (memory bound).
+    pub max_clients: usize,
+}
+
+/// Rate-limit key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client's IP address.
+    ClientIp,
+    /// A request header's value (e.g. an API key); requests without it use the client IP.
+    Header(String),
+}
+
+/// An IP network, e.g. `10.0.0.0/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// True when `ip` is inside this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let bits = u32::from(self.prefix.min(32));
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - bits)
+                };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let bits = u32::from(self.prefix.min(128));
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - bits)
+                };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// TLS termination settings.
@@ -128,11 +215,13 @@ pub struct FrontendTimeouts {
 }
 
 /// One routing rule. Both conditions, when present, must match.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub host: Option<HostMatch>,
     pub path_prefix: Option<String>,
     pub backend: String,
+    /// Per-client rate limit for requests matching this route.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// How a route matches the request's host (port stripped, compared case-insensitively).
@@ -170,8 +259,21 @@ pub struct BackendConfig {
     pub servers: Vec<ServerConfig>,
     /// Where the server list comes from at run time, besides `servers`.
     pub discovery: Option<DiscoveryConfig>,
+    /// Cookie persistence (HAProxy `cookie NAME insert indirect nocache`).
+    pub sticky: Option<Sticky>,
+    /// How long a request waits for a server below its `maxconn` (503 after).
+    pub queue_timeout: Duration,
+    /// Most requests waiting for a server slot (503 beyond).
+    pub max_queue: usize,
     /// Database role filter (`role`, `on_role_change`).
     pub role: RolePolicy,
+}
+
+/// Cookie-based session persistence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sticky {
+    /// Cookie name.
+    pub cookie: String,
 }
 
 /// Which database role a backend's servers must report to take new

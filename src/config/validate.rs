@@ -27,6 +27,85 @@ pub mod defaults {
     pub const MAX_FAILS: u32 = 3;
     pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
     pub const ADMIN_LISTEN: &str = "127.0.0.1:9000";
+    pub const MAX_HEADERS: usize = 100;
+    /// HAProxy's `timeout queue` falls back to `timeout connect`.
+    pub const QUEUE_TIMEOUT: Duration = CONNECT_TIMEOUT;
+    pub const MAX_QUEUE: usize = 1024;
+    pub const RATE_MAX_CLIENTS: usize = 100_000;
+}
+
+/// A frontend with every optional setting at its default.
+pub fn default_frontend(name: &str, mode: Mode, listen: Vec<SocketAddr>, backend: Option<String>) -> FrontendConfig {
+    FrontendConfig {
+        name: name.to_string(),
+        mode,
+        listen,
+        backend,
+        routes: Vec::new(),
+        timeouts: FrontendTimeouts {
+            client_header: defaults::CLIENT_HEADER_TIMEOUT,
+            client_idle: defaults::CLIENT_IDLE_TIMEOUT,
+        },
+        max_header_bytes: defaults::MAX_HEADER_BYTES,
+        tls: None,
+        h2c: false,
+        redirect_https: None,
+        max_body_bytes: None,
+        max_headers: defaults::MAX_HEADERS,
+        request_id: true,
+        request_headers: HeaderRules::default(),
+        response_headers: HeaderRules::default(),
+        rate_limit: None,
+        trusted_proxies: Vec::new(),
+        maxconn: None,
+    }
+}
+
+/// A backend with every optional setting at its default (no health checks).
+pub fn default_backend(name: &str, servers: Vec<ServerConfig>) -> BackendConfig {
+    BackendConfig {
+        name: name.to_string(),
+        balance: Algorithm::RoundRobin,
+        retries: defaults::RETRIES,
+        timeouts: BackendTimeouts {
+            connect: defaults::CONNECT_TIMEOUT,
+            response: defaults::RESPONSE_TIMEOUT,
+            pool_idle: defaults::POOL_IDLE_TIMEOUT,
+        },
+        pool_max_idle: defaults::POOL_MAX_IDLE,
+        health: HealthConfig {
+            check: None,
+            interval: defaults::CHECK_INTERVAL,
+            fast_interval: defaults::CHECK_INTERVAL / 4,
+            timeout: defaults::CHECK_INTERVAL,
+            rise: defaults::RISE,
+            fall: defaults::FALL,
+            port: None,
+            address: None,
+        },
+        passive: PassiveConfig {
+            max_fails: defaults::MAX_FAILS,
+            fail_timeout: defaults::FAIL_TIMEOUT,
+        },
+        servers,
+        discovery: None,
+        sticky: None,
+        queue_timeout: defaults::QUEUE_TIMEOUT,
+        max_queue: defaults::MAX_QUEUE,
+        role: RolePolicy::default(),
+    }
+}
+
+/// A ready server with weight 1.
+pub fn default_server(name: &str, address: SocketAddr) -> ServerConfig {
+    ServerConfig {
+        name: name.to_string(),
+        address,
+        weight: 1,
+        backup: false,
+        maxconn: None,
+        admin: AdminState::Ready,
+    }
 }
 
 struct Ctx<'a> {
@@ -429,10 +508,12 @@ fn build_frontend(
             }
             p.get_ref().clone()
         });
+        let rate_limit = rr.rate_limit.as_ref().and_then(|r| build_rate_limit(cx, r));
         routes.push(Route {
             host,
             path_prefix,
             backend: rr.backend.get_ref().clone(),
+            rate_limit,
         });
     }
     if r.backend.is_none() && routes.is_empty() {
@@ -475,29 +556,125 @@ fn build_frontend(
         1 << 20,
         defaults::MAX_HEADER_BYTES as i64,
     ) as usize;
-    FrontendConfig {
-        name: name.to_string(),
-        mode,
-        listen,
-        backend: r.backend.as_ref().map(|b| b.get_ref().clone()),
-        routes,
-        timeouts: FrontendTimeouts {
-            client_header: cx.duration(
-                &r.client_header_timeout,
-                "client_header_timeout",
-                defaults::CLIENT_HEADER_TIMEOUT,
-            ),
-            client_idle: cx.duration(
-                &r.client_idle_timeout,
-                "client_idle_timeout",
-                defaults::CLIENT_IDLE_TIMEOUT,
-            ),
-        },
-        max_header_bytes,
-        tls,
-        h2c: r.h2c.unwrap_or(false),
-        redirect_https,
+    let mut fe = default_frontend(name, mode, listen, r.backend.as_ref().map(|b| b.get_ref().clone()));
+    fe.routes = routes;
+    fe.timeouts = FrontendTimeouts {
+        client_header: cx.duration(&r.client_header_timeout, "client_header_timeout", defaults::CLIENT_HEADER_TIMEOUT),
+        client_idle: cx.duration(&r.client_idle_timeout, "client_idle_timeout", defaults::CLIENT_IDLE_TIMEOUT),
+    };
+    fe.max_header_bytes = max_header_bytes;
+    fe.tls = tls;
+    fe.h2c = r.h2c.unwrap_or(false);
+    fe.redirect_https = redirect_https;
+    fe.max_body_bytes = r
+        .max_body_bytes
+        .as_ref()
+        .map(|_| cx.int(&r.max_body_bytes, "max_body_bytes", 0, i64::MAX, 0) as u64);
+    fe.max_headers = cx.int(&r.max_headers, "max_headers", 1, 10_000, defaults::MAX_HEADERS as i64) as usize;
+    fe.request_id = r.request_id.unwrap_or(true);
+    fe.request_headers = r.request_headers.as_ref().map(|h| build_header_rules(cx, h)).unwrap_or_default();
+    fe.response_headers = r.response_headers.as_ref().map(|h| build_header_rules(cx, h)).unwrap_or_default();
+    fe.rate_limit = r.rate_limit.as_ref().and_then(|rl| build_rate_limit(cx, rl));
+    fe.trusted_proxies = r.trusted_proxies.iter().filter_map(|c| parse_cidr(cx, c)).collect();
+    fe.maxconn = r.maxconn.as_ref().map(|_| cx.int(&r.maxconn, "maxconn", 1, 10_000_000, 1) as u32);
+    if mode == Mode::Tcp && (fe.rate_limit.is_some() || !fe.request_headers.is_empty() || !fe.response_headers.is_empty()) {
+        cx.err(f, "rate_limit and header rules need mode = \"http\"", None);
     }
+    fe
+}
+
+fn parse_cidr(cx: &mut Ctx<'_>, v: &S<String>) -> Option<Cidr> {
+    let text = v.get_ref().trim();
+    let (ip, prefix) = match text.split_once('/') {
+        Some((ip, p)) => (ip, p.parse::<u8>().ok()),
+        None => (text, None),
+    };
+    let parsed = ip.parse::<IpAddr>().ok().and_then(|addr| {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        match prefix {
+            None if !text.contains('/') => Some(Cidr { addr, prefix: max }),
+            Some(p) if p <= max => Some(Cidr { addr, prefix: p }),
+            _ => None,
+        }
+    });
+    if parsed.is_none() {
+        cx.err(v, format!("bad network `{text}`"), Some("write an address or a CIDR network, e.g. \"10.0.0.0/8\" or \"127.0.0.1\""));
+    }
+    parsed
+}
+
+fn valid_header_name(n: &str) -> bool {
+    http::HeaderName::from_bytes(n.as_bytes()).is_ok()
+}
+
+fn build_header_rules(cx: &mut Ctx<'_>, h: &S<RawHeaderRules>) -> HeaderRules {
+    let r = h.get_ref();
+    let mut out = HeaderRules::default();
+    for n in &r.remove {
+        if valid_header_name(n.get_ref()) {
+            out.remove.push(n.get_ref().to_ascii_lowercase());
+        } else {
+            cx.err(n, format!("bad header name `{}`", n.get_ref()), None);
+        }
+    }
+    for (list, target) in [(&r.set, &mut out.set), (&r.add, &mut out.add)] {
+        for (name, value) in list {
+            if !valid_header_name(name) {
+                cx.err(value, format!("bad header name `{name}`"), None);
+                continue;
+            }
+            let v = value.get_ref();
+            if v.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
+                cx.err(value, "header values cannot contain CR, LF or NUL", None);
+                continue;
+            }
+            if let Some(bad) = unknown_variable(v) {
+                cx.err(value, format!("unknown variable `{{{bad}}}`"), Some("use {client_ip}, {request_id}, {frontend}, {backend} or {server}"));
+                continue;
+            }
+            target.push((name.to_ascii_lowercase(), v.clone()));
+        }
+    }
+    out
+}
+
+/// The first `{name}` in `v` that is not a known variable.
+fn unknown_variable(v: &str) -> Option<String> {
+    let mut rest = v;
+    while let Some(i) = rest.find('{') {
+        let after = &rest[i + 1..];
+        let Some(j) = after.find('}') else { return None };
+        let name = &after[..j];
+        if !matches!(name, "client_ip" | "request_id" | "frontend" | "backend" | "server") {
+            return Some(name.to_string());
+        }
+        rest = &after[j + 1..];
+    }
+    None
+}
+
+fn build_rate_limit(cx: &mut Ctx<'_>, rl: &S<RawRateLimit>) -> Option<RateLimit> {
+    let r = rl.get_ref();
+    let rate = *r.rate.get_ref();
+    if !(rate > 0.0 && rate.is_finite()) {
+        cx.err(&r.rate, "rate must be a positive number of requests", Some("e.g. rate_limit = { rate = 10, per = \"1s\", burst = 20 }"));
+        return None;
+    }
+    let per = cx.duration(&r.per, "per", Duration::from_secs(1));
+    let burst = cx.int(&r.burst, "burst", 1, 1_000_000, rate.ceil().max(1.0) as i64) as u32;
+    let key = match &r.key {
+        None => RateKey::ClientIp,
+        Some(k) if k.get_ref() == "ip" => RateKey::ClientIp,
+        Some(k) => match k.get_ref().strip_prefix("header:") {
+            Some(h) if valid_header_name(h) => RateKey::Header(h.to_ascii_lowercase()),
+            _ => {
+                cx.err(k, format!("bad rate-limit key `{}`", k.get_ref()), Some("use \"ip\" or \"header:X-Api-Key\""));
+                RateKey::ClientIp
+            }
+        },
+    };
+    let max_clients = cx.int(&r.max_clients, "max_clients", 16, 100_000_000, defaults::RATE_MAX_CLIENTS as i64) as usize;
+    Some(RateLimit { rate, per, burst, key, max_clients })
 }
 
 fn build_tls(cx: &mut Ctx<'_>, t: &S<RawTls>, mode: Mode) -> Option<TlsConfig> {
@@ -718,6 +895,16 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
         });
     }
     let discovery = r.discovery.as_ref().and_then(|d| build_discovery(cx, d));
+    let sticky = r.sticky.as_ref().and_then(|st| {
+        let c = &st.get_ref().cookie;
+        let ok = !c.get_ref().is_empty() && c.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Some(Sticky { cookie: c.get_ref().clone() })
+        } else {
+            cx.err(c, format!("bad cookie name `{}`", c.get_ref()), Some("letters, digits, '_' and '-', e.g. \"SRV\""));
+            None
+        }
+    });
     let role = build_role(cx, r, &health);
     BackendConfig {
         name: name.to_string(),
@@ -729,6 +916,9 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
         passive,
         servers,
         discovery,
+        sticky,
+        queue_timeout: cx.duration(&r.queue_timeout, "queue_timeout", defaults::QUEUE_TIMEOUT),
+        max_queue: cx.int(&r.max_queue, "max_queue", 0, 1_000_000, defaults::MAX_QUEUE as i64) as usize,
         role,
     }
 }

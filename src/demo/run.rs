@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::backend::{start_backend, BackendOptions};
 use crate::config::types::*;
-use crate::config::validate::defaults;
+use crate::config::validate::{default_backend, default_frontend, default_server};
 use crate::runtime::Runtime;
 
 /// Where the demo listens.
@@ -35,63 +35,26 @@ pub fn demo_config(
 ) -> Config {
     let servers = backends
         .iter()
-        .map(|(name, address)| ServerConfig {
-            name: name.clone(),
-            address: *address,
-            weight: 1,
-            backup: false,
-            maxconn: None,
-            admin: AdminState::Ready,
-        })
+        .map(|(name, address)| default_server(name, *address))
         .collect();
-    let web = BackendConfig {
-        name: "web".into(),
-        balance: Algorithm::RoundRobin,
-        retries: defaults::RETRIES,
-        timeouts: BackendTimeouts {
-            connect: Duration::from_secs(1),
-            response: defaults::RESPONSE_TIMEOUT,
-            pool_idle: defaults::POOL_IDLE_TIMEOUT,
-        },
-        pool_max_idle: defaults::POOL_MAX_IDLE,
-        health: HealthConfig {
-            check: Some(CheckKind::Http {
-                method: "GET".into(),
-                path: "/health".into(),
-                host: None,
-                expect: StatusRange { min: 200, max: 200 },
-            }),
-            interval: Duration::from_secs(1),
-            fast_interval: Duration::from_millis(250),
-            timeout: Duration::from_millis(500),
-            rise: 2,
-            fall: 2,
-            port: None,
-            address: None,
-        },
-        passive: PassiveConfig {
-            max_fails: defaults::MAX_FAILS,
-            fail_timeout: defaults::FAIL_TIMEOUT,
-        },
-        servers,
-        discovery: None,
-        role: Default::default(),
+    let mut web = default_backend("web", servers);
+    web.timeouts.connect = Duration::from_secs(1);
+    web.health = HealthConfig {
+        check: Some(CheckKind::Http {
+            method: "GET".into(),
+            path: "/health".into(),
+            host: None,
+            expect: StatusRange { min: 200, max: 200 },
+        }),
+        interval: Duration::from_secs(1),
+        fast_interval: Duration::from_millis(250),
+        timeout: Duration::from_millis(500),
+        rise: 2,
+        fall: 2,
+        port: None,
+        address: None,
     };
-    let www = FrontendConfig {
-        name: "www".into(),
-        mode: Mode::Http,
-        listen: vec![listen],
-        backend: Some("web".into()),
-        routes: Vec::new(),
-        timeouts: FrontendTimeouts {
-            client_header: defaults::CLIENT_HEADER_TIMEOUT,
-            client_idle: defaults::CLIENT_IDLE_TIMEOUT,
-        },
-        max_header_bytes: defaults::MAX_HEADER_BYTES,
-        tls: None,
-        h2c: false,
-        redirect_https: None,
-    };
+    let www = default_frontend("www", Mode::Http, vec![listen], Some("web".into()));
     Config {
         source: None,
         admin: AdminConfig {

@@ -9,3 +9,5 @@ pub mod listener;
 pub mod log;
 pub mod pool;
 pub mod tcp;
+pub mod ratelimit;
+pub mod edge;

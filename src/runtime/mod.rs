@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{watch, Mutex};
 
 use crate::balance::Balancer;
-use crate::config::types::{Config, HealthConfig, Mode, ServerConfig};
+use crate::config::types::{Config, DiscoveryConfig, HealthConfig, Mode, ServerConfig};
 
 pub use change::Change;
 pub use conns::ConnTracker;
@@ -64,6 +64,8 @@ struct Control {
     checkers: HashMap<ServerKey, CheckerEntry>,
     /// Servers found by each backend's discovery source, by backend name.
     discovered: HashMap<String, Vec<ServerConfig>>,
+    /// Running discovery tasks by backend, with the settings they run with.
+    discoverers: HashMap<String, (DiscoveryConfig, watch::Sender<bool>)>,
 }
 
 /// The running load balancer's state.
@@ -244,6 +246,7 @@ impl Runtime {
             );
         }
         self.sync_checkers(&mut control);
+        self.sync_discovery(&mut control);
         tracing::info!(generation, "configuration applied");
         Ok(generation)
     }
@@ -388,6 +391,36 @@ impl Runtime {
         }
     }
 
+    /// One discovery task per backend that has a source; restarted when its
+    /// settings change, stopped when the backend or its source goes away.
+    fn sync_discovery(self: &Arc<Self>, control: &mut Control) {
+        let snap = self.snapshot.load();
+        let wanted: HashMap<String, DiscoveryConfig> = snap
+            .config
+            .backends
+            .iter()
+            .filter_map(|(name, b)| b.discovery.clone().map(|d| (name.clone(), d)))
+            .collect();
+        control.discoverers.retain(|name, (cfg, stop)| {
+            let keep = wanted.get(name) == Some(cfg);
+            if !keep {
+                let _ = stop.send(true);
+            }
+            keep
+        });
+        control
+            .discovered
+            .retain(|name, _| wanted.contains_key(name));
+        for (name, cfg) in wanted {
+            if control.discoverers.contains_key(&name) {
+                continue;
+            }
+            let (stop, stop_rx) = watch::channel(false);
+            crate::discovery::spawn(self.clone(), name.clone(), cfg.clone(), stop_rx);
+            control.discoverers.insert(name, (cfg, stop));
+        }
+    }
+
     /// Graceful stop: close listeners, stop checks, let open connections
     /// finish their current request (up to `grace`), then return.
     pub async fn shutdown(&self, grace: Duration) {
@@ -398,6 +431,9 @@ impl Runtime {
             }
             for (_, c) in control.checkers.drain() {
                 let _ = c.stop.send(true);
+            }
+            for (_, (_, stop)) in control.discoverers.drain() {
+                let _ = stop.send(true);
             }
         }
         let _ = self.draining.send(true);

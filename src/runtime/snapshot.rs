@@ -200,15 +200,11 @@ mod tests {
 
     fn role_backend(want: RoleFilter, roles: &[(Role, bool)]) -> BackendRt {
         use crate::config::types::*;
-        use std::time::{Duration, Instant};
+        use std::time::Instant;
         let servers: Vec<ServerConfig> = (0..roles.len())
-            .map(|i| ServerConfig {
-                name: format!("db{i}"),
-                address: std::net::SocketAddr::from(([127, 0, 0, 1], 5432 + i as u16)),
-                weight: 1,
-                backup: false,
-                maxconn: None,
-                admin: AdminState::Ready,
+            .map(|i| {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 5432 + i as u16));
+                crate::config::validate::default_server(&format!("db{i}"), addr)
             })
             .collect();
         let epoch = Instant::now();
@@ -221,39 +217,13 @@ mod tests {
                 Arc::new(s)
             })
             .collect();
-        let health = HealthConfig {
-            check: None,
-            interval: Duration::from_secs(1),
-            fast_interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            rise: 1,
-            fall: 1,
-            port: None,
-            address: None,
+        let mut config = crate::config::validate::default_backend("db", servers);
+        config.role = RolePolicy {
+            want,
+            on_change: OnRoleChange::Close,
         };
         BackendRt {
-            config: BackendConfig {
-                name: "db".into(),
-                balance: Algorithm::RoundRobin,
-                retries: 0,
-                timeouts: BackendTimeouts {
-                    connect: Duration::from_secs(1),
-                    response: Duration::from_secs(1),
-                    pool_idle: Duration::from_secs(1),
-                },
-                pool_max_idle: 0,
-                health,
-                passive: PassiveConfig {
-                    max_fails: 0,
-                    fail_timeout: Duration::from_secs(1),
-                },
-                servers,
-                discovery: None,
-                role: RolePolicy {
-                    want,
-                    on_change: OnRoleChange::Close,
-                },
-            },
+            config,
             stats: Default::default(),
             balancer: Balancer::new(Algorithm::RoundRobin, &vec![1; roles.len()]),
             servers: states,
