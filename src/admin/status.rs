@@ -186,12 +186,7 @@ pub fn server_status(s: &ServerState) -> ServerStatus {
 
 fn backend_status(rt: &Arc<Runtime>, b: &BackendRt) -> BackendStatus {
     use std::sync::atomic::Ordering::Relaxed;
-    let health_check = b.config.health.check.as_ref().map(|c| match c {
-        crate::config::types::CheckKind::Tcp => "tcp".to_string(),
-        crate::config::types::CheckKind::Http { method, path, .. } => {
-            format!("http {method} {path}")
-        }
-    });
+    let health_check = b.config.health.check.as_ref().map(|c| c.describe());
     BackendStatus {
         name: b.config.name.clone(),
         balance: algorithm_name(b.config.balance).to_string(),

@@ -136,6 +136,10 @@ pub(crate) struct RawBackend {
     pub sticky: Option<S<RawSticky>>,
     pub queue_timeout: Option<S<String>>,
     pub max_queue: Option<S<i64>>,
+    /// "any" (default), "primary" or "standby".
+    pub role: Option<S<String>>,
+    /// "close" (default) or "keep".
+    pub on_role_change: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +177,18 @@ pub(crate) struct RawHealth {
     pub fall: Option<S<i64>>,
     pub port: Option<S<i64>>,
     pub address: Option<S<String>>,
+    /// tcp: bytes to send ("PING\r\n") or the same in hex.
+    pub send: Option<S<String>>,
+    pub send_hex: Option<S<String>>,
+    /// tcp: substring expected in the reply, or the same in hex.
+    pub expect: Option<S<String>>,
+    pub expect_hex: Option<S<String>>,
+    /// postgres/redis credentials.
+    pub user: Option<S<String>>,
+    pub password: Option<S<String>>,
+    pub password_file: Option<S<String>>,
+    /// postgres: database to log in to (default "postgres").
+    pub database: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -267,6 +267,8 @@ pub struct BackendConfig {
     pub queue_timeout: Duration,
     /// Most requests waiting for a server slot (503 beyond).
     pub max_queue: usize,
+    /// Database role filter (`role`, `on_role_change`).
+    pub role: RolePolicy,
 }
 
 /// Cookie-based session persistence.
@@ -274,6 +276,37 @@ pub struct BackendConfig {
 pub struct Sticky {
     /// Cookie name.
     pub cookie: String,
+}
+
+/// Which database role a backend's servers must report to take new
+/// connections, and what happens to open ones when a server's role changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RolePolicy {
+    pub want: RoleFilter,
+    pub on_change: OnRoleChange,
+}
+
+/// Backend `role`: which servers take new connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RoleFilter {
+    /// Every healthy server, whatever its role.
+    #[default]
+    Any,
+    /// Only servers whose check reports them as primary (writable).
+    Primary,
+    /// Servers reported as standby; the primary when no standby is usable.
+    Standby,
+}
+
+/// Backend `on_role_change`: open TCP connections to a server whose role
+/// changed (or that went down) after they were made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnRoleChange {
+    /// Close them so clients reconnect to the right node.
+    #[default]
+    Close,
+    /// Leave them open.
+    Keep,
 }
 
 /// Live server discovery for a backend.
@@ -368,6 +401,82 @@ pub enum CheckKind {
         host: Option<String>,
         expect: StatusRange,
     },
+    /// Connects, optionally sends bytes and expects bytes in the reply
+    /// (HAProxy `tcp-check send` / `tcp-check expect string`).
+    TcpExpect {
+        send: Option<Vec<u8>>,
+        /// Must appear within the first bytes read (substring match).
+        expect: Option<Vec<u8>>,
+    },
+    /// Logs in to PostgreSQL and asks `SELECT pg_is_in_recovery()`.
+    Postgres(PostgresCheck),
+    /// `PING`, then `ROLE` (or `INFO replication`) on Redis.
+    Redis(RedisCheck),
+}
+
+impl CheckKind {
+    /// True for checks that report a database role (primary/standby).
+    pub fn reports_role(&self) -> bool {
+        matches!(self, CheckKind::Postgres(_) | CheckKind::Redis(_))
+    }
+
+    /// Short description for status pages: "tcp", "http GET /health", "postgres".
+    pub fn describe(&self) -> String {
+        match self {
+            CheckKind::Tcp => "tcp".into(),
+            CheckKind::Http { method, path, .. } => format!("http {method} {path}"),
+            CheckKind::TcpExpect { .. } => "tcp send/expect".into(),
+            CheckKind::Postgres(p) => format!("postgres {}@{}", p.user, p.database),
+            CheckKind::Redis(_) => "redis".into(),
+        }
+    }
+}
+
+/// Credentials and database of a `postgres` check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresCheck {
+    pub user: String,
+    pub password: Option<Secret>,
+    /// Default `postgres`.
+    pub database: String,
+}
+
+/// Credentials of a `redis` check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisCheck {
+    /// ACL user (Redis 6+); None sends `AUTH password`.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// A password given inline or read from a file at every check (so a rotated
+/// secret is picked up without a reload). Never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl Secret {
+    /// The secret's value; a file's trailing newline is dropped.
+    pub fn reveal(&self) -> std::io::Result<String> {
+        match self {
+            Secret::Inline(s) => Ok(s.clone()),
+            Secret::File(p) => {
+                let s = std::fs::read_to_string(p)?;
+                Ok(s.trim_end_matches(['\r', '\n']).to_string())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("Secret(<redacted>)"),
+            Secret::File(p) => write!(f, "Secret(file {})", p.display()),
+        }
+    }
 }
 
 /// Inclusive range of acceptable HTTP status codes.

@@ -97,6 +97,7 @@ pub fn default_backend(name: &str, servers: Vec<ServerConfig>) -> BackendConfig 
         sticky: None,
         queue_timeout: defaults::QUEUE_TIMEOUT,
         max_queue: defaults::MAX_QUEUE,
+        role: RolePolicy::default(),
     }
 }
 
@@ -992,6 +993,7 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
             None
         }
     });
+    let role = build_role(cx, r, &health);
     BackendConfig {
         name: name.to_string(),
         balance,
@@ -1011,6 +1013,7 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
             1_000_000,
             defaults::MAX_QUEUE as i64,
         ) as usize,
+        role,
     }
 }
 
@@ -1051,20 +1054,41 @@ fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {
                 None
             }
         });
-    let http_only = |cx: &mut Ctx<'_>, present: bool, at: &S<RawHealth>, key: &str| {
-        if present {
-            cx.err(at, format!("`{key}` only applies to kind = \"http\""), None);
+    let kind = r.kind.get_ref().as_str();
+    // Keys that only make sense for some kinds: an error elsewhere, so a
+    // misplaced key is never silently ignored.
+    let scoped: [(&str, bool, &[&str]); 12] = [
+        ("method", r.method.is_some(), &["http"]),
+        ("path", r.path.is_some(), &["http"]),
+        ("host", r.host.is_some(), &["http"]),
+        ("expect_status", r.expect_status.is_some(), &["http"]),
+        ("send", r.send.is_some(), &["tcp"]),
+        ("send_hex", r.send_hex.is_some(), &["tcp"]),
+        ("expect", r.expect.is_some(), &["tcp"]),
+        ("expect_hex", r.expect_hex.is_some(), &["tcp"]),
+        ("user", r.user.is_some(), &["postgres", "redis"]),
+        ("password", r.password.is_some(), &["postgres", "redis"]),
+        (
+            "password_file",
+            r.password_file.is_some(),
+            &["postgres", "redis"],
+        ),
+        ("database", r.database.is_some(), &["postgres"]),
+    ];
+    let known = matches!(kind, "none" | "tcp" | "http" | "postgres" | "redis");
+    for (key, present, kinds) in scoped {
+        if present && known && !kinds.contains(&kind) {
+            let list = kinds
+                .iter()
+                .map(|k| format!("\"{k}\""))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            cx.err(h, format!("`{key}` only applies to kind = {list}"), None);
         }
-    };
-    let check = match r.kind.get_ref().as_str() {
+    }
+    let check = match kind {
         "none" => None,
-        "tcp" => {
-            http_only(cx, r.path.is_some(), h, "path");
-            http_only(cx, r.method.is_some(), h, "method");
-            http_only(cx, r.expect_status.is_some(), h, "expect_status");
-            http_only(cx, r.host.is_some(), h, "host");
-            Some(CheckKind::Tcp)
-        }
+        "tcp" => build_tcp_expect(cx, r),
         "http" => {
             let method = r
                 .method
@@ -1119,11 +1143,42 @@ fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {
                 expect,
             })
         }
+        "postgres" => {
+            let user = match &r.user {
+                Some(u) if !u.get_ref().is_empty() => u.get_ref().clone(),
+                Some(u) => {
+                    cx.err(u, "`user` must not be empty", None);
+                    String::new()
+                }
+                None => {
+                    cx.err(
+                        h,
+                        "a postgres check needs `user`",
+                        Some("e.g. user = \"fulcrum\", password_file = \"/etc/fulcrum/pg.pass\""),
+                    );
+                    String::new()
+                }
+            };
+            let database = r
+                .database
+                .as_ref()
+                .map(|d| d.get_ref().clone())
+                .unwrap_or_else(|| "postgres".into());
+            Some(CheckKind::Postgres(PostgresCheck {
+                user,
+                password: build_secret(cx, r),
+                database,
+            }))
+        }
+        "redis" => Some(CheckKind::Redis(RedisCheck {
+            user: r.user.as_ref().map(|u| u.get_ref().clone()),
+            password: build_secret(cx, r),
+        })),
         other => {
             cx.err(
                 &r.kind,
                 format!("unknown health check kind `{other}`"),
-                Some("use \"http\", \"tcp\" or \"none\""),
+                Some("use \"http\", \"tcp\", \"postgres\", \"redis\" or \"none\""),
             );
             None
         }
@@ -1138,6 +1193,163 @@ fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {
         port,
         address,
     }
+}
+
+/// `send`/`expect` (text, with \r \n \t \\ escapes already done by TOML)
+/// or their `_hex` forms; plain `kind = "tcp"` without them is a connect check.
+fn build_tcp_expect(cx: &mut Ctx<'_>, r: &RawHealth) -> Option<CheckKind> {
+    let send = bytes_key(cx, &r.send, &r.send_hex, "send");
+    let expect = bytes_key(cx, &r.expect, &r.expect_hex, "expect");
+    if let (Some(e), Some(v)) = (&expect, r.expect.as_ref().or(r.expect_hex.as_ref())) {
+        if e.is_empty() || e.len() > MAX_EXPECT_BYTES {
+            cx.err(
+                v,
+                format!("`expect` must be 1 to {MAX_EXPECT_BYTES} bytes"),
+                None,
+            );
+        }
+    }
+    if let (Some(b), Some(v)) = (&send, r.send.as_ref().or(r.send_hex.as_ref())) {
+        if b.is_empty() {
+            cx.err(v, "`send` must not be empty", None);
+        }
+    }
+    if send.is_none() && expect.is_none() {
+        Some(CheckKind::Tcp)
+    } else {
+        Some(CheckKind::TcpExpect { send, expect })
+    }
+}
+
+/// Largest `expect` pattern: the check reads at most a few KiB.
+const MAX_EXPECT_BYTES: usize = 1024;
+
+fn bytes_key(
+    cx: &mut Ctx<'_>,
+    text: &Option<S<String>>,
+    hex: &Option<S<String>>,
+    key: &str,
+) -> Option<Vec<u8>> {
+    match (text, hex) {
+        (Some(t), Some(_)) => {
+            cx.err(
+                t,
+                format!("give either `{key}` or `{key}_hex`, not both"),
+                None,
+            );
+            None
+        }
+        (Some(t), None) => Some(t.get_ref().as_bytes().to_vec()),
+        (None, Some(h)) => match decode_hex(h.get_ref()) {
+            Some(b) => Some(b),
+            None => {
+                cx.err(
+                    h,
+                    format!("bad hex in `{key}_hex`"),
+                    Some("pairs of hex digits, spaces allowed: \"50 49 4e 47 0d 0a\""),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|p| {
+            let hi = *p.first()?;
+            let lo = *p.get(1)?;
+            let v = |c: u8| (c as char).to_digit(16);
+            Some((v(hi)? * 16 + v(lo)?) as u8)
+        })
+        .collect()
+}
+
+fn build_secret(cx: &mut Ctx<'_>, r: &RawHealth) -> Option<Secret> {
+    match (&r.password, &r.password_file) {
+        (Some(p), Some(_)) => {
+            cx.err(
+                p,
+                "give either `password` or `password_file`, not both",
+                None,
+            );
+            None
+        }
+        (Some(p), None) => Some(Secret::Inline(p.get_ref().clone())),
+        // Read at every check, not here: a secret mounted after start-up or
+        // rotated later is picked up, and a missing file is the check's reason.
+        (None, Some(f)) if f.get_ref().is_empty() => {
+            cx.err(f, "`password_file` must not be empty", None);
+            None
+        }
+        (None, Some(f)) => Some(Secret::File(std::path::PathBuf::from(f.get_ref()))),
+        (None, None) => None,
+    }
+}
+
+fn build_role(cx: &mut Ctx<'_>, r: &RawBackend, health: &HealthConfig) -> RolePolicy {
+    let want = match &r.role {
+        None => RoleFilter::Any,
+        Some(v) => match v.get_ref().as_str() {
+            "any" => RoleFilter::Any,
+            "primary" => RoleFilter::Primary,
+            "standby" => RoleFilter::Standby,
+            other => {
+                cx.err(
+                    v,
+                    format!("unknown role `{other}`"),
+                    Some("use \"primary\", \"standby\" or \"any\""),
+                );
+                RoleFilter::Any
+            }
+        },
+    };
+    if let Some(v) = &r.role {
+        let reports = health.check.as_ref().is_some_and(CheckKind::reports_role);
+        if want != RoleFilter::Any && !reports {
+            cx.err(
+                v,
+                format!(
+                    "role = \"{}\" needs a health check that reports roles",
+                    v.get_ref()
+                ),
+                Some(
+                    "add health = { kind = \"postgres\", user = \"...\" } or { kind = \"redis\" }",
+                ),
+            );
+        }
+    }
+    let on_change = match &r.on_role_change {
+        None => OnRoleChange::Close,
+        Some(v) => {
+            if want == RoleFilter::Any {
+                cx.err(
+                    v,
+                    "`on_role_change` only applies with role = \"primary\" or \"standby\"",
+                    None,
+                );
+            }
+            match v.get_ref().as_str() {
+                "close" => OnRoleChange::Close,
+                "keep" => OnRoleChange::Keep,
+                other => {
+                    cx.err(
+                        v,
+                        format!("unknown on_role_change `{other}`"),
+                        Some("use \"close\" or \"keep\""),
+                    );
+                    OnRoleChange::Close
+                }
+            }
+        }
+    };
+    RolePolicy { want, on_change }
 }
 
 fn parse_status(cx: &mut Ctx<'_>, v: &S<toml::Value>) -> StatusRange {

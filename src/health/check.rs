@@ -1,4 +1,5 @@
-//! One active health check execution: TCP connect or HTTP status probe.
+//! One active health check execution: TCP connect, HTTP status probe, or the
+//! L4 checks of sibling modules (send/expect, PostgreSQL, Redis).
 //!
 //! Everything read from the network is untrusted: the HTTP status line is read
 //! with a bounded buffer and parsed without panicking.
@@ -12,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::types::{CheckKind, HealthConfig, StatusRange};
+use crate::runtime::server::Role;
 
 /// Largest response head we read while looking for the status line. The
 /// status line is all we need; anything longer than this is not HTTP.
@@ -24,6 +26,24 @@ pub enum CheckSuccess {
     TcpConnect,
     /// The HTTP status was in the expected range.
     HttpStatus(u16),
+    /// The expected bytes arrived (or the bytes were sent when nothing is expected).
+    TcpExpect,
+    /// A database answered and reported its role.
+    Role {
+        /// "postgres" or "redis".
+        db: &'static str,
+        role: Role,
+    },
+}
+
+impl CheckSuccess {
+    /// The role a role-aware check observed.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            CheckSuccess::Role { role, .. } => Some(*role),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for CheckSuccess {
@@ -32,6 +52,8 @@ impl fmt::Display for CheckSuccess {
         match self {
             CheckSuccess::TcpConnect => f.write_str("TCP connect ok"),
             CheckSuccess::HttpStatus(status) => write!(f, "HTTP {status}"),
+            CheckSuccess::TcpExpect => f.write_str("tcp-check ok"),
+            CheckSuccess::Role { db, role } => write!(f, "{db} {role}"),
         }
     }
 }
@@ -65,6 +87,22 @@ pub enum CheckFailure {
         /// Range the check accepts.
         expect: StatusRange,
     },
+    /// The reply did not contain what a send/expect check expects.
+    #[error("unexpected reply {got} (expected {expected})")]
+    Expect {
+        /// What arrived, escaped and shortened.
+        got: String,
+        /// What was expected, escaped.
+        expected: String,
+    },
+    /// The peer does not speak the expected protocol ("not a PostgreSQL
+    /// server: …", "garbage reply from redis: …").
+    #[error("{0}")]
+    Protocol(String),
+    /// The server speaks the protocol but refused the check (bad password,
+    /// unknown database, starting up, …), with its own words.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// The address a server's checks go to: the server's address with HAProxy's
@@ -91,6 +129,11 @@ async fn run_unbounded(target: SocketAddr, kind: &CheckKind) -> Result<CheckSucc
     let stream = TcpStream::connect(target).await.map_err(connect_failure)?;
     match kind {
         CheckKind::Tcp => Ok(CheckSuccess::TcpConnect),
+        CheckKind::TcpExpect { send, expect } => {
+            super::tcpcheck::send_expect(stream, send.as_deref(), expect.as_deref()).await
+        }
+        CheckKind::Postgres(pg) => super::postgres::check(stream, target, pg).await,
+        CheckKind::Redis(r) => super::redis::check(stream, r).await,
         CheckKind::Http {
             method,
             path,
@@ -196,17 +239,39 @@ fn connect_failure(e: io::Error) -> CheckFailure {
     }
 }
 
-fn io_failure(e: io::Error) -> CheckFailure {
+pub(crate) fn io_failure(e: io::Error) -> CheckFailure {
     CheckFailure::Io(short_io(&e))
 }
 
 /// The OS message without the " (os error N)" suffix, to keep reasons short.
-fn short_io(e: &io::Error) -> String {
+pub(crate) fn short_io(e: &io::Error) -> String {
     let s = e.to_string();
     match s.find(" (os error") {
         Some(i) => s.get(..i).unwrap_or(&s).to_string(),
         None => s,
     }
+}
+
+/// Bytes as a short printable string for reasons: `"+PONG\r\n"`, with
+/// non-printable bytes as `\xNN` and at most `max` input bytes shown.
+pub(crate) fn escape_bytes(b: &[u8], max: usize) -> String {
+    let mut out = String::from("\"");
+    for &c in b.iter().take(max) {
+        match c {
+            b'\r' => out.push_str("\\r"),
+            b'\n' => out.push_str("\\n"),
+            b'\t' => out.push_str("\\t"),
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(c as char),
+            _ => out.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    out.push('"');
+    if b.len() > max {
+        out.push('…');
+    }
+    out
 }
 
 /// "1s", "250ms", "1500ms": whole seconds when exact, milliseconds otherwise.

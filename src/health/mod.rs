@@ -3,8 +3,11 @@
 //! ([`spawn_checker`]) that writes health facts into the server's shared state.
 
 pub mod check;
+pub mod postgres;
+pub mod redis;
 pub mod state;
 pub mod task;
+pub mod tcpcheck;
 
 pub use check::{check_target, run_check, CheckFailure, CheckSuccess};
 pub use state::RiseFall;

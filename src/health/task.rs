@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::check::{check_target, run_check};
 use super::state::RiseFall;
 use crate::config::types::HealthConfig;
-use crate::runtime::server::{CheckReport, ServerState};
+use crate::runtime::server::{CheckReport, Role, ServerState};
 
 /// Spawns a task that checks `server` until `stop` fires. Writes health facts into ServerState
 /// (set_up on flips, set_last_check every time) and logs each state change with tracing::info/warn
@@ -71,6 +71,16 @@ async fn checker_loop(
             at: server.since_epoch(),
         });
 
+        // A role change takes effect at once (not after rise/fall): a demoted
+        // primary must stop taking writes on the first check that sees it.
+        // A failed check keeps the last role; `fall` decides about health.
+        if let Some(role) = result.as_ref().ok().and_then(|s| s.role()) {
+            let was = server.set_role(role);
+            if was != role {
+                log_role(&server, was, role);
+            }
+        }
+
         let flip = if !checked_once && ok {
             // HAProxy: a never-checked server is up after its first success.
             rf.force(true).map(|up| (up, "first check".to_string()))
@@ -123,6 +133,19 @@ fn log_flip(server: &ServerState, up: bool, detail: &str, why: &str) {
             backend = %backend,
             server = %name,
             "server {backend}/{name} is DOWN: {detail} ({why})"
+        );
+    }
+}
+
+fn log_role(server: &ServerState, was: Role, now: Role) {
+    let (backend, name) = (&server.key.backend, &server.key.name);
+    if was == Role::Unknown {
+        tracing::info!(backend = %backend, server = %name, "server {backend}/{name} is {now}");
+    } else {
+        tracing::warn!(
+            backend = %backend,
+            server = %name,
+            "server {backend}/{name} role changed: {was} -> {now}"
         );
     }
 }

@@ -5,12 +5,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use super::idle::IdleTimeout;
 use super::log;
 use crate::balance::hash_key;
-use crate::config::types::Algorithm;
+use crate::config::types::{Algorithm, OnRoleChange, RoleFilter};
+use crate::runtime::server::{Role, ServerState};
 use crate::runtime::{FrontendRt, Runtime};
 
 /// Serve one TCP client connection.
@@ -66,12 +69,36 @@ pub(crate) async fn serve(
         server.record_success();
         let tc = tc_start.elapsed();
         let _ = upstream.set_nodelay(true);
-        let mut c = IdleTimeout::new(client_stream, fe.config.timeouts.client_idle);
-        let mut u = IdleTimeout::new(upstream, fe.config.timeouts.client_idle);
-        let (inb, outb, end) = match tokio::io::copy_bidirectional(&mut c, &mut u).await {
-            Ok((a, b)) => (a, b, "--"),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => (0, 0, "idle-timeout"),
-            Err(_) => (0, 0, "reset"),
+        // Subscribed before the role is read, so no change is missed.
+        let mut changes = server.watch_changes();
+        let role_at_connect = server.role();
+        let close_on_change =
+            cfg.role.want != RoleFilter::Any && cfg.role.on_change == OnRoleChange::Close;
+        let mut c = Counted::new(IdleTimeout::new(
+            client_stream,
+            fe.config.timeouts.client_idle,
+        ));
+        let mut u = Counted::new(IdleTimeout::new(upstream, fe.config.timeouts.client_idle));
+        let copied = tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut c, &mut u) => Some(r),
+            _ = role_lost(&server, role_at_connect, &mut changes), if close_on_change => None,
+        };
+        let (inb, outb, end) = match copied {
+            Some(Ok((a, b))) => (a, b, "--"),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                (c.read, u.read, "idle-timeout")
+            }
+            Some(Err(_)) => (c.read, u.read, "reset"),
+            None => {
+                tracing::info!(
+                    backend = %cfg.name,
+                    server = %server.name(),
+                    client = %client,
+                    "closing connection: server is now {} (was {role_at_connect}) or down",
+                    server.role()
+                );
+                (c.read, u.read, "role-change")
+            }
         };
         server.add_bytes(inb, outb);
         log::tcp(
@@ -100,4 +127,66 @@ pub(crate) async fn serve(
         0,
         "no-server",
     );
+}
+
+/// Resolves when `server` no longer reports `role` or is marked down: the
+/// connection was made to a node that is not what it was (`on_role_change`).
+async fn role_lost(server: &ServerState, role: Role, changes: &mut watch::Receiver<u64>) {
+    loop {
+        if server.role() != role || !server.is_up() {
+            return;
+        }
+        if changes.changed().await.is_err() {
+            // The server state is gone (never while we hold it): never resolve.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Counts the bytes read through a stream, so a connection closed from
+/// outside the copy still reports its traffic.
+struct Counted<T> {
+    inner: T,
+    read: u64,
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T) -> Self {
+        Counted { inner, read: 0 }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.read += (buf.filled().len() - before) as u64;
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

@@ -24,6 +24,48 @@ pub struct CheckReport {
     pub at: Duration,
 }
 
+/// Database role a server reported in its last role-aware health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// No role-aware check has answered yet (or the check does not report roles).
+    Unknown,
+    /// Writable node (PostgreSQL not in recovery, Redis master).
+    Primary,
+    /// Read-only replica (PostgreSQL in recovery, Redis replica).
+    Standby,
+}
+
+impl Role {
+    /// "unknown", "primary" or "standby".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Unknown => "unknown",
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+        }
+    }
+    fn to_u8(self) -> u8 {
+        match self {
+            Role::Unknown => 0,
+            Role::Primary => 1,
+            Role::Standby => 2,
+        }
+    }
+    fn from_u8(v: u8) -> Role {
+        match v {
+            1 => Role::Primary,
+            2 => Role::Standby,
+            _ => Role::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Identity of a server: state survives a reload when this is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServerKey {
@@ -64,6 +106,11 @@ pub struct ServerState {
     checks_failed: AtomicU64,
     /// Idle keep-alive connections to this server (survive reloads with the server).
     pub pool: crate::proxy::pool::Pool,
+    /// Last reported database [`Role`] (as u8).
+    role: AtomicU8,
+    /// Bumped whenever the role or the up/down state changes, so open
+    /// connections can react (`on_role_change = "close"`).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn admin_to_u8(a: AdminState) -> u8 {
@@ -110,6 +157,8 @@ impl ServerState {
             checks_ok: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
             pool: Default::default(),
+            role: AtomicU8::new(Role::Unknown.to_u8()),
+            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -155,7 +204,35 @@ impl ServerState {
     }
     /// Set by the health checker; returns the previous value.
     pub fn set_up(&self, up: bool) -> bool {
-        self.up.swap(up, Ordering::Relaxed)
+        let was = self.up.swap(up, Ordering::Relaxed);
+        if was != up {
+            self.bump_changes();
+        }
+        was
+    }
+
+    /// Database role from the last role-aware check.
+    pub fn role(&self) -> Role {
+        Role::from_u8(self.role.load(Ordering::Relaxed))
+    }
+
+    /// Set by a role-aware health check; returns the previous role.
+    pub fn set_role(&self, role: Role) -> Role {
+        let was = Role::from_u8(self.role.swap(role.to_u8(), Ordering::Relaxed));
+        if was != role {
+            self.bump_changes();
+        }
+        was
+    }
+
+    /// A receiver that sees a change whenever the role or up/down state changes
+    /// after this call.
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn bump_changes(&self) {
+        self.changes.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     fn now_ms(&self) -> u64 {

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::balance::{Balancer, ServerView};
-use crate::config::types::{BackendConfig, Config, FrontendConfig, HostMatch, Route};
+use crate::config::types::{BackendConfig, Config, FrontendConfig, HostMatch, RoleFilter, Route};
 
-use super::server::ServerState;
+use super::server::{Role, ServerState};
 use super::stats::{BackendStats, FrontendStats};
 use crate::proxy::ratelimit::RateLimiter;
 
@@ -135,6 +135,8 @@ pub struct BackendRt {
 struct TierView<'a> {
     servers: &'a [Arc<ServerState>],
     backup: bool,
+    /// Only servers reporting this role (None: any role).
+    role: Option<Role>,
     tried: &'a [usize],
 }
 
@@ -148,6 +150,7 @@ impl ServerView for TierView<'_> {
                 s.is_backup() == self.backup
                     && s.is_usable()
                     && !s.is_full()
+                    && self.role.is_none_or(|r| s.role() == r)
                     && !self.tried.contains(&i)
             }
             None => false,
@@ -167,15 +170,20 @@ impl ServerView for TierView<'_> {
 impl BackendRt {
     /// Pick a server for a request: primaries first, backups only when no
     /// primary is usable. `tried` lists servers this request already failed on.
+    /// With a `role` filter only servers reporting that role count; a
+    /// `standby` backend falls back to the primary when no standby is usable.
     pub fn pick(&self, hash_key: Option<u64>, tried: &[usize]) -> Option<&Arc<ServerState>> {
-        for backup in [false, true] {
-            let view = TierView {
-                servers: &self.servers,
-                backup,
-                tried,
-            };
-            if let Some(i) = self.balancer.pick(&view, hash_key) {
-                return self.servers.get(i);
+        for &role in role_tiers(self.config.role.want) {
+            for backup in [false, true] {
+                let view = TierView {
+                    servers: &self.servers,
+                    backup,
+                    role,
+                    tried,
+                };
+                if let Some(i) = self.balancer.pick(&view, hash_key) {
+                    return self.servers.get(i);
+                }
             }
         }
         None
@@ -203,14 +211,117 @@ impl BackendRt {
     }
 
     /// Number of servers that can take traffic now.
+    /// With a role filter, only servers whose role the backend accepts.
     pub fn usable_count(&self) -> usize {
-        self.servers.iter().filter(|s| s.is_usable()).count()
+        let tiers = role_tiers(self.config.role.want);
+        self.servers
+            .iter()
+            .filter(|s| s.is_usable() && tiers.iter().any(|r| r.is_none_or(|r| s.role() == r)))
+            .count()
+    }
+}
+
+/// Roles tried in order when picking: `standby` reads fall back to the primary.
+fn role_tiers(want: RoleFilter) -> &'static [Option<Role>] {
+    match want {
+        RoleFilter::Any => &[None],
+        RoleFilter::Primary => &[Some(Role::Primary)],
+        RoleFilter::Standby => &[Some(Role::Standby), Some(Role::Primary)],
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn role_backend(want: RoleFilter, roles: &[(Role, bool)]) -> BackendRt {
+        use crate::config::types::*;
+        use std::time::Instant;
+        let servers: Vec<ServerConfig> = (0..roles.len())
+            .map(|i| {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 5432 + i as u16));
+                crate::config::validate::default_server(&format!("db{i}"), addr)
+            })
+            .collect();
+        let epoch = Instant::now();
+        let states: Vec<Arc<ServerState>> = servers
+            .iter()
+            .zip(roles)
+            .map(|(c, &(role, up))| {
+                let s = ServerState::new("db", c, epoch, up);
+                s.set_role(role);
+                Arc::new(s)
+            })
+            .collect();
+        let mut config = crate::config::validate::default_backend("db", servers);
+        config.role = RolePolicy {
+            want,
+            on_change: OnRoleChange::Close,
+        };
+        BackendRt {
+            config,
+            sticky_ids: vec![String::new(); roles.len()],
+            stats: Default::default(),
+            balancer: Balancer::new(Algorithm::RoundRobin, &vec![1; roles.len()]),
+            servers: states,
+        }
+    }
+
+    fn picked(b: &BackendRt) -> Option<String> {
+        b.pick(None, &[]).map(|s| s.name().to_string())
+    }
+
+    #[test]
+    fn role_filter_in_picking() {
+        use Role::*;
+        let writes = role_backend(RoleFilter::Primary, &[(Standby, true), (Primary, true)]);
+        for _ in 0..4 {
+            assert_eq!(picked(&writes).as_deref(), Some("db1"));
+        }
+        assert_eq!(writes.usable_count(), 1);
+        // The primary is demoted: nothing takes writes, at once.
+        writes.servers[1].set_role(Standby);
+        assert_eq!(picked(&writes), None);
+        assert_eq!(writes.usable_count(), 0);
+
+        // Reads prefer standbys and fall back to the primary.
+        let reads = role_backend(
+            RoleFilter::Standby,
+            &[(Primary, true), (Standby, true), (Standby, true)],
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            seen.insert(picked(&reads).unwrap());
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["db1", "db2"]);
+        reads.servers[1].set_up(false);
+        reads.servers[2].set_role(Unknown);
+        assert_eq!(
+            picked(&reads).as_deref(),
+            Some("db0"),
+            "fallback to the primary"
+        );
+        assert_eq!(reads.usable_count(), 1);
+
+        // `any` ignores roles, unknown included.
+        let any = role_backend(RoleFilter::Any, &[(Unknown, true)]);
+        assert_eq!(picked(&any).as_deref(), Some("db0"));
+    }
+
+    #[test]
+    fn role_and_health_changes_are_watched() {
+        let b = role_backend(RoleFilter::Primary, &[(Role::Primary, true)]);
+        let s = &b.servers[0];
+        let mut rx = s.watch_changes();
+        assert!(!rx.has_changed().unwrap());
+        s.set_role(Role::Primary);
+        assert!(!rx.has_changed().unwrap(), "same role: no change");
+        s.set_role(Role::Standby);
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        s.set_up(false);
+        assert!(rx.has_changed().unwrap());
+    }
 
     #[test]
     fn strip_port_forms() {
