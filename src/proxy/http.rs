@@ -262,18 +262,10 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<RespBod
         fe: fe.clone(),
     };
     let h = req.headers();
-    // hyper lets Transfer-Encoding win over Content-Length; a proxy in front of
-    // other parsers must not guess (request smuggling), so both together is refused.
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
-        return local(
-            &conn,
-            &ctx,
-            &req,
-            "-",
-            StatusCode::BAD_REQUEST,
-            "both Content-Length and Transfer-Encoding",
-        );
-    }
+    // Content-Length together with Transfer-Encoding never gets here as such:
+    // hyper drops the Content-Length, decodes the chunked body and closes the
+    // connection after the response (RFC 9112 §6.3), so nothing can be
+    // smuggled behind it; upstream sees one unambiguous chunked request.
     if let Some(max) = fe.config.max_body_bytes {
         let declared = h
             .get(header::CONTENT_LENGTH)
