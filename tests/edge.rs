@@ -262,6 +262,14 @@ fn smuggling_and_abuse_table() {
             "{name}: the backend saw extra requests ({before} → {after})"
         );
     }
+    // Too many header fields: 431.
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..150 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let got = raw(listen, many.as_bytes());
+    assert!(got.starts_with("HTTP/1.1 431"), "150 headers: {got:?}");
     // Connection: X-Forwarded-For cannot strip the forwarded headers.
     let r = request(
         listen,

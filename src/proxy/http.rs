@@ -107,7 +107,8 @@ async fn serve_io<I>(
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new())
                 .header_read_timeout(t.client_header)
-                .max_header_size(fe.config.max_header_bytes);
+                .max_header_size(fe.config.max_header_bytes)
+                .max_headers(fe.config.max_headers);
             let c = b.serve_connection(io, svc).with_upgrades();
             drive(&rt, client, c, |c| c.graceful_shutdown()).await;
         }
@@ -125,7 +126,8 @@ async fn serve_io<I>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(t.client_header)
                 // The auto builder has no header-size knob; its read buffer bounds the head.
-                .max_buf_size(fe.config.max_header_bytes.max(8192));
+                .max_buf_size(fe.config.max_header_bytes.max(8192))
+                .max_headers(fe.config.max_headers);
             b.http2()
                 .timer(TokioTimer::new())
                 .max_header_list_size(fe.config.max_header_bytes as u32);
