@@ -285,3 +285,29 @@ fn smuggling_and_abuse_table() {
     assert_eq!(r.json()["x_forwarded_proto"], "http");
     assert_eq!(get(listen, "/").expect("still serving").status, 200);
 }
+
+#[test]
+fn frontend_maxconn_holds_extra_connections_until_one_closes() {
+    let (_b, a) = backend("web1");
+    let listen = free_addr();
+    let _lb = Lb::start(
+        &one_backend(listen, "maxconn = 1", "", &[("web1", a)]),
+        listen,
+    );
+    // One connection holds the only slot with a slow request…
+    let slow = std::thread::spawn(move || {
+        let r = get(listen, "/slow?ms=1500");
+        (r, std::time::Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // …so a second client is accepted by the kernel but only served after it ends.
+    let r = get(listen, "/").expect("second request");
+    let second_done = std::time::Instant::now();
+    assert_eq!(r.status, 200);
+    let (first, first_done) = slow.join().expect("join");
+    assert_eq!(first.expect("slow").status, 200);
+    assert!(
+        second_done >= first_done,
+        "the second connection was served while the only slot was taken"
+    );
+}

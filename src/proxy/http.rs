@@ -46,7 +46,6 @@ pub(crate) async fn serve(
     client: SocketAddr,
 ) {
     let _open = rt.conns.track();
-    let _fe_conn = ConnCount::new(&fe);
     let Some(acceptor) = fe.tls.clone() else {
         let proto = if fe.config.h2c {
             Proto::Auto
@@ -179,6 +178,7 @@ impl ConnCount {
 impl Drop for ConnCount {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.closed.notify_one();
     }
 }
 

@@ -45,6 +45,29 @@ pub fn spawn(
             tracing::info!(frontend = %frontend, addr = %a, ?mode, "listening");
         }
         loop {
+            // At the frontend's maxconn, stop accepting (HAProxy does the same):
+            // new connections wait in the kernel's queue until one closes.
+            let at_limit = {
+                let snap = rt.snapshot();
+                snap.frontends.get(&*frontend).and_then(|f| {
+                    let max = f.config.maxconn?;
+                    let open = f
+                        .stats
+                        .connections
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    (open >= u64::from(max)).then(|| f.stats.clone())
+                })
+            };
+            if let Some(stats) = at_limit {
+                let closed = stats.closed.notified();
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = closed => {}
+                    // Re-check now and then: a reload may raise the limit.
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
             let accepted = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 r = listener.accept() => r,
@@ -57,9 +80,12 @@ pub fn spawn(
                         snap.frontends.get(&*frontend).cloned()
                     };
                     let Some(fe) = fe_cfg else { continue };
+                    // Counted here, before the task runs, so maxconn is exact.
+                    let count = super::http::ConnCount::new(&fe);
                     let rt = rt.clone();
                     let name = frontend.clone();
                     tokio::spawn(async move {
+                        let _count = count;
                         match mode {
                             Mode::Http => super::http::serve(rt, name, fe, stream, client).await,
                             Mode::Tcp => super::tcp::serve(rt, name, fe, stream, client).await,

@@ -25,7 +25,6 @@ pub(crate) async fn serve(
     client: SocketAddr,
 ) {
     let _open = rt.conns.track();
-    let _fe_conn = super::http::ConnCount::new(&fe);
     fe.stats
         .requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

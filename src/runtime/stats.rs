@@ -66,6 +66,8 @@ pub struct FrontendStats {
     pub connections: AtomicU64,
     /// Requests answered locally because no route or no server matched.
     pub local_errors: AtomicU64,
+    /// Signalled when a client connection closes (for `maxconn`).
+    pub closed: tokio::sync::Notify,
 }
 
 /// Traffic through one backend.
