@@ -338,3 +338,103 @@ fn missing_or_mismatched_keys_are_config_errors() {
     );
     assert!(err.contains("missing.pem"), "{err}");
 }
+
+/// A TLS HTTP/1.1 server on 127.0.0.1 answering "secure upstream" (runs until the runtime ends).
+async fn tls_upstream(cert: &Cert) -> SocketAddr {
+    use hyper::service::service_fn;
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut std::fs::read(&cert.cert).expect("cert").as_slice())
+            .filter_map(Result::ok)
+            .collect();
+    let key = rustls_pemfile::private_key(&mut std::fs::read(&cert.key).expect("key").as_slice())
+        .expect("pem")
+        .expect("key");
+    let sc = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(sc));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(Bytes::from_static(b"secure upstream")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_to_upstream_servers_verifies_by_default() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let up = make_cert(dir.path(), "upstream", &["backend.test"]);
+    let upstream = tls_upstream(&up).await;
+    let (ok, unverified, insecure) = (free_addr(), free_addr(), free_addr());
+    let toml = format!(
+        r#"
+[frontends.ok]
+listen = ["{ok}"]
+backend = "verified"
+[frontends.unverified]
+listen = ["{unverified}"]
+backend = "system_roots"
+[frontends.insecure]
+listen = ["{insecure}"]
+backend = "no_verify"
+[backends.verified]
+retries = 0
+tls = {{ ca = "{ca}", sni = "backend.test" }}
+servers = [{{ name = "s", address = "{upstream}" }}]
+[backends.system_roots]
+retries = 0
+passive = {{ max_fails = 0 }}
+tls = {{ sni = "backend.test" }}
+servers = [{{ name = "s", address = "{upstream}" }}]
+[backends.no_verify]
+tls = {{ verify = false }}
+servers = [{{ name = "s", address = "{upstream}" }}]
+"#,
+        ca = up.cert.display()
+    );
+    let _lb = tokio::task::spawn_blocking(move || Lb::start(&toml, ok))
+        .await
+        .expect("start");
+    let fetch =
+        |addr: SocketAddr| tokio::task::spawn_blocking(move || get(addr, "/").expect("request"));
+    let r = fetch(ok).await.expect("join");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "secure upstream"),
+        "{r:?}"
+    );
+    let r = fetch(unverified).await.expect("join");
+    assert_eq!(
+        r.status, 502,
+        "a self-signed upstream must not pass system-root verification: {r:?}"
+    );
+    assert!(r.body.contains("TLS handshake failed"), "{}", r.body);
+    let r = fetch(insecure).await.expect("join");
+    assert_eq!(r.status, 200, "{r:?}");
+}

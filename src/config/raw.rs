@@ -140,6 +140,15 @@ pub(crate) struct RawBackend {
     pub role: Option<S<String>>,
     /// "close" (default) or "keep".
     pub on_role_change: Option<S<String>>,
+    pub tls: Option<S<RawUpstreamTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTls {
+    pub verify: Option<bool>,
+    pub ca: Option<S<String>>,
+    pub sni: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -267,8 +267,21 @@ pub struct BackendConfig {
     pub queue_timeout: Duration,
     /// Most requests waiting for a server slot (503 beyond).
     pub max_queue: usize,
+    /// Speak TLS to the servers.
+    pub tls: Option<UpstreamTls>,
     /// Database role filter (`role`, `on_role_change`).
     pub role: RolePolicy,
+}
+
+/// TLS from fulcrum to a backend's servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Check the server's certificate (default true).
+    pub verify: bool,
+    /// Trust these PEM CA certificates instead of the system's.
+    pub ca: Option<PathBuf>,
+    /// Name to send in SNI and to verify (default: the server's IP address).
+    pub sni: Option<String>,
 }
 
 /// Cookie-based session persistence.

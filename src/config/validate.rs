@@ -98,6 +98,7 @@ pub fn default_backend(name: &str, servers: Vec<ServerConfig>) -> BackendConfig 
         queue_timeout: defaults::QUEUE_TIMEOUT,
         max_queue: defaults::MAX_QUEUE,
         role: RolePolicy::default(),
+        tls: None,
     }
 }
 
@@ -1014,6 +1015,23 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
             defaults::MAX_QUEUE as i64,
         ) as usize,
         role,
+        tls: r.tls.as_ref().map(|t| {
+            let t = t.get_ref();
+            if let Some(ca) = &t.ca {
+                if let Err(e) = std::fs::metadata(ca.get_ref()) {
+                    cx.err(
+                        ca,
+                        format!("cannot read CA file {}: {e}", ca.get_ref()),
+                        None,
+                    );
+                }
+            }
+            UpstreamTls {
+                verify: t.verify.unwrap_or(true),
+                ca: t.ca.as_ref().map(|c| std::path::PathBuf::from(c.get_ref())),
+                sni: t.sni.as_ref().map(|v| v.get_ref().clone()),
+            }
+        }),
     }
 }
 

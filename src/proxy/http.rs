@@ -526,7 +526,13 @@ async fn forward(
         }
         let mut sender = match sender {
             Some(s) => s,
-            None => match pool::connect(server.address(), cfg.timeouts.connect).await {
+            None => match pool::connect(
+                server.address(),
+                cfg.timeouts.connect,
+                backend.tls.as_deref(),
+            )
+            .await
+            {
                 Ok(s) => s,
                 Err(e) => {
                     if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {

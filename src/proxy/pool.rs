@@ -104,10 +104,16 @@ pub enum ConnectError {
     Io(std::io::Error),
     #[error("HTTP handshake failed: {0}")]
     Handshake(hyper::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
 }
 
 /// Open a new HTTP/1.1 connection to `addr` within `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&crate::tls::UpstreamTlsRt>,
+) -> Result<Sender, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout(timeout)),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
@@ -117,8 +123,29 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, Conn
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
+    match tls {
+        None => handshake(addr, stream).await,
+        Some(t) => {
+            let name = t
+                .sni
+                .clone()
+                .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
+            let tls = match tokio::time::timeout(timeout, t.connector.connect(name, stream)).await {
+                Err(_) => return Err(ConnectError::Timeout(timeout)),
+                Ok(Err(e)) => return Err(ConnectError::Tls(e)),
+                Ok(Ok(s)) => s,
+            };
+            handshake(addr, tls).await
+        }
+    }
+}
+
+async fn handshake<I>(addr: SocketAddr, io: I) -> Result<Sender, ConnectError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(ConnectError::Handshake)?;
     tokio::spawn(async move {

@@ -172,6 +172,7 @@ impl Runtime {
         }
         let config = change::next_config(&current, change)?;
         let tls = load_tls(&current, &config, reload)?;
+        let upstream_tls = load_upstream_tls(&current, &config, reload)?;
         let next = self.build_snapshot(
             &current,
             config,
@@ -179,6 +180,7 @@ impl Runtime {
             rediscovered,
             &control.discovered,
             tls,
+            upstream_tls,
         );
 
         // Bind every new listen address before publishing, so a port that is
@@ -260,6 +262,7 @@ impl Runtime {
         rediscovered: bool,
         discovered: &HashMap<String, Vec<ServerConfig>>,
         mut tls: HashMap<String, tokio_rustls::TlsAcceptor>,
+        mut upstream_tls: HashMap<String, Arc<crate::tls::UpstreamTlsRt>>,
     ) -> Snapshot {
         let mut backends = BTreeMap::new();
         for (name, bc) in &config.backends {
@@ -325,6 +328,7 @@ impl Runtime {
             backends.insert(
                 name.clone(),
                 Arc::new(BackendRt {
+                    tls: upstream_tls.remove(name),
                     sticky_ids: bc
                         .servers
                         .iter()
@@ -530,4 +534,30 @@ fn reuse_limiter(
         Some(l) if l.config == *cfg => l.clone(),
         _ => Arc::new(crate::proxy::ratelimit::RateLimiter::new(cfg)),
     }
+}
+
+/// TLS client settings per backend: re-read (CA files) on reload, kept otherwise.
+fn load_upstream_tls(
+    current: &Snapshot,
+    config: &Config,
+    reload: bool,
+) -> Result<HashMap<String, Arc<crate::tls::UpstreamTlsRt>>, ApplyError> {
+    let mut out = HashMap::new();
+    for (name, b) in &config.backends {
+        let Some(t) = &b.tls else { continue };
+        let kept = current
+            .backends
+            .get(name)
+            .and_then(|old| old.tls.clone())
+            .filter(|old| !reload && old.config == *t);
+        let rt = match kept {
+            Some(k) => k,
+            None => Arc::new(
+                crate::tls::upstream(t)
+                    .map_err(|e| ApplyError::Invalid(format!("backend `{name}`: {e}")))?,
+            ),
+        };
+        out.insert(name.clone(), rt);
+    }
+    Ok(out)
 }

@@ -122,6 +122,8 @@ fn host_matches(m: &HostMatch, host: &str) -> bool {
 #[derive(Debug)]
 pub struct BackendRt {
     pub config: BackendConfig,
+    /// TLS towards the servers, when the backend asks for it.
+    pub tls: Option<Arc<crate::tls::UpstreamTlsRt>>,
     /// Sticky-cookie value of each server (same order as `servers`).
     pub sticky_ids: Vec<String>,
     /// Counters kept across reloads.
@@ -260,6 +262,7 @@ mod tests {
         };
         BackendRt {
             config,
+            tls: None,
             sticky_ids: vec![String::new(); roles.len()],
             stats: Default::default(),
             balancer: Balancer::new(Algorithm::RoundRobin, &vec![1; roles.len()]),

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::types::{TlsConfig, TlsVersion};
+use crate::config::types::{TlsConfig, TlsVersion, UpstreamTls};
 
 /// Why certificates could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -150,4 +150,116 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
         vec![b"http/1.1".to_vec()]
     };
     Ok(Arc::new(sc))
+}
+
+/// What a backend needs to open TLS connections to its servers.
+pub struct UpstreamTlsRt {
+    pub connector: tokio_rustls::TlsConnector,
+    /// SNI and verification name; None: the server's IP address.
+    pub sni: Option<ServerName<'static>>,
+    /// The settings it was built from.
+    pub config: UpstreamTls,
+}
+
+impl fmt::Debug for UpstreamTlsRt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTlsRt")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Accepts any server certificate (`verify = false`), still checking signatures.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Build the TLS client side of a backend: system roots or the configured CA,
+/// or no verification when `verify = false`.
+pub fn upstream(cfg: &UpstreamTls) -> Result<UpstreamTlsRt, TlsError> {
+    let provider = Arc::new(provider::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let mut cc = if cfg.verify {
+        let mut roots = rustls::RootCertStore::empty();
+        match &cfg.ca {
+            Some(path) => {
+                let pem = read(path)?;
+                for c in rustls_pemfile::certs(&mut pem.as_slice()).filter_map(Result::ok) {
+                    roots
+                        .add(c)
+                        .map_err(|e| TlsError::Rustls(format!("{}: {e}", path.display())))?;
+                }
+                if roots.is_empty() {
+                    return Err(TlsError::NoCertificate { path: path.clone() });
+                }
+            }
+            None => {
+                for c in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(c);
+                }
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    };
+    cc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let sni = match &cfg.sni {
+        Some(name) => Some(
+            ServerName::try_from(name.clone())
+                .map_err(|e| TlsError::Rustls(format!("bad sni `{name}`: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(UpstreamTlsRt {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(cc)),
+        sni,
+        config: cfg.clone(),
+    })
 }
