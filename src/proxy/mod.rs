@@ -9,5 +9,6 @@ pub mod idle;
 pub mod listener;
 pub mod log;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod tcp;
