@@ -171,8 +171,10 @@ impl Runtime {
             control.discovered.insert(backend.clone(), servers.clone());
         }
         let config = change::next_config(&current, change)?;
-        let tls = load_tls(&current, &config, reload)?;
-        let upstream_tls = load_upstream_tls(&current, &config, reload)?;
+        let tls = TlsMaterial {
+            acceptors: load_tls(&current, &config, reload)?,
+            clients: load_upstream_tls(&current, &config, reload)?,
+        };
         let next = self.build_snapshot(
             &current,
             config,
@@ -180,7 +182,6 @@ impl Runtime {
             rediscovered,
             &control.discovered,
             tls,
-            upstream_tls,
         );
 
         // Bind every new listen address before publishing, so a port that is
@@ -261,8 +262,7 @@ impl Runtime {
         reload: bool,
         rediscovered: bool,
         discovered: &HashMap<String, Vec<ServerConfig>>,
-        mut tls: HashMap<String, tokio_rustls::TlsAcceptor>,
-        mut upstream_tls: HashMap<String, Arc<crate::tls::UpstreamTlsRt>>,
+        mut tls: TlsMaterial,
     ) -> Snapshot {
         let mut backends = BTreeMap::new();
         for (name, bc) in &config.backends {
@@ -328,7 +328,7 @@ impl Runtime {
             backends.insert(
                 name.clone(),
                 Arc::new(BackendRt {
-                    tls: upstream_tls.remove(name),
+                    tls: tls.clients.remove(name),
                     sticky_ids: bc
                         .servers
                         .iter()
@@ -369,7 +369,7 @@ impl Runtime {
             frontends.insert(
                 name.clone(),
                 Arc::new(FrontendRt {
-                    tls: tls.remove(name),
+                    tls: tls.acceptors.remove(name),
                     limiter,
                     stats: current
                         .frontends
@@ -495,6 +495,14 @@ async fn sample_rates(rt: std::sync::Weak<Runtime>) {
         }
         last = seen;
     }
+}
+
+/// Certificates and TLS client settings loaded for the next snapshot.
+struct TlsMaterial {
+    /// Server side, per frontend.
+    acceptors: HashMap<String, tokio_rustls::TlsAcceptor>,
+    /// Client side towards servers, per backend.
+    clients: HashMap<String, Arc<crate::tls::UpstreamTlsRt>>,
 }
 
 /// TLS acceptors for the next snapshot: certificates are (re)read from disk on
