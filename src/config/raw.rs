@@ -71,6 +71,7 @@ pub(crate) struct RawFrontend {
     #[serde(default)]
     pub trusted_proxies: Vec<S<String>>,
     pub maxconn: Option<S<i64>>,
+    pub accept_proxy: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +142,8 @@ pub(crate) struct RawBackend {
     /// "close" (default) or "keep".
     pub on_role_change: Option<S<String>>,
     pub tls: Option<S<RawUpstreamTls>>,
+    /// "v1" or "v2".
+    pub proxy_protocol: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -103,6 +103,16 @@ pub struct FrontendConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Most concurrent client connections; more wait in the kernel's accept queue.
     pub maxconn: Option<u32>,
+    /// Expect a PROXY protocol (v1 or v2) header on every connection, from
+    /// the load balancer in front (only from `trusted_proxies` when set).
+    pub accept_proxy: bool,
+}
+
+/// PROXY protocol version sent to servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    V1,
+    V2,
 }
 
 /// Header edits: remove, then set (replace), then add (append). Values may use
@@ -269,6 +279,8 @@ pub struct BackendConfig {
     pub max_queue: usize,
     /// Speak TLS to the servers.
     pub tls: Option<UpstreamTls>,
+    /// Send a PROXY protocol header naming the client on each new connection.
+    pub proxy_protocol: Option<ProxyVersion>,
     /// Database role filter (`role`, `on_role_change`).
     pub role: RolePolicy,
 }

@@ -63,6 +63,7 @@ pub fn default_frontend(
         rate_limit: None,
         trusted_proxies: Vec::new(),
         maxconn: None,
+        accept_proxy: false,
     }
 }
 
@@ -99,6 +100,7 @@ pub fn default_backend(name: &str, servers: Vec<ServerConfig>) -> BackendConfig 
         max_queue: defaults::MAX_QUEUE,
         role: RolePolicy::default(),
         tls: None,
+        proxy_protocol: None,
     }
 }
 
@@ -618,6 +620,7 @@ fn build_frontend(
         .iter()
         .filter_map(|c| parse_cidr(cx, c))
         .collect();
+    fe.accept_proxy = r.accept_proxy.unwrap_or(false);
     fe.maxconn = r
         .maxconn
         .as_ref()
@@ -1015,6 +1018,21 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
             defaults::MAX_QUEUE as i64,
         ) as usize,
         role,
+        proxy_protocol: match &r.proxy_protocol {
+            None => None,
+            Some(v) => match v.get_ref().as_str() {
+                "v1" => Some(ProxyVersion::V1),
+                "v2" => Some(ProxyVersion::V2),
+                other => {
+                    cx.err(
+                        v,
+                        format!("unknown PROXY protocol version `{other}`"),
+                        Some("use \"v1\" or \"v2\""),
+                    );
+                    None
+                }
+            },
+        },
         tls: r.tls.as_ref().map(|t| {
             let t = t.get_ref();
             if let Some(ca) = &t.ca {

@@ -29,6 +29,8 @@ struct Conn {
     rt: Arc<Runtime>,
     frontend: Arc<str>,
     client: SocketAddr,
+    /// The address the client connected to (for PROXY headers to servers).
+    local: SocketAddr,
     accepted: Instant,
     first_done: AtomicBool,
     /// `X-Forwarded-Proto`: "http" or "https".
@@ -44,6 +46,7 @@ pub(crate) async fn serve(
     fe: Arc<FrontendRt>,
     stream: TcpStream,
     client: SocketAddr,
+    local: SocketAddr,
 ) {
     let _open = rt.conns.track();
     let Some(acceptor) = fe.tls.clone() else {
@@ -52,7 +55,7 @@ pub(crate) async fn serve(
         } else {
             Proto::Http1
         };
-        return serve_io(rt, frontend, fe, stream, client, false, proto).await;
+        return serve_io(rt, frontend, fe, stream, (client, local), false, proto).await;
     };
     // The handshake counts against the header timeout, so a silent client
     // cannot hold a connection open by never finishing it.
@@ -60,7 +63,7 @@ pub(crate) async fn serve(
         Ok(Ok(tls)) => {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let proto = if h2 { Proto::Http2 } else { Proto::Http1 };
-            serve_io(rt, frontend, fe, tls, client, true, proto).await;
+            serve_io(rt, frontend, fe, tls, (client, local), true, proto).await;
         }
         Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
@@ -81,7 +84,7 @@ async fn serve_io<I>(
     frontend: Arc<str>,
     fe: Arc<FrontendRt>,
     stream: I,
-    client: SocketAddr,
+    (client, local): (SocketAddr, SocketAddr),
     https: bool,
     proto: Proto,
 ) where
@@ -92,6 +95,7 @@ async fn serve_io<I>(
         rt: rt.clone(),
         frontend,
         client,
+        local,
         accepted: Instant::now(),
         first_done: AtomicBool::new(false),
         proto: if https { "https" } else { "http" },
@@ -517,7 +521,15 @@ async fn forward(
         // An upstream connection: a pooled one if it is still good, else a new one.
         let mut reused = false;
         let mut sender: Option<Sender> = None;
-        while let Some(mut s) = server.pool.take(cfg.timeouts.pool_idle) {
+        // A connection that carries a PROXY header belongs to this client: never shared.
+        let proxy_header = cfg
+            .proxy_protocol
+            .map(|v| pool::proxy_header(v, conn.client, conn.local));
+        while let Some(mut s) = proxy_header
+            .is_none()
+            .then(|| server.pool.take(cfg.timeouts.pool_idle))
+            .flatten()
+        {
             if let Ok(Ok(())) = tokio::time::timeout(cfg.timeouts.connect, s.ready()).await {
                 sender = Some(s);
                 reused = true;
@@ -530,6 +542,7 @@ async fn forward(
                 server.address(),
                 cfg.timeouts.connect,
                 backend.tls.as_deref(),
+                proxy_header.as_deref(),
             )
             .await
             {
@@ -680,7 +693,11 @@ async fn forward(
             conn: Some(Idle {
                 sender,
                 pool: server.clone(),
-                max_idle: cfg.pool_max_idle,
+                max_idle: if proxy_header.is_some() {
+                    0
+                } else {
+                    cfg.pool_max_idle
+                },
             }),
             log: Some(pending),
             bytes: 0,

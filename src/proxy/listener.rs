@@ -86,9 +86,23 @@ pub fn spawn(
                     let name = frontend.clone();
                     tokio::spawn(async move {
                         let _count = count;
+                        let mut stream = stream;
+                        let local = stream.local_addr().unwrap_or(client);
+                        let (client, local) = if fe.config.accept_proxy {
+                            match read_proxy_header(&fe, &mut stream, client).await {
+                                Some(addrs) => addrs,
+                                None => return,
+                            }
+                        } else {
+                            (client, local)
+                        };
                         match mode {
-                            Mode::Http => super::http::serve(rt, name, fe, stream, client).await,
-                            Mode::Tcp => super::tcp::serve(rt, name, fe, stream, client).await,
+                            Mode::Http => {
+                                super::http::serve(rt, name, fe, stream, client, local).await
+                            }
+                            Mode::Tcp => {
+                                super::tcp::serve(rt, name, fe, stream, client, local).await
+                            }
                         }
                     });
                 }
@@ -101,4 +115,31 @@ pub fn spawn(
         }
         tracing::info!(frontend = %frontend, "listener closed");
     });
+}
+
+/// Read the PROXY header a load balancer in front sends; returns the real
+/// (client, destination), or None to drop the connection (untrusted peer,
+/// bad or missing header).
+async fn read_proxy_header(
+    fe: &crate::runtime::FrontendRt,
+    stream: &mut tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    use super::proxy_protocol::{read_header, ProxyAddrs};
+    let trusted = &fe.config.trusted_proxies;
+    if !trusted.is_empty() && !trusted.iter().any(|c| c.contains(peer.ip())) {
+        tracing::warn!(%peer, frontend = %fe.config.name, "PROXY header from an untrusted peer refused");
+        return None;
+    }
+    match read_header(stream, fe.config.timeouts.client_header).await {
+        Ok(h) => match h.addrs {
+            ProxyAddrs::Tcp { src, dst } => Some((src, dst)),
+            // LOCAL (health checks of the LB in front) or an unknown family: the peer itself.
+            ProxyAddrs::Unknown => Some((peer, stream.local_addr().unwrap_or(peer))),
+        },
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "bad or missing PROXY header");
+            None
+        }
+    }
 }

@@ -113,6 +113,7 @@ pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     tls: Option<&crate::tls::UpstreamTlsRt>,
+    proxy_header: Option<&[u8]>,
 ) -> Result<Sender, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout(timeout)),
@@ -122,7 +123,12 @@ pub async fn connect(
         Ok(Err(e)) => return Err(ConnectError::Io(e)),
         Ok(Ok(s)) => s,
     };
+    let mut stream = stream;
     let _ = stream.set_nodelay(true);
+    if let Some(h) = proxy_header {
+        use tokio::io::AsyncWriteExt;
+        stream.write_all(h).await.map_err(ConnectError::Io)?;
+    }
     match tls {
         None => handshake(addr, stream).await,
         Some(t) => {
@@ -154,4 +160,16 @@ where
         }
     });
     Ok(sender)
+}
+
+/// The PROXY protocol header naming `client` (and the address it reached) for a server.
+pub fn proxy_header(
+    version: crate::config::types::ProxyVersion,
+    client: SocketAddr,
+    local: SocketAddr,
+) -> Vec<u8> {
+    match version {
+        crate::config::types::ProxyVersion::V1 => super::proxy_protocol::encode_v1(client, local),
+        crate::config::types::ProxyVersion::V2 => super::proxy_protocol::encode_v2(client, local),
+    }
 }

@@ -23,6 +23,7 @@ pub(crate) async fn serve(
     fe: Arc<FrontendRt>,
     client_stream: TcpStream,
     client: SocketAddr,
+    local: SocketAddr,
 ) {
     let _open = rt.conns.track();
     fe.stats
@@ -65,6 +66,17 @@ pub(crate) async fn serve(
                     continue;
                 }
             };
+        let mut upstream = upstream;
+        if let Some(v) = cfg.proxy_protocol {
+            use tokio::io::AsyncWriteExt;
+            let header = super::pool::proxy_header(v, client, local);
+            if let Err(e) = upstream.write_all(&header).await {
+                tracing::debug!(server = %server.name(), error = %e, "sending the PROXY header failed");
+                server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
+                tried.push(idx);
+                continue;
+            }
+        }
         server.record_success();
         let tc = tc_start.elapsed();
         let _ = upstream.set_nodelay(true);
