@@ -311,3 +311,57 @@ fn frontend_maxconn_holds_extra_connections_until_one_closes() {
         "the second connection was served while the only slot was taken"
     );
 }
+
+#[test]
+fn a_drained_server_keeps_its_sticky_sessions() {
+    let (_b1, a1) = backend("web1");
+    let (_b2, a2) = backend("web2");
+    let (listen, admin) = (free_addr(), free_addr());
+    let toml = format!(
+        "[admin]\nlisten = \"{admin}\"\n{}",
+        one_backend(
+            listen,
+            "",
+            "sticky = { cookie = \"SRV\" }",
+            &[("web1", a1), ("web2", a2)]
+        )
+    );
+    let _lb = Lb::start(&toml, listen);
+    wait_listening(admin);
+    let first = get(listen, "/").expect("first");
+    let cookie = first
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_string();
+    let home = first.server();
+    let r = send(
+        admin,
+        "PUT",
+        &format!("/api/v1/backends/web/servers/{home}/state"),
+        &[],
+        r#"{"state":"drain"}"#,
+    )
+    .expect("drain");
+    assert_eq!(r.status, 200, "{r:?}");
+    for _ in 0..10 {
+        let r = request(listen, "GET", "/", &[("Cookie", &cookie)]).expect("req");
+        assert_eq!(r.server(), home, "a drained server keeps its sessions");
+        assert_ne!(
+            get(listen, "/").expect("new").server(),
+            home,
+            "but takes no new ones"
+        );
+    }
+    let r = send(
+        admin,
+        "PUT",
+        &format!("/api/v1/backends/web/servers/{home}/state"),
+        &[],
+        r#"{"state":"maint"}"#,
+    )
+    .expect("maint");
+    assert_eq!(r.status, 200);
+    let r = request(listen, "GET", "/", &[("Cookie", &cookie)]).expect("req");
+    assert_ne!(r.server(), home, "maint ends the sessions");
+}
