@@ -566,3 +566,33 @@ fn sigterm_lets_in_flight_requests_finish() {
         .expect("did not exit");
     assert!(st.success(), "{st:?}");
 }
+
+#[test]
+fn http2_to_servers_when_configured() {
+    let (_b1, a1) = backend("web1");
+    let listen = free_addr();
+    let _lb = Lb::start(
+        &simple(
+            listen,
+            "roundrobin",
+            "http2 = true",
+            &servers_toml(&[("web1", a1, 1)]),
+        ),
+        listen,
+    );
+    for _ in 0..3 {
+        let r = get(listen, "/h2").expect("get");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json()["version"], "HTTP/2.0", "{}", r.body);
+        assert_eq!(r.json()["path"], "/h2");
+    }
+    // Upgrades still go over HTTP/1.1.
+    let mut s = TcpStream::connect(listen).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .expect("write");
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).expect("read");
+    assert_eq!(&head, b"HTTP/1.1 101");
+}

@@ -144,6 +144,7 @@ pub(crate) struct RawBackend {
     pub tls: Option<S<RawUpstreamTls>>,
     /// "v1" or "v2".
     pub proxy_protocol: Option<S<String>>,
+    pub http2: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

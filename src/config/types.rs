@@ -281,6 +281,9 @@ pub struct BackendConfig {
     pub tls: Option<UpstreamTls>,
     /// Send a PROXY protocol header naming the client on each new connection.
     pub proxy_protocol: Option<ProxyVersion>,
+    /// Speak HTTP/2 to the servers (h2c, or ALPN-less h2 over `tls`); one
+    /// multiplexed connection per server. Upgrades still use HTTP/1.1.
+    pub http2: bool,
     /// Database role filter (`role`, `on_role_change`).
     pub role: RolePolicy,
 }

@@ -101,6 +101,7 @@ pub fn default_backend(name: &str, servers: Vec<ServerConfig>) -> BackendConfig 
         role: RolePolicy::default(),
         tls: None,
         proxy_protocol: None,
+        http2: false,
     }
 }
 
@@ -1018,6 +1019,7 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
             defaults::MAX_QUEUE as i64,
         ) as usize,
         role,
+        http2: r.http2.unwrap_or(false),
         proxy_protocol: match &r.proxy_protocol {
             None => None,
             Some(v) => match v.get_ref().as_str() {

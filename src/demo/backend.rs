@@ -380,6 +380,7 @@ async fn echo(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> 
             "server": shared.name,
             "path": parts.uri.path(),
             "method": parts.method.as_str(),
+            "version": format!("{:?}", parts.version),
             "host": host,
             "x_forwarded_for": text(HeaderName::from_static("x-forwarded-for")),
             "x_forwarded_proto": text(HeaderName::from_static("x-forwarded-proto")),

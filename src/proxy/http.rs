@@ -525,15 +525,20 @@ async fn forward(
         let proxy_header = cfg
             .proxy_protocol
             .map(|v| pool::proxy_header(v, conn.client, conn.local));
+        // WebSocket upgrades need HTTP/1.1 even towards an h2 backend.
+        let h2 = cfg.http2 && !upgrade;
         while let Some(mut s) = proxy_header
             .is_none()
-            .then(|| server.pool.take(cfg.timeouts.pool_idle))
+            .then(|| server.pool.take(cfg.timeouts.pool_idle, h2))
             .flatten()
         {
             if let Ok(Ok(())) = tokio::time::timeout(cfg.timeouts.connect, s.ready()).await {
                 sender = Some(s);
                 reused = true;
                 break;
+            }
+            if h2 {
+                break; // the shared connection is gone; a new one replaces it below
             }
         }
         let mut sender = match sender {
@@ -543,10 +548,14 @@ async fn forward(
                 cfg.timeouts.connect,
                 backend.tls.as_deref(),
                 proxy_header.as_deref(),
+                h2,
             )
             .await
             {
-                Ok(s) => s,
+                Ok(s) => {
+                    server.pool.share_h2(&s);
+                    s
+                }
                 Err(e) => {
                     if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {
                         tracing::warn!(backend = %cfg.name, server = %server.name(), error = %e, "server ejected by passive health check");
@@ -578,8 +587,19 @@ async fn forward(
         };
         let mut up = Request::new(body);
         *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = upstream_uri.clone();
-        *up.version_mut() = Version::HTTP_11;
+        if sender.is_h2() {
+            // HTTP/2 carries scheme and authority in the request itself.
+            *up.uri_mut() = h2_uri(
+                &upstream_uri,
+                host.as_ref(),
+                server.address(),
+                backend.tls.is_some(),
+            );
+            *up.version_mut() = Version::HTTP_2;
+        } else {
+            *up.uri_mut() = upstream_uri.clone();
+            *up.version_mut() = Version::HTTP_11;
+        }
         *up.headers_mut() = headers;
 
         let tr_start = Instant::now();
@@ -729,6 +749,18 @@ async fn forward(
         &f.why,
     );
     local_response(f.status, &f.why)
+}
+
+/// The absolute URI an HTTP/2 upstream request needs (authority from the
+/// client's Host, else the server's address).
+fn h2_uri(path: &Uri, host: Option<&HeaderValue>, server: SocketAddr, tls: bool) -> Uri {
+    let authority = host
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| server.to_string());
+    let pq = path.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let scheme = if tls { "https" } else { "http" };
+    Uri::try_from(format!("{scheme}://{authority}{pq}")).unwrap_or_else(|_| path.clone())
 }
 
 /// HAProxy `cookie NAME insert indirect nocache`: name the server in a cookie

@@ -1,21 +1,63 @@
-//! Upstream HTTP/1.1 connections: a bounded LIFO pool of idle keep-alive
-//! connections per server, and connecting with a timeout.
+//! Upstream connections: a bounded LIFO pool of idle HTTP/1.1 keep-alive
+//! connections per server, one shared multiplexed HTTP/2 connection per server
+//! when the backend speaks h2, and connecting with a timeout.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::body::ReqBody;
 
-/// Sending half of one upstream HTTP/1.1 connection.
-pub type Sender = SendRequest<ReqBody>;
+/// Sending half of one upstream connection.
+pub enum Sender {
+    /// One request at a time; pooled between exchanges.
+    H1(http1::SendRequest<ReqBody>),
+    /// Multiplexed; one connection per server is shared by all requests.
+    H2(http2::SendRequest<ReqBody>),
+}
+
+impl Sender {
+    /// True when the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// True for HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Sender::H2(_))
+    }
+
+    /// Wait until the connection can take a request.
+    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+
+    /// Send; an error that still holds the request means it was never written.
+    pub async fn try_send_request(
+        &mut self,
+        req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<ReqBody>>> {
+        match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        }
+    }
+}
 
 struct Entry {
-    sender: Sender,
+    sender: http1::SendRequest<ReqBody>,
     since: Instant,
 }
 
@@ -24,6 +66,7 @@ struct Entry {
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<Entry>>,
+    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -38,11 +81,19 @@ impl Pool {
     /// Take the freshest idle connection that is still open and younger than
     /// `max_idle_age`. The caller awaits `ready()` on it: right after a body
     /// ends, hyper may not have flagged the connection ready yet.
-    pub fn take(&self, max_idle_age: Duration) -> Option<Sender> {
+    pub fn take(&self, max_idle_age: Duration, h2: bool) -> Option<Sender> {
+        if h2 {
+            let shared = self.h2.lock().ok()?;
+            return shared
+                .as_ref()
+                .filter(|s| !s.is_closed())
+                .cloned()
+                .map(Sender::H2);
+        }
         let mut idle = self.idle.lock().ok()?;
         while let Some(e) = idle.pop() {
             if !e.sender.is_closed() && e.since.elapsed() < max_idle_age {
-                return Some(e.sender);
+                return Some(Sender::H1(e.sender));
             }
         }
         None
@@ -51,6 +102,11 @@ impl Pool {
     /// Return a connection after a complete exchange; dropped (closed) when the
     /// pool already holds `max_idle` connections.
     pub fn put(&self, sender: Sender, max_idle: usize) {
+        let sender = match sender {
+            Sender::H1(s) => s,
+            // Shared from the moment it connected; nothing to give back.
+            Sender::H2(_) => return,
+        };
         if sender.is_closed() || max_idle == 0 {
             return;
         }
@@ -63,6 +119,15 @@ impl Pool {
                 sender,
                 since: Instant::now(),
             });
+        }
+    }
+
+    /// Share a new HTTP/2 connection with the following requests.
+    pub fn share_h2(&self, sender: &Sender) {
+        if let (Sender::H2(s), Ok(mut slot)) = (sender, self.h2.lock()) {
+            if slot.as_ref().is_none_or(|old| old.is_closed()) {
+                *slot = Some(s.clone());
+            }
         }
     }
 
@@ -114,6 +179,7 @@ pub async fn connect(
     timeout: Duration,
     tls: Option<&crate::tls::UpstreamTlsRt>,
     proxy_header: Option<&[u8]>,
+    h2: bool,
 ) -> Result<Sender, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout(timeout)),
@@ -130,7 +196,7 @@ pub async fn connect(
         stream.write_all(h).await.map_err(ConnectError::Io)?;
     }
     match tls {
-        None => handshake(addr, stream).await,
+        None => handshake(addr, stream, h2).await,
         Some(t) => {
             let name = t
                 .sni
@@ -141,15 +207,29 @@ pub async fn connect(
                 Ok(Err(e)) => return Err(ConnectError::Tls(e)),
                 Ok(Ok(s)) => s,
             };
-            handshake(addr, tls).await
+            handshake(addr, tls, h2).await
         }
     }
 }
 
-async fn handshake<I>(addr: SocketAddr, io: I) -> Result<Sender, ConnectError>
+async fn handshake<I>(addr: SocketAddr, io: I, h2: bool) -> Result<Sender, ConnectError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    if h2 {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream h2 connection ended with an error");
+            }
+        });
+        return Ok(Sender::H2(sender));
+    }
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
@@ -159,7 +239,7 @@ where
             tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(Sender::H1(sender))
 }
 
 /// The PROXY protocol header naming `client` (and the address it reached) for a server.

@@ -557,11 +557,11 @@ fn load_upstream_tls(
             .backends
             .get(name)
             .and_then(|old| old.tls.clone())
-            .filter(|old| !reload && old.config == *t);
+            .filter(|old| !reload && old.config == *t && old.h2 == b.http2);
         let rt = match kept {
             Some(k) => k,
             None => Arc::new(
-                crate::tls::upstream(t)
+                crate::tls::upstream(t, b.http2)
                     .map_err(|e| ApplyError::Invalid(format!("backend `{name}`: {e}")))?,
             ),
         };

@@ -159,6 +159,8 @@ pub struct UpstreamTlsRt {
     pub sni: Option<ServerName<'static>>,
     /// The settings it was built from.
     pub config: UpstreamTls,
+    /// ALPN offers h2 (the backend speaks HTTP/2).
+    pub h2: bool,
 }
 
 impl fmt::Debug for UpstreamTlsRt {
@@ -217,7 +219,7 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 
 /// Build the TLS client side of a backend: system roots or the configured CA,
 /// or no verification when `verify = false`.
-pub fn upstream(cfg: &UpstreamTls) -> Result<UpstreamTlsRt, TlsError> {
+pub fn upstream(cfg: &UpstreamTls, h2: bool) -> Result<UpstreamTlsRt, TlsError> {
     let provider = Arc::new(provider::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -249,7 +251,11 @@ pub fn upstream(cfg: &UpstreamTls) -> Result<UpstreamTlsRt, TlsError> {
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
             .with_no_client_auth()
     };
-    cc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cc.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
     let sni = match &cfg.sni {
         Some(name) => Some(
             ServerName::try_from(name.clone())
@@ -261,5 +267,6 @@ pub fn upstream(cfg: &UpstreamTls) -> Result<UpstreamTlsRt, TlsError> {
         connector: tokio_rustls::TlsConnector::from(Arc::new(cc)),
         sni,
         config: cfg.clone(),
+        h2,
     })
 }
