@@ -12,7 +12,14 @@ use super::probe::{self, Probe, Summary};
 use super::topology::{self, State, VIP};
 
 /// Every drill `all` runs, in order.
-pub const ALL: [&str; 5] = ["app-crash", "app-unhealthy", "lb-stop", "lb-crash", "lb-return"];
+pub const ALL: [&str; 6] = [
+    "app-crash",
+    "app-unhealthy",
+    "rolling-replace",
+    "lb-stop",
+    "lb-crash",
+    "lb-return",
+];
 
 /// When the injury happens, after the probe started.
 pub const INJURY_AT: Duration = Duration::from_secs(1);
@@ -59,6 +66,9 @@ fn description(name: &str) -> Option<&'static str> {
         "lb-stop" => "SIGTERM the master load balancer lb1 (graceful stop); lb2 takes the VIP",
         "lb-crash" => "SIGKILL the master load balancer lb1; lb2 takes the VIP",
         "lb-return" => "lb1 (stopped before the probe) starts again and preempts lb2",
+        "rolling-replace" => {
+            "fulcrum ctl on both LBs: add app3 → wait healthy → drain app1 --wait → remove app1 (undone 1 s later the same way)"
+        }
         _ => return None,
     })
 }
@@ -67,23 +77,48 @@ fn claims(name: &str) -> Vec<Claim> {
     let c = |seed, said| Claim { seed, said };
     match name {
         "app-crash" => vec![
-            c("002", "~2 s app-server failover (watch curl every 2 s while stopping an app server)"),
-            c("004", "stopping Apache on web0: the curl loop keeps printing Web1, no error shown"),
-            c("000", "reboot an app server: haproxy notices and stops sending requests to it"),
+            c(
+                "002",
+                "~2 s app-server failover (watch curl every 2 s while stopping an app server)",
+            ),
+            c(
+                "004",
+                "stopping Apache on web0: the curl loop keeps printing Web1, no error shown",
+            ),
+            c(
+                "000",
+                "reboot an app server: haproxy notices and stops sending requests to it",
+            ),
         ],
         "app-unhealthy" => vec![c(
             "002",
             "~2 s app-server failover: health checks divert requests to the healthy node",
         )],
         "lb-stop" => vec![
-            c("002", "~1 s VIP failover when keepalived or haproxy is stopped"),
-            c("004", "stopping heartbeat on dir0: ~5 consecutive curls lost"),
+            c(
+                "002",
+                "~1 s VIP failover when keepalived or haproxy is stopped",
+            ),
+            c(
+                "004",
+                "stopping heartbeat on dir0: ~5 consecutive curls lost",
+            ),
         ],
         "lb-crash" => vec![
-            c("004", "rebooting dir0: ~5 consecutive curls lost (curl: (7) couldn't connect)"),
+            c(
+                "004",
+                "rebooting dir0: ~5 consecutive curls lost (curl: (7) couldn't connect)",
+            ),
             c("002", "~1 s VIP failover"),
-            c("000", "reboot the master load balancer: you still get the page"),
+            c(
+                "000",
+                "reboot the master load balancer: you still get the page",
+            ),
         ],
+        "rolling-replace" => vec![c(
+            "003",
+            "a load balancer lets you do deployments without having any downtime",
+        )],
         "lb-return" => vec![c(
             "000",
             "when the master comes back it takes the VIP again, unnoticed by the end user",
@@ -95,6 +130,10 @@ fn claims(name: &str) -> Vec<Claim> {
 /// Restores anything a previous drill (or a crash) left broken: restarts dead processes,
 /// heals app1's health, and waits for the lab to be whole with lb1 master.
 pub fn make_whole(st: &mut State) -> Result<()> {
+    if st.proc("app3").is_some() {
+        // A rolling-replace that did not finish: put app1 back, retire app3.
+        super::rolling::undo(st)?;
+    }
     let names: Vec<String> = st.procs.iter().map(|p| p.name.clone()).collect();
     for name in names {
         st.restart(&name)?;
@@ -109,7 +148,7 @@ pub fn make_whole(st: &mut State) -> Result<()> {
 pub fn run_drill(st: &mut State, name: &str, rate: Duration, duration: Duration) -> Result<Report> {
     let Some(injury) = description(name) else {
         bail!(
-            "unknown drill {name:?}; drills: {}, all (rolling-replace and db-failover are not available in this build)",
+            "unknown drill {name:?}; drills: {}, all (db-failover is not available in this build)",
             ALL.join(", ")
         );
     };
@@ -158,6 +197,12 @@ pub fn run_drill(st: &mut State, name: &str, rate: Duration, duration: Duration)
         ),
         "lb-stop" => (
             "0 failed: the stopping master advertises priority 0 and keeps answering until lb2 is master"
+                .to_string(),
+            Some(0),
+            None,
+        ),
+        "rolling-replace" => (
+            "0 failed: a drained server gets no new requests; removal waits for its connections"
                 .to_string(),
             Some(0),
             None,
@@ -220,6 +265,7 @@ fn injure(st: &mut State, name: &str, probe: &Probe) -> Result<()> {
         "lb-stop" => stop_proc(st, "lb1", libc::SIGTERM)?,
         "lb-crash" => stop_proc(st, "lb1", libc::SIGKILL)?,
         "lb-return" => st.restart("lb1")?,
+        "rolling-replace" => super::rolling::injure(st, Duration::from_secs(1))?,
         _ => {}
     }
     let _ = probe;
@@ -230,10 +276,7 @@ fn injure(st: &mut State, name: &str, probe: &Probe) -> Result<()> {
 pub fn print_report(r: &Report) {
     let p = &r.probe;
     println!("== drill {} ==", r.drill);
-    println!(
-        "  injury at {} ms: {}",
-        r.injury_at_ms, r.injury
-    );
+    println!("  injury at {} ms: {}", r.injury_at_ms, r.injury);
     println!(
         "  probe: {} requests (every {} ms), {} failed; longest outage {} ms ({} failed in a row); longest gap between answers {} ms",
         p.sent, r.rate_ms, p.failed, p.outage_ms, p.longest_failure_run, p.longest_gap_ms
@@ -258,6 +301,22 @@ pub fn print_report(r: &Report) {
         })
         .collect();
     println!("  answered by: {}", who.join(" → "));
+    let per: Vec<String> = p
+        .buckets
+        .iter()
+        .map(|b| {
+            let mut names: Vec<String> = b.servers.keys().cloned().collect();
+            if b.failed > 0 {
+                names.push(format!("{}×FAILED", b.failed));
+            }
+            format!("{:.1}s {}", b.from_ms as f64 / 1000.0, names.join("+"))
+        })
+        .collect();
+    println!(
+        "  app servers per {} ms: {}",
+        probe::BUCKET_MS,
+        per.join(" · ")
+    );
     println!("  expected: {}", r.expected);
     for c in &r.claims {
         println!("  seed {}: {}", c.seed, c.said);
@@ -266,7 +325,11 @@ pub fn print_report(r: &Report) {
         "  measured: {} failed, {} ms outage — {}",
         p.failed,
         p.outage_ms,
-        if r.pass { "PASS" } else { "FAIL (outside the bound)" }
+        if r.pass {
+            "PASS"
+        } else {
+            "FAIL (outside the bound)"
+        }
     );
 }
 

@@ -9,6 +9,7 @@
 pub mod drill;
 pub mod netns;
 pub mod probe;
+pub mod rolling;
 pub mod topology;
 
 use std::path::PathBuf;
@@ -40,7 +41,7 @@ enum LabCmd {
     Status,
     /// Run a failure drill (or `all`) against the running lab and report the outage.
     Drill {
-        /// app-crash, app-unhealthy, lb-stop, lb-crash, lb-return or all.
+        /// app-crash, app-unhealthy, rolling-replace, lb-stop, lb-crash, lb-return or all.
         name: String,
         /// Probe period.
         #[arg(long, default_value = "20ms", value_parser = parse_dur)]
@@ -113,9 +114,9 @@ fn dispatch(args: LabArgs) -> Result<bool> {
 pub fn up(topology: &str) -> Result<State> {
     match topology {
         "classic" => {}
-        "two-tier" | "database" => bail!(
-            "topology {topology:?} is not available in this build; available: classic"
-        ),
+        "two-tier" | "database" => {
+            bail!("topology {topology:?} is not available in this build; available: classic")
+        }
         other => bail!("unknown topology {other:?}; available: classic"),
     }
     if let Some(st) = State::load()? {
@@ -153,7 +154,9 @@ pub fn up(topology: &str) -> Result<State> {
         for p in &problems {
             eprintln!("fulcrum lab: cleanup: {p}");
         }
-        return Err(e.context(format!("lab up {topology} failed; removed what it built{logs}")));
+        return Err(e.context(format!(
+            "lab up {topology} failed; removed what it built{logs}"
+        )));
     }
     Ok(st)
 }
@@ -164,7 +167,11 @@ fn tail_logs(st: &State) -> String {
         let text = std::fs::read_to_string(&p.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(8)..].join("\n    ");
-        out.push_str(&format!("\n  --- {} ({}) ---\n    {tail}", p.name, p.log.display()));
+        out.push_str(&format!(
+            "\n  --- {} ({}) ---\n    {tail}",
+            p.name,
+            p.log.display()
+        ));
     }
     out
 }
@@ -177,7 +184,11 @@ fn print_up(st: &State) {
         topology::VIP,
         topology::ADVERT.as_millis()
     );
-    println!("  reach the VIP:   ip netns exec {} curl -si http://{}/", st.ns("client"), topology::VIP);
+    println!(
+        "  reach the VIP:   ip netns exec {} curl -si http://{}/",
+        st.ns("client"),
+        topology::VIP
+    );
     for lb in ["lb1", "lb2"] {
         println!(
             "  {lb} dashboard:   ip netns exec {} curl http://127.0.0.1:{}/   (API /api/v1/status, ctl: ip netns exec {} {} ctl servers)",
@@ -188,7 +199,7 @@ fn print_up(st: &State) {
         );
     }
     println!("  logs and configs: {}", st.dir.display());
-    println!("  drills: fulcrum lab drill all|lb-crash|lb-stop|lb-return|app-crash|app-unhealthy");
+    println!("  drills: fulcrum lab drill all|lb-crash|lb-stop|lb-return|app-crash|app-unhealthy|rolling-replace");
     println!("  remove: fulcrum lab down");
 }
 
@@ -220,11 +231,20 @@ fn status() -> Result<bool> {
         println!("no lab is up");
         return Ok(true);
     };
-    println!("topology {} (prefix {}), state {}", st.topology, st.prefix, topology::state_path().display());
+    println!(
+        "topology {} (prefix {}), state {}",
+        st.topology,
+        st.prefix,
+        topology::state_path().display()
+    );
     for ns in &st.namespaces {
         println!(
             "  namespace {ns}: {}",
-            if netns::netns_exists(ns) { "present" } else { "MISSING" }
+            if netns::netns_exists(ns) {
+                "present"
+            } else {
+                "MISSING"
+            }
         );
     }
     let mut whole = true;
@@ -247,7 +267,12 @@ fn status() -> Result<bool> {
     Ok(whole)
 }
 
-fn drills(name: &str, rate: Duration, duration: Duration, json: Option<&std::path::Path>) -> Result<bool> {
+fn drills(
+    name: &str,
+    rate: Duration,
+    duration: Duration,
+    json: Option<&std::path::Path>,
+) -> Result<bool> {
     if rate < Duration::from_millis(1) || rate > Duration::from_secs(1) {
         bail!("--rate must be between 1ms and 1s");
     }
@@ -302,7 +327,11 @@ fn drills(name: &str, rate: Duration, duration: Duration, json: Option<&std::pat
     println!(
         "{} drill(s): {}",
         reports.len(),
-        if pass { "all within bounds" } else { "SOME OUTSIDE BOUNDS" }
+        if pass {
+            "all within bounds"
+        } else {
+            "SOME OUTSIDE BOUNDS"
+        }
     );
     Ok(pass)
 }

@@ -44,7 +44,9 @@ pub fn preflight() -> Result<()> {
         .status()
     {
         Ok(_) => {}
-        Err(_) => bail!("`fulcrum lab` needs the `ip` tool from iproute2 (apt-get install iproute2)"),
+        Err(_) => {
+            bail!("`fulcrum lab` needs the `ip` tool from iproute2 (apt-get install iproute2)")
+        }
     }
     if !Path::new("/proc/self/ns/net").exists() {
         bail!("this kernel has no network-namespace support (/proc/self/ns/net is missing)");

@@ -174,8 +174,24 @@ pub struct Summary {
     pub servers: BTreeMap<String, usize>,
     /// Answers per load balancer.
     pub lbs: BTreeMap<String, usize>,
-    /// Who answered over time.
+    /// Who answered over time, by load balancer.
     pub timeline: Vec<Segment>,
+    /// Answers per app server (and failures) in each [`BUCKET_MS`] window.
+    pub buckets: Vec<Bucket>,
+}
+
+/// Width of a [`Bucket`], ms.
+pub const BUCKET_MS: u64 = 500;
+
+/// Who answered in one window of the probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bucket {
+    /// Window start, ms.
+    pub from_ms: u64,
+    /// Failed requests started in the window.
+    pub failed: usize,
+    /// Answers per app server.
+    pub servers: BTreeMap<String, usize>,
 }
 
 /// Summarises `samples`.
@@ -189,6 +205,7 @@ pub fn summarize(samples: &[Sample]) -> Summary {
         servers: BTreeMap::new(),
         lbs: BTreeMap::new(),
         timeline: Vec::new(),
+        buckets: Vec::new(),
     };
     let mut last_ok: Option<f64> = None;
     let mut run = 0usize;
@@ -240,6 +257,23 @@ pub fn summarize(samples: &[Sample]) -> Summary {
                 requests: 1,
                 servers: BTreeMap::new(),
             }),
+        }
+        let from_ms = (x.start_ms.max(0.0) as u64) / BUCKET_MS * BUCKET_MS;
+        if s.buckets.last().is_none_or(|b| b.from_ms != from_ms) {
+            s.buckets.push(Bucket {
+                from_ms,
+                failed: 0,
+                servers: BTreeMap::new(),
+            });
+        }
+        if let Some(b) = s.buckets.last_mut() {
+            match &x.answer {
+                Some(a) => {
+                    let server = a.server.clone().unwrap_or_else(|| "?".into());
+                    *b.servers.entry(server).or_default() += 1;
+                }
+                None => b.failed += 1,
+            }
         }
         if let (Some(seg), Some(a)) = (s.timeline.last_mut(), &x.answer) {
             let server = a.server.clone().unwrap_or_else(|| "?".into());

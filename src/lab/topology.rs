@@ -76,10 +76,9 @@ impl State {
     pub fn load() -> Result<Option<State>> {
         let path = state_path();
         match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{} is not a lab state file", path.display()))?,
-            )),
+            Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a lab state file", path.display())
+            })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -155,6 +154,7 @@ pub fn addr(role: &str) -> Ipv4Addr {
         "lb2" => 12,
         "app1" => 21,
         "app2" => 22,
+        "app3" => 23,
         _ => 99,
     };
     Ipv4Addr::new(10, 231, 0, last)
@@ -180,6 +180,7 @@ retries = 3
 connect_timeout = "300ms"
 response_timeout = "2s"
 health = {{ kind = "http", path = "/health", interval = "150ms", timeout = "150ms", rise = 2, fall = 2 }}
+passive = {{ max_fails = 3, fail_timeout = "1s" }}
 servers = [
   {{ name = "app1", address = "{a1}:{APP_PORT}" }},
   {{ name = "app2", address = "{a2}:{APP_PORT}" }},
@@ -200,7 +201,8 @@ track = {{ frontends = true, weight = -60 }}
 }
 
 /// Roles of the classic topology, in start order of their namespaces.
-pub const ROLES: [&str; 5] = ["client", "app1", "app2", "lb1", "lb2"];
+/// (`app3` gets a namespace but no process: the rolling-replace drill starts it.)
+pub const ROLES: [&str; 6] = ["client", "app1", "app2", "app3", "lb1", "lb2"];
 
 /// A fresh unique prefix: `fl` + 5 digits of the PID (+ a random digit), short enough for
 /// interface names (15 characters).
