@@ -1,4 +1,4 @@
-//! Failure drills on the classic topology: the probe requests the VIP while a drill injures
+//! Failure drills on the classic (and two-tier) topology: the probe requests the VIP while a drill injures
 //! the topology at a fixed point; the report says what the client saw, beside the seed's claim.
 
 use std::net::SocketAddr;
@@ -20,6 +20,18 @@ pub const ALL: [&str; 6] = [
     "lb-crash",
     "lb-return",
 ];
+
+/// Extra drills of `two-tier`: the backend tier's master and one of its app servers.
+pub const BACK: [&str; 2] = ["back-lb-crash", "back-app-crash"];
+
+/// The drills `all` runs on `topology`.
+pub fn all_for(topology: &str) -> Vec<&'static str> {
+    let mut v = ALL.to_vec();
+    if topology == "two-tier" {
+        v.extend(BACK);
+    }
+    v
+}
 
 /// When the injury happens, after the probe started.
 pub const INJURY_AT: Duration = Duration::from_secs(1);
@@ -66,6 +78,8 @@ fn description(name: &str) -> Option<&'static str> {
         "lb-stop" => "SIGTERM the master load balancer lb1 (graceful stop); lb2 takes the VIP",
         "lb-crash" => "SIGKILL the master load balancer lb1; lb2 takes the VIP",
         "lb-return" => "lb1 (stopped before the probe) starts again and preempts lb2",
+        "back-lb-crash" => "SIGKILL the backend tier's master blb1; blb2 takes the backend VIP",
+        "back-app-crash" => "SIGKILL backend app server bapp1; restart it 2.5 s later",
         "rolling-replace" => {
             "fulcrum ctl on both LBs: add app3 → wait healthy → drain app1 --wait → remove app1 (undone 1 s later the same way)"
         }
@@ -119,6 +133,14 @@ fn claims(name: &str) -> Vec<Claim> {
             "003",
             "a load balancer lets you do deployments without having any downtime",
         )],
+        "back-lb-crash" => vec![c(
+            "002",
+            "~1 s VIP failover (backend-00 fails to backend-02)",
+        )],
+        "back-app-crash" => vec![c(
+            "002",
+            "~2 s app-server failover: all requests diverted to the healthy node",
+        )],
         "lb-return" => vec![c(
             "000",
             "when the master comes back it takes the VIP again, unnoticed by the end user",
@@ -148,10 +170,14 @@ pub fn make_whole(st: &mut State) -> Result<()> {
 pub fn run_drill(st: &mut State, name: &str, rate: Duration, duration: Duration) -> Result<Report> {
     let Some(injury) = description(name) else {
         bail!(
-            "unknown drill {name:?}; drills: {}, all (db-failover is not available in this build)",
-            ALL.join(", ")
+            "unknown drill {name:?}; drills: {}, {} (two-tier), all (db-failover is not available in this build)",
+            ALL.join(", "),
+            BACK.join(", ")
         );
     };
+    if BACK.contains(&name) && st.topology != "two-tier" {
+        bail!("drill {name} needs the two-tier topology");
+    }
     if duration < INJURY_AT + Duration::from_secs(3) {
         bail!("--duration must be at least 4s (the injury comes at 1 s)");
     }
@@ -176,7 +202,7 @@ pub fn run_drill(st: &mut State, name: &str, rate: Duration, duration: Duration)
     let summary = probe::summarize(&samples);
     let md = topology::master_down();
     let (expected, max_failed, max_outage_ms) = match name {
-        "lb-crash" => {
+        "lb-crash" | "back-lb-crash" => {
             let limit = md + Duration::from_secs(1);
             (
                 format!(
@@ -196,9 +222,10 @@ pub fn run_drill(st: &mut State, name: &str, rate: Duration, duration: Duration)
             Some((md + Duration::from_secs(1)).as_millis() as u64),
         ),
         "lb-stop" => (
-            "0 failed: the stopping master advertises priority 0 and keeps answering until lb2 is master"
+            "0 failed: the stopping master advertises priority 0 and keeps answering until lb2 is master \
+             (bound 1: a connection opened to lb1 in the instant lb2's gratuitous ARP lands can be reset)"
                 .to_string(),
-            Some(0),
+            Some(1),
             None,
         ),
         "rolling-replace" => (
@@ -264,6 +291,12 @@ fn injure(st: &mut State, name: &str, probe: &Probe) -> Result<()> {
         }
         "lb-stop" => stop_proc(st, "lb1", libc::SIGTERM)?,
         "lb-crash" => stop_proc(st, "lb1", libc::SIGKILL)?,
+        "back-lb-crash" => stop_proc(st, "blb1", libc::SIGKILL)?,
+        "back-app-crash" => {
+            stop_proc(st, "bapp1", libc::SIGKILL)?;
+            std::thread::sleep(restore_after);
+            st.restart("bapp1")?;
+        }
         "lb-return" => st.restart("lb1")?,
         "rolling-replace" => super::rolling::injure(st, Duration::from_secs(1))?,
         _ => {}
@@ -334,9 +367,9 @@ pub fn print_report(r: &Report) {
 }
 
 /// Writes the reports as JSON to `path`.
-pub fn write_json(path: &Path, reports: &[Report]) -> Result<()> {
+pub fn write_json(path: &Path, topology: &str, reports: &[Report]) -> Result<()> {
     let text = serde_json::to_vec_pretty(&serde_json::json!({
-        "topology": "classic",
+        "topology": topology,
         "vip": VIP.to_string(),
         "advert_interval_ms": topology::ADVERT.as_millis() as u64,
         "master_down_interval_ms": topology::master_down().as_millis() as u64,

@@ -6,6 +6,7 @@
 //! servers, and records everything in a state file; `lab down` (from any process) removes it
 //! all; `lab drill NAME` injures the running lab while a probe client requests the VIP.
 
+pub mod app;
 pub mod drill;
 pub mod netns;
 pub mod probe;
@@ -30,7 +31,7 @@ pub struct LabArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum LabCmd {
-    /// Build a topology: classic (seeds 000/004); two-tier and database are not in this build.
+    /// Build a topology: classic (seeds 000/004) or two-tier (seed 002); database is not in this build.
     Up {
         /// Topology name.
         topology: String,
@@ -52,6 +53,19 @@ enum LabCmd {
         /// Also write the reports as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// The two-tier topology's frontend app (started by `lab up two-tier`).
+    #[command(hide = true)]
+    FrontendApp {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Name reported in answers.
+        #[arg(long)]
+        name: String,
+        /// The backend tier's VIP and port.
+        #[arg(long)]
+        backend: std::net::SocketAddr,
     },
 }
 
@@ -92,9 +106,16 @@ pub fn run(args: LabArgs) -> ExitCode {
 }
 
 fn dispatch(args: LabArgs) -> Result<bool> {
-    netns::preflight()?;
-    catch_signals();
+    if !matches!(args.cmd, LabCmd::FrontendApp { .. }) {
+        netns::preflight()?;
+        catch_signals();
+    }
     match args.cmd {
+        LabCmd::FrontendApp {
+            listen,
+            name,
+            backend,
+        } => app::serve(listen, &name, backend).map(|()| true),
         LabCmd::Up { topology } => up(&topology).map(|st| {
             print_up(&st);
             true
@@ -113,11 +134,11 @@ fn dispatch(args: LabArgs) -> Result<bool> {
 /// Builds `topology`; on any failure or Ctrl-C removes everything created.
 pub fn up(topology: &str) -> Result<State> {
     match topology {
-        "classic" => {}
-        "two-tier" | "database" => {
-            bail!("topology {topology:?} is not available in this build; available: classic")
-        }
-        other => bail!("unknown topology {other:?}; available: classic"),
+        "classic" | "two-tier" => {}
+        "database" => bail!(
+            "topology \"database\" is not available in this build; available: classic, two-tier"
+        ),
+        other => bail!("unknown topology {other:?}; available: classic, two-tier"),
     }
     if let Some(st) = State::load()? {
         bail!(
@@ -149,14 +170,16 @@ pub fn up(topology: &str) -> Result<State> {
             }
         });
     if let Err(e) = built {
-        let logs = tail_logs(&st);
+        let logs = if interrupted() {
+            String::new()
+        } else {
+            tail_logs(&st)
+        };
         let problems = st.teardown();
         for p in &problems {
             eprintln!("fulcrum lab: cleanup: {p}");
         }
-        return Err(e.context(format!(
-            "lab up {topology} failed; removed what it built{logs}"
-        )));
+        bail!("lab up {topology} failed ({e:#}); removed everything it had built{logs}");
     }
     Ok(st)
 }
@@ -189,7 +212,13 @@ fn print_up(st: &State) {
         st.ns("client"),
         topology::VIP
     );
-    for lb in ["lb1", "lb2"] {
+    if st.topology == "two-tier" {
+        println!(
+            "  backend tier: VIP {} on blb1 (VRRP vrid 52); frontend apps answer {{\"frontend\", \"backend\"}}",
+            topology::VIP_BACK
+        );
+    }
+    for lb in topology::lbs_of(st) {
         println!(
             "  {lb} dashboard:   ip netns exec {} curl http://127.0.0.1:{}/   (API /api/v1/status, ctl: ip netns exec {} {} ctl servers)",
             st.ns(lb),
@@ -199,7 +228,7 @@ fn print_up(st: &State) {
         );
     }
     println!("  logs and configs: {}", st.dir.display());
-    println!("  drills: fulcrum lab drill all|lb-crash|lb-stop|lb-return|app-crash|app-unhealthy|rolling-replace");
+    println!("  drills: fulcrum lab drill all|lb-crash|lb-stop|lb-return|app-crash|app-unhealthy|rolling-replace (two-tier also back-lb-crash|back-app-crash)");
     println!("  remove: fulcrum lab down");
 }
 
@@ -259,9 +288,9 @@ fn status() -> Result<bool> {
             if alive { "running" } else { "NOT RUNNING" }
         );
     }
-    for lb in ["lb1", "lb2"] {
+    for lb in topology::lbs_of(&st) {
         if topology::has_vip(&st, lb) {
-            println!("  VIP {} is on {lb}", topology::VIP);
+            println!("  VIP {} is on {lb}", topology::vip_of(lb));
         }
     }
     Ok(whole)
@@ -279,11 +308,6 @@ fn drills(
     if duration > Duration::from_secs(120) {
         bail!("--duration must be at most 120s");
     }
-    let names: Vec<&str> = if name == "all" {
-        drill::ALL.to_vec()
-    } else {
-        vec![name]
-    };
     let (mut st, ours) = match State::load()? {
         Some(st) => (st, false),
         None if name == "all" => {
@@ -293,6 +317,11 @@ fn drills(
             (st, true)
         }
         None => bail!("no lab is up: run `fulcrum lab up classic` first"),
+    };
+    let names: Vec<&str> = if name == "all" {
+        drill::all_for(&st.topology)
+    } else {
+        vec![name]
     };
     let mut reports = Vec::new();
     let mut result = Ok(());
@@ -313,7 +342,7 @@ fn drills(
         }
     }
     if let Some(path) = json {
-        drill::write_json(path, &reports)?;
+        drill::write_json(path, &st.topology, &reports)?;
         println!("reports written to {}", path.display());
     }
     if ours {

@@ -53,10 +53,16 @@ pub fn request(to: SocketAddr, timeout: Duration) -> Option<Answer> {
             .eq_ignore_ascii_case(super::topology::LB_HEADER)
             .then(|| v.trim().to_string())
     });
-    let server = body
-        .split_once("\"server\":\"")
-        .and_then(|(_, rest)| rest.split_once('"'))
-        .map(|(name, _)| name.to_string());
+    let field = |key: &str| {
+        body.split_once(&format!("\"{key}\":\""))
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(name, _)| name.to_string())
+    };
+    // two-tier: the frontend app names the backend app server that answered it.
+    let server = match (field("server"), field("backend")) {
+        (Some(s), Some(b)) => Some(format!("{s}→{b}")),
+        (s, _) => s,
+    };
     Some(Answer { lb, server })
 }
 

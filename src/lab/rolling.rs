@@ -79,13 +79,7 @@ fn replace(st: &State, old: &str, new: &str) -> Result<()> {
 /// The injury: start app3, replace app1 by it; after `hold`, put app1 back and retire app3.
 pub fn injure(st: &mut State, hold: Duration) -> Result<()> {
     if st.proc("app3").is_none_or(|p| !p.alive()) {
-        let args = vec![
-            "backend".to_string(),
-            "--listen".to_string(),
-            format!("{}:{APP_PORT}", topology::addr("app3")),
-            "--name".to_string(),
-            "app3".to_string(),
-        ];
+        let args = topology::app_args(st, "app3");
         let log = st.dir.join("app3.log");
         let p = netns::spawn("app3", &st.ns("app3"), &st.bin, &args, &log)?;
         st.procs.retain(|p| p.name != "app3");

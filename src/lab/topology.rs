@@ -23,6 +23,8 @@ use super::netns::{self, ip, Proc};
 pub const SUBNET_PREFIX: &str = "10.231.0";
 /// The virtual IP the two load balancers share.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 231, 0, 100);
+/// The backend tier's VIP in the `two-tier` topology (shared by `blb1` and `blb2`).
+pub const VIP_BACK: Ipv4Addr = Ipv4Addr::new(10, 231, 0, 200);
 /// VRRP advert interval of the pair.
 pub const ADVERT: Duration = Duration::from_millis(100);
 /// Priority of lb1 (the preferred master); lb2 has 100.
@@ -155,15 +157,52 @@ pub fn addr(role: &str) -> Ipv4Addr {
         "app1" => 21,
         "app2" => 22,
         "app3" => 23,
+        "blb1" => 31,
+        "blb2" => 32,
+        "bapp1" => 41,
+        "bapp2" => 42,
         _ => 99,
     };
     Ipv4Addr::new(10, 231, 0, last)
 }
 
-/// The configuration of load balancer `lb` ("lb1" or "lb2").
+/// Whether `role` belongs to the backend tier of `two-tier` (`blb1`, `bapp2`, …).
+pub fn is_back(role: &str) -> bool {
+    role.starts_with('b') && role != "br"
+}
+
+/// The VIP of `role`'s tier.
+pub fn vip_of(role: &str) -> Ipv4Addr {
+    if is_back(role) {
+        VIP_BACK
+    } else {
+        VIP
+    }
+}
+
+/// The other load balancer of `lb`'s pair.
+pub fn partner(lb: &str) -> &'static str {
+    match lb {
+        "lb1" => "lb2",
+        "lb2" => "lb1",
+        "blb1" => "blb2",
+        _ => "blb1",
+    }
+}
+
+/// The configuration of load balancer `lb` (`lb1`/`lb2`, or `blb1`/`blb2` of the backend tier).
 pub fn lb_config(lb: &str) -> String {
-    let priority = if lb == "lb1" { PRIO_LB1 } else { PRIO_LB2 };
-    let (a1, a2) = (addr("app1"), addr("app2"));
+    let priority = if lb.ends_with('1') {
+        PRIO_LB1
+    } else {
+        PRIO_LB2
+    };
+    let (n1, n2, vip, vrid) = if is_back(lb) {
+        ("bapp1", "bapp2", VIP_BACK, 52)
+    } else {
+        ("app1", "app2", VIP, 51)
+    };
+    let (a1, a2) = (addr(n1), addr(n2));
     format!(
         r#"# fulcrum lab, topology classic: {lb}
 [admin]
@@ -182,17 +221,17 @@ response_timeout = "2s"
 health = {{ kind = "http", path = "/health", interval = "150ms", timeout = "150ms", rise = 2, fall = 2 }}
 passive = {{ max_fails = 3, fail_timeout = "1s" }}
 servers = [
-  {{ name = "app1", address = "{a1}:{APP_PORT}" }},
-  {{ name = "app2", address = "{a2}:{APP_PORT}" }},
+  {{ name = "{n1}", address = "{a1}:{APP_PORT}" }},
+  {{ name = "{n2}", address = "{a2}:{APP_PORT}" }},
 ]
 
 [vrrp.instances.vip]
 interface = "eth0"
-vrid = 51
+vrid = {vrid}
 priority = {priority}
 version = 3
 advert_interval = "{}ms"
-virtual_ips = ["{VIP}/24"]
+virtual_ips = ["{vip}/24"]
 preempt = true
 track = {{ frontends = true, weight = -60 }}
 "#,
@@ -203,6 +242,44 @@ track = {{ frontends = true, weight = -60 }}
 /// Roles of the classic topology, in start order of their namespaces.
 /// (`app3` gets a namespace but no process: the rolling-replace drill starts it.)
 pub const ROLES: [&str; 6] = ["client", "app1", "app2", "app3", "lb1", "lb2"];
+
+/// Extra roles of `two-tier` (seed 002): the backend tier's pair and its app servers; the
+/// front tier's app servers are frontend apps that call the backend tier's VIP.
+pub const BACK_ROLES: [&str; 4] = ["blb1", "blb2", "bapp1", "bapp2"];
+
+/// Roles of `topology`.
+pub fn roles(topology: &str) -> Vec<&'static str> {
+    let mut r = ROLES.to_vec();
+    if topology == "two-tier" {
+        r.extend(BACK_ROLES);
+    }
+    r
+}
+
+/// Arguments (after the binary) of app server `name` in `st`'s topology.
+pub fn app_args(st: &State, name: &str) -> Vec<String> {
+    let listen = format!("{}:{APP_PORT}", addr(name));
+    if st.topology == "two-tier" && !is_back(name) {
+        vec![
+            "lab".into(),
+            "frontend-app".into(),
+            "--listen".into(),
+            listen,
+            "--name".into(),
+            name.into(),
+            "--backend".into(),
+            format!("{VIP_BACK}:80"),
+        ]
+    } else {
+        vec![
+            "backend".into(),
+            "--listen".into(),
+            listen,
+            "--name".into(),
+            name.into(),
+        ]
+    }
+}
 
 /// A fresh unique prefix: `fl` + 5 digits of the PID (+ a random digit), short enough for
 /// interface names (15 characters).
@@ -224,7 +301,7 @@ pub fn build_network(st: &mut State, interrupted: &dyn Fn() -> bool) -> Result<(
     ip(&["-n", &br, "link", "set", "lo", "up"])?;
     ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
     ip(&["-n", &br, "link", "set", "br0", "up"])?;
-    for role in ROLES {
+    for role in roles(&st.topology) {
         if interrupted() {
             bail!("interrupted");
         }
@@ -249,20 +326,29 @@ pub fn build_network(st: &mut State, interrupted: &dyn Fn() -> bool) -> Result<(
 /// Starts the app servers and the load balancers of the classic topology and waits until
 /// the VIP answers from the client namespace.
 pub fn start_processes(st: &mut State, interrupted: &dyn Fn() -> bool) -> Result<()> {
-    for app in ["app1", "app2"] {
-        let args = vec![
-            "backend".to_string(),
-            "--listen".to_string(),
-            format!("{}:{APP_PORT}", addr(app)),
-            "--name".to_string(),
-            app.to_string(),
-        ];
+    if st.topology == "two-tier" {
+        start_tier(st, ["bapp1", "bapp2"], ["blb1", "blb2"], interrupted)?;
+    }
+    start_tier(st, ["app1", "app2"], ["lb1", "lb2"], interrupted)?;
+    wait_whole(st, Duration::from_secs(15))
+}
+
+/// Starts a tier: its two app servers, then its first load balancer (waiting until it holds
+/// the VIP), then the second.
+fn start_tier(
+    st: &mut State,
+    apps: [&str; 2],
+    lbs: [&str; 2],
+    interrupted: &dyn Fn() -> bool,
+) -> Result<()> {
+    for app in apps {
+        let args = app_args(st, app);
         let log = st.dir.join(format!("{app}.log"));
         let p = netns::spawn(app, &st.ns(app), &st.bin, &args, &log)?;
         st.procs.push(p);
         st.save()?;
     }
-    for app in ["app1", "app2"] {
+    for app in apps {
         let to = SocketAddr::from((addr(app), APP_PORT));
         if !netns::wait_listening(&st.ns(app), to, Duration::from_secs(10)) {
             bail!(
@@ -271,7 +357,7 @@ pub fn start_processes(st: &mut State, interrupted: &dyn Fn() -> bool) -> Result
             );
         }
     }
-    for lb in ["lb1", "lb2"] {
+    for lb in lbs {
         if interrupted() {
             bail!("interrupted");
         }
@@ -289,26 +375,26 @@ pub fn start_processes(st: &mut State, interrupted: &dyn Fn() -> bool) -> Result
         let p = netns::spawn(lb, &st.ns(lb), &st.bin, &args, &log)?;
         st.procs.push(p);
         st.save()?;
-        if lb == "lb1" && !wait_vip(st, "lb1", Duration::from_secs(15)) {
+        if lb == lbs[0] && !wait_vip(st, lb, Duration::from_secs(15)) {
             bail!(
-                "lb1 did not take the VIP; see {}",
-                st.dir.join("lb1.log").display()
+                "{lb} did not take the VIP; see {}",
+                st.dir.join(format!("{lb}.log")).display()
             );
         }
     }
-    wait_whole(st, Duration::from_secs(15))
+    Ok(())
 }
 
 /// Whether the VIP is on `role`'s eth0.
 pub fn has_vip(st: &State, role: &str) -> bool {
     ip(&["-n", &st.ns(role), "-4", "addr", "show", "dev", "eth0"])
-        .map(|o| o.contains(&format!("{VIP}/")))
+        .map(|o| o.contains(&format!("{}/", vip_of(role))))
         .unwrap_or(false)
 }
 
 /// Waits until the VIP is on `role` only.
 pub fn wait_vip(st: &State, role: &str, limit: Duration) -> bool {
-    let other = if role == "lb1" { "lb2" } else { "lb1" };
+    let other = partner(role);
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if has_vip(st, role) && !has_vip(st, other) {
@@ -336,8 +422,18 @@ pub fn wait_whole(st: &State, limit: Duration) -> Result<()> {
     if !wait_vip(st, "lb1", limit) {
         bail!("the VIP is not on lb1 alone");
     }
+    if st.topology == "two-tier" {
+        if !wait_vip(st, "blb1", limit) {
+            bail!("the backend VIP is not on blb1 alone");
+        }
+        for lb in ["blb1", "blb2"] {
+            if !wait_servers_up(st, lb, deadline) {
+                bail!("{lb} does not see both backend app servers up");
+            }
+        }
+    }
     let admin = SocketAddr::from(([127, 0, 0, 1], ADMIN_PORT));
-    for lb in ["lb1", "lb2"] {
+    for lb in lbs_of(st) {
         if !netns::wait_listening(&st.ns(lb), admin, limit) {
             bail!("{lb}'s admin API does not answer");
         }
@@ -352,12 +448,13 @@ pub fn wait_whole(st: &State, limit: Duration) -> Result<()> {
                 Some(a) if a.lb.as_deref() == Some("lb1") => {
                     streak += 1;
                     if let Some(s) = a.server {
-                        seen.insert(s);
+                        let front = s.split('→').next().unwrap_or_default();
+                        seen.insert(front.to_string());
                     }
                 }
                 _ => streak = 0,
             }
-            if streak >= 10 && seen.len() == 2 {
+            if streak >= 10 && seen.len() >= 2 {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -374,7 +471,16 @@ pub fn wait_whole(st: &State, limit: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Waits until `lb`'s admin API reports no server down.
+/// The load balancers of `st`'s topology.
+pub fn lbs_of(st: &State) -> Vec<&'static str> {
+    if st.topology == "two-tier" {
+        vec!["lb1", "lb2", "blb1", "blb2"]
+    } else {
+        vec!["lb1", "lb2"]
+    }
+}
+
+/// Waits until `lb`'s admin API reports both servers up.
 pub fn wait_servers_up(st: &State, lb: &str, deadline: Instant) -> bool {
     while Instant::now() < deadline {
         if let Some(body) = admin_get(st, lb, "/api/v1/status") {
