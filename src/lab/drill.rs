@@ -197,6 +197,7 @@ pub fn run_drill(st: &mut State, name: &str, rate: Duration, duration: Duration)
     let result = injure(st, name, &probe);
     let samples = probe.finish();
     result?;
+    let samples = samples?;
     // Put the lab back together outside the measurement.
     make_whole(st)?;
     let summary = probe::summarize(&samples);
@@ -241,7 +242,8 @@ pub fn run_drill(st: &mut State, name: &str, rate: Duration, duration: Duration)
             None,
         ),
     };
-    let pass = max_failed.is_none_or(|m| summary.failed <= m)
+    let pass = summary.sent > 0
+        && max_failed.is_none_or(|m| summary.failed <= m)
         && max_outage_ms.is_none_or(|m| summary.outage_ms <= m);
     Ok(Report {
         drill: name.to_string(),

@@ -129,12 +129,17 @@ impl Probe {
         self.t0.elapsed().as_secs_f64() * 1000.0
     }
 
-    /// Waits until the probe has run `limit` (or was stopped) and returns every sample.
-    pub fn finish(mut self) -> Vec<Sample> {
+    /// Waits until the probe has run `limit` (or was stopped) and returns every sample, or
+    /// why the probe could not run (e.g. the client namespace is gone).
+    pub fn finish(mut self) -> anyhow::Result<Vec<Sample>> {
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => anyhow::bail!("the probe could not run: {e}"),
+                Err(_) => anyhow::bail!("the probe thread panicked"),
+            }
         }
-        self.samples.lock().map(|v| v.clone()).unwrap_or_default()
+        Ok(self.samples.lock().map(|v| v.clone()).unwrap_or_default())
     }
 }
 

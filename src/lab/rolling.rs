@@ -44,24 +44,29 @@ pub fn ctl_both(st: &State, args: &[&str]) -> Result<()> {
 
 /// Waits until both load balancers report `server` healthy.
 fn wait_healthy(st: &State, server: &str, limit: Duration) -> Result<()> {
-    let deadline = Instant::now() + limit;
     for lb in ["lb1", "lb2"] {
-        loop {
-            let text = ctl(st, lb, &["servers"]).unwrap_or_default();
-            let up = text.lines().any(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                cols.get(1) == Some(&server) && cols.get(4) == Some(&"up")
-            });
-            if up {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("{lb} does not report {server} up");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_healthy_on(st, lb, server, limit)?;
     }
     Ok(())
+}
+
+/// Waits until `lb` reports `server` healthy.
+fn wait_healthy_on(st: &State, lb: &str, server: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = ctl(st, lb, &["servers"]).unwrap_or_default();
+        let up = text.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(1) == Some(&server) && cols.get(4) == Some(&"up")
+        });
+        if up {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{lb} does not report {server} up");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Replaces `old` by `new` in backend `app` on both load balancers: add, wait healthy,
@@ -96,19 +101,40 @@ pub fn injure(st: &mut State, hold: Duration) -> Result<()> {
     result.and(undone)
 }
 
-/// Puts app1 back and retires app3 (same add → healthy → drain → remove), then stops app3.
+/// Puts app1 back and retires app3 on each load balancer that has app3 (add app1 → wait
+/// healthy → drain app3 → remove app3), then stops app3.
 pub fn undo(st: &mut State) -> Result<()> {
-    let servers = ctl(st, "lb1", &["servers"]).unwrap_or_default();
-    let has = |name: &str| {
-        servers
-            .lines()
-            .any(|l| l.split_whitespace().nth(1) == Some(name))
-    };
-    let result = if has("app3") && !has("app1") {
-        replace(st, "app3", "app1")
-    } else {
-        Ok(())
-    };
+    let mut result = Ok(());
+    for lb in ["lb1", "lb2"] {
+        let servers = match ctl(st, lb, &["servers"]) {
+            Ok(s) => s,
+            Err(e) => {
+                result = Err(e);
+                continue;
+            }
+        };
+        let has = |name: &str| {
+            servers
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name))
+        };
+        if !has("app3") {
+            continue;
+        }
+        let step = (|| -> Result<()> {
+            if !has("app1") {
+                let address = format!("{}:{APP_PORT}", topology::addr("app1"));
+                ctl(st, lb, &["add", "app", "app1", &address])?;
+            }
+            wait_healthy_on(st, lb, "app1", Duration::from_secs(10))?;
+            ctl(st, lb, &["drain", "app/app3", "--wait", "--timeout", "10s"])?;
+            ctl(st, lb, &["remove", "app/app3"])?;
+            Ok(())
+        })();
+        if step.is_err() {
+            result = step;
+        }
+    }
     if let Some(p) = st.proc("app3").cloned() {
         p.stop(Duration::from_secs(3));
         st.procs.retain(|p| p.name != "app3");
