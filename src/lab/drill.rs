@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::database::DB_PORT;
 use super::probe::{self, Probe, Summary};
 use super::topology::{self, State, VIP};
 
@@ -29,6 +30,9 @@ pub fn all_for(topology: &str) -> Vec<&'static str> {
     let mut v = ALL.to_vec();
     if topology == "two-tier" {
         v.extend(BACK);
+    }
+    if topology == "database" {
+        v.push("db-failover");
     }
     v
 }
@@ -80,6 +84,9 @@ fn description(name: &str) -> Option<&'static str> {
         "lb-return" => "lb1 (stopped before the probe) starts again and preempts lb2",
         "back-lb-crash" => "SIGKILL the backend tier's master blb1; blb2 takes the backend VIP",
         "back-app-crash" => "SIGKILL backend app server bapp1; restart it 2.5 s later",
+        "db-failover" => {
+            "immediate shutdown of the PostgreSQL primary, then pg_ctl promote on the standby (seed 001's playbook)"
+        }
         "rolling-replace" => {
             "fulcrum ctl on both LBs: add app3 → wait healthy → drain app1 --wait → remove app1 (undone 1 s later the same way)"
         }
@@ -141,6 +148,10 @@ fn claims(name: &str) -> Vec<Claim> {
             "002",
             "~2 s app-server failover: all requests diverted to the healthy node",
         )],
+        "db-failover" => vec![c(
+            "001",
+            "manual playbook: promote the standby, then redirect the application to the new main database",
+        )],
         "lb-return" => vec![c(
             "000",
             "when the master comes back it takes the VIP again, unnoticed by the end user",
@@ -152,6 +163,10 @@ fn claims(name: &str) -> Vec<Claim> {
 /// Restores anything a previous drill (or a crash) left broken: restarts dead processes,
 /// heals app1's health, and waits for the lab to be whole with lb1 master.
 pub fn make_whole(st: &mut State) -> Result<()> {
+    if st.topology == "database" {
+        // Before the generic restarts: a stopped old primary must come back as a standby.
+        super::database::make_whole(st)?;
+    }
     if st.proc("app3").is_some() {
         // A rolling-replace that did not finish: put app1 back, retire app3.
         super::rolling::undo(st)?;
@@ -163,20 +178,40 @@ pub fn make_whole(st: &mut State) -> Result<()> {
     for app in ["app1", "app2"] {
         topology::control_app(st, app, "/_control/health/ok");
     }
-    topology::wait_whole(st, Duration::from_secs(20)).context("the lab is not whole")
+    topology::wait_whole(st, Duration::from_secs(20)).context("the lab is not whole")?;
+    if st.topology == "database" {
+        let to = SocketAddr::from((VIP, DB_PORT));
+        let ok = super::netns::run_in(&st.ns("client"), move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if super::database::request(to, Duration::from_secs(1)).is_some() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        })?;
+        if !ok {
+            bail!("no database primary answers on the VIP's port {DB_PORT}");
+        }
+    }
+    Ok(())
 }
 
 /// Runs drill `name` on the lab in `st`, with a probe every `rate` for `duration`.
 pub fn run_drill(st: &mut State, name: &str, rate: Duration, duration: Duration) -> Result<Report> {
     let Some(injury) = description(name) else {
         bail!(
-            "unknown drill {name:?}; drills: {}, {} (two-tier), all (db-failover is not available in this build)",
+            "unknown drill {name:?}; drills: {}, {} (two-tier), db-failover (database), all",
             ALL.join(", "),
             BACK.join(", ")
         );
     };
     if BACK.contains(&name) && st.topology != "two-tier" {
         bail!("drill {name} needs the two-tier topology");
+    }
+    if name == "db-failover" && st.topology != "database" {
+        bail!("drill db-failover needs the database topology");
     }
     if duration < INJURY_AT + Duration::from_secs(3) {
         bail!("--duration must be at least 4s (the injury comes at 1 s)");
@@ -190,8 +225,15 @@ pub fn run_drill(st: &mut State, name: &str, rate: Duration, duration: Duration)
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let to = SocketAddr::from((VIP, 80));
-    let probe = Probe::start(&st.ns("client"), to, rate, duration);
+    let (to, request): (
+        SocketAddr,
+        fn(SocketAddr, Duration) -> Option<probe::Answer>,
+    ) = if name == "db-failover" {
+        ((VIP, DB_PORT).into(), super::database::request)
+    } else {
+        ((VIP, 80).into(), probe::request)
+    };
+    let probe = Probe::start(&st.ns("client"), to, request, rate, duration);
     std::thread::sleep(INJURY_AT);
     let injury_at_ms = probe.now_ms() as u64;
     let result = injure(st, name, &probe);
@@ -228,6 +270,12 @@ pub fn run_drill(st: &mut State, name: &str, rate: Duration, duration: Duration)
                 .to_string(),
             Some(1),
             None,
+        ),
+        "db-failover" => (
+            "nothing is re-pointed: the checks (200 ms, fall 2, rise 1) see the promoted standby report primary; bound 10 s"
+                .to_string(),
+            None,
+            Some(10_000),
         ),
         "rolling-replace" => (
             "0 failed: a drained server gets no new requests; removal waits for its connections"
@@ -294,6 +342,7 @@ fn injure(st: &mut State, name: &str, probe: &Probe) -> Result<()> {
         "lb-stop" => stop_proc(st, "lb1", libc::SIGTERM)?,
         "lb-crash" => stop_proc(st, "lb1", libc::SIGKILL)?,
         "back-lb-crash" => stop_proc(st, "blb1", libc::SIGKILL)?,
+        "db-failover" => super::database::failover(st)?,
         "back-app-crash" => {
             stop_proc(st, "bapp1", libc::SIGKILL)?;
             std::thread::sleep(restore_after);

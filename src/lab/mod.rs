@@ -7,6 +7,7 @@
 //! all; `lab drill NAME` injures the running lab while a probe client requests the VIP.
 
 pub mod app;
+pub mod database;
 pub mod drill;
 pub mod netns;
 pub mod probe;
@@ -31,7 +32,7 @@ pub struct LabArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum LabCmd {
-    /// Build a topology: classic (seeds 000/004) or two-tier (seed 002); database is not in this build.
+    /// Build a topology: classic (seeds 000/004), two-tier (seed 002) or database (seed 001).
     Up {
         /// Topology name.
         topology: String,
@@ -135,10 +136,11 @@ fn dispatch(args: LabArgs) -> Result<bool> {
 pub fn up(topology: &str) -> Result<State> {
     match topology {
         "classic" | "two-tier" => {}
-        "database" => bail!(
-            "topology \"database\" is not available in this build; available: classic, two-tier"
-        ),
-        other => bail!("unknown topology {other:?}; available: classic, two-tier"),
+        "database" => {
+            database::pg_bin()?;
+            database::postgres_user()?;
+        }
+        other => bail!("unknown topology {other:?}; available: classic, two-tier, database"),
     }
     if let Some(st) = State::load()? {
         bail!(

@@ -103,6 +103,9 @@ pub struct Proc {
     pub args: Vec<String>,
     /// Log file (stdout and stderr).
     pub log: PathBuf,
+    /// Program run instead of the fulcrum binary (e.g. `postgres`), with the user it runs as.
+    #[serde(default)]
+    pub program: Option<(PathBuf, u32, u32)>,
 }
 
 /// Start time of `pid` and whether it is a zombie, from `/proc/PID/stat`.
@@ -152,7 +155,13 @@ impl Proc {
 
     /// SIGTERM, then SIGKILL after `grace`; waits until it is gone.
     pub fn stop(&self, grace: Duration) {
-        if self.signal(libc::SIGTERM) && !self.wait_gone(grace) {
+        // PostgreSQL: SIGINT is its fast shutdown (SIGTERM waits for clients).
+        let sig = if self.program.is_some() {
+            libc::SIGINT
+        } else {
+            libc::SIGTERM
+        };
+        if self.signal(sig) && !self.wait_gone(grace) {
             self.signal(libc::SIGKILL);
             self.wait_gone(Duration::from_secs(5));
         }
@@ -193,6 +202,64 @@ pub fn spawn(name: &str, ns: &str, bin: &Path, args: &[String], log: &Path) -> R
         start,
         args: args.to_vec(),
         log: log.to_path_buf(),
+        program: None,
+    })
+}
+
+/// Starts `program ARGS` inside namespace `ns` as user `uid`/`gid` (entering the namespace
+/// itself, so the PID is the program's), in its own session, output to `log`.
+pub fn spawn_as(
+    name: &str,
+    ns: &str,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<Proc> {
+    let out = std::fs::File::create(log).with_context(|| format!("{}", log.display()))?;
+    // SAFETY: chown on a path we just created; failure only means the program cannot log.
+    if let Ok(c) = std::ffi::CString::new(log.as_os_str().as_encoded_bytes()) {
+        unsafe {
+            libc::chown(c.as_ptr(), uid, gid);
+        }
+    }
+    let err = out.try_clone()?;
+    let nsfile = std::fs::File::open(Path::new("/run/netns").join(ns))
+        .with_context(|| format!("namespace {ns}"))?;
+    let fd = nsfile.as_raw_fd();
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: only async-signal-safe syscalls (setns, setsid, setgroups, setgid, setuid)
+    // on the child, with a descriptor the parent keeps open until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0
+                || libc::setsid() < 0
+                || libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    drop(nsfile);
+    let pid = i32::try_from(child.id()).context("pid out of range")?;
+    drop(child);
+    let start = stat(pid)
+        .map(|(s, _)| s)
+        .ok_or_else(|| anyhow!("{name} exited at once; see {}", log.display()))?;
+    Ok(Proc {
+        name: name.to_string(),
+        ns: ns.to_string(),
+        pid,
+        start,
+        args: args.to_vec(),
+        log: log.to_path_buf(),
+        program: Some((program.to_path_buf(), uid, gid)),
     })
 }
 

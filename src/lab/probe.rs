@@ -87,8 +87,14 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Starts probing `to` from namespace `ns`.
-    pub fn start(ns: &str, to: SocketAddr, rate: Duration, limit: Duration) -> Probe {
+    /// Starts probing `to` from namespace `ns` with `request` (HTTP: [`request`]).
+    pub fn start(
+        ns: &str,
+        to: SocketAddr,
+        request: fn(SocketAddr, Duration) -> Option<Answer>,
+        rate: Duration,
+        limit: Duration,
+    ) -> Probe {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let t0 = Instant::now();

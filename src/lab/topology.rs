@@ -114,7 +114,12 @@ impl State {
         if old.alive() {
             return Ok(());
         }
-        let p = netns::spawn(name, &old.ns, &self.bin, &old.args, &old.log)?;
+        let p = match &old.program {
+            Some((program, uid, gid)) => {
+                netns::spawn_as(name, &old.ns, program, &old.args, &old.log, *uid, *gid)?
+            }
+            None => netns::spawn(name, &old.ns, &self.bin, &old.args, &old.log)?,
+        };
         if let Some(slot) = self.procs.iter_mut().find(|p| p.name == name) {
             *slot = p;
         }
@@ -161,6 +166,8 @@ pub fn addr(role: &str) -> Ipv4Addr {
         "blb2" => 32,
         "bapp1" => 41,
         "bapp2" => 42,
+        "db1" => 51,
+        "db2" => 52,
         _ => 99,
     };
     Ipv4Addr::new(10, 231, 0, last)
@@ -191,7 +198,7 @@ pub fn partner(lb: &str) -> &'static str {
 }
 
 /// The configuration of load balancer `lb` (`lb1`/`lb2`, or `blb1`/`blb2` of the backend tier).
-pub fn lb_config(lb: &str) -> String {
+pub fn lb_config(lb: &str, topology: &str) -> String {
     let priority = if lb.ends_with('1') {
         PRIO_LB1
     } else {
@@ -203,7 +210,7 @@ pub fn lb_config(lb: &str) -> String {
         ("app1", "app2", VIP, 51)
     };
     let (a1, a2) = (addr(n1), addr(n2));
-    format!(
+    let mut text = format!(
         r#"# fulcrum lab, topology classic: {lb}
 [admin]
 listen = "127.0.0.1:{ADMIN_PORT}"
@@ -236,7 +243,11 @@ preempt = true
 track = {{ frontends = true, weight = -60 }}
 "#,
         ADVERT.as_millis()
-    )
+    );
+    if topology == "database" && !is_back(lb) {
+        text.push_str(&super::database::lb_config_extra());
+    }
+    text
 }
 
 /// Roles of the classic topology, in start order of their namespaces.
@@ -252,6 +263,9 @@ pub fn roles(topology: &str) -> Vec<&'static str> {
     let mut r = ROLES.to_vec();
     if topology == "two-tier" {
         r.extend(BACK_ROLES);
+    }
+    if topology == "database" {
+        r.extend(["db1", "db2"]);
     }
     r
 }
@@ -330,6 +344,12 @@ pub fn start_processes(st: &mut State, interrupted: &dyn Fn() -> bool) -> Result
         start_tier(st, ["bapp1", "bapp2"], ["blb1", "blb2"], interrupted)?;
     }
     start_tier(st, ["app1", "app2"], ["lb1", "lb2"], interrupted)?;
+    if st.topology == "database" {
+        if interrupted() {
+            bail!("interrupted");
+        }
+        super::database::build(st)?;
+    }
     wait_whole(st, Duration::from_secs(15))
 }
 
@@ -362,7 +382,7 @@ fn start_tier(
             bail!("interrupted");
         }
         let config = st.dir.join(format!("{lb}.toml"));
-        std::fs::write(&config, lb_config(lb))
+        std::fs::write(&config, lb_config(lb, &st.topology))
             .with_context(|| format!("writing {}", config.display()))?;
         let args = vec![
             "run".to_string(),
