@@ -228,7 +228,8 @@ pub fn request(to: SocketAddr, timeout: Duration) -> Option<Answer> {
                 _ => server,
             };
             Some(Answer {
-                lb: None,
+                // Which load balancer is not visible in the PostgreSQL protocol.
+                lb: Some("vip".to_string()),
                 server: Some(name),
             })
         };

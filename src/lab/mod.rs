@@ -220,6 +220,15 @@ fn print_up(st: &State) {
             topology::VIP_BACK
         );
     }
+    if st.topology == "database" {
+        println!(
+            "  PostgreSQL: primary db1 + streaming standby db2 behind {}:{} (role = \"primary\"): ip netns exec {} psql -h {} -U postgres -c 'select inet_server_addr()'",
+            topology::VIP,
+            database::DB_PORT,
+            st.ns("client"),
+            topology::VIP
+        );
+    }
     for lb in topology::lbs_of(st) {
         println!(
             "  {lb} dashboard:   ip netns exec {} curl http://127.0.0.1:{}/   (API /api/v1/status, ctl: ip netns exec {} {} ctl servers)",
@@ -230,7 +239,7 @@ fn print_up(st: &State) {
         );
     }
     println!("  logs and configs: {}", st.dir.display());
-    println!("  drills: fulcrum lab drill all|lb-crash|lb-stop|lb-return|app-crash|app-unhealthy|rolling-replace (two-tier also back-lb-crash|back-app-crash)");
+    println!("  drills: fulcrum lab drill all|lb-crash|lb-stop|lb-return|app-crash|app-unhealthy|rolling-replace (two-tier: back-lb-crash|back-app-crash; database: db-failover)");
     println!("  remove: fulcrum lab down");
 }
 
