@@ -263,3 +263,84 @@ fn two_tier_frontend_calls_the_backend_vip_and_survives_a_backend_lb_crash() {
     assert_gone(&prefix, &after);
     drop(guard);
 }
+
+#[test]
+fn database_failover_promotes_the_standby_behind_the_vip() {
+    if let Some(why) = cannot_run() {
+        eprintln!("skipping fulcrum lab test: {why}");
+        return;
+    }
+    let has_pg = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().any(|e| e.path().join("bin/initdb").is_file()))
+        .unwrap_or(false);
+    if !has_pg {
+        eprintln!("skipping database lab test: PostgreSQL is not installed");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let state = tempfile::tempdir().expect("tempdir");
+    let state_dir = state.path().to_path_buf();
+    let guard = Down(state_dir.clone());
+    let up = lab(&state_dir, &["up", "database"]);
+    assert!(up.status.success(), "lab up database failed\n{}", text(&up));
+    let (prefix, procs) = recorded(&state_dir);
+    assert_eq!(procs.len(), 6, "2 LBs + 2 app servers + 2 PostgreSQL");
+
+    // Twice: db1 → db2, then (db1 rebuilt as a standby) db2 → db1.
+    for round in 0..2 {
+        let path = state_dir.join(format!("db-{round}.json"));
+        let o = lab(
+            &state_dir,
+            &[
+                "drill",
+                "db-failover",
+                "--json",
+                path.to_str().expect("path"),
+            ],
+        );
+        assert!(o.status.success(), "db-failover failed\n{}", text(&o));
+        let v: Value = serde_json::from_slice(&std::fs::read(&path).expect("json")).expect("json");
+        let d = &v["drills"][0];
+        assert!(
+            d["probe"]["outage_ms"].as_u64().unwrap_or(u64::MAX) < 10_000,
+            "{d:#}"
+        );
+        let servers = d["probe"]["servers"].as_object().expect("servers");
+        assert!(
+            servers.contains_key("db1") && servers.contains_key("db2"),
+            "the primary moved: {d:#}"
+        );
+    }
+
+    // Every process inside the lab's namespaces, PostgreSQL's children included.
+    let mut inside = Vec::new();
+    for role in ["db1", "db2", "lb1", "lb2", "app1", "app2"] {
+        let o = Command::new("ip")
+            .args(["netns", "pids", &format!("{prefix}-{role}")])
+            .output()
+            .expect("ip netns pids");
+        inside.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i64>().ok()),
+        );
+    }
+    let (_, after) = recorded(&state_dir);
+    let down = lab(&state_dir, &["down"]);
+    assert!(down.status.success(), "lab down failed\n{}", text(&down));
+    assert_gone(&prefix, &procs);
+    assert_gone(&prefix, &after);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for pid in inside {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie_or_gone = state
+            .rfind(')')
+            .and_then(|i| state[i + 1..].split_whitespace().next())
+            .is_none_or(|s| s == "Z" || s == "X");
+        assert!(
+            zombie_or_gone,
+            "process {pid} of the lab still runs: {state}"
+        );
+    }
+    drop(guard);
+}

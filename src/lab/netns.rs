@@ -277,3 +277,29 @@ pub fn wait_listening(ns: &str, addr: std::net::SocketAddr, limit: Duration) -> 
     })
     .unwrap_or(false)
 }
+
+/// PIDs of the processes inside namespace `ns` (`ip netns pids`).
+pub fn pids_in(ns: &str) -> Vec<i32> {
+    if !netns_exists(ns) {
+        return Vec::new();
+    }
+    ip(&["netns", "pids", ns])
+        .map(|o| {
+            o.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SIGKILLs `pid` if it is (still) inside namespace `ns`, and reaps it if it is our child.
+pub fn kill_in(ns: &str, pid: i32) {
+    if !pids_in(ns).contains(&pid) {
+        return;
+    }
+    // SAFETY: signals a process inside the lab's own namespace, by PID, checked just before.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+    }
+}

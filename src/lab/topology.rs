@@ -136,6 +136,13 @@ impl State {
                 problems.push(format!("process {} (pid {}) is still alive", p.name, p.pid));
             }
         }
+        // Anything still running inside the lab's namespaces is the lab's (e.g. PostgreSQL's
+        // children, a `runuser`): SIGKILL it by PID, or the namespace would live on.
+        for ns in &self.namespaces {
+            for pid in netns::pids_in(ns) {
+                netns::kill_in(ns, pid);
+            }
+        }
         for ns in self.namespaces.iter().rev() {
             if netns::netns_exists(ns) {
                 if let Err(e) = ip(&["netns", "del", ns]) {
