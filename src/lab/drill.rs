@@ -225,10 +225,7 @@ pub fn run_drill(st: &mut State, name: &str, rate: Duration, duration: Duration)
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (to, request): (
-        SocketAddr,
-        fn(SocketAddr, Duration) -> Option<probe::Answer>,
-    ) = if name == "db-failover" {
+    let (to, request): (SocketAddr, probe::RequestFn) = if name == "db-failover" {
         ((VIP, DB_PORT).into(), super::database::request)
     } else {
         ((VIP, 80).into(), probe::request)

@@ -31,6 +31,9 @@ pub fn http(to: SocketAddr, method: &str, path: &str, timeout: Duration) -> Opti
     Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// One bounded client request to an address: `Some` answer, or `None` when it failed.
+pub type RequestFn = fn(SocketAddr, Duration) -> Option<Answer>;
+
 /// A successful answer through the VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
@@ -91,7 +94,7 @@ impl Probe {
     pub fn start(
         ns: &str,
         to: SocketAddr,
-        request: fn(SocketAddr, Duration) -> Option<Answer>,
+        request: RequestFn,
         rate: Duration,
         limit: Duration,
     ) -> Probe {
