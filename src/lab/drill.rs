@@ -233,7 +233,7 @@ pub fn run_drill(st: &mut State, name: &str, rate: Duration, duration: Duration)
     let probe = Probe::start(&st.ns("client"), to, request, rate, duration);
     std::thread::sleep(INJURY_AT);
     let injury_at_ms = probe.now_ms() as u64;
-    let result = injure(st, name, &probe);
+    let result = injure(st, name);
     let samples = probe.finish();
     result?;
     let samples = samples?;
@@ -319,7 +319,7 @@ fn stop_proc(st: &State, name: &str, sig: i32) -> Result<()> {
     Ok(())
 }
 
-fn injure(st: &mut State, name: &str, probe: &Probe) -> Result<()> {
+fn injure(st: &mut State, name: &str) -> Result<()> {
     let restore_after = Duration::from_millis(2500);
     match name {
         "app-crash" => {
@@ -349,7 +349,6 @@ fn injure(st: &mut State, name: &str, probe: &Probe) -> Result<()> {
         "rolling-replace" => super::rolling::injure(st, Duration::from_secs(1))?,
         _ => {}
     }
-    let _ = probe;
     Ok(())
 }
 

@@ -5,6 +5,8 @@
 //! two `fulcrum run` load balancers sharing a VIP by VRRP and two `fulcrum backend` app
 //! servers, and records everything in a state file; `lab down` (from any process) removes it
 //! all; `lab drill NAME` injures the running lab while a probe client requests the VIP.
+//! `two-tier` (seed 002) adds a backend pair with its own VIP behind frontend apps;
+//! `database` (seed 001) adds a PostgreSQL primary and standby behind a TCP frontend.
 
 pub mod app;
 pub mod database;

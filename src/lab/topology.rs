@@ -1,4 +1,5 @@
-//! The `classic` topology (seeds 000 and 004) and the lab's state file.
+//! The topologies — `classic` (seeds 000 and 004), and the parts `two-tier` (seed 002) and
+//! `database` (seed 001, see `database.rs`) add to it — and the lab's state file.
 //!
 //! ```text
 //!                 bridge (namespace PREFIX-br)
@@ -7,11 +8,15 @@
 //!  .2         .11        .12        .21:8080   .22:8080      10.231.0.0/24, VIP .100
 //! ```
 //!
+//! Also on the bridge: `app3` .23 (started by the rolling-replace drill); in `two-tier`
+//! `blb1` .31 and `blb2` .32 (VIP .200), `bapp1` .41, `bapp2` .42; in `database` `db1` .51,
+//! `db2` .52.
+//!
 //! Every namespace is named `PREFIX-ROLE`; the bridge and the veths live inside the lab's own
 //! namespaces, so the host's namespace gets no interface, address or route.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -546,9 +551,4 @@ pub fn control_app(st: &State, app: &str, path: &'static str) -> bool {
 /// The lab directory for `prefix`.
 pub fn lab_dir(prefix: &str) -> PathBuf {
     state_dir().join(prefix)
-}
-
-/// Whether `path` exists.
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }
