@@ -46,6 +46,8 @@ enum Cmd {
         #[arg(long)]
         name: String,
     },
+    /// Build the seeds' topologies in network namespaces and run failure drills (root).
+    Lab(fulcrum::lab::LabArgs),
 }
 
 #[derive(clap::Args)]
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Lab(args) => return fulcrum::lab::run(args),
         Cmd::Demo(opts) => runtime().and_then(|rt| rt.block_on(fulcrum::demo::run_demo(opts))),
         Cmd::Backend { listen, name } => runtime().and_then(|rt| {
             rt.block_on(fulcrum::demo::backend::run_backend(
