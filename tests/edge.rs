@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -191,17 +190,6 @@ response_headers = { add = { "X-Served-By-Lb" = "{frontend}/{server}" }, remove 
     assert_eq!(small.status, 200);
     let big = send(listen, "POST", "/", &[], &"x".repeat(1001)).expect("post");
     assert_eq!(big.status, 413, "{big:?}");
-}
-
-/// Send raw bytes, return everything the proxy answered before closing (or timing out).
-fn raw(listen: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(listen).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    let _ = s.write_all(bytes);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).to_string()
 }
 
 #[test]

@@ -6,8 +6,6 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -250,46 +248,13 @@ health = { kind = "tcp", interval = "200ms", rise = 2, fall = 2 }"#;
     assert!(wait_until(Duration::from_secs(10), || count(listen, 4)
         .len()
         == 2));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                for _ in 0..2000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match get(listen, "/") {
-                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                        other => {
-                            eprintln!("failed: {other:?}");
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
-    assert!(wait_until(Duration::from_secs(10), || ok
-        .load(Ordering::Relaxed)
-        > 200));
+    let load = Load::start(listen, 8, 2000);
+    load.wait_more(200);
     b2.signal(libc::SIGKILL);
-    let before = ok.load(Ordering::Relaxed);
-    assert!(wait_until(Duration::from_secs(20), || ok
-        .load(Ordering::Relaxed)
-        > before + 500));
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        let _ = w.join();
-    }
-    println!(
-        "requests ok: {}, failed: {}",
-        ok.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed)
-    );
-    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    load.wait_more(500);
+    let (ok, failed) = load.finish();
+    println!("requests ok: {ok}, failed: {failed}");
+    assert_eq!(failed, 0);
 }
 
 #[test]
@@ -370,28 +335,8 @@ fn sighup_reload_changes_weights_without_dropping_requests() {
         &servers_toml(&[("web1", a1, 1), ("web2", a2, 1)]),
     );
     let lb = Lb::start(&v1, listen);
-    let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(AtomicU64::new(0));
-    let ok = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                for _ in 0..5000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match get(listen, "/") {
-                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    assert!(wait_until(Duration::from_secs(10), || ok
-        .load(Ordering::Relaxed)
-        > 100));
+    let load = Load::start(listen, 4, 5000);
+    load.wait_more(100);
     // A bad file first: refused, the old config stays.
     lb.reload("this is = not [valid toml");
     assert!(wait_until(Duration::from_secs(10), || lb
@@ -409,32 +354,12 @@ fn sighup_reload_changes_weights_without_dropping_requests() {
         .proc
         .output()
         .contains("reloaded")));
-    let before = ok.load(Ordering::Relaxed);
-    assert!(wait_until(Duration::from_secs(10), || ok
-        .load(Ordering::Relaxed)
-        > before + 100));
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        let _ = w.join();
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed across reloads"
-    );
+    load.wait_more(100);
+    let (_, failed) = load.finish();
+    assert_eq!(failed, 0, "requests failed across reloads");
     let m = count(listen, 100);
     let heavy = *m.get("web2").unwrap_or(&0);
     assert!((85..=95).contains(&heavy), "weight 9:1 not applied: {m:?}");
-}
-
-fn raw(listen: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(listen).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let _ = s.write_all(bytes);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).to_string()
 }
 
 #[test]

@@ -10,16 +10,6 @@ use std::time::Duration;
 use common::*;
 use fulcrum::proxy::proxy_protocol::{encode_v2, parse, ProxyAddrs};
 
-fn raw(listen: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(listen).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let _ = s.write_all(bytes);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).to_string()
-}
-
 #[test]
 fn accepted_header_names_the_client() {
     let (_b, a) = backend("web1");
