@@ -673,7 +673,7 @@ async fn forward(
             format,
             client: conn.client,
             frontend: conn.frontend.clone(),
-            backend: Arc::from(cfg.name.as_str()),
+            backend: backend.name.clone(),
             stats: backend.stats.clone(),
             guard,
             method: parts.method.clone(),

@@ -328,6 +328,7 @@ impl Runtime {
             backends.insert(
                 name.clone(),
                 Arc::new(BackendRt {
+                    name: Arc::from(name.as_str()),
                     tls: tls.clients.remove(name),
                     sticky_ids: bc
                         .servers

@@ -122,6 +122,8 @@ fn host_matches(m: &HostMatch, host: &str) -> bool {
 #[derive(Debug)]
 pub struct BackendRt {
     pub config: BackendConfig,
+    /// The backend's name, shared by every log entry (no allocation per request).
+    pub name: Arc<str>,
     /// TLS towards the servers, when the backend asks for it.
     pub tls: Option<Arc<crate::tls::UpstreamTlsRt>>,
     /// Sticky-cookie value of each server (same order as `servers`).
@@ -261,6 +263,7 @@ mod tests {
             on_change: OnRoleChange::Close,
         };
         BackendRt {
+            name: Arc::from(config.name.as_str()),
             config,
             tls: None,
             sticky_ids: vec![String::new(); roles.len()],
