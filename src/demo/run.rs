@@ -136,9 +136,6 @@ pub async fn run_demo(o: DemoOptions) -> Result<()> {
     println!("  dashboard:             http://{}/", o.admin);
     println!("  status API:            http://{}/api/v1/status", o.admin);
     println!("  metrics:               http://{}/metrics", o.admin);
-    println!("  dashboard:             http://{}/", o.admin);
-    println!("  status API:            http://{}/api/v1/status", o.admin);
-    println!("  metrics:               http://{}/metrics", o.admin);
     for (name, addr) in &backends {
         println!("  backend {name}:         http://{addr}/   (health: http://{addr}/health)");
     }
