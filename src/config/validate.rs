@@ -149,6 +149,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// Parse a string value (an address, typically); on failure report
+    /// "bad WHAT `value`" at its position with `hint`.
+    fn parse<T: std::str::FromStr>(&mut self, v: &S<String>, what: &str, hint: &str) -> Option<T> {
+        let parsed = v.get_ref().parse::<T>().ok();
+        if parsed.is_none() {
+            self.err(v, format!("bad {what} `{}`", v.get_ref()), Some(hint));
+        }
+        parsed
+    }
+
     fn int(&mut self, v: &Option<S<i64>>, key: &str, min: i64, max: i64, default: i64) -> i64 {
         let Some(v) = v else { return default };
         let n = *v.get_ref();
@@ -275,17 +285,11 @@ fn build_admin(cx: &mut Ctx<'_>, raw: Option<&S<RawAdmin>>) -> AdminConfig {
     let listen = match &r.listen {
         None => defaults::ADMIN_LISTEN.parse().ok(),
         Some(v) if v.get_ref() == "off" => None,
-        Some(v) => match v.get_ref().parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                cx.err(
-                    v,
-                    format!("bad admin listen address `{}`", v.get_ref()),
-                    Some("write IP:PORT, e.g. \"127.0.0.1:9000\", or \"off\""),
-                );
-                None
-            }
-        },
+        Some(v) => cx.parse::<SocketAddr>(
+            v,
+            "admin listen address",
+            "write IP:PORT, e.g. \"127.0.0.1:9000\", or \"off\"",
+        ),
     };
     let token_file = r
         .token_file
@@ -393,20 +397,13 @@ fn build_discovery(cx: &mut Ctx<'_>, d: &S<RawDiscovery>) -> Option<DiscoveryCon
         );
     }
     let interval = cx.duration(&r.interval, "interval", Duration::from_secs(5));
-    let resolver = r
-        .resolver
-        .as_ref()
-        .and_then(|v| match v.get_ref().parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                cx.err(
-                    v,
-                    format!("bad resolver address `{}`", v.get_ref()),
-                    Some("write IP:PORT, e.g. \"127.0.0.1:53\""),
-                );
-                None
-            }
-        });
+    let resolver = r.resolver.as_ref().and_then(|v| {
+        cx.parse::<SocketAddr>(
+            v,
+            "resolver address",
+            "write IP:PORT, e.g. \"127.0.0.1:53\"",
+        )
+    });
     Some(DiscoveryConfig::Dns {
         name: name.get_ref().clone(),
         record,
@@ -931,17 +928,13 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
                 Some("server names are unique within a backend"),
             );
         }
-        let address = match sr.address.get_ref().parse::<SocketAddr>() {
-            Ok(a) => a,
-            Err(_) => {
-                cx.err(
-                    &sr.address,
-                    format!("bad server address `{}`", sr.address.get_ref()),
-                    Some("write IP:PORT, e.g. \"192.168.50.11:80\""),
-                );
-                SocketAddr::from(([0, 0, 0, 0], 0))
-            }
-        };
+        let address = cx
+            .parse::<SocketAddr>(
+                &sr.address,
+                "server address",
+                "write IP:PORT, e.g. \"192.168.50.11:80\"",
+            )
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         let weight = match &sr.weight {
             Some(w) if *w.get_ref() == 0 => {
                 cx.err(w, "weight 0 would never receive traffic", Some("use 1..=256; to stop traffic to a server set state = \"drain\" or \"maint\""));
@@ -1078,20 +1071,13 @@ fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {
         .port
         .as_ref()
         .map(|_| cx.int(&r.port, "port", 1, 65535, 1) as u16);
-    let address = r
-        .address
-        .as_ref()
-        .and_then(|a| match a.get_ref().parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                cx.err(
-                    a,
-                    format!("bad check address `{}`", a.get_ref()),
-                    Some("write an IP address without port; use `port` for the port"),
-                );
-                None
-            }
-        });
+    let address = r.address.as_ref().and_then(|a| {
+        cx.parse::<IpAddr>(
+            a,
+            "check address",
+            "write an IP address without port; use `port` for the port",
+        )
+    });
     let kind = r.kind.get_ref().as_str();
     // Keys that only make sense for some kinds: an error elsewhere, so a
     // misplaced key is never silently ignored.
