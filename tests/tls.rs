@@ -12,7 +12,7 @@ use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
 struct Cert {
@@ -36,44 +36,6 @@ fn make_cert(dir: &Path, file: &str, names: &[&str]) -> Cert {
     }
 }
 
-/// Accepts any certificate: these tests check *which* certificate is served.
-#[derive(Debug)]
-struct AnyCert;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 async fn connect(addr: SocketAddr, sni: &str, alpn: &[&[u8]]) -> Tls {
@@ -83,7 +45,7 @@ async fn connect(addr: SocketAddr, sni: &str, alpn: &[&[u8]]) -> Tls {
     .with_safe_default_protocol_versions()
     .expect("versions")
     .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AnyCert))
+    .with_custom_certificate_verifier(Arc::new(fulcrum::tls::NoVerify::new()))
     .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     let tcp = TcpStream::connect(addr).await.expect("connect");

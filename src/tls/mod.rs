@@ -171,9 +171,24 @@ impl fmt::Debug for UpstreamTlsRt {
     }
 }
 
-/// Accepts any server certificate (`verify = false`), still checking signatures.
+/// Accepts any server certificate (`verify = false`), still checking the
+/// handshake signatures. Also used by tests that check *which* certificate a
+/// server presents.
 #[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+pub struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl NoVerify {
+    /// A verifier using the ring provider's signature algorithms.
+    pub fn new() -> Self {
+        NoVerify(Arc::new(provider::default_provider()))
+    }
+}
+
+impl Default for NoVerify {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl rustls::client::danger::ServerCertVerifier for NoVerify {
     fn verify_server_cert(
