@@ -10,13 +10,28 @@ use crate::config::types::{Cidr, HeaderRules};
 /// The client's address: the peer, or — when the peer is a trusted proxy —
 /// the right-most `X-Forwarded-For` entry that is not itself trusted.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    client_ip_from(
+        peer,
+        headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()),
+        trusted,
+    )
+}
+
+/// [`client_ip`] over the raw `X-Forwarded-For` values, in arrival order.
+pub fn client_ip_from<'a>(
+    peer: IpAddr,
+    xff: impl DoubleEndedIterator<Item = &'a [u8]>,
+    trusted: &[Cidr],
+) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
     if trusted.is_empty() || !is_trusted(peer) {
         return peer;
     }
     let mut client = peer;
-    for v in headers.get_all("x-forwarded-for").iter().rev() {
-        let Ok(s) = v.to_str() else { return client };
+    for v in xff.rev() {
+        let Ok(s) = std::str::from_utf8(v) else {
+            return client;
+        };
         for part in s.rsplit(',') {
             match part.trim().parse::<IpAddr>() {
                 Ok(ip) => {
@@ -34,7 +49,20 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr 
 
 /// A new random request id: 32 hex digits.
 pub fn new_request_id() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    let mut b = [0u8; 32];
+    write_request_id(&mut b);
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// Fill `out` with a new random request id (32 lowercase hex digits).
+pub fn write_request_id(out: &mut [u8; 32]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
+    for (i, o) in out.iter_mut().enumerate() {
+        let word = if i < 16 { a } else { b };
+        let shift = 60 - 4 * (i % 16);
+        *o = HEX[((word >> shift) & 0xf) as usize];
+    }
 }
 
 /// Values the header-rule variables expand to.

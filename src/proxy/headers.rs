@@ -115,7 +115,8 @@ pub fn add_forwarded(
     }
 }
 
-fn fmt_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+/// `ip` as text in `buf` (no allocation).
+pub(crate) fn fmt_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
     use std::io::Write;
     let mut cur = std::io::Cursor::new(&mut buf[..]);
     let _ = write!(cur, "{ip}");

@@ -49,7 +49,11 @@ pub(crate) async fn serve(
     local: SocketAddr,
 ) {
     let _open = rt.conns.track();
+    let relay = super::h1::frontend_eligible(&fe);
     let Some(acceptor) = fe.tls.clone() else {
+        if relay {
+            return super::h1::serve(rt, frontend, fe, stream, (client, local), false).await;
+        }
         let proto = if fe.config.h2c {
             Proto::Auto
         } else {
@@ -62,6 +66,9 @@ pub(crate) async fn serve(
     match tokio::time::timeout(fe.config.timeouts.client_header, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            if relay && !h2 {
+                return super::h1::serve(rt, frontend, fe, tls, (client, local), true).await;
+            }
             let proto = if h2 { Proto::Http2 } else { Proto::Http1 };
             serve_io(rt, frontend, fe, tls, (client, local), true, proto).await;
         }
@@ -72,14 +79,14 @@ pub(crate) async fn serve(
 
 /// Which HTTP version a connection speaks.
 #[derive(Clone, Copy)]
-enum Proto {
+pub(crate) enum Proto {
     Http1,
     Http2,
     /// HTTP/1.1, or HTTP/2 when the client opens with the h2 preface (h2c).
     Auto,
 }
 
-async fn serve_io<I>(
+pub(crate) async fn serve_io<I>(
     rt: Arc<Runtime>,
     frontend: Arc<str>,
     fe: Arc<FrontendRt>,
@@ -776,7 +783,7 @@ fn set_sticky_cookie(h: &mut http::HeaderMap, name: &str, id: Option<&String>) {
 }
 
 /// Wait for a server slot; the deadline is set on the first wait.
-async fn wait_in_queue(backend: &BackendRt, deadline: &mut Option<Instant>) -> Result<(), String> {
+pub(crate) async fn wait_in_queue(backend: &BackendRt, deadline: &mut Option<Instant>) -> Result<(), String> {
     let cfg = &backend.config;
     let stats = &backend.stats;
     let until = *deadline.get_or_insert_with(|| Instant::now() + cfg.queue_timeout);

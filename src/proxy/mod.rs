@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod edge;
+pub mod h1;
 pub mod headers;
 pub mod http;
 pub mod idle;

@@ -61,11 +61,19 @@ struct Entry {
     since: Instant,
 }
 
+/// An idle plain TCP connection of the HTTP/1.1 relay (`proxy::h1`).
+struct RawEntry {
+    stream: TcpStream,
+    since: Instant,
+}
+
 /// Idle connections to one server. Most recently used first, so a quiet period
-/// lets the oldest connections age out.
+/// lets the oldest connections age out. The relay's plain connections and
+/// hyper's client connections are kept apart: each speaks to its own kind.
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<Entry>>,
+    raw: Mutex<Vec<RawEntry>>,
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
 }
 
@@ -122,6 +130,35 @@ impl Pool {
         }
     }
 
+    /// Take the freshest idle relay connection younger than `max_idle_age`.
+    /// Whether the server has closed it shows when it is used: the relay
+    /// then retries on a new connection (see `proxy::h1`).
+    pub fn take_raw(&self, max_idle_age: Duration) -> Option<TcpStream> {
+        let mut idle = self.raw.lock().ok()?;
+        while let Some(e) = idle.pop() {
+            if e.since.elapsed() < max_idle_age {
+                return Some(e.stream);
+            }
+        }
+        None
+    }
+
+    /// Return a relay connection after a complete exchange (bounded like `put`).
+    pub fn put_raw(&self, stream: TcpStream, max_idle: usize) {
+        if max_idle == 0 {
+            return;
+        }
+        if let Ok(mut idle) = self.raw.lock() {
+            if idle.len() >= max_idle {
+                idle.remove(0);
+            }
+            idle.push(RawEntry {
+                stream,
+                since: Instant::now(),
+            });
+        }
+    }
+
     /// Share a new HTTP/2 connection with the following requests.
     pub fn share_h2(&self, sender: &Sender) {
         if let (Sender::H2(s), Ok(mut slot)) = (sender, self.h2.lock()) {
@@ -134,12 +171,16 @@ impl Pool {
     /// Idle connections held now.
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map(|g| g.len()).unwrap_or(0)
+            + self.raw.lock().map(|g| g.len()).unwrap_or(0)
     }
 
     /// Close every idle connection (server removed or address changed).
     pub fn clear(&self) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
+        }
+        if let Ok(mut raw) = self.raw.lock() {
+            raw.clear();
         }
     }
 }
@@ -181,16 +222,7 @@ pub async fn connect(
     proxy_header: Option<&[u8]>,
     h2: bool,
 ) -> Result<Sender, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(ConnectError::Timeout(timeout)),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return Err(ConnectError::Refused)
-        }
-        Ok(Err(e)) => return Err(ConnectError::Io(e)),
-        Ok(Ok(s)) => s,
-    };
-    let mut stream = stream;
-    let _ = stream.set_nodelay(true);
+    let mut stream = dial(addr, timeout).await?;
     if let Some(h) = proxy_header {
         use tokio::io::AsyncWriteExt;
         stream.write_all(h).await.map_err(ConnectError::Io)?;
@@ -210,6 +242,20 @@ pub async fn connect(
             handshake(addr, tls, h2).await
         }
     }
+}
+
+/// Open a TCP connection to `addr` within `timeout` (Nagle off).
+pub async fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::Timeout(timeout)),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(ConnectError::Refused)
+        }
+        Ok(Err(e)) => return Err(ConnectError::Io(e)),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 async fn handshake<I>(addr: SocketAddr, io: I, h2: bool) -> Result<Sender, ConnectError>

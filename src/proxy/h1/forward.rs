@@ -1,0 +1,507 @@
+//! Forwarding one request on the relay: pick a server, send, retry onto
+//! another server when that is safe, relay the response.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::head::{Framing, Kind};
+use super::{give_buf, take_buf, write_all, ChunkScanner, ClientIo, Fallback, Next, Relay};
+use crate::config::types::{AccessLog, Algorithm};
+use crate::proxy::log::Pending;
+use crate::proxy::pool::{self, ConnectError};
+use crate::runtime::{BackendRt, ServerState};
+
+/// At most this many stale pooled connections are skipped per request (as in
+/// `proxy::http`).
+const STALE_RETRIES: u32 = 4;
+
+/// Why sending a request or reading its response head failed.
+enum SendError {
+    /// The server closed or reset the connection before any byte of an
+    /// answer: on a reused connection, the keep-alive race.
+    Closed(std::io::Error),
+    /// The answer was not HTTP.
+    Bad(String),
+    /// The client went away while its body was being relayed.
+    ClientGone,
+}
+
+impl<I: ClientIo> Relay<I> {
+    /// Forward the current request to `backend` and relay the answer.
+    pub(super) async fn forward(
+        &mut self,
+        backend: Arc<BackendRt>,
+        client_ip: IpAddr,
+        format: AccessLog,
+        start: Instant,
+        tq: Duration,
+    ) -> Result<Next, Fallback> {
+        let cfg = &backend.config;
+        let hash = match cfg.balance {
+            Algorithm::Source => Some(match client_ip {
+                IpAddr::V4(v4) => crate::balance::hash_key(&v4.octets()),
+                IpAddr::V6(v6) => crate::balance::hash_key(&v6.octets()),
+            }),
+            Algorithm::Uri => {
+                let t = &self.inbuf[self.req.target.clone()];
+                let end = t.iter().position(|&b| b == b'?').unwrap_or(t.len());
+                Some(crate::balance::hash_key(&t[..end]))
+            }
+            _ => None,
+        };
+        let head_len = self.head_len;
+        let head_request = &self.inbuf[self.req.method.clone()] == b"HEAD";
+        // Taken now: a streamed body replaces the head in `inbuf`.
+        let mut method_uri = Some(self.method_uri(format));
+        let cl = self.req.content_length;
+        let buffered = ((self.inbuf.len() - head_len) as u64).min(cl) as usize;
+        self.build_request(buffered);
+        let mut streamed = false;
+        let mut tried: Vec<usize> = Vec::new();
+        let (mut attempts, mut stale) = (0u32, 0u32);
+        let mut failure: Option<(u16, String)> = None;
+        let mut queue_deadline: Option<Instant> = None;
+        let max_attempts = cfg.retries + 1;
+        while attempts < max_attempts {
+            let Some(server) = backend.pick(hash, &tried).cloned() else {
+                if failure.is_none() && backend.all_busy() {
+                    match crate::proxy::http::wait_in_queue(&backend, &mut queue_deadline).await {
+                        Ok(()) => continue,
+                        Err(why) => failure = Some((503, why)),
+                    }
+                }
+                break;
+            };
+            if attempts > 0 {
+                backend.stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let idx = backend.index_of(&server).unwrap_or(usize::MAX);
+            attempts += 1;
+            let guard = server.begin_in(&backend.stats);
+            let tc_start = Instant::now();
+            let (mut up, reused) = match server.pool.take_raw(cfg.timeouts.pool_idle) {
+                Some(s) => (s, true),
+                None => match pool::dial(server.address(), cfg.timeouts.connect).await {
+                    Ok(s) => (s, false),
+                    Err(e) => {
+                        if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {
+                            tracing::warn!(backend = %cfg.name, server = %server.name(), error = %e, "server ejected by passive health check");
+                        }
+                        failure = Some(connect_failure(&server, &e));
+                        tried.push(idx);
+                        continue;
+                    }
+                },
+            };
+            let tc = if reused {
+                Duration::ZERO
+            } else {
+                tc_start.elapsed()
+            };
+            let tr_start = Instant::now();
+            let sent = tokio::time::timeout(
+                cfg.timeouts.response,
+                self.send(&mut up, &server, buffered, head_request, &mut streamed),
+            )
+            .await;
+            let resp_len = match sent {
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
+                    server.record_status(504);
+                    let why = format!(
+                        "server {}/{} did not answer within {:?}",
+                        cfg.name,
+                        server.name(),
+                        cfg.timeouts.response
+                    );
+                    drop(guard);
+                    let mu = method_uri.take();
+                    return self.fail(format, start, &cfg.name, 504, &why, streamed, mu).await;
+                }
+                Ok(Err(SendError::ClientGone)) => return Ok(Next::Close),
+                Ok(Err(SendError::Closed(_))) if reused && !streamed && stale < STALE_RETRIES => {
+                    // The server closed this idle connection as we reused it.
+                    stale += 1;
+                    attempts -= 1;
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    let err = match e {
+                        SendError::Closed(e) => e.to_string(),
+                        SendError::Bad(why) => why,
+                        SendError::ClientGone => String::new(),
+                    };
+                    if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {
+                        tracing::warn!(backend = %cfg.name, server = %server.name(), error = %err, "server ejected by passive health check");
+                    }
+                    failure = Some((
+                        502,
+                        format!(
+                            "server {}/{} failed before responding: {err}",
+                            cfg.name,
+                            server.name()
+                        ),
+                    ));
+                    tried.push(idx);
+                    if streamed {
+                        break; // part of the body went out: not safe to replay
+                    }
+                    continue;
+                }
+            };
+            server.record_success();
+            let (method, uri) = method_uri.take().unwrap_or_default();
+            let pending = Pending {
+                format,
+                client: self.client,
+                frontend: self.frontend.clone(),
+                backend: backend.name.clone(),
+                stats: backend.stats.clone(),
+                guard,
+                method,
+                uri,
+                status: self.resp.status,
+                tq,
+                start,
+                tc,
+                tr: tr_start.elapsed(),
+                retries: attempts - 1,
+            };
+            if !streamed {
+                self.inbuf.drain(..head_len + buffered);
+            }
+            return Ok(self
+                .relay_response(up, resp_len, &server, cfg.pool_max_idle, cfg.timeouts.response, pending)
+                .await);
+        }
+        if failure.is_none() {
+            backend.stats.no_server.fetch_add(1, Ordering::Relaxed);
+        }
+        let (status, why) = failure.unwrap_or_else(|| {
+            (
+                503,
+                format!("no server is available in backend `{}`", cfg.name),
+            )
+        });
+        self.fail(format, start, &cfg.name, status, &why, streamed, method_uri)
+            .await
+    }
+
+    /// Answer a failed request locally; the connection closes when part of
+    /// its body is unread or was consumed by a failed attempt.
+    async fn fail(
+        &mut self,
+        format: AccessLog,
+        start: Instant,
+        backend: &str,
+        status: u16,
+        why: &str,
+        streamed: bool,
+        method_uri: Option<(http::Method, http::Uri)>,
+    ) -> Result<Next, Fallback> {
+        if streamed {
+            self.req.close = true;
+        }
+        self.local(format, start, backend, (status, why), None, method_uri)
+            .await
+    }
+
+    /// The request as the server gets it, in `out`: request line, the
+    /// client's fields minus hop-by-hop ones, forwarded fields, a request id,
+    /// then the part of the body that arrived with the head.
+    fn build_request(&mut self, buffered: usize) {
+        let buf = &self.inbuf;
+        let req = &self.req;
+        let out = &mut self.out;
+        out.clear();
+        out.reserve(self.head_len + buffered + 160);
+        out.extend_from_slice(&buf[req.method.clone()]);
+        out.push(b' ');
+        out.extend_from_slice(&buf[req.target.clone()]);
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut xff = None;
+        let mut has_id = false;
+        for f in &req.fields {
+            match f.kind {
+                Kind::Connection | Kind::Hop | Kind::XForwardedOwn => continue,
+                Kind::XForwardedFor => {
+                    // The first one carries on (as `proxy::headers::add_forwarded`).
+                    xff.get_or_insert(f.value.clone());
+                    continue;
+                }
+                Kind::XRequestId => has_id = true,
+                _ => {}
+            }
+            out.extend_from_slice(&buf[f.name.clone()]);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(&buf[f.value.clone()]);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(prev) = xff.filter(|r| !r.is_empty()) {
+            out.extend_from_slice(&buf[prev]);
+            out.extend_from_slice(b", ");
+        }
+        let mut ip = [0u8; 64];
+        out.extend_from_slice(crate::proxy::headers::fmt_ip(self.client.ip(), &mut ip));
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(self.proto.as_bytes());
+        if let Some(h) = req.host.clone() {
+            out.extend_from_slice(b"\r\nx-forwarded-host: ");
+            out.extend_from_slice(&buf[h]);
+        }
+        if self.fe.config.request_id && !has_id {
+            let mut id = [0u8; 32];
+            crate::proxy::edge::write_request_id(&mut id);
+            out.extend_from_slice(b"\r\nx-request-id: ");
+            out.extend_from_slice(&id);
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(&buf[self.head_len..self.head_len + buffered]);
+    }
+
+    /// Send the request (streaming the rest of its body from the client) and
+    /// read the response head into `resp`/`upbuf`; returns the head's length.
+    /// Interim (1xx) answers are passed to the client on the way.
+    async fn send(
+        &mut self,
+        up: &mut TcpStream,
+        server: &Arc<ServerState>,
+        buffered: usize,
+        head_request: bool,
+        streamed: &mut bool,
+    ) -> Result<usize, SendError> {
+        up.write_all(&self.out).await.map_err(SendError::Closed)?;
+        let cl = self.req.content_length;
+        if (buffered as u64) < cl {
+            self.stream_body(up, cl - buffered as u64, streamed).await?;
+        }
+        server.add_bytes(cl, 0);
+        if self.upbuf.capacity() == 0 {
+            self.upbuf = take_buf();
+        }
+        self.upbuf.clear();
+        loop {
+            if self.upbuf.len() == self.upbuf.capacity() {
+                if self.upbuf.len() >= 64 * 1024 {
+                    return Err(SendError::Bad("response head too large".into()));
+                }
+                self.upbuf.reserve(super::BUF);
+            }
+            let n = up.read_buf(&mut self.upbuf).await.map_err(SendError::Closed)?;
+            if n == 0 {
+                return Err(if self.upbuf.is_empty() {
+                    SendError::Closed(std::io::ErrorKind::UnexpectedEof.into())
+                } else {
+                    SendError::Bad("connection closed inside the response head".into())
+                });
+            }
+            loop {
+                let len = match self.resp.parse(&self.upbuf, head_request) {
+                    Ok(Some(len)) => len,
+                    Ok(None) => break,
+                    Err(e) => return Err(SendError::Bad(e.to_string())),
+                };
+                match self.resp.status {
+                    101 => return Err(SendError::Bad("101 without an upgrade request".into())),
+                    100..=199 => {
+                        // Interim answer (103 Early Hints…): pass it on, read on.
+                        let interim = self.response_head(&[], false);
+                        let limit = self.fe.config.timeouts.client_idle;
+                        if !write_all(&mut self.io, &interim, limit).await {
+                            return Err(SendError::ClientGone);
+                        }
+                        self.upbuf.drain(..len);
+                    }
+                    _ => return Ok(len),
+                }
+            }
+        }
+    }
+
+    /// Copy the `left` body bytes not yet read from the client to the server.
+    async fn stream_body(
+        &mut self,
+        up: &mut TcpStream,
+        mut left: u64,
+        streamed: &mut bool,
+    ) -> Result<(), SendError> {
+        let idle = self.fe.config.timeouts.client_idle;
+        // `inbuf` holds the head and the part of the body already sent.
+        *streamed = true;
+        self.inbuf.clear();
+        while left > 0 {
+            let n = match tokio::time::timeout(idle, self.io.read_buf(&mut self.inbuf)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return Err(SendError::ClientGone),
+            };
+            let take = (n as u64).min(left) as usize;
+            up.write_all(&self.inbuf[..take])
+                .await
+                .map_err(SendError::Closed)?;
+            self.inbuf.drain(..take);
+            left -= take as u64;
+        }
+        Ok(())
+    }
+
+    /// The response head as the client gets it.
+    fn response_head(&self, extra: &[u8], close: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        self.write_response_head(&mut out, extra, close);
+        out
+    }
+
+    fn write_response_head(&self, out: &mut Vec<u8>, extra: &[u8], close: bool) {
+        let buf = &self.upbuf;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(&buf[self.resp.status_line.clone()]);
+        out.extend_from_slice(b"\r\n");
+        for f in &self.resp.fields {
+            if self.resp.forwards(buf, f) {
+                out.extend_from_slice(&buf[f.name.clone()]);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(&buf[f.value.clone()]);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(extra);
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Write the response to the client, streaming its body; give the server
+    /// connection back to the pool when the exchange ended cleanly.
+    async fn relay_response(
+        &mut self,
+        mut up: TcpStream,
+        head_len: usize,
+        server: &Arc<ServerState>,
+        max_idle: usize,
+        server_idle: Duration,
+        pending: Pending,
+    ) -> Next {
+        let framing = self.resp.framing;
+        let close = self.req.close || self.closing || framing == Framing::Close;
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        self.write_response_head(&mut out, b"", close);
+        let mut body = Body::new(framing);
+        let avail = &self.upbuf[head_len..];
+        let Ok(take) = body.scan(avail) else {
+            self.out = out;
+            pending.finish(0, false);
+            return Next::Close;
+        };
+        let mut excess = avail.len() > take;
+        out.extend_from_slice(&avail[..take]);
+        let mut bytes = take as u64;
+        let client_idle = self.fe.config.timeouts.client_idle;
+        let mut ok = write_all(&mut self.io, &out, client_idle).await;
+        self.out = out;
+        while ok && !body.done {
+            self.upbuf.clear();
+            let n = match tokio::time::timeout(server_idle, up.read_buf(&mut self.upbuf)).await {
+                Ok(Ok(n)) => n,
+                _ => {
+                    ok = false;
+                    break;
+                }
+            };
+            if n == 0 {
+                // End of stream ends a close-delimited body and nothing else.
+                ok = framing == Framing::Close;
+                break;
+            }
+            let Ok(take) = body.scan(&self.upbuf) else {
+                ok = false;
+                break;
+            };
+            excess = take < n;
+            bytes += take as u64;
+            ok = write_all(&mut self.io, &self.upbuf[..take], client_idle).await;
+        }
+        if ok && framing == Framing::Close {
+            let _ = self.io.shutdown().await;
+        }
+        if ok && body.done && self.resp.keep_alive && !excess {
+            server.pool.put_raw(up, max_idle);
+        }
+        pending.finish(bytes, ok);
+        if !ok || close {
+            return Next::Close;
+        }
+        // A big response grew the buffer: do not keep it.
+        if self.upbuf.capacity() > super::BUF {
+            give_buf(std::mem::take(&mut self.upbuf));
+        }
+        Next::KeepAlive
+    }
+}
+
+/// Where the response body ends.
+struct Body {
+    framing: Framing,
+    left: u64,
+    chunks: ChunkScanner,
+    done: bool,
+}
+
+impl Body {
+    fn new(framing: Framing) -> Self {
+        let left = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        Body {
+            framing,
+            left,
+            chunks: ChunkScanner::default(),
+            done: framing == Framing::None,
+        }
+    }
+
+    /// How many of `bytes` belong to the body; sets `done` at its end.
+    fn scan(&mut self, bytes: &[u8]) -> Result<usize, super::ChunkError> {
+        let take = match self.framing {
+            Framing::None => 0,
+            Framing::Length(_) => {
+                let t = (bytes.len() as u64).min(self.left);
+                self.left -= t;
+                self.done = self.left == 0;
+                t as usize
+            }
+            Framing::Chunked => {
+                let t = self.chunks.scan(bytes)?;
+                self.done = self.chunks.is_done();
+                t
+            }
+            Framing::Close => bytes.len(),
+        };
+        Ok(take)
+    }
+}
+
+fn connect_failure(server: &ServerState, e: &ConnectError) -> (u16, String) {
+    let status = match e {
+        ConnectError::Timeout(_) => 504,
+        _ => 502,
+    };
+    (
+        status,
+        format!(
+            "server {}/{} ({}): {e}",
+            server.key.backend,
+            server.name(),
+            server.address()
+        ),
+    )
+}

@@ -1,0 +1,439 @@
+//! The HTTP/1.1 relay: the fast path for plain HTTP/1.1 traffic.
+//!
+//! One task per client connection does everything in turn — read the request
+//! head, pick a server, write the rewritten head and the body to a pooled
+//! upstream connection, read the response head, write it and stream the body
+//! back — with heads parsed in place (httparse), fields copied once into a
+//! reused output buffer, and the body relayed as it is (chunked bodies are
+//! scanned for their end, not decoded). No hyper dispatcher, no channel or
+//! second task per exchange, no header map: this is what HAProxy does, and it
+//! halves the CPU per request (see README, Performance).
+//!
+//! Whatever the relay does not handle itself — HTTP/1.0, upgrades,
+//! `Expect`, chunked requests, malformed or oversized heads, and frontends or
+//! backends with TLS to servers, HTTP/2, PROXY headers to servers, sticky
+//! cookies, redirects or header rules — is handed, with the bytes already
+//! read, to the general hyper path (`proxy::http`) for the rest of the
+//! connection, so both paths answer such requests identically.
+
+mod chunked;
+mod forward;
+mod head;
+mod rewind;
+
+pub use chunked::{ChunkError, ChunkScanner};
+pub use head::{Framing, Parsed, ReqHead, RespHead};
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use self::head::Kind;
+use super::log;
+use crate::config::types::{AccessLog, RateKey};
+use crate::runtime::{BackendRt, FrontendRt, Runtime};
+
+/// Read buffer size (one per direction, taken only while a request is in flight).
+const BUF: usize = 16 * 1024;
+
+/// A client stream the relay can serve.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The plain socket, when waiting for readability on it is exact (no
+    /// bytes can be buffered above it): idle connections then hold no buffer.
+    fn socket(&self) -> Option<&TcpStream>;
+}
+
+impl ClientIo for TcpStream {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
+    fn socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+/// True when every request of this frontend may take the relay (the backend
+/// is checked per request).
+pub(crate) fn frontend_eligible(fe: &FrontendRt) -> bool {
+    let c = &fe.config;
+    !c.h2c
+        && c.redirect_https.is_none()
+        && c.request_headers.is_empty()
+        && c.response_headers.is_empty()
+}
+
+fn backend_eligible(b: &BackendRt) -> bool {
+    let c = &b.config;
+    b.tls.is_none() && !c.http2 && c.proxy_protocol.is_none() && c.sticky.is_none()
+}
+
+thread_local! {
+    /// Buffers of finished exchanges, reused by the next ones on this thread.
+    static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buf() -> Vec<u8> {
+    BUFFERS
+        .with(|b| b.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(BUF))
+}
+
+fn give_buf(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > 4 * BUF {
+        return;
+    }
+    buf.clear();
+    BUFFERS.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < 256 {
+            b.push(buf);
+        }
+    });
+}
+
+/// Per-connection state.
+struct Relay<I> {
+    rt: Arc<Runtime>,
+    frontend: Arc<str>,
+    fe: Arc<FrontendRt>,
+    io: I,
+    client: SocketAddr,
+    local: SocketAddr,
+    proto: &'static str,
+    /// Bytes from the client not consumed yet.
+    inbuf: Vec<u8>,
+    /// Bytes from the server of the current exchange.
+    upbuf: Vec<u8>,
+    /// What is written next, to the server or to the client.
+    out: Vec<u8>,
+    req: ReqHead,
+    resp: RespHead,
+    /// Length of the current request's head in `inbuf`.
+    head_len: usize,
+    /// The process is draining: close after the current exchange.
+    closing: bool,
+    accepted: Instant,
+    first: bool,
+}
+
+/// How an exchange left the client connection.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Serve a client connection with the relay, handing it to the general path
+/// when a request needs it.
+pub(crate) async fn serve<I: ClientIo>(
+    rt: Arc<Runtime>,
+    frontend: Arc<str>,
+    fe: Arc<FrontendRt>,
+    io: I,
+    (client, local): (SocketAddr, SocketAddr),
+    https: bool,
+) {
+    let mut r = Relay {
+        rt,
+        frontend,
+        fe,
+        io,
+        client,
+        local,
+        proto: if https { "https" } else { "http" },
+        inbuf: Vec::new(),
+        upbuf: Vec::new(),
+        out: Vec::new(),
+        req: ReqHead::default(),
+        resp: RespHead::default(),
+        head_len: 0,
+        closing: false,
+        accepted: Instant::now(),
+        first: true,
+    };
+    let mut draining = r.rt.draining();
+    loop {
+        if r.inbuf.is_empty() {
+            r.release_buffers();
+            let t = &r.fe.config.timeouts;
+            let wait = if r.first {
+                t.client_header
+            } else {
+                t.client_header.min(t.client_idle)
+            };
+            tokio::select! {
+                biased;
+                got = tokio::time::timeout(wait, r.fill()) => match got {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                },
+                _ = draining.wait_for(|d| *d) => return,
+            }
+        }
+        let start = Instant::now();
+        let head_len = match r.read_head().await {
+            Some(Parsed::Complete(n)) => n,
+            Some(Parsed::Unsupported) => return r.fallback().await,
+            _ => return,
+        };
+        let tq = if r.first {
+            start.duration_since(r.accepted)
+        } else {
+            Duration::ZERO
+        };
+        r.first = false;
+        r.head_len = head_len;
+        r.closing = *draining.borrow();
+        match r.exchange(start, tq).await {
+            Ok(Next::KeepAlive) if !*draining.borrow() => {}
+            Ok(_) => return,
+            Err(Fallback) => return r.fallback().await,
+        }
+    }
+}
+
+/// The request needs the general path.
+struct Fallback;
+
+impl<I: ClientIo> Relay<I> {
+    /// Read more client bytes into `inbuf`; 0 at end of stream.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.inbuf.capacity() == 0 {
+            if let Some(s) = self.io.socket() {
+                // Idle connections hold no buffer: wait first, take one after.
+                s.readable().await?;
+            }
+            self.inbuf = take_buf();
+        }
+        if self.inbuf.len() == self.inbuf.capacity() {
+            self.inbuf.reserve(BUF);
+        }
+        self.io.read_buf(&mut self.inbuf).await
+    }
+
+    fn release_buffers(&mut self) {
+        give_buf(std::mem::take(&mut self.inbuf));
+        give_buf(std::mem::take(&mut self.upbuf));
+        give_buf(std::mem::take(&mut self.out));
+    }
+
+    /// Read until the request head is complete (within `client_header_timeout`
+    /// of the first request byte, or of the accept for the first request).
+    async fn read_head(&mut self) -> Option<Parsed> {
+        let cfg = &self.fe.config;
+        let since = if self.first {
+            self.accepted
+        } else {
+            Instant::now()
+        };
+        let deadline = tokio::time::Instant::from_std(since + cfg.timeouts.client_header);
+        let (max_bytes, max_fields) = (cfg.max_header_bytes, cfg.max_headers);
+        loop {
+            match self.req.parse(&self.inbuf, max_fields) {
+                Parsed::Partial if self.inbuf.len() >= max_bytes => {
+                    return Some(Parsed::Unsupported)
+                }
+                Parsed::Partial => {}
+                Parsed::Complete(n) if n > max_bytes => return Some(Parsed::Unsupported),
+                done => return Some(done),
+            }
+            match tokio::time::timeout_at(deadline, self.fill()).await {
+                Ok(Ok(n)) if n > 0 => {}
+                // A partial head then EOF or an error: the general path answers 400.
+                Ok(Ok(_)) => return Some(Parsed::Unsupported),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Give the connection, with what was read of it, to the hyper path.
+    async fn fallback(self) {
+        let prefix = self.inbuf;
+        let io = rewind::Rewind::new(prefix, self.io);
+        Box::pin(super::http::serve_io(
+            self.rt,
+            self.frontend,
+            self.fe,
+            io,
+            (self.client, self.local),
+            self.proto == "https",
+            super::http::Proto::Http1,
+        ))
+        .await;
+    }
+
+    /// One request: route, forward, relay the answer.
+    async fn exchange(&mut self, start: Instant, tq: Duration) -> Result<Next, Fallback> {
+        let fe = self.fe.clone();
+        let format = self.rt.snapshot().config.log.access;
+        let buf = &self.inbuf;
+        let req = &self.req;
+        let host = req
+            .host
+            .clone()
+            .and_then(|h| std::str::from_utf8(&buf[h]).ok());
+        let target = &buf[req.target.clone()];
+        let path_end = target.iter().position(|&b| b == b'?').unwrap_or(target.len());
+        let path = std::str::from_utf8(&target[..path_end]).unwrap_or("");
+        if fe
+            .config
+            .max_body_bytes
+            .is_some_and(|max| req.content_length > max)
+        {
+            return Err(Fallback);
+        }
+        let Some((backend, limiter)) = fe.route(host, path) else {
+            fe.stats.requests.fetch_add(1, Ordering::Relaxed);
+            return self
+                .local(
+                    format,
+                    start,
+                    "-",
+                    (503, "no backend is configured for this host and path"),
+                    None,
+                    None,
+                )
+                .await;
+        };
+        if !backend_eligible(backend) {
+            return Err(Fallback);
+        }
+        let (backend, limiter) = (backend.clone(), limiter.cloned());
+        fe.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let client_ip = if fe.config.trusted_proxies.is_empty() {
+            self.client.ip()
+        } else {
+            super::edge::client_ip_from(
+                self.client.ip(),
+                req.fields
+                    .iter()
+                    .filter(|f| f.kind == Kind::XForwardedFor)
+                    .map(|f| &buf[f.value.clone()]),
+                &fe.config.trusted_proxies,
+            )
+        };
+        for limiter in [fe.limiter.as_ref(), limiter.as_ref()].into_iter().flatten() {
+            let key = rate_key(&limiter.config.key, client_ip, req, buf);
+            if let Err(wait) = limiter.check(&key, Instant::now()) {
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                return self
+                    .local(
+                        format,
+                        start,
+                        &backend.config.name,
+                        (429, "rate limit exceeded; slow down"),
+                        Some(secs),
+                        None,
+                    )
+                    .await;
+            }
+        }
+        self.forward(backend, client_ip, format, start, tq).await
+    }
+
+    /// Answer locally (no server) and log it; closes the connection when the
+    /// request's body was not read.
+    async fn local(
+        &mut self,
+        format: AccessLog,
+        start: Instant,
+        backend: &str,
+        (status, why): (u16, &str),
+        retry_after: Option<u64>,
+        method_uri: Option<(http::Method, http::Uri)>,
+    ) -> Result<Next, Fallback> {
+        self.fe.stats.local_errors.fetch_add(1, Ordering::Relaxed);
+        if format != AccessLog::Off {
+            let (m, u) = method_uri.unwrap_or_else(|| self.method_uri(format));
+            log::local(format, self.client, &self.frontend, backend, &m, &u, status, start, why);
+        }
+        let close = self.req.close || self.req.content_length > 0;
+        write_local(&mut self.out, status, why, retry_after, close);
+        let ok = write_all(&mut self.io, &self.out, self.fe.config.timeouts.client_idle).await;
+        Ok(if ok && !close {
+            self.inbuf.drain(..self.head_len);
+            Next::KeepAlive
+        } else {
+            Next::Close
+        })
+    }
+
+    /// The request's method and target for the access log (the target is
+    /// only parsed when a log line will be written).
+    fn method_uri(&self, format: AccessLog) -> (http::Method, http::Uri) {
+        let m = http::Method::from_bytes(&self.inbuf[self.req.method.clone()])
+            .unwrap_or(http::Method::GET);
+        let u = if format == AccessLog::Off {
+            http::Uri::default()
+        } else {
+            http::Uri::try_from(&self.inbuf[self.req.target.clone()]).unwrap_or_default()
+        };
+        (m, u)
+    }
+}
+
+/// A short local answer, like `proxy::http::local_response`.
+fn write_local(out: &mut Vec<u8>, status: u16, why: &str, retry_after: Option<u64>, close: bool) {
+    use std::io::Write;
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let body_len = format!("{status} {reason}: {why}\n").len();
+    out.clear();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {body_len}\r\n"
+    );
+    if let Some(s) = retry_after {
+        let _ = write!(out, "retry-after: {s}\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    let _ = write!(out, "\r\n{status} {reason}: {why}\n");
+}
+
+/// Write all of `buf`: at once when the socket has room (no timer), else
+/// within `limit`. False when the peer is gone or too slow.
+async fn write_all<W: AsyncWrite + Unpin>(io: &mut W, buf: &[u8], limit: Duration) -> bool {
+    use futures_util::FutureExt;
+    let mut done = 0;
+    if let Some(r) = io.write(buf).now_or_never() {
+        match r {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => done = n,
+        }
+    }
+    if done == buf.len() {
+        return true;
+    }
+    matches!(
+        tokio::time::timeout(limit, io.write_all(&buf[done..])).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The rate-limit key of a request: the client address or a field's value.
+fn rate_key(key: &RateKey, client_ip: IpAddr, req: &ReqHead, buf: &[u8]) -> Vec<u8> {
+    let ip = || match client_ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    match key {
+        RateKey::ClientIp => ip(),
+        RateKey::Header(name) => req
+            .fields
+            .iter()
+            .find(|f| buf[f.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|f| buf[f.value.clone()].to_vec())
+            .unwrap_or_else(ip),
+    }
+}
