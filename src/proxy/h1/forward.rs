@@ -218,6 +218,9 @@ impl<I: ClientIo> Relay<I> {
     fn build_request(&mut self, buffered: usize) {
         let buf = &self.inbuf;
         let req = &self.req;
+        if self.out.capacity() == 0 {
+            self.out = take_buf();
+        }
         let out = &mut self.out;
         out.clear();
         out.reserve(self.head_len + buffered + 160);
@@ -248,8 +251,8 @@ impl<I: ClientIo> Relay<I> {
             out.extend_from_slice(&buf[prev]);
             out.extend_from_slice(b", ");
         }
-        let mut ip = [0u8; 64];
-        out.extend_from_slice(crate::proxy::headers::fmt_ip(self.client.ip(), &mut ip));
+        let (ip, ip_len) = &self.client_text;
+        out.extend_from_slice(&ip[..*ip_len]);
         out.extend_from_slice(b"\r\nx-forwarded-proto: ");
         out.extend_from_slice(self.proto.as_bytes());
         if let Some(h) = req.host.clone() {

@@ -87,7 +87,8 @@ fn take_buf() -> Vec<u8> {
 }
 
 fn give_buf(mut buf: Vec<u8>) {
-    if buf.capacity() == 0 || buf.capacity() > 4 * BUF {
+    // Only full-size buffers: a small one would turn every read into many.
+    if !(BUF..=4 * BUF).contains(&buf.capacity()) {
         return;
     }
     buf.clear();
@@ -108,6 +109,8 @@ struct Relay<I> {
     client: SocketAddr,
     local: SocketAddr,
     proto: &'static str,
+    /// The client's address as text (`X-Forwarded-For`), formatted once.
+    client_text: ([u8; 64], usize),
     /// Bytes from the client not consumed yet.
     inbuf: Vec<u8>,
     /// Bytes from the server of the current exchange.
@@ -148,6 +151,11 @@ pub(crate) async fn serve<I: ClientIo>(
         client,
         local,
         proto: if https { "https" } else { "http" },
+        client_text: {
+            let mut b = [0u8; 64];
+            let n = super::headers::fmt_ip(client.ip(), &mut b).len();
+            (b, n)
+        },
         inbuf: Vec::new(),
         upbuf: Vec::new(),
         out: Vec::new(),
