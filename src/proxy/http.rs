@@ -59,8 +59,22 @@ pub(crate) async fn serve(
         } else {
             Proto::Http1
         };
-        return serve_io(rt, frontend, fe, stream, (client, local), false, proto).await;
+        // Boxed here and below: a connection task is as big as its largest
+        // path, and the relay's is a quarter of hyper's.
+        return Box::pin(serve_io(rt, frontend, fe, stream, (client, local), false, proto)).await;
     };
+    Box::pin(serve_tls(rt, frontend, fe, acceptor, stream, (client, local), relay)).await
+}
+
+async fn serve_tls(
+    rt: Arc<Runtime>,
+    frontend: Arc<str>,
+    fe: Arc<FrontendRt>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    (client, local): (SocketAddr, SocketAddr),
+    relay: bool,
+) {
     // The handshake counts against the header timeout, so a silent client
     // cannot hold a connection open by never finishing it.
     match tokio::time::timeout(fe.config.timeouts.client_header, acceptor.accept(stream)).await {
@@ -70,7 +84,7 @@ pub(crate) async fn serve(
                 return super::h1::serve(rt, frontend, fe, tls, (client, local), true).await;
             }
             let proto = if h2 { Proto::Http2 } else { Proto::Http1 };
-            serve_io(rt, frontend, fe, tls, (client, local), true, proto).await;
+            Box::pin(serve_io(rt, frontend, fe, tls, (client, local), true, proto)).await;
         }
         Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),

@@ -199,7 +199,9 @@ pub(crate) async fn serve<I: ClientIo>(
         r.first = false;
         r.head_len = head_len;
         r.closing = *draining.borrow();
-        match r.exchange(start, tq).await {
+        // Boxed: an idle connection's task then holds only the small waiting
+        // state, not the largest state of an exchange (see memory.sh).
+        match Box::pin(r.exchange(start, tq)).await {
             Ok(Next::KeepAlive) if !*draining.borrow() => {}
             Ok(_) => return,
             Err(Fallback) => return r.fallback().await,
@@ -445,3 +447,4 @@ fn rate_key(key: &RateKey, client_ip: IpAddr, req: &ReqHead, buf: &[u8]) -> Vec<
             .unwrap_or_else(ip),
     }
 }
+
