@@ -274,7 +274,12 @@ servers = [
   { name = "b1", address = "127.0.0.1:'$b1'" },
   { name = "b2", address = "127.0.0.1:'$b2'" },
 ]'
+    # One worker thread, like HAProxy's nbthread 1 and nginx's one worker
+    # (FULCRUM_THREADS overrides, e.g. 2 for one per core).
     cat >"$dir/fulcrum.toml" <<EOF
+[global]
+threads = ${FULCRUM_THREADS:-1}
+
 [log]
 access = "off"
 
@@ -296,12 +301,7 @@ $backend_body
 $backend_body
 EOF
     "$FULCRUM" check --config "$dir/fulcrum.toml" >/dev/null || die "fulcrum config check failed"
-    # FULCRUM_THREADS pins tokio's worker count (default: one per core).
-    if [[ -n ${FULCRUM_THREADS:-} ]]; then
-        TOKIO_WORKER_THREADS=$FULCRUM_THREADS "$FULCRUM" run --config "$dir/fulcrum.toml" >"$dir/fulcrum.log" 2>&1 &
-    else
-        "$FULCRUM" run --config "$dir/fulcrum.toml" >"$dir/fulcrum.log" 2>&1 &
-    fi
+    "$FULCRUM" run --config "$dir/fulcrum.toml" >"$dir/fulcrum.log" 2>&1 &
     LAST_PID=$!
     track "$LAST_PID"
 }

@@ -215,7 +215,7 @@ meta = {
     "kernel": platform.release(), "cpu": cpu, "nproc": os.cpu_count(),
     "fulcrum": e["FULCRUM_VERSION"], "haproxy": e["HAPROXY_VERSION"],
     "nginx": e["NGINX_VERSION"], "wrk": e["WRK_VERSION"],
-    "fulcrum_threads": e.get("FULCRUM_THREADS") or "default (one per core)",
+    "fulcrum_threads": e.get("FULCRUM_THREADS") or "1 ([global] threads = 1)",
     "duration": e["DURATION"], "rounds": int(e["ROUNDS"]),
     "smoke": e["SMOKE"] == "1", "command": e["COMMAND"].strip(),
 }

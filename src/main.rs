@@ -100,7 +100,9 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.cmd {
         Cmd::Check { config } => return check(&config),
-        Cmd::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),
+        Cmd::Run(args) => load_run_config(&args).and_then(|cfg| {
+            runtime_with(cfg.global.threads).and_then(|rt| rt.block_on(run(args, cfg)))
+        }),
         Cmd::Ctl(args) => {
             return match runtime().and_then(|rt| rt.block_on(fulcrum::ctl::run(args))) {
                 Ok(0) => ExitCode::SUCCESS,
@@ -139,8 +141,17 @@ fn init_tracing() {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    runtime_with(None)
+}
+
+/// The async runtime with `threads` workers (default: tokio's, one per core,
+/// or `TOKIO_WORKER_THREADS`).
+fn runtime_with(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n);
+    }
+    b.enable_all()
         .build()
         .context("cannot start the async runtime")
 }
@@ -166,7 +177,8 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn run(args: RunArgs) -> Result<()> {
+/// The configuration `run` starts with: the file, or quick mode's flags.
+fn load_run_config(args: &RunArgs) -> Result<config::types::Config> {
     let cfg = match &args.config {
         Some(path) => {
             config::load_file(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?
@@ -191,6 +203,10 @@ async fn run(args: RunArgs) -> Result<()> {
         })
         .map_err(|e| anyhow::anyhow!("{e} (or use --config FILE)"))?,
     };
+    Ok(cfg)
+}
+
+async fn run(args: RunArgs, cfg: config::types::Config) -> Result<()> {
     let admin = cfg.admin.clone();
     // Read the token before binding anything, so a bad token file fails fast.
     fulcrum::admin::read_token(&admin)?;

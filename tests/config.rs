@@ -79,6 +79,22 @@ servers = [{ name = "s", address = "127.0.0.1:1" }]
     assert_eq!(b.retries, 3);
     assert_eq!(c.admin.listen, None);
     assert_eq!(b.servers[0].weight, 1);
+    assert_eq!(c.global.threads, None, "one worker per core unless set");
+}
+
+#[test]
+fn global_threads_is_checked() {
+    let base = "[frontends.f]\nlisten = [\"127.0.0.1:8080\"]\nbackend = \"b\"\n[backends.b]\nservers = [{ name = \"s\", address = \"127.0.0.1:1\" }]\n";
+    let ok = parse_str(&format!("[global]\nthreads = 1\n{base}"), "t.toml").expect("valid");
+    assert_eq!(ok.global.threads, Some(1));
+    let errs = parse_str(&format!("[global]\nthreads = 0\n{base}"), "t.toml")
+        .expect_err("0 threads")
+        .0;
+    let shown = errs[0].to_string();
+    assert!(
+        shown.starts_with("t.toml:2:11") && shown.contains("`threads` = 0 is out of range"),
+        "{shown}"
+    );
 }
 
 #[test]

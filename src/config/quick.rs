@@ -65,6 +65,7 @@ pub fn quick_config(o: &QuickOptions) -> Result<Config, String> {
         frontends: BTreeMap::from([("quick".to_string(), frontend)]),
         backends: BTreeMap::from([("quick".to_string(), backend)]),
         cluster: ClusterConfig::default(),
+        global: Default::default(),
         vrrp: Default::default(),
     })
 }

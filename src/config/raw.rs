@@ -12,6 +12,8 @@ pub(crate) type S<T> = Spanned<T>;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     #[serde(default)]
+    pub global: Option<RawGlobal>,
+    #[serde(default)]
     pub admin: Option<S<RawAdmin>>,
     #[serde(default)]
     pub log: Option<RawLog>,
@@ -23,6 +25,12 @@ pub(crate) struct RawConfig {
     pub cluster: Option<RawCluster>,
     #[serde(default)]
     pub vrrp: Option<crate::vrrp::config::RawVrrp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGlobal {
+    pub threads: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

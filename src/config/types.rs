@@ -14,6 +14,8 @@ use std::time::Duration;
 pub struct Config {
     /// File the configuration came from (None for quick mode / demo).
     pub source: Option<PathBuf>,
+    /// Process-wide settings (`[global]`).
+    pub global: GlobalConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     /// Frontends by name, in name order.
@@ -24,6 +26,13 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// VRRP instances (`[vrrp.instances.NAME]`); empty when VRRP is off.
     pub vrrp: crate::vrrp::config::VrrpConfig,
+}
+
+/// Process-wide settings, read at start (a reload keeps the running values).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GlobalConfig {
+    /// Worker threads of the proxy (HAProxy `nbthread`); None: one per core.
+    pub threads: Option<usize>,
 }
 
 /// The nodes `fulcrum ctl` applies a change to, besides `--admin`.

@@ -68,6 +68,7 @@ pub fn demo_config(
         frontends: BTreeMap::from([("www".to_string(), www)]),
         backends: BTreeMap::from([("web".to_string(), web)]),
         cluster: ClusterConfig::default(),
+        global: Default::default(),
         vrrp: Default::default(),
     }
 }

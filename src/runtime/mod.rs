@@ -94,6 +94,7 @@ impl Runtime {
             generation: 0,
             config: Arc::new(Config {
                 source: None,
+                global: config.global.clone(),
                 admin: config.admin.clone(),
                 log: config.log,
                 frontends: BTreeMap::new(),
@@ -170,7 +171,11 @@ impl Runtime {
             }
             control.discovered.insert(backend.clone(), servers.clone());
         }
-        let config = change::next_config(&current, change)?;
+        let mut config = change::next_config(&current, change)?;
+        if reload && current.generation > 0 && config.global != current.config.global {
+            tracing::warn!("[global] settings (threads) take effect at the next start; keeping the running ones");
+            config.global = current.config.global.clone();
+        }
         let tls = TlsMaterial {
             acceptors: load_tls(&current, &config, reload)?,
             clients: load_upstream_tls(&current, &config, reload)?,
