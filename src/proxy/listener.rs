@@ -41,9 +41,13 @@ pub fn spawn(
             }
         };
         let frontend: Arc<str> = Arc::from(frontend);
-        if let Ok(a) = listener.local_addr() {
+        let bound = listener.local_addr().ok();
+        if let Some(a) = bound {
             tracing::info!(frontend = %frontend, addr = %a, ?mode, "listening");
         }
+        // A listener on one address: every connection reached that address,
+        // no getsockname per connection. A wildcard one must ask.
+        let fixed_local = bound.filter(|a| !a.ip().is_unspecified());
         loop {
             // At the frontend's maxconn, stop accepting (HAProxy does the same):
             // new connections wait in the kernel's queue until one closes.
@@ -68,9 +72,12 @@ pub fn spawn(
                 }
                 continue;
             }
+            // Accept first: under load a connection is waiting, and the stop
+            // signal is then not even polled (no waiter registered per accept).
             let accepted = tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
+                biased;
                 r = listener.accept() => r,
+                _ = stop.wait_for(|s| *s) => break,
             };
             match accepted {
                 Ok((stream, client)) => {
@@ -87,7 +94,10 @@ pub fn spawn(
                     tokio::spawn(async move {
                         let _count = count;
                         let mut stream = stream;
-                        let local = stream.local_addr().unwrap_or(client);
+                        let local = match fixed_local {
+                            Some(a) => a,
+                            None => stream.local_addr().unwrap_or(client),
+                        };
                         let (client, local) = if fe.config.accept_proxy {
                             match read_proxy_header(&fe, &mut stream, client).await {
                                 Some(addrs) => addrs,
