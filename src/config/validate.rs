@@ -262,10 +262,11 @@ fn build(cx: &mut Ctx<'_>, raw: RawConfig) -> Config {
     }
     let cluster = build_cluster(cx, raw.cluster.as_ref());
     let global = GlobalConfig {
-        threads: raw
-            .global
-            .as_ref()
-            .and_then(|g| g.threads.as_ref().map(|_| cx.int(&g.threads, "threads", 1, 1024, 1) as usize)),
+        threads: raw.global.as_ref().and_then(|g| {
+            g.threads
+                .as_ref()
+                .map(|_| cx.int(&g.threads, "threads", 1, 1024, 1) as usize)
+        }),
     };
     let vrrp = crate::vrrp::config::validate(&cx.loc, raw.vrrp.as_ref(), &mut cx.errors);
     Config {

@@ -12,7 +12,10 @@ use crate::config::types::{Cidr, HeaderRules};
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
     client_ip_from(
         peer,
-        headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()),
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes()),
         trusted,
     )
 }

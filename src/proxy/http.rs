@@ -61,9 +61,27 @@ pub(crate) async fn serve(
         };
         // Boxed here and below: a connection task is as big as its largest
         // path, and the relay's is a quarter of hyper's.
-        return Box::pin(serve_io(rt, frontend, fe, stream, (client, local), false, proto)).await;
+        return Box::pin(serve_io(
+            rt,
+            frontend,
+            fe,
+            stream,
+            (client, local),
+            false,
+            proto,
+        ))
+        .await;
     };
-    Box::pin(serve_tls(rt, frontend, fe, acceptor, stream, (client, local), relay)).await
+    Box::pin(serve_tls(
+        rt,
+        frontend,
+        fe,
+        acceptor,
+        stream,
+        (client, local),
+        relay,
+    ))
+    .await
 }
 
 async fn serve_tls(
@@ -84,7 +102,16 @@ async fn serve_tls(
                 return super::h1::serve(rt, frontend, fe, tls, (client, local), true).await;
             }
             let proto = if h2 { Proto::Http2 } else { Proto::Http1 };
-            Box::pin(serve_io(rt, frontend, fe, tls, (client, local), true, proto)).await;
+            Box::pin(serve_io(
+                rt,
+                frontend,
+                fe,
+                tls,
+                (client, local),
+                true,
+                proto,
+            ))
+            .await;
         }
         Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
@@ -797,7 +824,10 @@ fn set_sticky_cookie(h: &mut http::HeaderMap, name: &str, id: Option<&String>) {
 }
 
 /// Wait for a server slot; the deadline is set on the first wait.
-pub(crate) async fn wait_in_queue(backend: &BackendRt, deadline: &mut Option<Instant>) -> Result<(), String> {
+pub(crate) async fn wait_in_queue(
+    backend: &BackendRt,
+    deadline: &mut Option<Instant>,
+) -> Result<(), String> {
     let cfg = &backend.config;
     let stats = &backend.stats;
     let until = *deadline.get_or_insert_with(|| Instant::now() + cfg.queue_timeout);

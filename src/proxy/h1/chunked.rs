@@ -23,7 +23,9 @@ pub enum ChunkError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Hex digits of a chunk size; `any` once at least one digit was seen.
-    Size { any: bool },
+    Size {
+        any: bool,
+    },
     /// Whitespace or an extension after the size, up to the line end.
     Ext,
     /// A CR ended the size line: LF must follow.
@@ -266,7 +268,12 @@ mod tests {
                     split.scan(&data[cut..]).map(|b| a + b)
                 }
             });
-            assert_eq!(one, two, "{:?} cut at {cut}", String::from_utf8_lossy(&data));
+            assert_eq!(
+                one,
+                two,
+                "{:?} cut at {cut}",
+                String::from_utf8_lossy(&data)
+            );
             assert_eq!(whole.is_done(), split.is_done());
         }
     }

@@ -22,8 +22,12 @@ const STALE_RETRIES: u32 = 4;
 
 /// Why sending a request or reading its response head failed.
 enum SendError {
-    /// The server closed or reset the connection before any byte of an
-    /// answer: on a reused connection, the keep-alive race.
+    /// Writing the request failed: the server had closed the connection, so
+    /// it cannot have acted on the request (on a reused connection, the
+    /// keep-alive race). Safe to send again.
+    NotSent(std::io::Error),
+    /// The server closed or reset the connection after the request went out,
+    /// before any byte of an answer.
     Closed(std::io::Error),
     /// The answer was not HTTP.
     Bad(String),
@@ -61,7 +65,7 @@ impl<I: ClientIo> Relay<I> {
         let cl = self.req.content_length;
         let buffered = ((self.inbuf.len() - head_len) as u64).min(cl) as usize;
         self.build_request(buffered);
-        let mut streamed = false;
+        let mut sent = Sent::default();
         let mut tried: Vec<usize> = Vec::new();
         let (mut attempts, mut stale) = (0u32, 0u32);
         let mut failure: Option<(u16, String)> = None;
@@ -84,7 +88,8 @@ impl<I: ClientIo> Relay<I> {
             attempts += 1;
             let guard = server.begin_in(&backend.stats);
             let tc_start = Instant::now();
-            let (mut up, reused) = match server.pool.take_raw(cfg.timeouts.pool_idle) {
+            let pooled = take_alive(&server, cfg.timeouts.pool_idle, cl > 0);
+            let (mut up, reused) = match pooled {
                 Some(s) => (s, true),
                 None => match pool::dial(server.address(), cfg.timeouts.connect).await {
                     Ok(s) => (s, false),
@@ -104,12 +109,12 @@ impl<I: ClientIo> Relay<I> {
                 tc_start.elapsed()
             };
             let tr_start = Instant::now();
-            let sent = tokio::time::timeout(
+            let outcome = tokio::time::timeout(
                 cfg.timeouts.response,
-                self.send(&mut up, &server, buffered, head_request, &mut streamed),
+                self.send(&mut up, &server, buffered, head_request, &mut sent),
             )
             .await;
-            let resp_len = match sent {
+            let resp_len = match outcome {
                 Ok(Ok(n)) => n,
                 Err(_) => {
                     server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
@@ -122,18 +127,32 @@ impl<I: ClientIo> Relay<I> {
                     );
                     drop(guard);
                     let mu = method_uri.take();
-                    return self.fail(format, start, &cfg.name, 504, &why, streamed, mu).await;
+                    let streamed = sent.streamed;
+                    return self
+                        .fail(format, start, &cfg.name, (504, &why), streamed, mu)
+                        .await;
                 }
                 Ok(Err(SendError::ClientGone)) => return Ok(Next::Close),
-                Ok(Err(SendError::Closed(_))) if reused && !streamed && stale < STALE_RETRIES => {
-                    // The server closed this idle connection as we reused it.
+                // The server closed this idle connection as we reused it:
+                // again on another connection, when the request cannot have
+                // been acted on — never written, or written without a body
+                // (the hyper path's rule; a pooled connection is checked for
+                // a close before a request with a body goes on it).
+                Ok(Err(SendError::NotSent(_))) if reused && stale < STALE_RETRIES => {
+                    stale += 1;
+                    attempts -= 1;
+                    continue;
+                }
+                Ok(Err(SendError::Closed(_)))
+                    if reused && cl == 0 && !sent.answered && stale < STALE_RETRIES =>
+                {
                     stale += 1;
                     attempts -= 1;
                     continue;
                 }
                 Ok(Err(e)) => {
                     let err = match e {
-                        SendError::Closed(e) => e.to_string(),
+                        SendError::NotSent(e) | SendError::Closed(e) => e.to_string(),
                         SendError::Bad(why) => why,
                         SendError::ClientGone => String::new(),
                     };
@@ -149,8 +168,10 @@ impl<I: ClientIo> Relay<I> {
                         ),
                     ));
                     tried.push(idx);
-                    if streamed {
-                        break; // part of the body went out: not safe to replay
+                    if sent.body || sent.answered {
+                        // The body went out (the server may have acted on it),
+                        // or the client already has an interim answer.
+                        break;
                     }
                     continue;
                 }
@@ -173,11 +194,18 @@ impl<I: ClientIo> Relay<I> {
                 tr: tr_start.elapsed(),
                 retries: attempts - 1,
             };
-            if !streamed {
+            if !sent.streamed {
                 self.inbuf.drain(..head_len + buffered);
             }
             return Ok(self
-                .relay_response(up, resp_len, &server, cfg.pool_max_idle, cfg.timeouts.response, pending)
+                .relay_response(
+                    up,
+                    resp_len,
+                    &server,
+                    cfg.pool_max_idle,
+                    cfg.timeouts.response,
+                    pending,
+                )
                 .await);
         }
         if failure.is_none() {
@@ -189,8 +217,15 @@ impl<I: ClientIo> Relay<I> {
                 format!("no server is available in backend `{}`", cfg.name),
             )
         });
-        self.fail(format, start, &cfg.name, status, &why, streamed, method_uri)
-            .await
+        self.fail(
+            format,
+            start,
+            &cfg.name,
+            (status, &why),
+            sent.streamed,
+            method_uri,
+        )
+        .await
     }
 
     /// Answer a failed request locally; the connection closes when part of
@@ -200,8 +235,7 @@ impl<I: ClientIo> Relay<I> {
         format: AccessLog,
         start: Instant,
         backend: &str,
-        status: u16,
-        why: &str,
+        (status, why): (u16, &str),
         streamed: bool,
         method_uri: Option<(http::Method, http::Uri)>,
     ) -> Result<Next, Fallback> {
@@ -278,12 +312,14 @@ impl<I: ClientIo> Relay<I> {
         server: &Arc<ServerState>,
         buffered: usize,
         head_request: bool,
-        streamed: &mut bool,
+        sent: &mut Sent,
     ) -> Result<usize, SendError> {
-        up.write_all(&self.out).await.map_err(SendError::Closed)?;
+        up.write_all(&self.out).await.map_err(SendError::NotSent)?;
         let cl = self.req.content_length;
+        sent.body = cl > 0;
         if (buffered as u64) < cl {
-            self.stream_body(up, cl - buffered as u64, streamed).await?;
+            sent.streamed = true;
+            self.stream_body(up, cl - buffered as u64).await?;
         }
         server.add_bytes(cl, 0);
         if self.upbuf.capacity() == 0 {
@@ -297,7 +333,10 @@ impl<I: ClientIo> Relay<I> {
                 }
                 self.upbuf.reserve(super::BUF);
             }
-            let n = up.read_buf(&mut self.upbuf).await.map_err(SendError::Closed)?;
+            let n = up
+                .read_buf(&mut self.upbuf)
+                .await
+                .map_err(SendError::Closed)?;
             if n == 0 {
                 return Err(if self.upbuf.is_empty() {
                     SendError::Closed(std::io::ErrorKind::UnexpectedEof.into())
@@ -317,6 +356,7 @@ impl<I: ClientIo> Relay<I> {
                         // Interim answer (103 Early Hints…): pass it on, read on.
                         let interim = self.response_head(&[], false);
                         let limit = self.fe.config.timeouts.client_idle;
+                        sent.answered = true;
                         if !write_all(&mut self.io, &interim, limit).await {
                             return Err(SendError::ClientGone);
                         }
@@ -329,15 +369,9 @@ impl<I: ClientIo> Relay<I> {
     }
 
     /// Copy the `left` body bytes not yet read from the client to the server.
-    async fn stream_body(
-        &mut self,
-        up: &mut TcpStream,
-        mut left: u64,
-        streamed: &mut bool,
-    ) -> Result<(), SendError> {
+    async fn stream_body(&mut self, up: &mut TcpStream, mut left: u64) -> Result<(), SendError> {
         let idle = self.fe.config.timeouts.client_idle;
         // `inbuf` holds the head and the part of the body already sent.
-        *streamed = true;
         self.inbuf.clear();
         while left > 0 {
             let n = match tokio::time::timeout(idle, self.io.read_buf(&mut self.inbuf)).await {
@@ -448,6 +482,38 @@ impl<I: ClientIo> Relay<I> {
         }
         Next::KeepAlive
     }
+}
+
+/// How far an attempt got.
+#[derive(Default)]
+struct Sent {
+    /// Part of the body was read from the client (not in `inbuf` any more).
+    streamed: bool,
+    /// The request, with a body, was written.
+    body: bool,
+    /// An interim (1xx) answer went to the client.
+    answered: bool,
+}
+
+/// A pooled connection to `server`; when `check` (the request has a body
+/// that must not be sent twice), one the server has not closed meanwhile.
+fn take_alive(server: &ServerState, max_age: Duration, check: bool) -> Option<TcpStream> {
+    loop {
+        let s = server.pool.take_raw(max_age)?;
+        if !check || is_open(&s) {
+            return Some(s);
+        }
+    }
+}
+
+/// True when an idle connection has neither been closed by its server nor
+/// received unexpected bytes (one non-blocking peek).
+fn is_open(s: &TcpStream) -> bool {
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(
+        socket2::SockRef::from(s).peek(&mut b),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    )
 }
 
 /// Where the response body ends.

@@ -209,10 +209,7 @@ impl RespHead {
         let code = resp.code.unwrap_or(0);
         self.status = code;
         // httparse has checked "HTTP/1.x NNN"; the code starts at byte 9.
-        let line_end = buf[..len]
-            .iter()
-            .position(|&b| b == b'\n')
-            .unwrap_or(len);
+        let line_end = buf[..len].iter().position(|&b| b == b'\n').unwrap_or(len);
         let line_end = if line_end > 0 && buf[line_end - 1] == b'\r' {
             line_end - 1
         } else {
@@ -288,9 +285,10 @@ impl RespHead {
             Kind::Connection | Kind::Hop => false,
             Kind::TransferEncoding => self.framing == Framing::Chunked,
             Kind::ContentLength => matches!(self.framing, Framing::Length(_) | Framing::None),
-            _ => !self.listed.iter().any(|l| {
-                buf[l.clone()].eq_ignore_ascii_case(&buf[field.name.clone()])
-            }),
+            _ => !self
+                .listed
+                .iter()
+                .any(|l| buf[l.clone()].eq_ignore_ascii_case(&buf[field.name.clone()])),
         }
     }
 }
@@ -315,7 +313,11 @@ fn connection_tokens(v: &[u8]) -> Option<bool> {
 fn protected(name: &[u8]) -> bool {
     matches!(
         kind(name),
-        Kind::Host | Kind::ContentLength | Kind::XForwardedFor | Kind::XForwardedOwn | Kind::XRequestId
+        Kind::Host
+            | Kind::ContentLength
+            | Kind::XForwardedFor
+            | Kind::XForwardedOwn
+            | Kind::XRequestId
     )
 }
 
@@ -434,7 +436,10 @@ mod tests {
         let r = resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false);
         assert_eq!(r.framing, Framing::Length(5));
         assert!(r.keep_alive);
-        let r = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false);
+        let r = resp(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false,
+        );
         assert_eq!(r.framing, Framing::Chunked);
         let r = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false);
         assert_eq!(r.framing, Framing::Close);

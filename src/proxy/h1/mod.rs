@@ -290,7 +290,10 @@ impl<I: ClientIo> Relay<I> {
             .clone()
             .and_then(|h| std::str::from_utf8(&buf[h]).ok());
         let target = &buf[req.target.clone()];
-        let path_end = target.iter().position(|&b| b == b'?').unwrap_or(target.len());
+        let path_end = target
+            .iter()
+            .position(|&b| b == b'?')
+            .unwrap_or(target.len());
         let path = std::str::from_utf8(&target[..path_end]).unwrap_or("");
         if fe
             .config
@@ -329,7 +332,10 @@ impl<I: ClientIo> Relay<I> {
                 &fe.config.trusted_proxies,
             )
         };
-        for limiter in [fe.limiter.as_ref(), limiter.as_ref()].into_iter().flatten() {
+        for limiter in [fe.limiter.as_ref(), limiter.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             let key = rate_key(&limiter.config.key, client_ip, req, buf);
             if let Err(wait) = limiter.check(&key, Instant::now()) {
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
@@ -362,7 +368,17 @@ impl<I: ClientIo> Relay<I> {
         self.fe.stats.local_errors.fetch_add(1, Ordering::Relaxed);
         if format != AccessLog::Off {
             let (m, u) = method_uri.unwrap_or_else(|| self.method_uri(format));
-            log::local(format, self.client, &self.frontend, backend, &m, &u, status, start, why);
+            log::local(
+                format,
+                self.client,
+                &self.frontend,
+                backend,
+                &m,
+                &u,
+                status,
+                start,
+                why,
+            );
         }
         let close = self.req.close || self.req.content_length > 0;
         write_local(&mut self.out, status, why, retry_after, close);
@@ -447,4 +463,3 @@ fn rate_key(key: &RateKey, client_ip: IpAddr, req: &ReqHead, buf: &[u8]) -> Vec<
             .unwrap_or_else(ip),
     }
 }
-
