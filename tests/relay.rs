@@ -1001,3 +1001,29 @@ fn post_on_a_pooled_connection_the_server_closed_goes_on_a_fresh_one() {
         "each request reached the server once"
     );
 }
+
+#[test]
+fn a_connection_quiet_past_the_park_delay_still_serves_and_then_times_out() {
+    // After a second without a request the relay parks the connection in a
+    // small task; the next request must be served as before, and a parked
+    // connection must still close at its idle limit.
+    let up = Upstream::start(|req| Reply::Send(ok(&format!("conn {}", req.conn))));
+    let listen = free_addr();
+    let toml = config(listen, up.addr, "").replace(
+        "backend = \"web\"\n",
+        "backend = \"web\"\nclient_header_timeout = \"3s\"\n",
+    );
+    let _lb = Lb::start(&toml, listen);
+    let mut c = Client::connect(listen);
+    assert_eq!(c.get("/a").status, 200);
+    std::thread::sleep(Duration::from_millis(1600));
+    let b = c.get("/b");
+    assert_eq!((b.status, b.text().as_str()), (200, "conn 0"), "{b:?}");
+    // Parked again; the keep-alive limit (3 s) closes it: end of stream.
+    let started = std::time::Instant::now();
+    assert_eq!(c.fill(), 0, "the idle connection was closed by fulcrum");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "closed at its idle limit, not at once"
+    );
+}

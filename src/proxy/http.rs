@@ -47,13 +47,19 @@ pub(crate) async fn serve(
     stream: TcpStream,
     client: SocketAddr,
     local: SocketAddr,
+    count: ConnCount,
 ) {
-    let _open = rt.conns.track();
+    let guards = super::h1::ConnGuards {
+        _count: count,
+        _open: rt.conns.track(),
+    };
     let relay = super::h1::frontend_eligible(&fe);
     let Some(acceptor) = fe.tls.clone() else {
         if relay {
-            return super::h1::serve(rt, frontend, fe, stream, (client, local), false).await;
+            return super::h1::serve(rt, frontend, fe, stream, (client, local), false, guards)
+                .await;
         }
+        let _guards = guards;
         let proto = if fe.config.h2c {
             Proto::Auto
         } else {
@@ -80,6 +86,7 @@ pub(crate) async fn serve(
         stream,
         (client, local),
         relay,
+        guards,
     ))
     .await
 }
@@ -92,6 +99,7 @@ async fn serve_tls(
     stream: TcpStream,
     (client, local): (SocketAddr, SocketAddr),
     relay: bool,
+    guards: super::h1::ConnGuards,
 ) {
     // The handshake counts against the header timeout, so a silent client
     // cannot hold a connection open by never finishing it.
@@ -99,8 +107,10 @@ async fn serve_tls(
         Ok(Ok(tls)) => {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             if relay && !h2 {
-                return super::h1::serve(rt, frontend, fe, tls, (client, local), true).await;
+                return super::h1::serve(rt, frontend, fe, tls, (client, local), true, guards)
+                    .await;
             }
+            let _guards = guards;
             let proto = if h2 { Proto::Http2 } else { Proto::Http1 };
             Box::pin(serve_io(
                 rt,

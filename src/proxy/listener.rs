@@ -92,26 +92,29 @@ pub fn spawn(
                     let rt = rt.clone();
                     let name = frontend.clone();
                     tokio::spawn(async move {
-                        let _count = count;
                         let mut stream = stream;
                         let local = match fixed_local {
                             Some(a) => a,
                             None => stream.local_addr().unwrap_or(client),
                         };
+                        // Rare paths boxed: a task is as large as its largest path,
+                        // and every idle HTTP connection is one task.
                         let (client, local) = if fe.config.accept_proxy {
-                            match read_proxy_header(&fe, &mut stream, client).await {
+                            match Box::pin(read_proxy_header(&fe, &mut stream, client)).await {
                                 Some(addrs) => addrs,
-                                None => return,
+                                None => return drop(count),
                             }
                         } else {
                             (client, local)
                         };
                         match mode {
                             Mode::Http => {
-                                super::http::serve(rt, name, fe, stream, client, local).await
+                                super::http::serve(rt, name, fe, stream, client, local, count).await
                             }
                             Mode::Tcp => {
-                                super::tcp::serve(rt, name, fe, stream, client, local).await
+                                let _count = count;
+                                Box::pin(super::tcp::serve(rt, name, fe, stream, client, local))
+                                    .await
                             }
                         }
                     });

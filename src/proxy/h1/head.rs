@@ -105,6 +105,9 @@ impl ReqHead {
         }
         self.method = range_of(buf, method.as_bytes());
         self.target = range_of(buf, path.as_bytes());
+        if self.fields.capacity() == 0 {
+            self.fields = super::take_fields();
+        }
         self.fields.clear();
         self.content_length = 0;
         self.close = false;
@@ -216,6 +219,9 @@ impl RespHead {
             line_end
         };
         self.status_line = 9.min(line_end)..line_end;
+        if self.fields.capacity() == 0 {
+            self.fields = super::take_fields();
+        }
         self.fields.clear();
         self.listed.clear();
         let mut keep_alive = resp.version == Some(1);

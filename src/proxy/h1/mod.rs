@@ -80,6 +80,36 @@ thread_local! {
     static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// Field indexes of finished exchanges (see `Relay::release_buffers`).
+    static FIELDS: RefCell<Vec<Vec<head::Field>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A field index from the pool (an idle connection holds none).
+pub(crate) fn take_fields() -> Vec<head::Field> {
+    FIELDS
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(16))
+}
+
+fn give_fields(mut v: Vec<head::Field>) {
+    if v.capacity() == 0 || v.capacity() > head::MAX_FIELDS {
+        return;
+    }
+    v.clear();
+    FIELDS.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < POOLED {
+            f.push(v);
+        }
+    });
+}
+
+/// Buffers and field indexes kept per thread for reuse: enough for the
+/// exchanges in flight at once on a busy thread, little next to the
+/// connections it holds.
+const POOLED: usize = 64;
+
 fn take_buf() -> Vec<u8> {
     BUFFERS
         .with(|b| b.borrow_mut().pop())
@@ -94,7 +124,7 @@ fn give_buf(mut buf: Vec<u8>) {
     buf.clear();
     BUFFERS.with(|b| {
         let mut b = b.borrow_mut();
-        if b.len() < 256 {
+        if b.len() < POOLED {
             b.push(buf);
         }
     });
@@ -124,7 +154,10 @@ struct Relay<I> {
     /// The process is draining: close after the current exchange.
     closing: bool,
     accepted: Instant,
+    /// When the connection last finished a request (or was accepted).
+    idle_since: Instant,
     first: bool,
+    guards: ConnGuards,
 }
 
 /// How an exchange left the client connection.
@@ -132,6 +165,18 @@ enum Next {
     KeepAlive,
     Close,
 }
+
+/// Guards a client connection holds for its whole life, whichever task
+/// serves it: the frontend's connection count (maxconn) and the process's
+/// open-connection count (graceful stop).
+pub(crate) struct ConnGuards {
+    pub(crate) _count: super::http::ConnCount,
+    pub(crate) _open: crate::runtime::conns::ConnGuard,
+}
+
+/// How long a connection waits for its next request in its serving task
+/// before it parks (see [`park`]).
+const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// Serve a client connection with the relay, handing it to the general path
 /// when a request needs it.
@@ -142,8 +187,10 @@ pub(crate) async fn serve<I: ClientIo>(
     io: I,
     (client, local): (SocketAddr, SocketAddr),
     https: bool,
+    guards: ConnGuards,
 ) {
-    let mut r = Relay {
+    let now = Instant::now();
+    let r = Relay {
         rt,
         frontend,
         fe,
@@ -163,56 +210,119 @@ pub(crate) async fn serve<I: ClientIo>(
         resp: RespHead::default(),
         head_len: 0,
         closing: false,
-        accepted: Instant::now(),
+        accepted: now,
+        idle_since: now,
         first: true,
+        guards,
     };
+    run(r).await
+}
+
+/// The request loop of a connection.
+async fn run<I: ClientIo>(mut r: Relay<I>) {
     let mut draining = r.rt.draining();
     loop {
         if r.inbuf.is_empty() {
             r.release_buffers();
             let t = &r.fe.config.timeouts;
-            let wait = if r.first {
+            let limit = if r.first {
                 t.client_header
             } else {
                 t.client_header.min(t.client_idle)
             };
+            let left = limit.saturating_sub(r.idle_since.elapsed());
+            // A plain connection that stays quiet parks: its task (with room
+            // for a whole exchange) ends and a small one waits for the next
+            // request, so idle keep-alive connections cost little memory.
+            let parkable = r.io.socket().is_some() && left > PARK_AFTER;
+            let wait = if parkable { PARK_AFTER } else { left };
             tokio::select! {
                 biased;
                 got = tokio::time::timeout(wait, r.fill()) => match got {
                     Ok(Ok(n)) if n > 0 => {}
+                    Err(_) if parkable => {
+                        tokio::spawn(park(r));
+                        return;
+                    }
                     _ => return,
                 },
                 _ = draining.wait_for(|d| *d) => return,
             }
         }
-        let start = Instant::now();
-        let head_len = match r.read_head().await {
-            Some(Parsed::Complete(n)) => n,
-            Some(Parsed::Unsupported) => return r.fallback().await,
-            _ => return,
-        };
-        let tq = if r.first {
-            start.duration_since(r.accepted)
-        } else {
-            Duration::ZERO
-        };
-        r.first = false;
-        r.head_len = head_len;
         r.closing = *draining.borrow();
-        // Boxed: an idle connection's task then holds only the small waiting
-        // state, not the largest state of an exchange (see memory.sh).
-        match Box::pin(r.exchange(start, tq)).await {
-            Ok(Next::KeepAlive) if !*draining.borrow() => {}
-            Ok(_) => return,
-            Err(Fallback) => return r.fallback().await,
+        // Boxed: the task of a connection waiting for its next request holds
+        // only the waiting state, not the largest state of an exchange.
+        match Box::pin(r.request()).await {
+            Step::KeepAlive if !*draining.borrow() => r.idle_since = Instant::now(),
+            Step::KeepAlive | Step::Close => return,
+            Step::Fallback => return r.fallback().await,
         }
     }
+}
+
+/// Wait, in a small task, for a parked connection's next request (or its
+/// idle limit, or the drain), then serve it in a new task.
+async fn park<I: ClientIo>(r: Relay<I>) {
+    let mut draining = r.rt.draining();
+    let t = &r.fe.config.timeouts;
+    let limit = if r.first {
+        t.client_header
+    } else {
+        t.client_header.min(t.client_idle)
+    };
+    let left = limit.saturating_sub(r.idle_since.elapsed());
+    let Some(socket) = r.io.socket() else { return };
+    let ready = tokio::select! {
+        biased;
+        got = tokio::time::timeout(left, socket.readable()) => matches!(got, Ok(Ok(()))),
+        _ = draining.wait_for(|d| *d) => false,
+    };
+    if ready {
+        tokio::spawn(resume(r));
+    }
+}
+
+/// [`run`] as a boxed future: a parked connection's new task (the box breaks
+/// the run → park → run cycle of future types).
+fn resume<I: ClientIo>(
+    r: Relay<I>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(run(r))
+}
+
+/// What a request left the connection in.
+enum Step {
+    KeepAlive,
+    Close,
+    Fallback,
 }
 
 /// The request needs the general path.
 struct Fallback;
 
 impl<I: ClientIo> Relay<I> {
+    /// Read one request head and serve the request.
+    async fn request(&mut self) -> Step {
+        let start = Instant::now();
+        let head_len = match self.read_head().await {
+            Some(Parsed::Complete(n)) => n,
+            Some(Parsed::Unsupported) => return Step::Fallback,
+            _ => return Step::Close,
+        };
+        let tq = if self.first {
+            start.duration_since(self.accepted)
+        } else {
+            Duration::ZERO
+        };
+        self.first = false;
+        self.head_len = head_len;
+        match self.exchange(start, tq).await {
+            Ok(Next::KeepAlive) => Step::KeepAlive,
+            Ok(Next::Close) => Step::Close,
+            Err(Fallback) => Step::Fallback,
+        }
+    }
+
     /// Read more client bytes into `inbuf`; 0 at end of stream.
     async fn fill(&mut self) -> std::io::Result<usize> {
         if self.inbuf.capacity() == 0 {
@@ -228,10 +338,14 @@ impl<I: ClientIo> Relay<I> {
         self.io.read_buf(&mut self.inbuf).await
     }
 
+    /// Between requests a connection holds no buffer and no index: an idle
+    /// connection costs its task and socket only (HAProxy does the same).
     fn release_buffers(&mut self) {
         give_buf(std::mem::take(&mut self.inbuf));
         give_buf(std::mem::take(&mut self.upbuf));
         give_buf(std::mem::take(&mut self.out));
+        give_fields(std::mem::take(&mut self.req.fields));
+        give_fields(std::mem::take(&mut self.resp.fields));
     }
 
     /// Read until the request head is complete (within `client_header_timeout`
@@ -265,6 +379,7 @@ impl<I: ClientIo> Relay<I> {
 
     /// Give the connection, with what was read of it, to the hyper path.
     async fn fallback(self) {
+        let _guards = self.guards;
         let prefix = self.inbuf;
         let io = rewind::Rewind::new(prefix, self.io);
         Box::pin(super::http::serve_io(
