@@ -89,6 +89,24 @@ pub fn spawn(
                     let Some(fe) = fe_cfg else { continue };
                     // Counted here, before the task runs, so maxconn is exact.
                     let count = super::http::ConnCount::new(&fe);
+                    if mode == Mode::Http
+                        && !fe.config.accept_proxy
+                        && fe.tls.is_none()
+                        && super::h1::frontend_eligible(&fe)
+                    {
+                        // The common case straight to the relay: one small task.
+                        let local = match fixed_local {
+                            Some(a) => a,
+                            None => stream.local_addr().unwrap_or(client),
+                        };
+                        let guards = super::h1::ConnGuards {
+                            _count: count,
+                            _open: rt.conns.track(),
+                        };
+                        let (rt, name) = (rt.clone(), frontend.clone());
+                        super::h1::spawn(rt, name, fe, stream, (client, local), false, guards);
+                        continue;
+                    }
                     let rt = rt.clone();
                     let name = frontend.clone();
                     tokio::spawn(async move {

@@ -154,8 +154,6 @@ struct Relay<I> {
     /// The process is draining: close after the current exchange.
     closing: bool,
     accepted: Instant,
-    /// When the connection last finished a request (or was accepted).
-    idle_since: Instant,
     first: bool,
     guards: ConnGuards,
 }
@@ -174,13 +172,37 @@ pub(crate) struct ConnGuards {
     pub(crate) _open: crate::runtime::conns::ConnGuard,
 }
 
-/// How long a connection waits for its next request in its serving task
-/// before it parks (see [`park`]).
-const PARK_AFTER: Duration = Duration::from_secs(1);
+/// Start serving a plain client connection with the relay in its own task.
+/// The task holds little more than the wait for the next request: its
+/// state is boxed once, and the exchange is boxed per request, so an idle
+/// keep-alive connection costs a few hundred bytes plus its socket.
+pub(crate) fn spawn<I: ClientIo>(
+    rt: Arc<Runtime>,
+    frontend: Arc<str>,
+    fe: Arc<FrontendRt>,
+    io: I,
+    addrs: (SocketAddr, SocketAddr),
+    https: bool,
+    guards: ConnGuards,
+) {
+    tokio::spawn(run(relay(rt, frontend, fe, io, addrs, https, guards)));
+}
 
-/// Serve a client connection with the relay, handing it to the general path
-/// when a request needs it.
+/// Serve a client connection with the relay in the current task, handing it
+/// to the general path when a request needs it.
 pub(crate) async fn serve<I: ClientIo>(
+    rt: Arc<Runtime>,
+    frontend: Arc<str>,
+    fe: Arc<FrontendRt>,
+    io: I,
+    addrs: (SocketAddr, SocketAddr),
+    https: bool,
+    guards: ConnGuards,
+) {
+    run(relay(rt, frontend, fe, io, addrs, https, guards)).await
+}
+
+fn relay<I: ClientIo>(
     rt: Arc<Runtime>,
     frontend: Arc<str>,
     fe: Arc<FrontendRt>,
@@ -188,9 +210,8 @@ pub(crate) async fn serve<I: ClientIo>(
     (client, local): (SocketAddr, SocketAddr),
     https: bool,
     guards: ConnGuards,
-) {
-    let now = Instant::now();
-    let r = Relay {
+) -> Box<Relay<I>> {
+    Box::new(Relay {
         rt,
         frontend,
         fe,
@@ -210,40 +231,28 @@ pub(crate) async fn serve<I: ClientIo>(
         resp: RespHead::default(),
         head_len: 0,
         closing: false,
-        accepted: now,
-        idle_since: now,
+        accepted: Instant::now(),
         first: true,
         guards,
-    };
-    run(r).await
+    })
 }
 
 /// The request loop of a connection.
-async fn run<I: ClientIo>(mut r: Relay<I>) {
+async fn run<I: ClientIo>(mut r: Box<Relay<I>>) {
     let mut draining = r.rt.draining();
     loop {
         if r.inbuf.is_empty() {
             r.release_buffers();
             let t = &r.fe.config.timeouts;
-            let limit = if r.first {
+            let wait = if r.first {
                 t.client_header
             } else {
                 t.client_header.min(t.client_idle)
             };
-            let left = limit.saturating_sub(r.idle_since.elapsed());
-            // A plain connection that stays quiet parks: its task (with room
-            // for a whole exchange) ends and a small one waits for the next
-            // request, so idle keep-alive connections cost little memory.
-            let parkable = r.io.socket().is_some() && left > PARK_AFTER;
-            let wait = if parkable { PARK_AFTER } else { left };
             tokio::select! {
                 biased;
                 got = tokio::time::timeout(wait, r.fill()) => match got {
                     Ok(Ok(n)) if n > 0 => {}
-                    Err(_) if parkable => {
-                        tokio::spawn(park(r));
-                        return;
-                    }
                     _ => return,
                 },
                 _ = draining.wait_for(|d| *d) => return,
@@ -253,41 +262,12 @@ async fn run<I: ClientIo>(mut r: Relay<I>) {
         // Boxed: the task of a connection waiting for its next request holds
         // only the waiting state, not the largest state of an exchange.
         match Box::pin(r.request()).await {
-            Step::KeepAlive if !*draining.borrow() => r.idle_since = Instant::now(),
+            Step::KeepAlive if !*draining.borrow() => {}
             Step::KeepAlive | Step::Close => return,
-            Step::Fallback => return r.fallback().await,
+            // Boxed too: rare, and large (it holds the whole connection).
+            Step::Fallback => return Box::pin(r.fallback()).await,
         }
     }
-}
-
-/// Wait, in a small task, for a parked connection's next request (or its
-/// idle limit, or the drain), then serve it in a new task.
-async fn park<I: ClientIo>(r: Relay<I>) {
-    let mut draining = r.rt.draining();
-    let t = &r.fe.config.timeouts;
-    let limit = if r.first {
-        t.client_header
-    } else {
-        t.client_header.min(t.client_idle)
-    };
-    let left = limit.saturating_sub(r.idle_since.elapsed());
-    let Some(socket) = r.io.socket() else { return };
-    let ready = tokio::select! {
-        biased;
-        got = tokio::time::timeout(left, socket.readable()) => matches!(got, Ok(Ok(()))),
-        _ = draining.wait_for(|d| *d) => false,
-    };
-    if ready {
-        tokio::spawn(resume(r));
-    }
-}
-
-/// [`run`] as a boxed future: a parked connection's new task (the box breaks
-/// the run → park → run cycle of future types).
-fn resume<I: ClientIo>(
-    r: Relay<I>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    Box::pin(run(r))
 }
 
 /// What a request left the connection in.
@@ -378,17 +358,17 @@ impl<I: ClientIo> Relay<I> {
     }
 
     /// Give the connection, with what was read of it, to the hyper path.
-    async fn fallback(self) {
-        let _guards = self.guards;
-        let prefix = self.inbuf;
-        let io = rewind::Rewind::new(prefix, self.io);
+    async fn fallback(self: Box<Self>) {
+        let this = *self;
+        let _guards = this.guards;
+        let io = rewind::Rewind::new(this.inbuf, this.io);
         Box::pin(super::http::serve_io(
-            self.rt,
-            self.frontend,
-            self.fe,
+            this.rt,
+            this.frontend,
+            this.fe,
             io,
-            (self.client, self.local),
-            self.proto == "https",
+            (this.client, this.local),
+            this.proto == "https",
             super::http::Proto::Http1,
         ))
         .await;
