@@ -36,7 +36,10 @@ build_fulcrum() {
     fi
     log "cargo build --release"
     (cd "$REPO_DIR" && cargo build --release --quiet)
-    local target="${CARGO_TARGET_DIR:-$REPO_DIR/target}"
+    # Where cargo put it (CARGO_TARGET_DIR, a .cargo/config.toml target-dir, or ./target).
+    local target
+    target=$(cd "$REPO_DIR" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
     FULCRUM="$target/release/fulcrum"
     [[ -x "$FULCRUM" ]] || die "no binary at $FULCRUM"
 }
