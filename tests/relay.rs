@@ -1027,3 +1027,20 @@ fn a_connection_quiet_past_the_park_delay_still_serves_and_then_times_out() {
         "closed at its idle limit, not at once"
     );
 }
+
+#[test]
+fn one_thread_runtime_serves_the_relay_and_the_general_path() {
+    // `[global] threads = 1` runs fulcrum on a current-thread runtime.
+    let up = Upstream::start(|req| Reply::Send(ok(&format!("conn {}", req.conn))));
+    let listen = free_addr();
+    let toml = format!("[global]\nthreads = 1\n{}", config(listen, up.addr, ""));
+    let _lb = Lb::start(&toml, listen);
+    let mut c = Client::connect(listen);
+    assert_eq!(c.get("/relay").status, 200);
+    // HTTP/1.0 goes to the hyper path on the same runtime.
+    let got = raw(listen, b"GET /general HTTP/1.0\r\nHost: test.local\r\n\r\n");
+    assert!(
+        got.starts_with("HTTP/1.0 200") || got.starts_with("HTTP/1.1 200"),
+        "{got}"
+    );
+}
