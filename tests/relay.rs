@@ -1044,3 +1044,22 @@ fn one_thread_runtime_serves_the_relay_and_the_general_path() {
         "{got}"
     );
 }
+
+#[test]
+fn a_reload_reaches_open_keep_alive_connections() {
+    // The relay looks the frontend up in the current snapshot, so a client
+    // that keeps its connection open across a reload is balanced over the
+    // new server list, not the one it connected under.
+    let old = Upstream::start(|_| Reply::Send(ok("old")));
+    let new = Upstream::start(|_| Reply::Send(ok("new")));
+    let listen = free_addr();
+    let lb = Lb::start(&config(listen, old.addr, ""), listen);
+    let mut c = Client::connect(listen);
+    assert_eq!(c.get("/before").text(), "old");
+    lb.reload(&config(listen, new.addr, ""));
+    let moved = wait_until(Duration::from_secs(10), || c.get("/after").text() == "new");
+    assert!(
+        moved,
+        "the open connection still went to the removed server"
+    );
+}

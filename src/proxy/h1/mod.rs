@@ -151,6 +151,8 @@ struct Relay<I> {
     resp: RespHead,
     /// Length of the current request's head in `inbuf`.
     head_len: usize,
+    /// The snapshot generation `fe` was taken from.
+    generation: u64,
     /// The process is draining: close after the current exchange.
     closing: bool,
     accepted: Instant,
@@ -230,6 +232,7 @@ fn relay<I: ClientIo>(
         req: ReqHead::default(),
         resp: RespHead::default(),
         head_len: 0,
+        generation: 0,
         closing: false,
         accepted: Instant::now(),
         first: true,
@@ -376,8 +379,37 @@ impl<I: ClientIo> Relay<I> {
 
     /// One request: route, forward, relay the answer.
     async fn exchange(&mut self, start: Instant, tq: Duration) -> Result<Next, Fallback> {
+        // The frontend as the current snapshot has it, so a reload or a
+        // runtime change (servers added, removed, routes) reaches keep-alive
+        // connections too; looked up again only when the snapshot changed.
+        let format = {
+            let snap = self.rt.snapshot();
+            if snap.generation != self.generation {
+                match snap.frontends.get(&*self.frontend) {
+                    Some(fe) => self.fe = fe.clone(),
+                    None => {
+                        drop(snap);
+                        return self
+                            .local(
+                                AccessLog::Off,
+                                start,
+                                "-",
+                                (503, "this frontend is being removed"),
+                                None,
+                                None,
+                            )
+                            .await
+                            .map(|_| Next::Close);
+                    }
+                }
+                self.generation = snap.generation;
+            }
+            snap.config.log.access
+        };
         let fe = self.fe.clone();
-        let format = self.rt.snapshot().config.log.access;
+        if !frontend_eligible(&fe) {
+            return Err(Fallback);
+        }
         let buf = &self.inbuf;
         let req = &self.req;
         let host = req
