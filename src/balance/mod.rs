@@ -163,6 +163,24 @@ pub fn hash_key(bytes: &[u8]) -> u64 {
     mix64(h)
 }
 
+/// The key a request is balanced on by `source` (client address) or `uri`
+/// (path without the query); None for the other algorithms.
+pub fn request_key(
+    alg: crate::config::types::Algorithm,
+    client: std::net::IpAddr,
+    path: &[u8],
+) -> Option<u64> {
+    use crate::config::types::Algorithm;
+    match alg {
+        Algorithm::Source => Some(match client {
+            std::net::IpAddr::V4(v4) => hash_key(&v4.octets()),
+            std::net::IpAddr::V6(v6) => hash_key(&v6.octets()),
+        }),
+        Algorithm::Uri => Some(hash_key(path)),
+        _ => None,
+    }
+}
+
 /// murmur3's 64-bit finalizer: a cheap bijective mix with full avalanche.
 #[inline]
 pub(crate) fn mix64(mut x: u64) -> u64 {

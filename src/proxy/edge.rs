@@ -50,6 +50,24 @@ pub fn client_ip_from<'a>(
     client
 }
 
+/// The key a rate limiter counts a request under: the value of the
+/// configured header (via `header`), else the client address.
+pub fn rate_key<'a>(
+    key: &crate::config::types::RateKey,
+    client_ip: IpAddr,
+    header: impl FnOnce(&str) -> Option<&'a [u8]>,
+) -> Vec<u8> {
+    let by_header = match key {
+        crate::config::types::RateKey::ClientIp => None,
+        crate::config::types::RateKey::Header(name) => header(name),
+    };
+    match (by_header, client_ip) {
+        (Some(v), _) => v.to_vec(),
+        (None, IpAddr::V4(v4)) => v4.octets().to_vec(),
+        (None, IpAddr::V6(v6)) => v6.octets().to_vec(),
+    }
+}
+
 /// A new random request id: 32 hex digits.
 pub fn new_request_id() -> String {
     let mut b = [0u8; 32];

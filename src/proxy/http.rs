@@ -20,8 +20,8 @@ use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
 use super::idle::IdleTimeout;
 use super::log::{self, Pending};
 use super::pool::{self, ConnectError, Idle, Sender};
-use crate::balance::hash_key;
-use crate::config::types::{AccessLog, Algorithm, RateKey};
+use crate::balance::request_key;
+use crate::config::types::AccessLog;
 use crate::runtime::{BackendRt, FrontendRt, Runtime, ServerState};
 
 /// Per-connection facts every request on it needs.
@@ -49,10 +49,7 @@ pub(crate) async fn serve(
     local: SocketAddr,
     count: ConnCount,
 ) {
-    let guards = super::h1::ConnGuards {
-        _count: count,
-        _open: rt.conns.track(),
-    };
+    let guards = super::h1::ConnGuards::new(&rt, count);
     let relay = super::h1::frontend_eligible(&fe);
     let Some(acceptor) = fe.tls.clone() else {
         if relay {
@@ -242,13 +239,18 @@ impl Drop for ConnCount {
     }
 }
 
-/// A short local answer that says why.
-pub(crate) fn local_response(status: StatusCode, why: &str) -> Response<RespBody> {
-    let mut r = Response::new(RespBody::full(format!(
+/// The body of a local answer: `503 Service Unavailable: why`.
+pub(crate) fn local_body(status: StatusCode, why: &str) -> String {
+    format!(
         "{} {}: {why}\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
-    )));
+    )
+}
+
+/// A short local answer that says why.
+pub(crate) fn local_response(status: StatusCode, why: &str) -> Response<RespBody> {
+    let mut r = Response::new(RespBody::full(local_body(status, why)));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -366,18 +368,9 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<RespBod
         .into_iter()
         .flatten()
     {
-        let ip_key = match client_ip {
-            IpAddr::V4(v4) => v4.octets().to_vec(),
-            IpAddr::V6(v6) => v6.octets().to_vec(),
-        };
-        let key = match &limiter.config.key {
-            RateKey::ClientIp => ip_key,
-            RateKey::Header(name) => req
-                .headers()
-                .get(name.as_str())
-                .map(|v| v.as_bytes().to_vec())
-                .unwrap_or(ip_key),
-        };
+        let key = edge::rate_key(&limiter.config.key, client_ip, |name| {
+            req.headers().get(name).map(|v| v.as_bytes())
+        });
         if let Err(wait) = limiter.check(&key, Instant::now()) {
             let mut r = local(
                 &conn,
@@ -447,12 +440,12 @@ fn redirect_https(host: Option<&str>, uri: &http::Uri, port: Option<u16>) -> Res
 }
 
 /// Why an attempt failed, as told to the client when no attempt is left.
-struct Failure {
-    status: StatusCode,
-    why: String,
+pub(crate) struct Failure {
+    pub(crate) status: StatusCode,
+    pub(crate) why: String,
 }
 
-fn connect_failure(server: &ServerState, e: &ConnectError) -> Failure {
+pub(crate) fn connect_failure(server: &ServerState, e: &ConnectError) -> Failure {
     let status = match e {
         ConnectError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_GATEWAY,
@@ -470,7 +463,7 @@ fn connect_failure(server: &ServerState, e: &ConnectError) -> Failure {
 
 /// At most this many stale pooled connections are skipped per request before
 /// the attempt counts as failed.
-const STALE_RETRIES: u32 = 4;
+pub(crate) const STALE_RETRIES: u32 = 4;
 
 async fn forward(
     conn: &Conn,
@@ -482,14 +475,7 @@ async fn forward(
         start, tq, format, ..
     } = ctx;
     let cfg = &backend.config;
-    let hash = match cfg.balance {
-        Algorithm::Source => Some(match ctx.client_ip {
-            std::net::IpAddr::V4(v4) => hash_key(&v4.octets()),
-            std::net::IpAddr::V6(v6) => hash_key(&v6.octets()),
-        }),
-        Algorithm::Uri => Some(hash_key(req.uri().path().as_bytes())),
-        _ => None,
-    };
+    let hash = request_key(cfg.balance, ctx.client_ip, req.uri().path().as_bytes());
     let upgrade = wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();

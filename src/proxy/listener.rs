@@ -89,20 +89,17 @@ pub fn spawn(
                     let Some(fe) = fe_cfg else { continue };
                     // Counted here, before the task runs, so maxconn is exact.
                     let count = super::http::ConnCount::new(&fe);
+                    let local = match fixed_local {
+                        Some(a) => a,
+                        None => stream.local_addr().unwrap_or(client),
+                    };
                     if mode == Mode::Http
                         && !fe.config.accept_proxy
                         && fe.tls.is_none()
                         && super::h1::frontend_eligible(&fe)
                     {
                         // The common case straight to the relay: one small task.
-                        let local = match fixed_local {
-                            Some(a) => a,
-                            None => stream.local_addr().unwrap_or(client),
-                        };
-                        let guards = super::h1::ConnGuards {
-                            _count: count,
-                            _open: rt.conns.track(),
-                        };
+                        let guards = super::h1::ConnGuards::new(&rt, count);
                         let (rt, name) = (rt.clone(), frontend.clone());
                         super::h1::spawn(rt, name, fe, stream, (client, local), false, guards);
                         continue;
@@ -111,10 +108,6 @@ pub fn spawn(
                     let name = frontend.clone();
                     tokio::spawn(async move {
                         let mut stream = stream;
-                        let local = match fixed_local {
-                            Some(a) => a,
-                            None => stream.local_addr().unwrap_or(client),
-                        };
                         // Rare paths boxed: a task is as large as its largest path,
                         // and every idle HTTP connection is one task.
                         let (client, local) = if fe.config.accept_proxy {

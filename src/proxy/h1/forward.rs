@@ -11,14 +11,11 @@ use tokio::net::TcpStream;
 
 use super::head::{Framing, Kind};
 use super::{give_buf, take_buf, write_all, ChunkScanner, ClientIo, Fallback, Next, Relay};
-use crate::config::types::{AccessLog, Algorithm};
+use crate::config::types::AccessLog;
+use crate::proxy::http::{connect_failure, STALE_RETRIES};
 use crate::proxy::log::Pending;
-use crate::proxy::pool::{self, ConnectError};
+use crate::proxy::pool;
 use crate::runtime::{BackendRt, ServerState};
-
-/// At most this many stale pooled connections are skipped per request (as in
-/// `proxy::http`).
-const STALE_RETRIES: u32 = 4;
 
 /// Why sending a request or reading its response head failed.
 enum SendError {
@@ -35,6 +32,16 @@ enum SendError {
     ClientGone,
 }
 
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::NotSent(e) | SendError::Closed(e) => e.fmt(f),
+            SendError::Bad(why) => f.write_str(why),
+            SendError::ClientGone => f.write_str("the client went away"),
+        }
+    }
+}
+
 impl<I: ClientIo> Relay<I> {
     /// Forward the current request to `backend` and relay the answer.
     pub(super) async fn forward(
@@ -46,18 +53,9 @@ impl<I: ClientIo> Relay<I> {
         tq: Duration,
     ) -> Result<Next, Fallback> {
         let cfg = &backend.config;
-        let hash = match cfg.balance {
-            Algorithm::Source => Some(match client_ip {
-                IpAddr::V4(v4) => crate::balance::hash_key(&v4.octets()),
-                IpAddr::V6(v6) => crate::balance::hash_key(&v6.octets()),
-            }),
-            Algorithm::Uri => {
-                let t = &self.inbuf[self.req.target.clone()];
-                let end = t.iter().position(|&b| b == b'?').unwrap_or(t.len());
-                Some(crate::balance::hash_key(&t[..end]))
-            }
-            _ => None,
-        };
+        let t = &self.inbuf[self.req.target.clone()];
+        let path = &t[..t.iter().position(|&b| b == b'?').unwrap_or(t.len())];
+        let hash = crate::balance::request_key(cfg.balance, client_ip, path);
         let head_len = self.head_len;
         let head_request = &self.inbuf[self.req.method.clone()] == b"HEAD";
         // Taken now: a streamed body replaces the head in `inbuf`.
@@ -97,7 +95,8 @@ impl<I: ClientIo> Relay<I> {
                         if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {
                             tracing::warn!(backend = %cfg.name, server = %server.name(), error = %e, "server ejected by passive health check");
                         }
-                        failure = Some(connect_failure(&server, &e));
+                        let f = connect_failure(&server, &e);
+                        failure = Some((f.status.as_u16(), f.why));
                         tried.push(idx);
                         continue;
                     }
@@ -150,12 +149,7 @@ impl<I: ClientIo> Relay<I> {
                     attempts -= 1;
                     continue;
                 }
-                Ok(Err(e)) => {
-                    let err = match e {
-                        SendError::NotSent(e) | SendError::Closed(e) => e.to_string(),
-                        SendError::Bad(why) => why,
-                        SendError::ClientGone => String::new(),
-                    };
+                Ok(Err(err)) => {
                     if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {
                         tracing::warn!(backend = %cfg.name, server = %server.name(), error = %err, "server ejected by passive health check");
                     }
@@ -354,7 +348,8 @@ impl<I: ClientIo> Relay<I> {
                     101 => return Err(SendError::Bad("101 without an upgrade request".into())),
                     100..=199 => {
                         // Interim answer (103 Early Hints…): pass it on, read on.
-                        let interim = self.response_head(&[], false);
+                        let mut interim = Vec::with_capacity(256);
+                        self.write_response_head(&mut interim, false);
                         let limit = self.fe.config.timeouts.client_idle;
                         sent.answered = true;
                         if !write_all(&mut self.io, &interim, limit).await {
@@ -389,13 +384,7 @@ impl<I: ClientIo> Relay<I> {
     }
 
     /// The response head as the client gets it.
-    fn response_head(&self, extra: &[u8], close: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        self.write_response_head(&mut out, extra, close);
-        out
-    }
-
-    fn write_response_head(&self, out: &mut Vec<u8>, extra: &[u8], close: bool) {
+    fn write_response_head(&self, out: &mut Vec<u8>, close: bool) {
         let buf = &self.upbuf;
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(&buf[self.resp.status_line.clone()]);
@@ -408,7 +397,6 @@ impl<I: ClientIo> Relay<I> {
                 out.extend_from_slice(b"\r\n");
             }
         }
-        out.extend_from_slice(extra);
         if close {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -430,7 +418,7 @@ impl<I: ClientIo> Relay<I> {
         let close = self.req.close || self.closing || framing == Framing::Close;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        self.write_response_head(&mut out, b"", close);
+        self.write_response_head(&mut out, close);
         let mut body = Body::new(framing);
         let avail = &self.upbuf[head_len..];
         let Ok(take) = body.scan(avail) else {
@@ -557,20 +545,4 @@ impl Body {
         };
         Ok(take)
     }
-}
-
-fn connect_failure(server: &ServerState, e: &ConnectError) -> (u16, String) {
-    let status = match e {
-        ConnectError::Timeout(_) => 504,
-        _ => 502,
-    };
-    (
-        status,
-        format!(
-            "server {}/{} ({}): {e}",
-            server.key.backend,
-            server.name(),
-            server.address()
-        ),
-    )
 }

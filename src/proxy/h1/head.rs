@@ -276,12 +276,10 @@ impl RespHead {
                 None => Framing::Close,
             }
         };
-        if te || self.framing == Framing::Close {
-            // With both, the length is ignored (RFC 9112 §6.3) and the
-            // connection cannot be trusted for another message.
-            keep_alive &= !(te && length.is_some()) && self.framing != Framing::Close;
-        }
-        self.keep_alive = keep_alive;
+        // A close-delimited body ends the connection; with both TE and a
+        // length, the length is ignored (RFC 9112 §6.3) and the connection
+        // cannot be trusted for another message.
+        self.keep_alive = keep_alive && self.framing != Framing::Close && !(te && length.is_some());
         Ok(Some(len))
     }
 

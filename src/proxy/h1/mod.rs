@@ -25,7 +25,7 @@ pub use chunked::{ChunkError, ChunkScanner};
 pub use head::{Framing, Parsed, ReqHead, RespHead};
 
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 
 use self::head::Kind;
 use super::log;
-use crate::config::types::{AccessLog, RateKey};
+use crate::config::types::AccessLog;
 use crate::runtime::{BackendRt, FrontendRt, Runtime};
 
 /// Read buffer size (one per direction, taken only while a request is in flight).
@@ -170,8 +170,17 @@ enum Next {
 /// serves it: the frontend's connection count (maxconn) and the process's
 /// open-connection count (graceful stop).
 pub(crate) struct ConnGuards {
-    pub(crate) _count: super::http::ConnCount,
-    pub(crate) _open: crate::runtime::conns::ConnGuard,
+    _count: super::http::ConnCount,
+    _open: crate::runtime::conns::ConnGuard,
+}
+
+impl ConnGuards {
+    pub(crate) fn new(rt: &Runtime, count: super::http::ConnCount) -> Self {
+        ConnGuards {
+            _count: count,
+            _open: rt.conns.track(),
+        }
+    }
 }
 
 /// Start serving a plain client connection with the relay in its own task.
@@ -463,7 +472,12 @@ impl<I: ClientIo> Relay<I> {
             .into_iter()
             .flatten()
         {
-            let key = rate_key(&limiter.config.key, client_ip, req, buf);
+            let key = super::edge::rate_key(&limiter.config.key, client_ip, |name| {
+                req.fields
+                    .iter()
+                    .find(|f| buf[f.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+                    .map(|f| &buf[f.value.clone()])
+            });
             if let Err(wait) = limiter.check(&key, Instant::now()) {
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
                 return self
@@ -535,15 +549,14 @@ impl<I: ClientIo> Relay<I> {
 /// A short local answer, like `proxy::http::local_response`.
 fn write_local(out: &mut Vec<u8>, status: u16, why: &str, retry_after: Option<u64>, close: bool) {
     use std::io::Write;
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
-    let body_len = format!("{status} {reason}: {why}\n").len();
+    let code = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    let reason = code.canonical_reason().unwrap_or("");
+    let body = super::http::local_body(code, why);
     out.clear();
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {body_len}\r\n"
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\n",
+        body.len()
     );
     if let Some(s) = retry_after {
         let _ = write!(out, "retry-after: {s}\r\n");
@@ -551,7 +564,8 @@ fn write_local(out: &mut Vec<u8>, status: u16, why: &str, retry_after: Option<u6
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
-    let _ = write!(out, "\r\n{status} {reason}: {why}\n");
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
 }
 
 /// Write all of `buf`: at once when the socket has room (no timer), else
@@ -572,21 +586,4 @@ async fn write_all<W: AsyncWrite + Unpin>(io: &mut W, buf: &[u8], limit: Duratio
         tokio::time::timeout(limit, io.write_all(&buf[done..])).await,
         Ok(Ok(()))
     )
-}
-
-/// The rate-limit key of a request: the client address or a field's value.
-fn rate_key(key: &RateKey, client_ip: IpAddr, req: &ReqHead, buf: &[u8]) -> Vec<u8> {
-    let ip = || match client_ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    };
-    match key {
-        RateKey::ClientIp => ip(),
-        RateKey::Header(name) => req
-            .fields
-            .iter()
-            .find(|f| buf[f.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
-            .map(|f| buf[f.value.clone()].to_vec())
-            .unwrap_or_else(ip),
-    }
 }
