@@ -146,8 +146,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// The async runtime with `threads` workers (default: tokio's, one per core,
 /// or `TOKIO_WORKER_THREADS`). One thread is a current-thread runtime: no
-/// work-stealing machinery at all, 3–7 % less CPU per request than a
-/// one-worker multi-thread runtime in the benchmark.
+/// work-stealing machinery at all (in a quick A/B against a one-worker
+/// multi-thread runtime: 0–8 % less CPU per request, within run-to-run noise).
 fn runtime_with(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
     let mut b = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
