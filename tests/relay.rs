@@ -452,6 +452,17 @@ impl Client {
 /// One frontend, one backend with one server and no health check (so the
 /// scripted upstream sees only proxied requests).
 fn config(listen: SocketAddr, server: SocketAddr, extra_be: &str) -> String {
+    config_servers(listen, &[server], extra_be)
+}
+
+/// As `config`, with these servers, named s1, s2, … in this order.
+fn config_servers(listen: SocketAddr, servers: &[SocketAddr], extra_be: &str) -> String {
+    let servers: Vec<String> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{{ name = \"s{}\", address = \"{a}\" }}", i + 1))
+        .collect();
+    let servers = servers.join(", ");
     format!(
         r#"
 [frontends.www]
@@ -460,14 +471,20 @@ backend = "web"
 
 [backends.web]
 {extra_be}
-servers = [{{ name = "s1", address = "{server}" }}]
+servers = [{servers}]
 "#
     )
 }
 
 fn start(up: &Upstream, extra_be: &str) -> (Lb, SocketAddr) {
+    start_servers(&[up], extra_be)
+}
+
+/// As `start`, with these upstreams as the backend's servers s1, s2, ….
+fn start_servers(ups: &[&Upstream], extra_be: &str) -> (Lb, SocketAddr) {
     let listen = free_addr();
-    let lb = Lb::start(&config(listen, up.addr, extra_be), listen);
+    let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    let lb = Lb::start(&config_servers(listen, &addrs, extra_be), listen);
     (lb, listen)
 }
 
@@ -684,6 +701,52 @@ fn early_hints_are_forwarded_before_the_response() {
         );
         assert_eq!((r.status, r.text().as_str()), (200, "page"), "{r:?}");
     }
+}
+
+#[test]
+fn no_retry_on_another_server_after_an_interim_answer_went_to_the_client() {
+    // s1 sends 103 Early Hints, then closes without a final answer; s2 would
+    // answer 200. Retries are allowed and `first` picks s1 first, so only the
+    // 103 already relayed stops a retry. Once the client has a 1xx the relay
+    // gives up: a local 502 follows the 103, and s2 never gets the request.
+    let hints = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n";
+    let a = Upstream::start(|_| Reply::SendClose(hints.to_vec()));
+    let b = Upstream::start(|_| Reply::Send(ok("from s2")));
+    let (_lb, listen) = start_servers(&[&a, &b], "balance = \"first\"\nretries = 3");
+    let mut c = Client::connect(listen);
+    let r = c.get("/hinted");
+    assert_eq!(r.status, 103, "the early hints come first: {r:?}");
+    assert_eq!(
+        r.header("link").as_deref(),
+        Some("</s.css>; rel=preload"),
+        "{}",
+        r.head
+    );
+    let (interim, r) = c.final_response(false);
+    assert!(interim.is_empty(), "one interim answer only: {interim:?}");
+    assert_eq!(
+        r.status, 502,
+        "a local 502 after the 103, not a retried answer: {r:?}"
+    );
+    assert!(
+        r.text().contains("s1") && r.text().contains("failed before responding"),
+        "the 502 names s1 and says why: {:?}",
+        r.text()
+    );
+    assert!(
+        r.header("connection").is_none(),
+        "a GET's 502 keeps the client connection: {}",
+        r.head
+    );
+    let at_a: Vec<String> = a.seen().iter().map(|s| s.path().to_string()).collect();
+    assert_eq!(at_a, ["/hinted"], "s1 got the request once");
+    assert_eq!(
+        b.seen().len(),
+        0,
+        "the request was retried on s2 after the 103: {:?}",
+        b.seen()
+    );
+    assert_eq!(b.conns(), 0, "nothing connected to s2");
 }
 
 #[test]
