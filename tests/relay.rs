@@ -1126,3 +1126,28 @@ fn a_reload_reaches_open_keep_alive_connections() {
         "the open connection still went to the removed server"
     );
 }
+
+#[test]
+fn sigterm_closes_idle_keep_alive_connections_at_once() {
+    let up = Upstream::start(|_| Reply::Send(ok("hi")));
+    // Idle limits far beyond the client's read limit and the default 30 s
+    // grace: only the drain can close the idle connection before `closed`
+    // gives up.
+    let listen = free_addr();
+    let toml = config(listen, up.addr, "").replace(
+        "backend = \"web\"",
+        "backend = \"web\"\nclient_idle_timeout = \"10m\"\nclient_header_timeout = \"10m\"",
+    );
+    let mut lb = Lb::start(&toml, listen);
+    let mut idle = Client::connect(listen);
+    assert_eq!(idle.get("/").status, 200);
+    let mut fresh = Client::connect(listen);
+    lb.proc.signal(libc::SIGTERM);
+    assert!(idle.closed(), "the idle keep-alive connection was closed");
+    assert!(fresh.closed(), "the connection with no request yet was closed");
+    let st = lb
+        .proc
+        .wait_exit(Duration::from_secs(20))
+        .expect("exited after its connections closed");
+    assert!(st.success(), "{st:?}");
+}

@@ -118,6 +118,27 @@ pub fn add_forwarded(
 /// `ip` as text in `buf` (no allocation).
 pub(crate) fn fmt_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
     use std::io::Write;
+    if let IpAddr::V4(v4) = ip {
+        // By hand: once per forwarded request, and `fmt` is ~5x slower.
+        let mut n = 0;
+        for (i, o) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                buf[n] = b'.';
+                n += 1;
+            }
+            if o >= 100 {
+                buf[n] = b'0' + o / 100;
+                n += 1;
+            }
+            if o >= 10 {
+                buf[n] = b'0' + o / 10 % 10;
+                n += 1;
+            }
+            buf[n] = b'0' + o % 10;
+            n += 1;
+        }
+        return &buf[..n];
+    }
     let mut cur = std::io::Cursor::new(&mut buf[..]);
     let _ = write!(cur, "{ip}");
     let n = cur.position() as usize;
@@ -127,6 +148,20 @@ pub(crate) fn fmt_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fmt_ip_matches_display() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut ips: Vec<IpAddr> = ["0.0.0.0", "255.255.255.255", "10.0.100.9", "::1", "fe80::1:2"]
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        ips.extend((0..1000).map(|_| IpAddr::from(rng.u32(..).to_be_bytes())));
+        for ip in ips {
+            let mut b = [0u8; 64];
+            assert_eq!(fmt_ip(ip, &mut b), ip.to_string().as_bytes());
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

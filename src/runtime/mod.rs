@@ -77,6 +77,8 @@ pub struct Runtime {
     /// Open client connections, for graceful shutdown.
     pub conns: ConnTracker,
     draining: watch::Sender<bool>,
+    /// Woken when draining starts (for waits too small to hold a receiver).
+    drain: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -113,6 +115,7 @@ impl Runtime {
             control: Mutex::new(Control::default()),
             conns: ConnTracker::default(),
             draining,
+            drain: tokio::sync::Notify::new(),
         });
         rt.apply(Change::Reload(Box::new(config))).await?;
         tokio::spawn(sample_rates(Arc::downgrade(&rt)));
@@ -154,6 +157,17 @@ impl Runtime {
     /// A receiver that turns true when the process starts draining for shutdown.
     pub fn draining(&self) -> watch::Receiver<bool> {
         self.draining.subscribe()
+    }
+
+    /// True once the process has started draining for shutdown.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Resolves when draining starts after it was `enable`d: enable it, then
+    /// check `is_draining`, then wait (no start is missed in between).
+    pub fn drained(&self) -> tokio::sync::futures::Notified<'_> {
+        self.drain.notified()
     }
 
     /// Apply one change: build the next snapshot from the current one, bind new
@@ -471,6 +485,7 @@ impl Runtime {
             }
         }
         let _ = self.draining.send(true);
+        self.drain.notify_waiters();
         self.conns.wait_idle(grace).await;
     }
 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::head::{Framing, Kind};
-use super::{give_buf, take_buf, write_all, ChunkScanner, ClientIo, Fallback, Next, Relay};
+use super::{give_buf, take_buf, write_all, ChunkScanner, ClientIo, Fallback, Heads, Next, Relay};
 use crate::config::types::AccessLog;
 use crate::proxy::http::{connect_failure, STALE_RETRIES};
 use crate::proxy::log::Pending;
@@ -46,6 +46,7 @@ impl<I: ClientIo> Relay<I> {
     /// Forward the current request to `backend` and relay the answer.
     pub(super) async fn forward(
         &mut self,
+        h: &mut Heads,
         backend: Arc<BackendRt>,
         client_ip: IpAddr,
         format: AccessLog,
@@ -53,16 +54,16 @@ impl<I: ClientIo> Relay<I> {
         tq: Duration,
     ) -> Result<Next, Fallback> {
         let cfg = &backend.config;
-        let t = &self.inbuf[self.req.target.clone()];
+        let t = &self.inbuf[h.req.target.clone()];
         let path = &t[..t.iter().position(|&b| b == b'?').unwrap_or(t.len())];
         let hash = crate::balance::request_key(cfg.balance, client_ip, path);
-        let head_len = self.head_len;
-        let head_request = &self.inbuf[self.req.method.clone()] == b"HEAD";
+        let head_len = h.len;
+        let head_request = &self.inbuf[h.req.method.clone()] == b"HEAD";
         // Taken now: a streamed body replaces the head in `inbuf`.
-        let mut method_uri = Some(self.method_uri(format));
-        let cl = self.req.content_length;
+        let mut method_uri = Some(self.method_uri(h, format));
+        let cl = h.req.content_length;
         let buffered = ((self.inbuf.len() - head_len) as u64).min(cl) as usize;
-        self.build_request(buffered);
+        self.build_request(h, buffered);
         let mut sent = Sent::default();
         let mut tried: Vec<usize> = Vec::new();
         let (mut attempts, mut stale) = (0u32, 0u32);
@@ -110,7 +111,7 @@ impl<I: ClientIo> Relay<I> {
             let tr_start = Instant::now();
             let outcome = tokio::time::timeout(
                 cfg.timeouts.response,
-                self.send(&mut up, &server, buffered, head_request, &mut sent),
+                self.send(h, &mut up, &server, buffered, head_request, &mut sent),
             )
             .await;
             let resp_len = match outcome {
@@ -128,7 +129,7 @@ impl<I: ClientIo> Relay<I> {
                     let mu = method_uri.take();
                     let streamed = sent.streamed;
                     return self
-                        .fail(format, start, &cfg.name, (504, &why), streamed, mu)
+                        .fail(h, format, start, &cfg.name, (504, &why), streamed, mu)
                         .await;
                 }
                 Ok(Err(SendError::ClientGone)) => return Ok(Next::Close),
@@ -181,7 +182,7 @@ impl<I: ClientIo> Relay<I> {
                 guard,
                 method,
                 uri,
-                status: self.resp.status,
+                status: h.resp.status,
                 tq,
                 start,
                 tc,
@@ -193,6 +194,7 @@ impl<I: ClientIo> Relay<I> {
             }
             return Ok(self
                 .relay_response(
+                    h,
                     up,
                     resp_len,
                     &server,
@@ -212,6 +214,7 @@ impl<I: ClientIo> Relay<I> {
             )
         });
         self.fail(
+            h,
             format,
             start,
             &cfg.name,
@@ -224,8 +227,10 @@ impl<I: ClientIo> Relay<I> {
 
     /// Answer a failed request locally; the connection closes when part of
     /// its body is unread or was consumed by a failed attempt.
+    #[allow(clippy::too_many_arguments)]
     async fn fail(
         &mut self,
+        h: &mut Heads,
         format: AccessLog,
         start: Instant,
         backend: &str,
@@ -234,24 +239,24 @@ impl<I: ClientIo> Relay<I> {
         method_uri: Option<(http::Method, http::Uri)>,
     ) -> Result<Next, Fallback> {
         if streamed {
-            self.req.close = true;
+            h.req.close = true;
         }
-        self.local(format, start, backend, (status, why), None, method_uri)
+        self.local(h, format, start, backend, (status, why), None, method_uri)
             .await
     }
 
     /// The request as the server gets it, in `out`: request line, the
     /// client's fields minus hop-by-hop ones, forwarded fields, a request id,
     /// then the part of the body that arrived with the head.
-    fn build_request(&mut self, buffered: usize) {
+    fn build_request(&mut self, h: &Heads, buffered: usize) {
         let buf = &self.inbuf;
-        let req = &self.req;
+        let req = &h.req;
         if self.out.capacity() == 0 {
             self.out = take_buf();
         }
         let out = &mut self.out;
         out.clear();
-        out.reserve(self.head_len + buffered + 160);
+        out.reserve(h.len + buffered + 160);
         out.extend_from_slice(&buf[req.method.clone()]);
         out.push(b' ');
         out.extend_from_slice(&buf[req.target.clone()]);
@@ -279,10 +284,13 @@ impl<I: ClientIo> Relay<I> {
             out.extend_from_slice(&buf[prev]);
             out.extend_from_slice(b", ");
         }
-        let (ip, ip_len) = &self.client_text;
-        out.extend_from_slice(&ip[..*ip_len]);
-        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
-        out.extend_from_slice(self.proto.as_bytes());
+        let mut ip = [0u8; 64];
+        out.extend_from_slice(crate::proxy::headers::fmt_ip(self.client.ip(), &mut ip));
+        out.extend_from_slice(if self.https {
+            b"\r\nx-forwarded-proto: https"
+        } else {
+            b"\r\nx-forwarded-proto: http"
+        });
         if let Some(h) = req.host.clone() {
             out.extend_from_slice(b"\r\nx-forwarded-host: ");
             out.extend_from_slice(&buf[h]);
@@ -294,7 +302,7 @@ impl<I: ClientIo> Relay<I> {
             out.extend_from_slice(&id);
         }
         out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(&buf[self.head_len..self.head_len + buffered]);
+        out.extend_from_slice(&buf[h.len..h.len + buffered]);
     }
 
     /// Send the request (streaming the rest of its body from the client) and
@@ -302,6 +310,7 @@ impl<I: ClientIo> Relay<I> {
     /// Interim (1xx) answers are passed to the client on the way.
     async fn send(
         &mut self,
+        h: &mut Heads,
         up: &mut TcpStream,
         server: &Arc<ServerState>,
         buffered: usize,
@@ -309,7 +318,7 @@ impl<I: ClientIo> Relay<I> {
         sent: &mut Sent,
     ) -> Result<usize, SendError> {
         up.write_all(&self.out).await.map_err(SendError::NotSent)?;
-        let cl = self.req.content_length;
+        let cl = h.req.content_length;
         sent.body = cl > 0;
         if (buffered as u64) < cl {
             sent.streamed = true;
@@ -339,17 +348,17 @@ impl<I: ClientIo> Relay<I> {
                 });
             }
             loop {
-                let len = match self.resp.parse(&self.upbuf, head_request) {
+                let len = match h.resp.parse(&self.upbuf, head_request) {
                     Ok(Some(len)) => len,
                     Ok(None) => break,
                     Err(e) => return Err(SendError::Bad(e.to_string())),
                 };
-                match self.resp.status {
+                match h.resp.status {
                     101 => return Err(SendError::Bad("101 without an upgrade request".into())),
                     100..=199 => {
                         // Interim answer (103 Early Hints…): pass it on, read on.
                         let mut interim = Vec::with_capacity(256);
-                        self.write_response_head(&mut interim, false);
+                        self.write_response_head(h, &mut interim, false);
                         let limit = self.fe.config.timeouts.client_idle;
                         sent.answered = true;
                         if !write_all(&mut self.io, &interim, limit).await {
@@ -384,13 +393,13 @@ impl<I: ClientIo> Relay<I> {
     }
 
     /// The response head as the client gets it.
-    fn write_response_head(&self, out: &mut Vec<u8>, close: bool) {
+    fn write_response_head(&self, h: &Heads, out: &mut Vec<u8>, close: bool) {
         let buf = &self.upbuf;
         out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(&buf[self.resp.status_line.clone()]);
+        out.extend_from_slice(&buf[h.resp.status_line.clone()]);
         out.extend_from_slice(b"\r\n");
-        for f in &self.resp.fields {
-            if self.resp.forwards(buf, f) {
+        for f in &h.resp.fields {
+            if h.resp.forwards(buf, f) {
                 out.extend_from_slice(&buf[f.name.clone()]);
                 out.extend_from_slice(b": ");
                 out.extend_from_slice(&buf[f.value.clone()]);
@@ -405,8 +414,10 @@ impl<I: ClientIo> Relay<I> {
 
     /// Write the response to the client, streaming its body; give the server
     /// connection back to the pool when the exchange ended cleanly.
+    #[allow(clippy::too_many_arguments)]
     async fn relay_response(
         &mut self,
+        h: &Heads,
         mut up: TcpStream,
         head_len: usize,
         server: &Arc<ServerState>,
@@ -414,11 +425,11 @@ impl<I: ClientIo> Relay<I> {
         server_idle: Duration,
         pending: Pending,
     ) -> Next {
-        let framing = self.resp.framing;
-        let close = self.req.close || self.closing || framing == Framing::Close;
+        let framing = h.resp.framing;
+        let close = h.req.close || self.closing || framing == Framing::Close;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        self.write_response_head(&mut out, close);
+        self.write_response_head(h, &mut out, close);
         let mut body = Body::new(framing);
         let avail = &self.upbuf[head_len..];
         let Ok(take) = body.scan(avail) else {
@@ -457,7 +468,7 @@ impl<I: ClientIo> Relay<I> {
         if ok && framing == Framing::Close {
             let _ = self.io.shutdown().await;
         }
-        if ok && body.done && self.resp.keep_alive && !excess {
+        if ok && body.done && h.resp.keep_alive && !excess {
             server.pool.put_raw(up, max_idle);
         }
         pending.finish(bytes, ok);

@@ -27,7 +27,9 @@ pub use head::{Framing, Parsed, ReqHead, RespHead};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -138,19 +140,14 @@ struct Relay<I> {
     io: I,
     client: SocketAddr,
     local: SocketAddr,
-    proto: &'static str,
-    /// The client's address as text (`X-Forwarded-For`), formatted once.
-    client_text: ([u8; 64], usize),
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    https: bool,
     /// Bytes from the client not consumed yet.
     inbuf: Vec<u8>,
     /// Bytes from the server of the current exchange.
     upbuf: Vec<u8>,
     /// What is written next, to the server or to the client.
     out: Vec<u8>,
-    req: ReqHead,
-    resp: RespHead,
-    /// Length of the current request's head in `inbuf`.
-    head_len: usize,
     /// The snapshot generation `fe` was taken from.
     generation: u64,
     /// The process is draining: close after the current exchange.
@@ -229,18 +226,10 @@ fn relay<I: ClientIo>(
         io,
         client,
         local,
-        proto: if https { "https" } else { "http" },
-        client_text: {
-            let mut b = [0u8; 64];
-            let n = super::headers::fmt_ip(client.ip(), &mut b).len();
-            (b, n)
-        },
+        https,
         inbuf: Vec::new(),
         upbuf: Vec::new(),
         out: Vec::new(),
-        req: ReqHead::default(),
-        resp: RespHead::default(),
-        head_len: 0,
         generation: 0,
         closing: false,
         accepted: Instant::now(),
@@ -251,7 +240,6 @@ fn relay<I: ClientIo>(
 
 /// The request loop of a connection.
 async fn run<I: ClientIo>(mut r: Box<Relay<I>>) {
-    let mut draining = r.rt.draining();
     loop {
         if r.inbuf.is_empty() {
             r.release_buffers();
@@ -261,20 +249,15 @@ async fn run<I: ClientIo>(mut r: Box<Relay<I>>) {
             } else {
                 t.client_header.min(t.client_idle)
             };
-            tokio::select! {
-                biased;
-                got = tokio::time::timeout(wait, r.fill()) => match got {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return,
-                },
-                _ = draining.wait_for(|d| *d) => return,
+            if !r.next_request(wait).await {
+                return;
             }
         }
-        r.closing = *draining.borrow();
+        r.closing = r.rt.is_draining();
         // Boxed: the task of a connection waiting for its next request holds
         // only the waiting state, not the largest state of an exchange.
         match Box::pin(r.request()).await {
-            Step::KeepAlive if !*draining.borrow() => {}
+            Step::KeepAlive if !r.rt.is_draining() => {}
             Step::KeepAlive | Step::Close => return,
             // Boxed too: rare, and large (it holds the whole connection).
             Step::Fallback => return Box::pin(r.fallback()).await,
@@ -292,11 +275,30 @@ enum Step {
 /// The request needs the general path.
 struct Fallback;
 
+/// What one exchange knows of its request and response. It lives in the
+/// exchange's (boxed) future, not in the connection, and gives its field
+/// indexes back to the pool when the exchange ends.
+#[derive(Default)]
+pub(super) struct Heads {
+    req: ReqHead,
+    resp: RespHead,
+    /// Length of the request's head in `inbuf`.
+    len: usize,
+}
+
+impl Drop for Heads {
+    fn drop(&mut self) {
+        give_fields(std::mem::take(&mut self.req.fields));
+        give_fields(std::mem::take(&mut self.resp.fields));
+    }
+}
+
 impl<I: ClientIo> Relay<I> {
     /// Read one request head and serve the request.
     async fn request(&mut self) -> Step {
         let start = Instant::now();
-        let head_len = match self.read_head().await {
+        let mut h = Heads::default();
+        h.len = match self.read_head(&mut h.req).await {
             Some(Parsed::Complete(n)) => n,
             Some(Parsed::Unsupported) => return Step::Fallback,
             _ => return Step::Close,
@@ -307,11 +309,67 @@ impl<I: ClientIo> Relay<I> {
             Duration::ZERO
         };
         self.first = false;
-        self.head_len = head_len;
-        match self.exchange(start, tq).await {
+        match self.exchange(&mut h, start, tq).await {
             Ok(Next::KeepAlive) => Step::KeepAlive,
             Ok(Next::Close) => Step::Close,
             Err(Fallback) => Step::Fallback,
+        }
+    }
+
+    /// Wait, holding no buffer, for the first bytes of the next request:
+    /// true when they are in `inbuf`; false when the client closed, the wait
+    /// took longer than `wait` or the process is draining. The waiting state
+    /// is small (a timer and a drain notification, polled by hand) because
+    /// an idle keep-alive connection holds nothing else.
+    async fn next_request(&mut self, wait: Duration) -> bool {
+        if self.io.socket().is_none() {
+            // TLS may hold decrypted bytes above the socket: read through it.
+            return Box::pin(self.fill_within(wait)).await;
+        }
+        let rt = self.rt.clone();
+        let mut drained = std::pin::pin!(rt.drained());
+        drained.as_mut().enable();
+        if rt.is_draining() {
+            return false;
+        }
+        let mut timer = std::pin::pin!(tokio::time::sleep(wait));
+        // `&mut` (not `&`) to the stream: `I` is `Send`, not `Sync`.
+        let (io, inbuf) = (&mut self.io, &mut self.inbuf);
+        std::future::poll_fn(move |cx| loop {
+            if drained.as_mut().poll(cx).is_ready() || timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            let Some(s) = io.socket() else {
+                return Poll::Ready(false);
+            };
+            match s.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Ready(Ok(())) => {}
+            }
+            if inbuf.capacity() == 0 {
+                *inbuf = take_buf();
+            }
+            match s.try_read_buf(inbuf) {
+                Ok(n) => return Poll::Ready(n > 0),
+                // Readiness was stale (it is cleared now): wait again,
+                // without the buffer.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    give_buf(std::mem::take(inbuf));
+                }
+                Err(_) => return Poll::Ready(false),
+            }
+        })
+        .await
+    }
+
+    /// `fill` within `wait`, unless the process starts draining.
+    async fn fill_within(&mut self, wait: Duration) -> bool {
+        let mut draining = self.rt.draining();
+        tokio::select! {
+            biased;
+            got = tokio::time::timeout(wait, self.fill()) => matches!(got, Ok(Ok(n)) if n > 0),
+            _ = draining.wait_for(|d| *d) => false,
         }
     }
 
@@ -336,13 +394,11 @@ impl<I: ClientIo> Relay<I> {
         give_buf(std::mem::take(&mut self.inbuf));
         give_buf(std::mem::take(&mut self.upbuf));
         give_buf(std::mem::take(&mut self.out));
-        give_fields(std::mem::take(&mut self.req.fields));
-        give_fields(std::mem::take(&mut self.resp.fields));
     }
 
     /// Read until the request head is complete (within `client_header_timeout`
     /// of the first request byte, or of the accept for the first request).
-    async fn read_head(&mut self) -> Option<Parsed> {
+    async fn read_head(&mut self, req: &mut ReqHead) -> Option<Parsed> {
         let cfg = &self.fe.config;
         let since = if self.first {
             self.accepted
@@ -352,7 +408,7 @@ impl<I: ClientIo> Relay<I> {
         let deadline = tokio::time::Instant::from_std(since + cfg.timeouts.client_header);
         let (max_bytes, max_fields) = (cfg.max_header_bytes, cfg.max_headers);
         loop {
-            match self.req.parse(&self.inbuf, max_fields) {
+            match req.parse(&self.inbuf, max_fields) {
                 Parsed::Partial if self.inbuf.len() >= max_bytes => {
                     return Some(Parsed::Unsupported)
                 }
@@ -380,14 +436,19 @@ impl<I: ClientIo> Relay<I> {
             this.fe,
             io,
             (this.client, this.local),
-            this.proto == "https",
+            this.https,
             super::http::Proto::Http1,
         ))
         .await;
     }
 
     /// One request: route, forward, relay the answer.
-    async fn exchange(&mut self, start: Instant, tq: Duration) -> Result<Next, Fallback> {
+    async fn exchange(
+        &mut self,
+        h: &mut Heads,
+        start: Instant,
+        tq: Duration,
+    ) -> Result<Next, Fallback> {
         // The frontend as the current snapshot has it, so a reload or a
         // runtime change (servers added, removed, routes) reaches keep-alive
         // connections too; looked up again only when the snapshot changed.
@@ -400,6 +461,7 @@ impl<I: ClientIo> Relay<I> {
                         drop(snap);
                         return self
                             .local(
+                                h,
                                 AccessLog::Off,
                                 start,
                                 "-",
@@ -420,7 +482,7 @@ impl<I: ClientIo> Relay<I> {
             return Err(Fallback);
         }
         let buf = &self.inbuf;
-        let req = &self.req;
+        let req = &h.req;
         let host = req
             .host
             .clone()
@@ -442,6 +504,7 @@ impl<I: ClientIo> Relay<I> {
             fe.stats.requests.fetch_add(1, Ordering::Relaxed);
             return self
                 .local(
+                    h,
                     format,
                     start,
                     "-",
@@ -482,6 +545,7 @@ impl<I: ClientIo> Relay<I> {
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
                 return self
                     .local(
+                        h,
                         format,
                         start,
                         &backend.config.name,
@@ -492,13 +556,15 @@ impl<I: ClientIo> Relay<I> {
                     .await;
             }
         }
-        self.forward(backend, client_ip, format, start, tq).await
+        self.forward(h, backend, client_ip, format, start, tq).await
     }
 
     /// Answer locally (no server) and log it; closes the connection when the
     /// request's body was not read.
+    #[allow(clippy::too_many_arguments)]
     async fn local(
         &mut self,
+        h: &Heads,
         format: AccessLog,
         start: Instant,
         backend: &str,
@@ -508,7 +574,7 @@ impl<I: ClientIo> Relay<I> {
     ) -> Result<Next, Fallback> {
         self.fe.stats.local_errors.fetch_add(1, Ordering::Relaxed);
         if format != AccessLog::Off {
-            let (m, u) = method_uri.unwrap_or_else(|| self.method_uri(format));
+            let (m, u) = method_uri.unwrap_or_else(|| self.method_uri(h, format));
             log::local(
                 format,
                 self.client,
@@ -521,11 +587,11 @@ impl<I: ClientIo> Relay<I> {
                 why,
             );
         }
-        let close = self.req.close || self.req.content_length > 0;
+        let close = h.req.close || h.req.content_length > 0;
         write_local(&mut self.out, status, why, retry_after, close);
         let ok = write_all(&mut self.io, &self.out, self.fe.config.timeouts.client_idle).await;
         Ok(if ok && !close {
-            self.inbuf.drain(..self.head_len);
+            self.inbuf.drain(..h.len);
             Next::KeepAlive
         } else {
             Next::Close
@@ -534,13 +600,13 @@ impl<I: ClientIo> Relay<I> {
 
     /// The request's method and target for the access log (the target is
     /// only parsed when a log line will be written).
-    fn method_uri(&self, format: AccessLog) -> (http::Method, http::Uri) {
-        let m = http::Method::from_bytes(&self.inbuf[self.req.method.clone()])
+    fn method_uri(&self, h: &Heads, format: AccessLog) -> (http::Method, http::Uri) {
+        let m = http::Method::from_bytes(&self.inbuf[h.req.method.clone()])
             .unwrap_or(http::Method::GET);
         let u = if format == AccessLog::Off {
             http::Uri::default()
         } else {
-            http::Uri::try_from(&self.inbuf[self.req.target.clone()]).unwrap_or_default()
+            http::Uri::try_from(&self.inbuf[h.req.target.clone()]).unwrap_or_default()
         };
         (m, u)
     }
