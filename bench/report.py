@@ -214,7 +214,7 @@ def cmd_memory(a):
                 continue
             kinds = " ".join(r["error_kinds"])
             out.append(f"| {name} | {r['alive']} / {r['wanted']} | {r['rss_before_kib'] / 1024:.1f} "
-                       f"| {r['rss_after_kib'] / 1024:.1f} | {fmt(r['kib_per_conn'], '.1f')} "
+                       f"| {r['rss_after_kib'] / 1024:.1f} | {fmt(r['kib_per_conn'], '.2f')} "
                        f"| {(str(r['errors']) + ' ' + kinds).rstrip()} |")
     sys.stdout.write("\n".join(out) + "\n")
 

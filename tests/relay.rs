@@ -1144,7 +1144,10 @@ fn sigterm_closes_idle_keep_alive_connections_at_once() {
     let mut fresh = Client::connect(listen);
     lb.proc.signal(libc::SIGTERM);
     assert!(idle.closed(), "the idle keep-alive connection was closed");
-    assert!(fresh.closed(), "the connection with no request yet was closed");
+    assert!(
+        fresh.closed(),
+        "the connection with no request yet was closed"
+    );
     let st = lb
         .proc
         .wait_exit(Duration::from_secs(20))

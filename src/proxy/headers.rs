@@ -152,10 +152,16 @@ mod tests {
     #[test]
     fn fmt_ip_matches_display() {
         let mut rng = fastrand::Rng::with_seed(7);
-        let mut ips: Vec<IpAddr> = ["0.0.0.0", "255.255.255.255", "10.0.100.9", "::1", "fe80::1:2"]
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect();
+        let mut ips: Vec<IpAddr> = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "::1",
+            "fe80::1:2",
+        ]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
         ips.extend((0..1000).map(|_| IpAddr::from(rng.u32(..).to_be_bytes())));
         for ip in ips {
             let mut b = [0u8; 64];

@@ -10,7 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::head::{Framing, Kind};
-use super::{give_buf, take_buf, write_all, ChunkScanner, ClientIo, Fallback, Heads, Next, Relay};
+use super::{
+    give_buf, take_buf, write_all, ChunkScanner, ClientIo, Exchange, Fallback, Next, Relay,
+};
 use crate::config::types::AccessLog;
 use crate::proxy::http::{connect_failure, STALE_RETRIES};
 use crate::proxy::log::Pending;
@@ -46,7 +48,7 @@ impl<I: ClientIo> Relay<I> {
     /// Forward the current request to `backend` and relay the answer.
     pub(super) async fn forward(
         &mut self,
-        h: &mut Heads,
+        h: &mut Exchange,
         backend: Arc<BackendRt>,
         client_ip: IpAddr,
         format: AccessLog,
@@ -230,7 +232,7 @@ impl<I: ClientIo> Relay<I> {
     #[allow(clippy::too_many_arguments)]
     async fn fail(
         &mut self,
-        h: &mut Heads,
+        h: &mut Exchange,
         format: AccessLog,
         start: Instant,
         backend: &str,
@@ -248,13 +250,13 @@ impl<I: ClientIo> Relay<I> {
     /// The request as the server gets it, in `out`: request line, the
     /// client's fields minus hop-by-hop ones, forwarded fields, a request id,
     /// then the part of the body that arrived with the head.
-    fn build_request(&mut self, h: &Heads, buffered: usize) {
+    fn build_request(&mut self, h: &mut Exchange, buffered: usize) {
         let buf = &self.inbuf;
         let req = &h.req;
-        if self.out.capacity() == 0 {
-            self.out = take_buf();
+        if h.out.capacity() == 0 {
+            h.out = take_buf();
         }
-        let out = &mut self.out;
+        let out = &mut h.out;
         out.clear();
         out.reserve(h.len + buffered + 160);
         out.extend_from_slice(&buf[req.method.clone()]);
@@ -310,14 +312,14 @@ impl<I: ClientIo> Relay<I> {
     /// Interim (1xx) answers are passed to the client on the way.
     async fn send(
         &mut self,
-        h: &mut Heads,
+        h: &mut Exchange,
         up: &mut TcpStream,
         server: &Arc<ServerState>,
         buffered: usize,
         head_request: bool,
         sent: &mut Sent,
     ) -> Result<usize, SendError> {
-        up.write_all(&self.out).await.map_err(SendError::NotSent)?;
+        up.write_all(&h.out).await.map_err(SendError::NotSent)?;
         let cl = h.req.content_length;
         sent.body = cl > 0;
         if (buffered as u64) < cl {
@@ -325,30 +327,27 @@ impl<I: ClientIo> Relay<I> {
             self.stream_body(up, cl - buffered as u64).await?;
         }
         server.add_bytes(cl, 0);
-        if self.upbuf.capacity() == 0 {
-            self.upbuf = take_buf();
+        if h.upbuf.capacity() == 0 {
+            h.upbuf = take_buf();
         }
-        self.upbuf.clear();
+        h.upbuf.clear();
         loop {
-            if self.upbuf.len() == self.upbuf.capacity() {
-                if self.upbuf.len() >= 64 * 1024 {
+            if h.upbuf.len() == h.upbuf.capacity() {
+                if h.upbuf.len() >= 64 * 1024 {
                     return Err(SendError::Bad("response head too large".into()));
                 }
-                self.upbuf.reserve(super::BUF);
+                h.upbuf.reserve(super::BUF);
             }
-            let n = up
-                .read_buf(&mut self.upbuf)
-                .await
-                .map_err(SendError::Closed)?;
+            let n = up.read_buf(&mut h.upbuf).await.map_err(SendError::Closed)?;
             if n == 0 {
-                return Err(if self.upbuf.is_empty() {
+                return Err(if h.upbuf.is_empty() {
                     SendError::Closed(std::io::ErrorKind::UnexpectedEof.into())
                 } else {
                     SendError::Bad("connection closed inside the response head".into())
                 });
             }
             loop {
-                let len = match h.resp.parse(&self.upbuf, head_request) {
+                let len = match h.resp.parse(&h.upbuf, head_request) {
                     Ok(Some(len)) => len,
                     Ok(None) => break,
                     Err(e) => return Err(SendError::Bad(e.to_string())),
@@ -364,7 +363,7 @@ impl<I: ClientIo> Relay<I> {
                         if !write_all(&mut self.io, &interim, limit).await {
                             return Err(SendError::ClientGone);
                         }
-                        self.upbuf.drain(..len);
+                        h.upbuf.drain(..len);
                     }
                     _ => return Ok(len),
                 }
@@ -393,8 +392,8 @@ impl<I: ClientIo> Relay<I> {
     }
 
     /// The response head as the client gets it.
-    fn write_response_head(&self, h: &Heads, out: &mut Vec<u8>, close: bool) {
-        let buf = &self.upbuf;
+    fn write_response_head(&self, h: &Exchange, out: &mut Vec<u8>, close: bool) {
+        let buf = &h.upbuf;
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(&buf[h.resp.status_line.clone()]);
         out.extend_from_slice(b"\r\n");
@@ -417,7 +416,7 @@ impl<I: ClientIo> Relay<I> {
     #[allow(clippy::too_many_arguments)]
     async fn relay_response(
         &mut self,
-        h: &Heads,
+        h: &mut Exchange,
         mut up: TcpStream,
         head_len: usize,
         server: &Arc<ServerState>,
@@ -427,13 +426,13 @@ impl<I: ClientIo> Relay<I> {
     ) -> Next {
         let framing = h.resp.framing;
         let close = h.req.close || self.closing || framing == Framing::Close;
-        let mut out = std::mem::take(&mut self.out);
+        let mut out = std::mem::take(&mut h.out);
         out.clear();
         self.write_response_head(h, &mut out, close);
         let mut body = Body::new(framing);
-        let avail = &self.upbuf[head_len..];
+        let avail = &h.upbuf[head_len..];
         let Ok(take) = body.scan(avail) else {
-            self.out = out;
+            h.out = out;
             pending.finish(0, false);
             return Next::Close;
         };
@@ -442,10 +441,10 @@ impl<I: ClientIo> Relay<I> {
         let mut bytes = take as u64;
         let client_idle = self.fe.config.timeouts.client_idle;
         let mut ok = write_all(&mut self.io, &out, client_idle).await;
-        self.out = out;
+        h.out = out;
         while ok && !body.done {
-            self.upbuf.clear();
-            let n = match tokio::time::timeout(server_idle, up.read_buf(&mut self.upbuf)).await {
+            h.upbuf.clear();
+            let n = match tokio::time::timeout(server_idle, up.read_buf(&mut h.upbuf)).await {
                 Ok(Ok(n)) => n,
                 _ => {
                     ok = false;
@@ -457,13 +456,13 @@ impl<I: ClientIo> Relay<I> {
                 ok = framing == Framing::Close;
                 break;
             }
-            let Ok(take) = body.scan(&self.upbuf) else {
+            let Ok(take) = body.scan(&h.upbuf) else {
                 ok = false;
                 break;
             };
             excess = take < n;
             bytes += take as u64;
-            ok = write_all(&mut self.io, &self.upbuf[..take], client_idle).await;
+            ok = write_all(&mut self.io, &h.upbuf[..take], client_idle).await;
         }
         if ok && framing == Framing::Close {
             let _ = self.io.shutdown().await;
@@ -476,8 +475,8 @@ impl<I: ClientIo> Relay<I> {
             return Next::Close;
         }
         // A big response grew the buffer: do not keep it.
-        if self.upbuf.capacity() > super::BUF {
-            give_buf(std::mem::take(&mut self.upbuf));
+        if h.upbuf.capacity() > super::BUF {
+            give_buf(std::mem::take(&mut h.upbuf));
         }
         Next::KeepAlive
     }

@@ -25,9 +25,9 @@ pub use chunked::{ChunkError, ChunkScanner};
 pub use head::{Framing, Parsed, ReqHead, RespHead};
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -144,10 +144,6 @@ struct Relay<I> {
     https: bool,
     /// Bytes from the client not consumed yet.
     inbuf: Vec<u8>,
-    /// Bytes from the server of the current exchange.
-    upbuf: Vec<u8>,
-    /// What is written next, to the server or to the client.
-    out: Vec<u8>,
     /// The snapshot generation `fe` was taken from.
     generation: u64,
     /// The process is draining: close after the current exchange.
@@ -228,8 +224,6 @@ fn relay<I: ClientIo>(
         local,
         https,
         inbuf: Vec::new(),
-        upbuf: Vec::new(),
-        out: Vec::new(),
         generation: 0,
         closing: false,
         accepted: Instant::now(),
@@ -275,21 +269,28 @@ enum Step {
 /// The request needs the general path.
 struct Fallback;
 
-/// What one exchange knows of its request and response. It lives in the
-/// exchange's (boxed) future, not in the connection, and gives its field
-/// indexes back to the pool when the exchange ends.
+/// What one exchange holds: its request's and response's indexes and the
+/// buffers toward the server. It lives in the exchange's (boxed) future, not
+/// in the connection, and gives its indexes and buffers back to the pools
+/// when the exchange ends.
 #[derive(Default)]
-pub(super) struct Heads {
+pub(super) struct Exchange {
     req: ReqHead,
     resp: RespHead,
     /// Length of the request's head in `inbuf`.
     len: usize,
+    /// Bytes from the server.
+    upbuf: Vec<u8>,
+    /// What is written next, to the server or to the client.
+    out: Vec<u8>,
 }
 
-impl Drop for Heads {
+impl Drop for Exchange {
     fn drop(&mut self) {
         give_fields(std::mem::take(&mut self.req.fields));
         give_fields(std::mem::take(&mut self.resp.fields));
+        give_buf(std::mem::take(&mut self.upbuf));
+        give_buf(std::mem::take(&mut self.out));
     }
 }
 
@@ -297,7 +298,7 @@ impl<I: ClientIo> Relay<I> {
     /// Read one request head and serve the request.
     async fn request(&mut self) -> Step {
         let start = Instant::now();
-        let mut h = Heads::default();
+        let mut h = Exchange::default();
         h.len = match self.read_head(&mut h.req).await {
             Some(Parsed::Complete(n)) => n,
             Some(Parsed::Unsupported) => return Step::Fallback,
@@ -392,8 +393,6 @@ impl<I: ClientIo> Relay<I> {
     /// connection costs its task and socket only (HAProxy does the same).
     fn release_buffers(&mut self) {
         give_buf(std::mem::take(&mut self.inbuf));
-        give_buf(std::mem::take(&mut self.upbuf));
-        give_buf(std::mem::take(&mut self.out));
     }
 
     /// Read until the request head is complete (within `client_header_timeout`
@@ -445,7 +444,7 @@ impl<I: ClientIo> Relay<I> {
     /// One request: route, forward, relay the answer.
     async fn exchange(
         &mut self,
-        h: &mut Heads,
+        h: &mut Exchange,
         start: Instant,
         tq: Duration,
     ) -> Result<Next, Fallback> {
@@ -564,7 +563,7 @@ impl<I: ClientIo> Relay<I> {
     #[allow(clippy::too_many_arguments)]
     async fn local(
         &mut self,
-        h: &Heads,
+        h: &mut Exchange,
         format: AccessLog,
         start: Instant,
         backend: &str,
@@ -588,8 +587,8 @@ impl<I: ClientIo> Relay<I> {
             );
         }
         let close = h.req.close || h.req.content_length > 0;
-        write_local(&mut self.out, status, why, retry_after, close);
-        let ok = write_all(&mut self.io, &self.out, self.fe.config.timeouts.client_idle).await;
+        write_local(&mut h.out, status, why, retry_after, close);
+        let ok = write_all(&mut self.io, &h.out, self.fe.config.timeouts.client_idle).await;
         Ok(if ok && !close {
             self.inbuf.drain(..h.len);
             Next::KeepAlive
@@ -600,7 +599,7 @@ impl<I: ClientIo> Relay<I> {
 
     /// The request's method and target for the access log (the target is
     /// only parsed when a log line will be written).
-    fn method_uri(&self, h: &Heads, format: AccessLog) -> (http::Method, http::Uri) {
+    fn method_uri(&self, h: &Exchange, format: AccessLog) -> (http::Method, http::Uri) {
         let m = http::Method::from_bytes(&self.inbuf[h.req.method.clone()])
             .unwrap_or(http::Method::GET);
         let u = if format == AccessLog::Off {
