@@ -220,7 +220,7 @@ EOF
     track "$LAST_PID"
 }
 
-# nginx as the proxy: one worker, upstream keepalive 64, roundrobin (nginx's
+# nginx as the proxy: one worker, upstream keepalive 512, roundrobin (nginx's
 # default). nginx OSS has no active health checks: only passive max_fails.
 # Usage: start_nginx_proxy HTTP_PORT B1_PORT B2_PORT  (sets LAST_PID)
 start_nginx_proxy() {
@@ -245,7 +245,7 @@ http {
     upstream be {
         server 127.0.0.1:$b1 max_fails=3 fail_timeout=10s;
         server 127.0.0.1:$b2 max_fails=3 fail_timeout=10s;
-        keepalive 64;
+        keepalive 512;
         keepalive_requests 10000000;
     }
     server {
@@ -271,7 +271,6 @@ start_fulcrum() {
     local http=$1 tcp=$2 b1=$3 b2=$4 dir="$WORK/fulcrum"
     mkdir -p "$dir"
     local backend_body='balance = "roundrobin"
-pool_max_idle = 64
 health = { kind = "http", method = "GET", path = "/", interval = "2s", rise = 2, fall = 3 }
 servers = [
   { name = "b1", address = "127.0.0.1:'$b1'" },

@@ -16,7 +16,7 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(50);
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-    pub const POOL_MAX_IDLE: usize = 64;
+    pub const POOL_MAX_IDLE: usize = 1024;
     pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
     pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
     pub const MAX_HEADER_BYTES: usize = 16 * 1024;

@@ -760,6 +760,7 @@ async fn forward(
                 } else {
                     cfg.pool_max_idle
                 },
+                max_age: cfg.timeouts.pool_idle,
             }),
             log: Some(pending),
             bytes: 0,

@@ -2,6 +2,7 @@
 //! connections per server, one shared multiplexed HTTP/2 connection per server
 //! when the backend speaks h2, and connecting with a timeout.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,15 +57,59 @@ impl Sender {
     }
 }
 
-struct Entry {
-    sender: http1::SendRequest<ReqBody>,
-    since: Instant,
+/// Idle connections of one kind, oldest first. The freshest is taken, so the
+/// connections the load needs stay in use and the rest age at the front,
+/// where they are closed once idle for the pool's idle timeout (as HAProxy
+/// purges surplus idle connections), or when `max_idle` are held.
+struct IdleList<T> {
+    list: VecDeque<(T, Instant)>,
 }
 
-/// An idle plain TCP connection of the HTTP/1.1 relay (`proxy::h1`).
-struct RawEntry {
-    stream: TcpStream,
-    since: Instant,
+impl<T> Default for IdleList<T> {
+    fn default() -> Self {
+        IdleList {
+            list: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> IdleList<T> {
+    /// The freshest connection idle for less than `max_age` that is `usable`.
+    fn take(&mut self, max_age: Duration, usable: impl Fn(&T) -> bool) -> Option<T> {
+        while let Some((t, since)) = self.list.pop_back() {
+            if since.elapsed() < max_age && usable(&t) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn put(&mut self, t: T, max_idle: usize, max_age: Duration) {
+        let now = Instant::now();
+        while self
+            .list
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= max_age)
+        {
+            self.list.pop_front();
+        }
+        if max_idle == 0 {
+            return;
+        }
+        if self.list.len() >= max_idle {
+            // The oldest: the likeliest to have been closed by the server.
+            self.list.pop_front();
+        }
+        self.list.push_back((t, now));
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn clear(&mut self) {
+        self.list.clear();
+    }
 }
 
 /// Idle connections to one server. Most recently used first, so a quiet period
@@ -72,8 +117,8 @@ struct RawEntry {
 /// hyper's client connections are kept apart: each speaks to its own kind.
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<Vec<Entry>>,
-    raw: Mutex<Vec<RawEntry>>,
+    idle: Mutex<IdleList<http1::SendRequest<ReqBody>>>,
+    raw: Mutex<IdleList<TcpStream>>,
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
 }
 
@@ -99,34 +144,23 @@ impl Pool {
                 .map(Sender::H2);
         }
         let mut idle = self.idle.lock().ok()?;
-        while let Some(e) = idle.pop() {
-            if !e.sender.is_closed() && e.since.elapsed() < max_idle_age {
-                return Some(Sender::H1(e.sender));
-            }
-        }
-        None
+        idle.take(max_idle_age, |s| !s.is_closed()).map(Sender::H1)
     }
 
-    /// Return a connection after a complete exchange; dropped (closed) when the
-    /// pool already holds `max_idle` connections.
-    pub fn put(&self, sender: Sender, max_idle: usize) {
+    /// Return a connection after a complete exchange. The oldest idle one is
+    /// closed when the pool already holds `max_idle`, and any left unused for
+    /// `max_age`.
+    pub fn put(&self, sender: Sender, max_idle: usize, max_age: Duration) {
         let sender = match sender {
             Sender::H1(s) => s,
             // Shared from the moment it connected; nothing to give back.
             Sender::H2(_) => return,
         };
-        if sender.is_closed() || max_idle == 0 {
+        if sender.is_closed() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() >= max_idle {
-                // Drop the oldest: it is the likeliest to have been closed by the server.
-                idle.remove(0);
-            }
-            idle.push(Entry {
-                sender,
-                since: Instant::now(),
-            });
+            idle.put(sender, max_idle, max_age);
         }
     }
 
@@ -134,28 +168,13 @@ impl Pool {
     /// Whether the server has closed it shows when it is used: the relay
     /// then retries on a new connection (see `proxy::h1`).
     pub fn take_raw(&self, max_idle_age: Duration) -> Option<TcpStream> {
-        let mut idle = self.raw.lock().ok()?;
-        while let Some(e) = idle.pop() {
-            if e.since.elapsed() < max_idle_age {
-                return Some(e.stream);
-            }
-        }
-        None
+        self.raw.lock().ok()?.take(max_idle_age, |_| true)
     }
 
     /// Return a relay connection after a complete exchange (bounded like `put`).
-    pub fn put_raw(&self, stream: TcpStream, max_idle: usize) {
-        if max_idle == 0 {
-            return;
-        }
+    pub fn put_raw(&self, stream: TcpStream, max_idle: usize, max_age: Duration) {
         if let Ok(mut idle) = self.raw.lock() {
-            if idle.len() >= max_idle {
-                idle.remove(0);
-            }
-            idle.push(RawEntry {
-                stream,
-                since: Instant::now(),
-            });
+            idle.put(stream, max_idle, max_age);
         }
     }
 
@@ -190,12 +209,13 @@ pub struct Idle {
     pub(crate) sender: Sender,
     pub(crate) pool: Arc<crate::runtime::ServerState>,
     pub(crate) max_idle: usize,
+    pub(crate) max_age: Duration,
 }
 
 impl Idle {
     /// The exchange finished cleanly: the connection can serve another request.
     pub fn release(self) {
-        self.pool.pool.put(self.sender, self.max_idle);
+        self.pool.pool.put(self.sender, self.max_idle, self.max_age);
     }
 }
 
@@ -297,5 +317,48 @@ pub fn proxy_header(
     match version {
         crate::config::types::ProxyVersion::V1 => super::proxy_protocol::encode_v1(client, local),
         crate::config::types::ProxyVersion::V2 => super::proxy_protocol::encode_v2(client, local),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdleList;
+    use std::time::Duration;
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    fn held(l: &IdleList<u32>) -> Vec<u32> {
+        l.list.iter().map(|(t, _)| *t).collect()
+    }
+
+    #[test]
+    fn the_freshest_is_taken_and_the_oldest_dropped_when_full() {
+        let mut l = IdleList::default();
+        for i in 0..4 {
+            l.put(i, 3, LONG);
+        }
+        assert_eq!(held(&l), [1, 2, 3], "the oldest (0) was closed");
+        assert_eq!(l.take(LONG, |_| true), Some(3));
+        assert_eq!(l.take(LONG, |&t| t != 2), Some(1), "unusable ones are dropped");
+        assert_eq!(l.len(), 0);
+        assert_eq!(l.take(LONG, |_| true), None);
+    }
+
+    #[test]
+    fn connections_idle_past_the_age_are_closed_on_the_next_put() {
+        let mut l = IdleList::default();
+        l.put(1, 100, LONG);
+        l.put(2, 100, LONG);
+        // Everything already held is "older" than a zero age.
+        l.put(3, 100, Duration::ZERO);
+        assert_eq!(held(&l), [3]);
+        assert_eq!(l.take(Duration::ZERO, |_| true), None, "too old to use");
+    }
+
+    #[test]
+    fn max_idle_zero_keeps_nothing() {
+        let mut l = IdleList::default();
+        l.put(1, 0, LONG);
+        assert_eq!(l.len(), 0);
     }
 }

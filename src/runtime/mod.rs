@@ -68,6 +68,8 @@ struct Control {
     discoverers: HashMap<String, (DiscoveryConfig, watch::Sender<bool>)>,
 }
 
+const DRAIN_SHARDS: usize = 8;
+
 /// The running load balancer's state.
 pub struct Runtime {
     snapshot: ArcSwap<Snapshot>,
@@ -78,7 +80,9 @@ pub struct Runtime {
     pub conns: ConnTracker,
     draining: watch::Sender<bool>,
     /// Woken when draining starts (for waits too small to hold a receiver).
-    drain: tokio::sync::Notify,
+    /// Sharded, as tokio's watch channel is: every idle keep-alive wait
+    /// registers here, from every worker thread.
+    drain: [tokio::sync::Notify; DRAIN_SHARDS],
 }
 
 impl std::fmt::Debug for Runtime {
@@ -115,7 +119,7 @@ impl Runtime {
             control: Mutex::new(Control::default()),
             conns: ConnTracker::default(),
             draining,
-            drain: tokio::sync::Notify::new(),
+            drain: std::array::from_fn(|_| tokio::sync::Notify::new()),
         });
         rt.apply(Change::Reload(Box::new(config))).await?;
         tokio::spawn(sample_rates(Arc::downgrade(&rt)));
@@ -166,8 +170,9 @@ impl Runtime {
 
     /// Resolves when draining starts after it was `enable`d: enable it, then
     /// check `is_draining`, then wait (no start is missed in between).
-    pub fn drained(&self) -> tokio::sync::futures::Notified<'_> {
-        self.drain.notified()
+    /// `key` spreads the waiters over the shards (a connection's port, say).
+    pub fn drained(&self, key: usize) -> tokio::sync::futures::Notified<'_> {
+        self.drain[key % DRAIN_SHARDS].notified()
     }
 
     /// Apply one change: build the next snapshot from the current one, bind new
@@ -485,7 +490,9 @@ impl Runtime {
             }
         }
         let _ = self.draining.send(true);
-        self.drain.notify_waiters();
+        for n in &self.drain {
+            n.notify_waiters();
+        }
         self.conns.wait_idle(grace).await;
     }
 }

@@ -200,7 +200,7 @@ impl<I: ClientIo> Relay<I> {
                     up,
                     resp_len,
                     &server,
-                    cfg.pool_max_idle,
+                    (cfg.pool_max_idle, cfg.timeouts.pool_idle),
                     cfg.timeouts.response,
                     pending,
                 )
@@ -420,7 +420,7 @@ impl<I: ClientIo> Relay<I> {
         mut up: TcpStream,
         head_len: usize,
         server: &Arc<ServerState>,
-        max_idle: usize,
+        (max_idle, max_age): (usize, Duration),
         server_idle: Duration,
         pending: Pending,
     ) -> Next {
@@ -468,7 +468,7 @@ impl<I: ClientIo> Relay<I> {
             let _ = self.io.shutdown().await;
         }
         if ok && body.done && h.resp.keep_alive && !excess {
-            server.pool.put_raw(up, max_idle);
+            server.pool.put_raw(up, max_idle, max_age);
         }
         pending.finish(bytes, ok);
         if !ok || close {

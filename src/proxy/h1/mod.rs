@@ -328,7 +328,7 @@ impl<I: ClientIo> Relay<I> {
             return Box::pin(self.fill_within(wait)).await;
         }
         let rt = self.rt.clone();
-        let mut drained = std::pin::pin!(rt.drained());
+        let mut drained = std::pin::pin!(rt.drained(usize::from(self.client.port())));
         drained.as_mut().enable();
         if rt.is_draining() {
             return false;
