@@ -339,7 +339,11 @@ mod tests {
         }
         assert_eq!(held(&l), [1, 2, 3], "the oldest (0) was closed");
         assert_eq!(l.take(LONG, |_| true), Some(3));
-        assert_eq!(l.take(LONG, |&t| t != 2), Some(1), "unusable ones are dropped");
+        assert_eq!(
+            l.take(LONG, |&t| t != 2),
+            Some(1),
+            "unusable ones are dropped"
+        );
         assert_eq!(l.len(), 0);
         assert_eq!(l.take(LONG, |_| true), None);
     }
