@@ -14,15 +14,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use super::attempts::Attempts;
 use super::body::{ReqBody, RespBody, UpstreamBody};
 use super::edge;
 use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
 use super::idle::IdleTimeout;
 use super::log::{self, Pending};
-use super::pool::{self, ConnectError, Idle, Sender};
+use super::pool::{self, Idle, Sender};
 use crate::balance::request_key;
 use crate::config::types::AccessLog;
-use crate::runtime::{BackendRt, FrontendRt, Runtime, ServerState};
+use crate::runtime::{BackendRt, FrontendRt, Runtime};
 
 /// Per-connection facts every request on it needs.
 struct Conn {
@@ -439,32 +440,6 @@ fn redirect_https(host: Option<&str>, uri: &http::Uri, port: Option<u16>) -> Res
     }
 }
 
-/// Why an attempt failed, as told to the client when no attempt is left.
-pub(crate) struct Failure {
-    pub(crate) status: StatusCode,
-    pub(crate) why: String,
-}
-
-pub(crate) fn connect_failure(server: &ServerState, e: &ConnectError) -> Failure {
-    let status = match e {
-        ConnectError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    Failure {
-        status,
-        why: format!(
-            "server {}/{} ({}): {e}",
-            server.key.backend,
-            server.name(),
-            server.address()
-        ),
-    }
-}
-
-/// At most this many stale pooled connections are skipped per request before
-/// the attempt counts as failed.
-pub(crate) const STALE_RETRIES: u32 = 4;
-
 async fn forward(
     conn: &Conn,
     backend: Arc<BackendRt>,
@@ -524,39 +499,8 @@ async fn forward(
         to
     });
 
-    let mut tried: Vec<usize> = Vec::new();
-    let mut attempts = 0u32;
-    let mut stale = 0u32;
-    let mut failure: Option<Failure> = None;
-    let max_attempts = cfg.retries + 1;
-    let mut queue_deadline: Option<Instant> = None;
-    while attempts < max_attempts {
-        let sticky = sticky_to.filter(|i| attempts == 0 && !tried.contains(i));
-        let picked = match sticky {
-            Some(i) => backend.servers.get(i),
-            None => backend.pick(hash, &tried),
-        };
-        let Some(server) = picked.cloned() else {
-            // Every usable server is at its maxconn: wait in the queue (HAProxy
-            // `timeout queue`) for a slot instead of failing.
-            if failure.is_none() && backend.all_busy() {
-                match wait_in_queue(&backend, &mut queue_deadline).await {
-                    Ok(()) => continue,
-                    Err(why) => {
-                        failure = Some(Failure {
-                            status: StatusCode::SERVICE_UNAVAILABLE,
-                            why,
-                        });
-                    }
-                }
-            }
-            break;
-        };
-        if attempts > 0 {
-            backend.stats.retries.fetch_add(1, Ordering::Relaxed);
-        }
-        let idx = backend.index_of(&server).unwrap_or(usize::MAX);
-        attempts += 1;
+    let mut att = Attempts::new(&backend, hash, sticky_to);
+    while let Some((server, idx)) = att.next_server().await {
         let guard = server.begin_in(&backend.stats);
         let tc_start = Instant::now();
 
@@ -599,11 +543,7 @@ async fn forward(
                     s
                 }
                 Err(e) => {
-                    if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {
-                        tracing::warn!(backend = %cfg.name, server = %server.name(), error = %e, "server ejected by passive health check");
-                    }
-                    failure = Some(connect_failure(&server, &e));
-                    tried.push(idx);
+                    att.connect_failed(&server, idx, &e);
                     continue;
                 }
             },
@@ -622,7 +562,7 @@ async fn forward(
             ReqBody::Empty
         };
         // Keep the headers for another attempt only when one may happen.
-        let headers = if attempts < max_attempts || (reused && stale < STALE_RETRIES) {
+        let headers = if att.may_follow(reused) {
             parts.headers.clone()
         } else {
             std::mem::take(&mut parts.headers)
@@ -676,32 +616,17 @@ async fn forward(
                     if has_body {
                         body_slot = Some(unsent.into_body());
                     }
-                    if reused && stale < STALE_RETRIES {
-                        stale += 1;
-                        attempts -= 1;
+                    if reused && att.retry_stale() {
                         continue;
                     }
                 }
                 let err = e.into_error();
-                if reused && !has_body && stale < STALE_RETRIES {
+                if reused && !has_body && att.retry_stale() {
                     // Sent on a reused connection that the server was closing:
                     // the keep-alive race, not a sign the server is unhealthy.
-                    stale += 1;
-                    attempts -= 1;
                     continue;
                 }
-                if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {
-                    tracing::warn!(backend = %cfg.name, server = %server.name(), error = %err, "server ejected by passive health check");
-                }
-                failure = Some(Failure {
-                    status: StatusCode::BAD_GATEWAY,
-                    why: format!(
-                        "server {}/{} failed before responding: {err}",
-                        cfg.name,
-                        server.name()
-                    ),
-                });
-                tried.push(idx);
+                att.send_failed(&server, idx, err);
                 if has_body && body_slot.is_none() {
                     break; // part of the body may have been sent: not safe to replay
                 }
@@ -725,7 +650,7 @@ async fn forward(
             start,
             tc: if reused { Duration::ZERO } else { tc },
             tr,
-            retries: attempts - 1,
+            retries: att.retries(),
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
@@ -773,13 +698,7 @@ async fn forward(
         };
         return Response::from_parts(rparts, body);
     }
-    if failure.is_none() {
-        backend.stats.no_server.fetch_add(1, Ordering::Relaxed);
-    }
-    let f = failure.unwrap_or(Failure {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        why: format!("no server is available in backend `{}`", cfg.name),
-    });
+    let f = att.give_up();
     log::local(
         format,
         conn.client,
@@ -816,32 +735,6 @@ fn set_sticky_cookie(h: &mut http::HeaderMap, name: &str, id: Option<&String>) {
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
-}
-
-/// Wait for a server slot; the deadline is set on the first wait.
-pub(crate) async fn wait_in_queue(
-    backend: &BackendRt,
-    deadline: &mut Option<Instant>,
-) -> Result<(), String> {
-    let cfg = &backend.config;
-    let stats = &backend.stats;
-    let until = *deadline.get_or_insert_with(|| Instant::now() + cfg.queue_timeout);
-    if stats.queued.load(Ordering::Relaxed) >= cfg.max_queue {
-        return Err(format!(
-            "backend `{}`: every server is at maxconn and the queue is full",
-            cfg.name
-        ));
-    }
-    stats.queued.fetch_add(1, Ordering::Relaxed);
-    let notified = stats.freed.notified();
-    let waited = tokio::time::timeout_at(until.into(), notified).await;
-    stats.queued.fetch_sub(1, Ordering::Relaxed);
-    waited.map_err(|_| {
-        format!(
-            "backend `{}`: every server is at maxconn and no slot freed within {:?}",
-            cfg.name, cfg.queue_timeout
-        )
-    })
 }
 
 fn drop_finished(mut body: UpstreamBody) -> RespBody {

@@ -1,6 +1,7 @@
 //! The data path: listeners, the HTTP reverse proxy, L4 TCP proxying, the
 //! upstream connection pool, forwarded headers and the access log.
 
+pub mod attempts;
 pub mod body;
 pub mod edge;
 pub mod h1;

@@ -2,7 +2,6 @@
 //! another server when that is safe, relay the response.
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use super::{
     give_buf, take_buf, write_all, ChunkScanner, ClientIo, Exchange, Fallback, Next, Relay,
 };
 use crate::config::types::AccessLog;
-use crate::proxy::http::{connect_failure, STALE_RETRIES};
+use crate::proxy::attempts::Attempts;
 use crate::proxy::log::Pending;
 use crate::proxy::pool;
 use crate::runtime::{BackendRt, ServerState};
@@ -67,26 +66,8 @@ impl<I: ClientIo> Relay<I> {
         let buffered = ((self.inbuf.len() - head_len) as u64).min(cl) as usize;
         self.build_request(h, buffered);
         let mut sent = Sent::default();
-        let mut tried: Vec<usize> = Vec::new();
-        let (mut attempts, mut stale) = (0u32, 0u32);
-        let mut failure: Option<(u16, String)> = None;
-        let mut queue_deadline: Option<Instant> = None;
-        let max_attempts = cfg.retries + 1;
-        while attempts < max_attempts {
-            let Some(server) = backend.pick(hash, &tried).cloned() else {
-                if failure.is_none() && backend.all_busy() {
-                    match crate::proxy::http::wait_in_queue(&backend, &mut queue_deadline).await {
-                        Ok(()) => continue,
-                        Err(why) => failure = Some((503, why)),
-                    }
-                }
-                break;
-            };
-            if attempts > 0 {
-                backend.stats.retries.fetch_add(1, Ordering::Relaxed);
-            }
-            let idx = backend.index_of(&server).unwrap_or(usize::MAX);
-            attempts += 1;
+        let mut att = Attempts::new(&backend, hash, None);
+        while let Some((server, idx)) = att.next_server().await {
             let guard = server.begin_in(&backend.stats);
             let tc_start = Instant::now();
             let pooled = take_alive(&server, cfg.timeouts.pool_idle, cl > 0);
@@ -95,12 +76,7 @@ impl<I: ClientIo> Relay<I> {
                 None => match pool::dial(server.address(), cfg.timeouts.connect).await {
                     Ok(s) => (s, false),
                     Err(e) => {
-                        if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {
-                            tracing::warn!(backend = %cfg.name, server = %server.name(), error = %e, "server ejected by passive health check");
-                        }
-                        let f = connect_failure(&server, &e);
-                        failure = Some((f.status.as_u16(), f.why));
-                        tried.push(idx);
+                        att.connect_failed(&server, idx, &e);
                         continue;
                     }
                 },
@@ -140,31 +116,14 @@ impl<I: ClientIo> Relay<I> {
                 // been acted on — never written, or written without a body
                 // (the hyper path's rule; a pooled connection is checked for
                 // a close before a request with a body goes on it).
-                Ok(Err(SendError::NotSent(_))) if reused && stale < STALE_RETRIES => {
-                    stale += 1;
-                    attempts -= 1;
-                    continue;
-                }
+                Ok(Err(SendError::NotSent(_))) if reused && att.retry_stale() => continue,
                 Ok(Err(SendError::Closed(_)))
-                    if reused && cl == 0 && !sent.answered && stale < STALE_RETRIES =>
+                    if reused && cl == 0 && !sent.answered && att.retry_stale() =>
                 {
-                    stale += 1;
-                    attempts -= 1;
-                    continue;
+                    continue
                 }
                 Ok(Err(err)) => {
-                    if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {
-                        tracing::warn!(backend = %cfg.name, server = %server.name(), error = %err, "server ejected by passive health check");
-                    }
-                    failure = Some((
-                        502,
-                        format!(
-                            "server {}/{} failed before responding: {err}",
-                            cfg.name,
-                            server.name()
-                        ),
-                    ));
-                    tried.push(idx);
+                    att.send_failed(&server, idx, err);
                     if sent.body || sent.answered {
                         // The body went out (the server may have acted on it),
                         // or the client already has an interim answer.
@@ -189,7 +148,7 @@ impl<I: ClientIo> Relay<I> {
                 start,
                 tc,
                 tr: tr_start.elapsed(),
-                retries: attempts - 1,
+                retries: att.retries(),
             };
             if !sent.streamed {
                 self.inbuf.drain(..head_len + buffered);
@@ -206,21 +165,13 @@ impl<I: ClientIo> Relay<I> {
                 )
                 .await);
         }
-        if failure.is_none() {
-            backend.stats.no_server.fetch_add(1, Ordering::Relaxed);
-        }
-        let (status, why) = failure.unwrap_or_else(|| {
-            (
-                503,
-                format!("no server is available in backend `{}`", cfg.name),
-            )
-        });
+        let f = att.give_up();
         self.fail(
             h,
             format,
             start,
             &cfg.name,
-            (status, &why),
+            (f.status.as_u16(), &f.why),
             sent.streamed,
             method_uri,
         )
