@@ -64,7 +64,7 @@ impl<I: ClientIo> Relay<I> {
         let mut method_uri = Some(self.method_uri(h, format));
         let cl = h.req.content_length;
         let buffered = ((self.inbuf.len() - head_len) as u64).min(cl) as usize;
-        self.build_request(h, buffered);
+        self.build_request(h);
         let mut sent = Sent::default();
         let mut att = Attempts::new(&backend, hash, None);
         while let Some((server, idx)) = att.next_server().await {
@@ -198,18 +198,16 @@ impl<I: ClientIo> Relay<I> {
             .await
     }
 
-    /// The request as the server gets it, in `out`: request line, the
-    /// client's fields minus hop-by-hop ones, forwarded fields, a request id,
-    /// then the part of the body that arrived with the head.
-    fn build_request(&mut self, h: &mut Exchange, buffered: usize) {
+    /// The request head as the server gets it, in `out`: request line, the
+    /// client's fields minus hop-by-hop ones, forwarded fields, a request id.
+    /// (The part of the body that came with the head is sent from `inbuf`.)
+    fn build_request(&mut self, h: &mut Exchange) {
         let buf = &self.inbuf;
         let req = &h.req;
-        if h.out.capacity() == 0 {
-            h.out = take_buf();
-        }
         let out = &mut h.out;
         out.clear();
-        out.reserve(h.len + buffered + 160);
+        // Heads only: a small buffer, not one of the pooled 16 KiB ones.
+        out.reserve(h.len + 256);
         out.extend_from_slice(&buf[req.method.clone()]);
         out.push(b' ');
         out.extend_from_slice(&buf[req.target.clone()]);
@@ -255,7 +253,6 @@ impl<I: ClientIo> Relay<I> {
             out.extend_from_slice(&id);
         }
         out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(&buf[h.len..h.len + buffered]);
     }
 
     /// Send the request (streaming the rest of its body from the client) and
@@ -270,7 +267,10 @@ impl<I: ClientIo> Relay<I> {
         head_request: bool,
         sent: &mut Sent,
     ) -> Result<usize, SendError> {
-        up.write_all(&h.out).await.map_err(SendError::NotSent)?;
+        let body = &self.inbuf[h.len..h.len + buffered];
+        super::write_both(up, &h.out, body)
+            .await
+            .map_err(SendError::NotSent)?;
         let cl = h.req.content_length;
         sent.body = cl > 0;
         if (buffered as u64) < cl {
@@ -311,7 +311,7 @@ impl<I: ClientIo> Relay<I> {
                         self.write_response_head(h, &mut interim, false);
                         let limit = self.fe.config.timeouts.client_idle;
                         sent.answered = true;
-                        if !write_all(&mut self.io, &interim, limit).await {
+                        if !write_all(&mut self.io, &interim, &[], limit).await {
                             return Err(SendError::ClientGone);
                         }
                         h.upbuf.drain(..len);
@@ -388,10 +388,9 @@ impl<I: ClientIo> Relay<I> {
             return Next::Close;
         };
         let mut excess = avail.len() > take;
-        out.extend_from_slice(&avail[..take]);
         let mut bytes = take as u64;
         let client_idle = self.fe.config.timeouts.client_idle;
-        let mut ok = write_all(&mut self.io, &out, client_idle).await;
+        let mut ok = write_all(&mut self.io, &out, &avail[..take], client_idle).await;
         h.out = out;
         while ok && !body.done {
             h.upbuf.clear();
@@ -413,7 +412,7 @@ impl<I: ClientIo> Relay<I> {
             };
             excess = take < n;
             bytes += take as u64;
-            ok = write_all(&mut self.io, &h.upbuf[..take], client_idle).await;
+            ok = write_all(&mut self.io, &h.upbuf[..take], &[], client_idle).await;
         }
         if ok && framing == Framing::Close {
             let _ = self.io.shutdown().await;

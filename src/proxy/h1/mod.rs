@@ -588,7 +588,13 @@ impl<I: ClientIo> Relay<I> {
         }
         let close = h.req.close || h.req.content_length > 0;
         write_local(&mut h.out, status, why, retry_after, close);
-        let ok = write_all(&mut self.io, &h.out, self.fe.config.timeouts.client_idle).await;
+        let ok = write_all(
+            &mut self.io,
+            &h.out,
+            &[],
+            self.fe.config.timeouts.client_idle,
+        )
+        .await;
         Ok(if ok && !close {
             self.inbuf.drain(..h.len);
             Next::KeepAlive
@@ -633,22 +639,77 @@ fn write_local(out: &mut Vec<u8>, status: u16, why: &str, retry_after: Option<u6
     out.extend_from_slice(body.as_bytes());
 }
 
-/// Write all of `buf`: at once when the socket has room (no timer), else
-/// within `limit`. False when the peer is gone or too slow.
-async fn write_all<W: AsyncWrite + Unpin>(io: &mut W, buf: &[u8], limit: Duration) -> bool {
-    use futures_util::FutureExt;
-    let mut done = 0;
-    if let Some(r) = io.write(buf).now_or_never() {
-        match r {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => done = n,
+/// Write `head` then `body`: at once when the socket has room (one `writev`,
+/// no timer), else within `limit`. False when the peer is gone or too slow.
+async fn write_all<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    head: &[u8],
+    body: &[u8],
+    limit: Duration,
+) -> bool {
+    let mut fut = std::pin::pin!(write_both(io, head, body));
+    if let Some(r) = futures_util::FutureExt::now_or_never(fut.as_mut()) {
+        return r.is_ok();
+    }
+    matches!(tokio::time::timeout(limit, fut).await, Ok(Ok(())))
+}
+
+/// Write `head` then `body`, both in one `writev` when they fit: the body is
+/// sent from where it was read, not copied behind the head.
+async fn write_both<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let n = if body.is_empty() {
+        io.write(head).await?
+    } else {
+        let bufs = [std::io::IoSlice::new(head), std::io::IoSlice::new(body)];
+        io.write_vectored(&bufs).await?
+    };
+    if n == 0 && head.len() + body.len() > 0 {
+        return Err(std::io::ErrorKind::WriteZero.into());
+    }
+    if n < head.len() {
+        io.write_all(&head[n..]).await?;
+        io.write_all(body).await
+    } else {
+        io.write_all(&body[n - head.len()..]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_all;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    /// Head and body arrive whole and in order even when the peer takes a
+    /// few bytes at a time (partial `writev`s, the rest written after).
+    #[tokio::test]
+    async fn head_and_body_arrive_whole_through_small_writes() {
+        for (head, body) in [
+            (&b"HTTP/1.1 200 OK\r\n\r\n"[..], &b"0123456789abcdef"[..]),
+            (&b"H"[..], &b""[..]),
+            (&b"HEAD"[..], &b"B"[..]),
+        ] {
+            let (mut w, mut r) = tokio::io::duplex(3);
+            let reader = tokio::spawn(async move {
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).await.map(|_| got)
+            });
+            assert!(write_all(&mut w, head, body, Duration::from_secs(10)).await);
+            drop(w);
+            let got = reader.await.expect("reader task").expect("read");
+            assert_eq!(got, [head, body].concat());
         }
     }
-    if done == buf.len() {
-        return true;
+
+    /// A peer that is gone makes the write fail, not hang.
+    #[tokio::test]
+    async fn a_closed_peer_fails_the_write() {
+        let (mut w, r) = tokio::io::duplex(3);
+        drop(r);
+        assert!(!write_all(&mut w, b"head", b"body", Duration::from_secs(10)).await);
     }
-    matches!(
-        tokio::time::timeout(limit, io.write_all(&buf[done..])).await,
-        Ok(Ok(()))
-    )
 }
