@@ -1154,3 +1154,55 @@ fn sigterm_closes_idle_keep_alive_connections_at_once() {
         .expect("exited after its connections closed");
     assert!(st.success(), "{st:?}");
 }
+
+#[test]
+fn a_request_in_flight_when_draining_starts_ends_its_connection() {
+    // /slow is held by the upstream until the test lets it go, after the
+    // drain has started (the listener refuses new connections by then).
+    let release = Arc::new(AtomicBool::new(false));
+    let gate = release.clone();
+    let up = Upstream::start(move |req| {
+        if req.path() == "/slow" {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !gate.load(Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Reply::Send(ok("done"))
+    });
+    let listen = free_addr();
+    let toml = config(listen, up.addr, "").replace(
+        "backend = \"web\"",
+        "backend = \"web\"\nclient_idle_timeout = \"10m\"\nclient_header_timeout = \"10m\"",
+    );
+    let mut lb = Lb::start(&toml, listen);
+    let mut c = Client::connect(listen);
+    assert_eq!(c.get("/warm").status, 200);
+    c.send(b"GET /slow HTTP/1.1\r\nHost: test.local\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !up.seen().iter().any(|s| s.path() == "/slow") {
+        assert!(Instant::now() < deadline, "the upstream never got /slow");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    lb.proc.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&listen, Duration::from_secs(1)).is_ok() {
+        assert!(Instant::now() < deadline, "the listener kept accepting");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    release.store(true, Ordering::SeqCst);
+    let r = c.response(false);
+    assert_eq!((r.status, r.text().as_str()), (200, "done"), "{r:?}");
+    assert_eq!(
+        r.header("connection").as_deref(),
+        Some("close"),
+        "the last answer of a draining process says so: {}",
+        r.head
+    );
+    assert!(c.closed(), "the connection ended after the answer");
+    let st = lb
+        .proc
+        .wait_exit(Duration::from_secs(20))
+        .expect("exited after its connections closed");
+    assert!(st.success(), "{st:?}");
+}

@@ -79,6 +79,10 @@ pub struct Runtime {
     /// Open client connections, for graceful shutdown.
     pub conns: ConnTracker,
     draining: watch::Sender<bool>,
+    /// Set when draining starts: read per request, so an atomic, not the
+    /// watch channel's lock (whose `send` also stores nothing while no
+    /// receiver is subscribed).
+    drain_started: std::sync::atomic::AtomicBool,
     /// Woken when draining starts (for waits too small to hold a receiver).
     /// Sharded, as tokio's watch channel is: every idle keep-alive wait
     /// registers here, from every worker thread.
@@ -119,6 +123,7 @@ impl Runtime {
             control: Mutex::new(Control::default()),
             conns: ConnTracker::default(),
             draining,
+            drain_started: std::sync::atomic::AtomicBool::new(false),
             drain: std::array::from_fn(|_| tokio::sync::Notify::new()),
         });
         rt.apply(Change::Reload(Box::new(config))).await?;
@@ -165,7 +170,7 @@ impl Runtime {
 
     /// True once the process has started draining for shutdown.
     pub fn is_draining(&self) -> bool {
-        *self.draining.borrow()
+        self.drain_started.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Resolves when draining starts after it was `enable`d: enable it, then
@@ -489,7 +494,9 @@ impl Runtime {
                 let _ = stop.send(true);
             }
         }
-        let _ = self.draining.send(true);
+        self.drain_started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.draining.send_replace(true);
         for n in &self.drain {
             n.notify_waiters();
         }

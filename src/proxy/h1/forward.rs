@@ -376,7 +376,9 @@ impl<I: ClientIo> Relay<I> {
         pending: Pending,
     ) -> Next {
         let framing = h.resp.framing;
-        let close = h.req.close || self.closing || framing == Framing::Close;
+        // Draining: tell the client this is the last answer (HAProxy too).
+        let close =
+            h.req.close || self.closing || self.rt.is_draining() || framing == Framing::Close;
         let mut out = std::mem::take(&mut h.out);
         out.clear();
         self.write_response_head(h, &mut out, close);
