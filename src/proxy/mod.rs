@@ -2,6 +2,7 @@
 //! upstream connection pool, forwarded headers and the access log.
 
 pub mod attempts;
+pub mod batch;
 pub mod body;
 pub mod edge;
 pub mod h1;

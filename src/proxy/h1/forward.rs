@@ -267,7 +267,7 @@ impl<I: ClientIo> Relay<I> {
         head_request: bool,
         sent: &mut Sent,
     ) -> Result<usize, SendError> {
-        super::others_first().await;
+        crate::proxy::batch::others_first().await;
         let body = &self.inbuf[h.len..h.len + buffered];
         super::write_both(up, &h.out, body)
             .await
@@ -393,7 +393,7 @@ impl<I: ClientIo> Relay<I> {
         let mut excess = avail.len() > take;
         let mut bytes = take as u64;
         let client_idle = self.fe.config.timeouts.client_idle;
-        super::others_first().await;
+        crate::proxy::batch::others_first().await;
         let mut ok = write_all(&mut self.io, &out, &avail[..take], client_idle).await;
         h.out = out;
         while ok && !body.done {

@@ -639,30 +639,6 @@ fn write_local(out: &mut Vec<u8>, status: u16, why: &str, retry_after: Option<u6
     out.extend_from_slice(body.as_bytes());
 }
 
-/// Let the other tasks that are ready run before this one goes on.
-///
-/// The relay calls this before it writes a request to its server and before it
-/// writes an answer to its client, so the writes of one event-loop pass go out
-/// together after every woken connection has read its input — HAProxy works the
-/// same way (its connections receive, then its streams run and send). A server
-/// or client then wakes once for several messages instead of once for each:
-/// at 50 keep-alive connections the backends' context switches per request
-/// went from 0.76 to 0.39 (HAProxy 0.43) and fulcrum's req/s from 0.99× to
-/// 1.14× HAProxy's (`bench/` backends, paired 2 s runs). The task is requeued
-/// behind the ready ones (tokio treats a self-wake as a yield); with nothing
-/// else ready it costs one more poll.
-fn others_first() -> impl std::future::Future<Output = ()> {
-    let mut requeued = false;
-    std::future::poll_fn(move |cx| {
-        if requeued {
-            return std::task::Poll::Ready(());
-        }
-        requeued = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-}
-
 /// Write `head` then `body`: at once when the socket has room (one `writev`,
 /// no timer), else within `limit`. False when the peer is gone or too slow.
 async fn write_all<W: AsyncWrite + Unpin>(
