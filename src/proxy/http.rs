@@ -206,11 +206,7 @@ async fn drive<C, E>(
     E: std::fmt::Display,
 {
     tokio::pin!(conn);
-    let mut draining = rt.draining();
-    // The watch guard must not live across the await below (it is not Send).
-    let drain_started = async move {
-        let _ = draining.wait_for(|d| *d).await;
-    };
+    let drain_started = rt.until_draining(usize::from(client.port()));
     let r = tokio::select! {
         r = conn.as_mut() => r,
         () = drain_started => {

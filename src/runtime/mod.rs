@@ -78,14 +78,13 @@ pub struct Runtime {
     control: Mutex<Control>,
     /// Open client connections, for graceful shutdown.
     pub conns: ConnTracker,
-    draining: watch::Sender<bool>,
-    /// Set when draining starts: read per request, so an atomic, not the
-    /// watch channel's lock (whose `send` also stores nothing while no
-    /// receiver is subscribed).
+    /// Set when draining starts: read per request, so an atomic.
     drain_started: std::sync::atomic::AtomicBool,
-    /// Woken when draining starts (for waits too small to hold a receiver).
-    /// Sharded, as tokio's watch channel is: every idle keep-alive wait
-    /// registers here, from every worker thread.
+    /// Woken when draining starts, after `drain_started` is set. Sharded:
+    /// every idle keep-alive wait registers here, from every worker thread.
+    /// (One mechanism for every wait: a watch channel used before it cost a
+    /// receiver per connection, and its `send` stores nothing while no
+    /// receiver is subscribed.)
     drain: [tokio::sync::Notify; DRAIN_SHARDS],
 }
 
@@ -115,14 +114,12 @@ impl Runtime {
             frontends: HashMap::new(),
             backends: BTreeMap::new(),
         };
-        let (draining, _) = watch::channel(false);
         let rt = Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(empty),
             epoch: Instant::now(),
             started: SystemTime::now(),
             control: Mutex::new(Control::default()),
             conns: ConnTracker::default(),
-            draining,
             drain_started: std::sync::atomic::AtomicBool::new(false),
             drain: std::array::from_fn(|_| tokio::sync::Notify::new()),
         });
@@ -163,11 +160,6 @@ impl Runtime {
         v
     }
 
-    /// A receiver that turns true when the process starts draining for shutdown.
-    pub fn draining(&self) -> watch::Receiver<bool> {
-        self.draining.subscribe()
-    }
-
     /// True once the process has started draining for shutdown.
     pub fn is_draining(&self) -> bool {
         self.drain_started.load(std::sync::atomic::Ordering::SeqCst)
@@ -178,6 +170,17 @@ impl Runtime {
     /// `key` spreads the waiters over the shards (a connection's port, say).
     pub fn drained(&self, key: usize) -> tokio::sync::futures::Notified<'_> {
         self.drain[key % DRAIN_SHARDS].notified()
+    }
+
+    /// Resolves once the process has started draining for shutdown (at once
+    /// if it has). `key` as for [`Runtime::drained`].
+    pub async fn until_draining(&self, key: usize) {
+        let mut drained = std::pin::pin!(self.drained(key));
+        drained.as_mut().enable();
+        if self.is_draining() {
+            return;
+        }
+        drained.await
     }
 
     /// Apply one change: build the next snapshot from the current one, bind new
@@ -496,7 +499,6 @@ impl Runtime {
         }
         self.drain_started
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.draining.send_replace(true);
         for n in &self.drain {
             n.notify_waiters();
         }

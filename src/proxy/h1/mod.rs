@@ -366,11 +366,11 @@ impl<I: ClientIo> Relay<I> {
 
     /// `fill` within `wait`, unless the process starts draining.
     async fn fill_within(&mut self, wait: Duration) -> bool {
-        let mut draining = self.rt.draining();
+        let (rt, key) = (self.rt.clone(), usize::from(self.client.port()));
         tokio::select! {
             biased;
             got = tokio::time::timeout(wait, self.fill()) => matches!(got, Ok(Ok(n)) if n > 0),
-            _ = draining.wait_for(|d| *d) => false,
+            () = rt.until_draining(key) => false,
         }
     }
 
