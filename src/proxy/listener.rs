@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::lazy::LazyTcp;
 use crate::config::types::Mode;
 use crate::runtime::Runtime;
 
@@ -33,7 +36,14 @@ pub fn spawn(
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        let listener = match TcpListener::from_std(listener) {
+        // Through mio and `AsyncFd`, not tokio's `TcpListener`: accepted
+        // sockets are not registered with the event loop until they must
+        // wait (see `lazy`).
+        let listener = mio::net::TcpListener::from_std(listener);
+        // SAFETY: the mio listener owns its descriptor, which stays open and
+        // the same for as long as the `AsyncFd` owns the listener.
+        let registered = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) };
+        let listener = match registered {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(%frontend, error = %e, "cannot use listening socket");
@@ -41,7 +51,7 @@ pub fn spawn(
             }
         };
         let frontend: Arc<str> = Arc::from(frontend);
-        let bound = listener.local_addr().ok();
+        let bound = listener.get_ref().local_addr().ok();
         if let Some(a) = bound {
             tracing::info!(frontend = %frontend, addr = %a, ?mode, "listening");
         }
@@ -76,7 +86,7 @@ pub fn spawn(
             // signal is then not even polled (no waiter registered per accept).
             let accepted = tokio::select! {
                 biased;
-                r = listener.accept() => r,
+                r = accept(&listener) => r,
                 _ = stop.wait_for(|s| *s) => break,
             };
             match accepted {
@@ -101,9 +111,17 @@ pub fn spawn(
                         // The common case straight to the relay: one small task.
                         let guards = super::h1::ConnGuards::new(&rt, count);
                         let (rt, name) = (rt.clone(), frontend.clone());
-                        super::h1::spawn(rt, name, fe, stream, (client, local), false, guards);
+                        let io = LazyTcp::new(stream);
+                        super::h1::spawn(rt, name, fe, io, (client, local), false, guards);
                         continue;
                     }
+                    let stream = match TcpStream::from_std(stream) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(frontend = %frontend, error = %e, "cannot register connection");
+                            continue;
+                        }
+                    };
                     let rt = rt.clone();
                     let name = frontend.clone();
                     tokio::spawn(async move {
@@ -139,6 +157,22 @@ pub fn spawn(
         }
         tracing::info!(frontend = %frontend, "listener closed");
     });
+}
+
+/// Accept one connection, non-blocking and not registered with the event
+/// loop.
+async fn accept(
+    listener: &AsyncFd<mio::net::TcpListener>,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        match ready.try_io(|l| l.get_ref().accept()) {
+            Ok(Ok((stream, addr))) => return Ok((stream.into(), addr)),
+            Ok(Err(e)) => return Err(e),
+            // Nothing to accept after all (readiness cleared): wait again.
+            Err(_would_block) => continue,
+        }
+    }
 }
 
 /// Read the PROXY header a load balancer in front sends; returns the real

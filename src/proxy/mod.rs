@@ -9,6 +9,7 @@ pub mod h1;
 pub mod headers;
 pub mod http;
 pub mod idle;
+pub mod lazy;
 pub mod listener;
 pub mod log;
 pub mod pool;

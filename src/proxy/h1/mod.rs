@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use self::head::Kind;
+use super::lazy::LazyTcp;
 use super::log;
 use crate::config::types::AccessLog;
 use crate::runtime::{BackendRt, FrontendRt, Runtime};
@@ -45,19 +46,36 @@ const BUF: usize = 16 * 1024;
 
 /// A client stream the relay can serve.
 pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// The plain socket, when waiting for readability on it is exact (no
-    /// bytes can be buffered above it): idle connections then hold no buffer.
-    fn socket(&self) -> Option<&TcpStream>;
+    /// The plain socket (registered with the event loop), when waiting for
+    /// readability on it is exact (no bytes can be buffered above it): idle
+    /// connections then hold no buffer.
+    fn socket(&mut self) -> Option<&TcpStream>;
+
+    /// True while a plain socket is not registered with the event loop yet:
+    /// reads are tried at once, without waiting for readiness.
+    fn fresh(&self) -> bool {
+        false
+    }
 }
 
 impl ClientIo for TcpStream {
-    fn socket(&self) -> Option<&TcpStream> {
+    fn socket(&mut self) -> Option<&TcpStream> {
         Some(self)
     }
 }
 
+impl ClientIo for LazyTcp {
+    fn socket(&mut self) -> Option<&TcpStream> {
+        self.registered().ok().map(|s| &*s)
+    }
+
+    fn fresh(&self) -> bool {
+        self.is_fresh()
+    }
+}
+
 impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
-    fn socket(&self) -> Option<&TcpStream> {
+    fn socket(&mut self) -> Option<&TcpStream> {
         None
     }
 }
@@ -323,6 +341,17 @@ impl<I: ClientIo> Relay<I> {
     /// is small (a timer and a drain notification, polled by hand) because
     /// an idle keep-alive connection holds nothing else.
     async fn next_request(&mut self, wait: Duration) -> bool {
+        if self.io.fresh() {
+            // Just accepted: the request is usually here already. Read it
+            // without registering the socket (HAProxy reads at once too);
+            // when nothing is there, the read registers it and we wait below.
+            self.inbuf = take_buf();
+            match futures_util::FutureExt::now_or_never(self.io.read_buf(&mut self.inbuf)) {
+                Some(Ok(n)) => return n > 0,
+                Some(Err(_)) => return false,
+                None => give_buf(std::mem::take(&mut self.inbuf)),
+            }
+        }
         if self.io.socket().is_none() {
             // TLS may hold decrypted bytes above the socket: read through it.
             return Box::pin(self.fill_within(wait)).await;
