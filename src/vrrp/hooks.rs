@@ -37,7 +37,12 @@ pub async fn run_command(
         c.arg("-c").arg(cmd).arg("fulcrum-hook");
         c
     };
-    c.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    // Its own process group, so a timeout ends what it started too (a shell
+    // command's children), as keepalived does.
+    c.args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .process_group(0);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -61,6 +66,11 @@ pub async fn run_command(
         }
         Err(_) => {
             tracing::warn!(command = cmd, ?timeout, "command timed out; killed");
+            if let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+                // SAFETY: kill(2) on the group this function created (the
+                // child is its leader and has not been reaped: no reuse).
+                unsafe { libc::kill(-group, libc::SIGKILL) };
+            }
             let _ = child.kill().await;
             false
         }
@@ -140,6 +150,33 @@ mod tests {
         let started = std::time::Instant::now();
         assert!(!run_command("sleep 5", &[], &[], Duration::from_millis(100)).await);
         assert!(started.elapsed() < Duration::from_secs(4));
+    }
+
+    /// A shell command that times out is ended with everything it started.
+    #[tokio::test]
+    async fn a_timed_out_command_takes_its_children_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let started = std::time::Instant::now();
+        assert!(!run_command(&cmd, &[], &[], Duration::from_secs(2)).await);
+        let pid: u32 = std::fs::read_to_string(&pidfile)
+            .expect("the command wrote its child's pid")
+            .trim()
+            .parse()
+            .expect("a pid");
+        // Gone, or a zombie until init reaps it; bounded wait.
+        let ended = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        };
+        while !ended() && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(ended(), "the command's child {pid} outlived the timeout");
     }
 
     #[tokio::test]
