@@ -114,8 +114,14 @@ def aggregate(rows):
         }
     for case, targets in summary.items():
         base = targets.get("haproxy")
-        for t in targets.values():
+        # Rounds are interleaved, so a round's targets ran within seconds of
+        # each other: the median of the per-round ratios cancels the machine's
+        # drift between rounds, which the ratio of medians does not.
+        base_rps = {r["round"]: r["rps"] for r in groups.get((case, "haproxy"), [])}
+        for name, t in targets.items():
             t["rps_vs_haproxy"] = ratio(t["rps_median"], base and base["rps_median"])
+            t["rps_vs_haproxy_paired"] = med(
+                ratio(r["rps"], base_rps.get(r["round"])) for r in groups[(case, name)])
             t["cpu_vs_haproxy"] = ratio(t["cpu_us_per_req"], base and base["cpu_us_per_req"])
             t["p99_vs_haproxy"] = ratio(t["p99_ms"], base and base["p99_ms"])
     return summary
@@ -148,12 +154,13 @@ def markdown(meta, summary):
     lines.append(f"- fulcrum worker threads: {meta.get('fulcrum_threads', '?')}; "
                  "HAProxy nbthread 1; nginx 1 worker")
     lines.append(f"- command: `{meta.get('command', 'bench/run.sh')}`")
-    lines.append("- req/s: median (min–max) over rounds; p50/p99: median over rounds; "
+    lines.append("- req/s: median (min–max) over rounds; × HAProxy per round: median over rounds of the "
+                 "ratio within the round (steadier: rounds are interleaved); p50/p99: median over rounds; "
                  "CPU: proxy utime+stime per request (nginx: master+worker); RSS: peak (VmHWM) of the proxy")
     lines.append("")
-    lines.append("| case | target | req/s median (min–max) | × HAProxy req/s | p50 ms | p99 ms "
-                 "| CPU µs/req | × HAProxy CPU | peak RSS MiB | errors |")
-    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    lines.append("| case | target | req/s median (min–max) | × HAProxy req/s | × HAProxy per round "
+                 "| p50 ms | p99 ms | CPU µs/req | × HAProxy CPU | peak RSS MiB | errors |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for case in CASE_TEXT:
         if case not in summary:
             continue
@@ -167,6 +174,7 @@ def markdown(meta, summary):
             noisy = " ⚠" if t["noisy_rounds"] else ""
             lines.append(
                 f"| {case} | {target}{noisy} | {rps} | {fmt(t['rps_vs_haproxy'], '.2f')} "
+                f"| {fmt(t['rps_vs_haproxy_paired'], '.2f')} "
                 f"| {fmt(t['p50_ms'], '.2f')} | {fmt(t['p99_ms'], '.2f')} "
                 f"| {fmt(t['cpu_us_per_req'], '.1f')} | {fmt(t['cpu_vs_haproxy'], '.2f')} "
                 f"| {fmt(rss, '.1f')} | {t['errors']} |")
