@@ -8,8 +8,10 @@ use std::task::Poll;
 /// The HTTP/1.1 relay calls this before it writes a request to its server and
 /// before it writes an answer to its client, so the writes of one event-loop
 /// pass go out together after every woken connection has read its input —
-/// HAProxy works the same way (its connections receive, then its streams run
-/// and send). A server or client then wakes once for several messages instead
+/// as HAProxy's scheduler appears to (from its design, where connections'
+/// I/O tasklets run before the streams that send; not checked in its source,
+/// but a backend behind HAProxy saw 16.5 requests per wake-up, 9 behind
+/// fulcrum before this). A server or client then wakes once for several messages instead
 /// of once for each: at 50 keep-alive connections the backends' context
 /// switches per request went from 0.74 to 0.33 (HAProxy 0.46) and fulcrum's
 /// req/s from 1.02× to 1.09× HAProxy's (`bench/` backends, medians of 11

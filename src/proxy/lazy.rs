@@ -52,6 +52,26 @@ impl LazyTcp {
     }
 }
 
+impl LazyTcp {
+    /// A write: `direct` on the unregistered socket unless it would block,
+    /// else `registered` on the stream registered now (or before).
+    fn write_with(
+        &mut self,
+        direct: impl FnOnce(&std::net::TcpStream) -> io::Result<usize>,
+        registered: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if let LazyTcp::Fresh(s) = self {
+            if let Some(r) = now(direct(s)) {
+                return Poll::Ready(r);
+            }
+        }
+        match self.registered() {
+            Ok(s) => registered(Pin::new(s)),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
 /// A direct attempt: `Some` with its result, `None` when it would block.
 fn now<T>(r: io::Result<T>) -> Option<io::Result<T>> {
     match r {
@@ -92,15 +112,7 @@ impl AsyncWrite for LazyTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let LazyTcp::Fresh(s) = &*self {
-            if let Some(r) = now((&mut &*s).write(buf)) {
-                return Poll::Ready(r);
-            }
-        }
-        match self.registered() {
-            Ok(s) => Pin::new(s).poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.write_with(|mut s| s.write(buf), |s| s.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -108,15 +120,10 @@ impl AsyncWrite for LazyTcp {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if let LazyTcp::Fresh(s) = &*self {
-            if let Some(r) = now((&mut &*s).write_vectored(bufs)) {
-                return Poll::Ready(r);
-            }
-        }
-        match self.registered() {
-            Ok(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.write_with(
+            |mut s| s.write_vectored(bufs),
+            |s| s.poll_write_vectored(cx, bufs),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
