@@ -10,6 +10,7 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod discovery;
+pub mod import;
 pub mod health;
 pub mod lab;
 pub mod proxy;
