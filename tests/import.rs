@@ -22,10 +22,14 @@ use common::{free_addr, Proc};
 use fulcrum::demo::backend::{start_backend, BackendHandle, BackendOptions};
 
 fn haproxy() -> Option<PathBuf> {
-    ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy", "/usr/bin/haproxy"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/sbin/haproxy",
+        "/usr/local/sbin/haproxy",
+        "/usr/bin/haproxy",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 struct Rewritten {
@@ -109,7 +113,9 @@ fn servers(text: &str) -> Vec<String> {
     for line in text.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
         match w.first().copied() {
-            Some("frontend" | "backend" | "listen" | "defaults" | "global") => section = w.get(1).copied().unwrap_or(""),
+            Some("frontend" | "backend" | "listen" | "defaults" | "global") => {
+                section = w.get(1).copied().unwrap_or("")
+            }
             Some("server") => out.push(format!("{section}/{}", w.get(1).copied().unwrap_or(""))),
             _ => {}
         }
@@ -119,7 +125,12 @@ fn servers(text: &str) -> Vec<String> {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Req { bind: usize, host: String, path: String, sticky: bool },
+    Req {
+        bind: usize,
+        host: String,
+        path: String,
+        sticky: bool,
+    },
     Health(String, bool),
 }
 
@@ -128,8 +139,19 @@ fn table(text: &str) -> Vec<Step> {
     for line in text.lines() {
         let l = line.trim();
         if let Some(r) = l.strip_prefix("# req:") {
-            let mut s = Step::Req { bind: 0, host: "www.example.com".into(), path: "/".into(), sticky: false };
-            if let Step::Req { bind, host, path, sticky } = &mut s {
+            let mut s = Step::Req {
+                bind: 0,
+                host: "www.example.com".into(),
+                path: "/".into(),
+                sticky: false,
+            };
+            if let Step::Req {
+                bind,
+                host,
+                path,
+                sticky,
+            } = &mut s
+            {
                 for kv in r.split_whitespace() {
                     match kv.split_once('=') {
                         Some(("bind", v)) => *bind = v.parse().unwrap_or(0),
@@ -158,7 +180,11 @@ fn table(text: &str) -> Vec<Step> {
         if w.first() != Some(&"acl") {
             continue;
         }
-        let vals = w.iter().skip(3).filter(|v| !v.starts_with('-')).map(|v| v.to_string());
+        let vals = w
+            .iter()
+            .skip(3)
+            .filter(|v| !v.starts_with('-'))
+            .map(|v| v.to_string());
         let f = w.get(2).copied().unwrap_or("");
         if f.contains("(host)") {
             for v in vals {
@@ -171,14 +197,24 @@ fn table(text: &str) -> Vec<Step> {
     }
     for h in &hosts {
         for p in &paths {
-            steps.push(Step::Req { bind: 0, host: h.clone(), path: p.clone(), sticky: false });
+            steps.push(Step::Req {
+                bind: 0,
+                host: h.clone(),
+                path: p.clone(),
+                sticky: false,
+            });
         }
     }
     steps
 }
 
 /// What one answer says: status, backend and server (from x-served-by), redirect target.
-fn ask(addr: SocketAddr, host: &str, path: &str, cookie: Option<&str>) -> (u16, String, String, String, Option<String>) {
+fn ask(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    cookie: Option<&str>,
+) -> (u16, String, String, String, Option<String>) {
     let mut h = vec![("Host", host)];
     if let Some(c) = cookie {
         h.push(("Cookie", c));
@@ -186,9 +222,14 @@ fn ask(addr: SocketAddr, host: &str, path: &str, cookie: Option<&str>) -> (u16, 
     match common::request(addr, "GET", path, &h) {
         Ok(r) => {
             let by = r.header("x-served-by").unwrap_or("").to_string();
-            let (be, srv) = by.split_once('/').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
+            let (be, srv) = by
+                .split_once('/')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .unwrap_or_default();
             let loc = r.header("location").map(|l| l.to_string());
-            let cookie = r.header("set-cookie").map(|c| c.split(';').next().unwrap_or("").to_string());
+            let cookie = r
+                .header("set-cookie")
+                .map(|c| c.split(';').next().unwrap_or("").to_string());
             (r.status, be, srv, loc.unwrap_or_default(), cookie)
         }
         Err(_) => (0, String::new(), String::new(), String::new(), None),
@@ -205,7 +246,12 @@ fn observe(addr: SocketAddr, host: &str, path: &str, sticky: bool, backend_only:
     let mut stuck = true;
     let mut first_srv = None;
     for _ in 0..4 {
-        let (st, be, srv, loc, set) = ask(addr, host, path, if sticky { cookie.as_deref() } else { None });
+        let (st, be, srv, loc, set) = ask(
+            addr,
+            host,
+            path,
+            if sticky { cookie.as_deref() } else { None },
+        );
         if sticky {
             if cookie.is_none() {
                 cookie = set;
@@ -219,8 +265,15 @@ fn observe(addr: SocketAddr, host: &str, path: &str, sticky: bool, backend_only:
         servers.insert(srv);
         locs.insert(loc);
     }
-    let servers = if backend_only || sticky { "-".to_string() } else { format!("{servers:?}") };
-    format!("status {statuses:?} backend {backends:?} servers {servers} location {locs:?} sticky {}", !sticky || stuck)
+    let servers = if backend_only || sticky {
+        "-".to_string()
+    } else {
+        format!("{servers:?}")
+    };
+    format!(
+        "status {statuses:?} backend {backends:?} servers {servers} location {locs:?} sticky {}",
+        !sticky || stuck
+    )
 }
 
 struct Fixture {
@@ -231,8 +284,16 @@ struct Fixture {
 fn spawn_logged(cmd: &mut Command, name: &str, dir: &Path) -> Proc {
     let log = dir.join(format!("{name}.log"));
     let f = std::fs::File::create(&log).expect("log file");
-    let child = cmd.stdout(Stdio::from(f.try_clone().expect("dup"))).stderr(Stdio::from(f)).spawn().expect("spawn");
-    Proc { child, name: name.into(), log }
+    let child = cmd
+        .stdout(Stdio::from(f.try_clone().expect("dup")))
+        .stderr(Stdio::from(f))
+        .spawn()
+        .expect("spawn");
+    Proc {
+        child,
+        name: name.into(),
+        log,
+    }
 }
 
 /// Wait until neither load balancer sends `spec` to `up` (bounded), after a health flip.
@@ -255,10 +316,20 @@ fn settle(addrs: &[SocketAddr], server: &str, down: bool) {
 
 fn run_one(cfg: &Path, hap: &Path, fx: &mut Fixture, work: &Path) -> Result<usize, String> {
     let text = std::fs::read_to_string(cfg).map_err(|e| e.to_string())?;
-    let name = cfg.file_stem().and_then(|s| s.to_str()).unwrap_or("cfg").to_string();
+    let name = cfg
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("cfg")
+        .to_string();
     let mut ups = BTreeMap::new();
     for s in servers(&text) {
-        let h = fx.rt.block_on(start_backend(BackendOptions { name: s.clone(), listen: "127.0.0.1:0".parse().expect("addr") })).map_err(|e| e.to_string())?;
+        let h = fx
+            .rt
+            .block_on(start_backend(BackendOptions {
+                name: s.clone(),
+                listen: "127.0.0.1:0".parse().expect("addr"),
+            }))
+            .map_err(|e| e.to_string())?;
         ups.insert(s.clone(), h.local_addr());
         fx.ups.insert(s, h);
     }
@@ -267,7 +338,10 @@ fn run_one(cfg: &Path, hap: &Path, fx: &mut Fixture, work: &Path) -> Result<usiz
     let dir = work.join(&name);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     // Map and pattern files sit next to the config.
-    for e in std::fs::read_dir(cfg.parent().unwrap_or(Path::new("."))).map_err(|e| e.to_string())?.flatten() {
+    for e in std::fs::read_dir(cfg.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
         let p = e.path();
         if matches!(p.extension().and_then(|x| x.to_str()), Some("map" | "lst")) {
             let _ = std::fs::copy(&p, dir.join(p.file_name().unwrap_or_default()));
@@ -278,23 +352,62 @@ fn run_one(cfg: &Path, hap: &Path, fx: &mut Fixture, work: &Path) -> Result<usiz
     std::fs::write(&ha_cfg, &rw.ha).map_err(|e| e.to_string())?;
     std::fs::write(&fu_cfg, &rw.fu).map_err(|e| e.to_string())?;
     let toml = dir.join("fulcrum.toml");
-    let out = Command::new(common::bin()).current_dir(&dir).args(["import", fu_cfg.to_str().unwrap_or(""), "-o", toml.to_str().unwrap_or("")]).output().map_err(|e| e.to_string())?;
+    let out = Command::new(common::bin())
+        .current_dir(&dir)
+        .args([
+            "import",
+            fu_cfg.to_str().unwrap_or(""),
+            "-o",
+            toml.to_str().unwrap_or(""),
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err(format!("import failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     // A fixed admin port would collide between configs and with other tests.
-    let t = std::fs::read_to_string(&toml).map_err(|e| e.to_string())?.replace("127.0.0.1:9000", &free_addr().to_string());
+    let t = std::fs::read_to_string(&toml)
+        .map_err(|e| e.to_string())?
+        .replace("127.0.0.1:9000", &free_addr().to_string());
     std::fs::write(&toml, t).map_err(|e| e.to_string())?;
-    let chk = Command::new(common::bin()).args(["check", "--config", toml.to_str().unwrap_or("")]).output().map_err(|e| e.to_string())?;
+    let chk = Command::new(common::bin())
+        .args(["check", "--config", toml.to_str().unwrap_or("")])
+        .output()
+        .map_err(|e| e.to_string())?;
     if !chk.status.success() {
-        return Err(format!("fulcrum check failed: {}", String::from_utf8_lossy(&chk.stderr)));
+        return Err(format!(
+            "fulcrum check failed: {}",
+            String::from_utf8_lossy(&chk.stderr)
+        ));
     }
-    let hc = Command::new(hap).args(["-c", "-q", "-f", ha_cfg.to_str().unwrap_or("")]).current_dir(&dir).output().map_err(|e| e.to_string())?;
+    let hc = Command::new(hap)
+        .args(["-c", "-q", "-f", ha_cfg.to_str().unwrap_or("")])
+        .current_dir(&dir)
+        .output()
+        .map_err(|e| e.to_string())?;
     if !hc.status.success() {
-        return Err(format!("haproxy -c refused the corpus file: {}", String::from_utf8_lossy(&hc.stderr)));
+        return Err(format!(
+            "haproxy -c refused the corpus file: {}",
+            String::from_utf8_lossy(&hc.stderr)
+        ));
     }
-    let _h = spawn_logged(Command::new(hap).args(["-db", "-f", ha_cfg.to_str().unwrap_or("")]).current_dir(&dir), &format!("{name}-haproxy"), &dir);
-    let _f = spawn_logged(Command::new(common::bin()).args(["run", "--config", toml.to_str().unwrap_or("")]).current_dir(&dir), &format!("{name}-fulcrum"), &dir);
+    let _h = spawn_logged(
+        Command::new(hap)
+            .args(["-db", "-f", ha_cfg.to_str().unwrap_or("")])
+            .current_dir(&dir),
+        &format!("{name}-haproxy"),
+        &dir,
+    );
+    let _f = spawn_logged(
+        Command::new(common::bin())
+            .args(["run", "--config", toml.to_str().unwrap_or("")])
+            .current_dir(&dir),
+        &format!("{name}-fulcrum"),
+        &dir,
+    );
     let Some(&(ha0, fu0)) = rw.binds.first() else {
         return Ok(0);
     };
@@ -304,8 +417,15 @@ fn run_one(cfg: &Path, hap: &Path, fx: &mut Fixture, work: &Path) -> Result<usiz
     let mut compared = 0;
     for step in table(&text) {
         match step {
-            Step::Req { bind, host, path, sticky } => {
-                let Some(&(a, b)) = rw.binds.get(bind) else { continue };
+            Step::Req {
+                bind,
+                host,
+                path,
+                sticky,
+            } => {
+                let Some(&(a, b)) = rw.binds.get(bind) else {
+                    continue;
+                };
                 let x = observe(a, &host, &path, sticky, backend_only);
                 let y = observe(b, &host, &path, sticky, backend_only);
                 if x != y {
@@ -330,15 +450,28 @@ fn corpus_routes_like_haproxy() {
         return;
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import_corpus");
-    let mut cfgs: Vec<PathBuf> = std::fs::read_dir(&dir).expect("corpus dir").flatten().map(|e| e.path()).filter(|p| p.extension().and_then(|x| x.to_str()) == Some("cfg")).collect();
+    let mut cfgs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("corpus dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("cfg"))
+        .collect();
     cfgs.sort();
     if let Ok(only) = std::env::var("IMPORT_ONLY") {
         cfgs.retain(|p| p.to_string_lossy().contains(&only));
     }
     let work = tempfile::tempdir().expect("tempdir");
-    let cert = rcgen::generate_simple_self_signed(vec!["www.example.com".to_string()]).expect("cert");
-    std::fs::write(work.path().join("site.pem"), format!("{}{}", cert.cert.pem(), cert.key_pair.serialize_pem())).expect("pem");
-    let mut fx = Fixture { rt: tokio::runtime::Runtime::new().expect("runtime"), ups: BTreeMap::new() };
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["www.example.com".to_string()]).expect("cert");
+    std::fs::write(
+        work.path().join("site.pem"),
+        format!("{}{}", cert.cert.pem(), cert.key_pair.serialize_pem()),
+    )
+    .expect("pem");
+    let mut fx = Fixture {
+        rt: tokio::runtime::Runtime::new().expect("runtime"),
+        ups: BTreeMap::new(),
+    };
     let mut failures = Vec::new();
     let mut total = 0;
     for cfg in &cfgs {
@@ -354,5 +487,11 @@ fn corpus_routes_like_haproxy() {
         }
     }
     eprintln!("{} configs, {total} request specs compared", cfgs.len());
-    assert!(failures.is_empty(), "{} of {} configs differ:\n{}", failures.len(), cfgs.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} configs differ:\n{}",
+        failures.len(),
+        cfgs.len(),
+        failures.join("\n")
+    );
 }

@@ -90,8 +90,7 @@ pub fn q(s: &str) -> String {
 /// A TOML key, quoted unless it is bare-safe.
 pub fn key(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         s.to_string()

@@ -277,7 +277,9 @@ pub fn parse(text: &str, file: &str, rep: &mut Report) -> Result<Parsed, ParseEr
                 rep.add(
                     &loc,
                     &line.text,
-                    Outcome::NoEquivalent(format!("`{k}` sections have no fulcrum equivalent; their lines are skipped")),
+                    Outcome::NoEquivalent(format!(
+                        "`{k}` sections have no fulcrum equivalent; their lines are skipped"
+                    )),
                 );
                 cur = Cur::Other(k.to_string());
                 continue;
@@ -523,7 +525,11 @@ impl Px {
 
     /// A timeout by HAProxy name.
     pub fn timeout(&self, name: &str) -> Option<&Set<String>> {
-        self.timeouts.iter().rev().find(|(n, _)| n == name).map(|(_, s)| s)
+        self.timeouts
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
     }
 
     /// "http" or "tcp" (HAProxy's default is tcp).
@@ -629,7 +635,12 @@ fn apply(px: &mut Px, l: &Line, from_defaults: bool, rep: &mut Report) -> Result
             let cond = match l.w(2) {
                 "" => None,
                 "if" | "unless" => Some(parse_cond(&l.words[2..]).map_err(|m| perr(l, m))?),
-                other => return Err(perr(l, format!("use_backend: expected 'if' or 'unless', got '{other}'"))),
+                other => {
+                    return Err(perr(
+                        l,
+                        format!("use_backend: expected 'if' or 'unless', got '{other}'"),
+                    ))
+                }
             };
             px.rules.push(Rule {
                 backend: l.w(1).to_string(),
@@ -655,7 +666,13 @@ fn apply(px: &mut Px, l: &Line, from_defaults: bool, rep: &mut Report) -> Result
             let Some(d) = time(val) else {
                 return Err(perr(l, format!("timeout {name}: bad time '{val}'")));
             };
-            px.timeouts.push((name.to_string(), Set { v: d, line: l.clone() }));
+            px.timeouts.push((
+                name.to_string(),
+                Set {
+                    v: d,
+                    line: l.clone(),
+                },
+            ));
             return Ok(()); // reported when emitted
         }
         "retries" if be => {
@@ -675,8 +692,12 @@ fn apply(px: &mut Px, l: &Line, from_defaults: bool, rep: &mut Report) -> Result
             return Ok(());
         }
         "server" if be => {
-            let s = super::haproxy_out::parse_server(l, &px.default_server).map_err(|m| perr(l, m))?;
-            px.servers.push(Set { v: s, line: l.clone() });
+            let s =
+                super::haproxy_out::parse_server(l, &px.default_server).map_err(|m| perr(l, m))?;
+            px.servers.push(Set {
+                v: s,
+                line: l.clone(),
+            });
             return Ok(());
         }
         "option" | "no" => return option(px, l, rep),
@@ -713,13 +734,30 @@ fn apply(px: &mut Px, l: &Line, from_defaults: bool, rep: &mut Report) -> Result
         "fullconn" | "hash-type" | "hash-balance-factor" => {
             NoEquivalent(format!("`{kw}` has no fulcrum equivalent"))
         }
-        "stick-table" | "stick" | "tcp-request" | "tcp-response" | "filter" | "monitor-uri"
-        | "monitor" | "rate-limit" | "http-reuse" | "http-send-name-header" | "source"
-        | "dispatch" | "persist" | "force-persist" | "ignore-persist" | "email-alert"
-        | "external-check" | "server-template" | "dynamic-cookie-key" | "http-after-response"
-        | "http-error" | "declare" | "load-server-state-from-file" | "server-state-file-name" => {
-            Unsupported(format!("`{kw}` is not supported by the import"))
-        }
+        "stick-table"
+        | "stick"
+        | "tcp-request"
+        | "tcp-response"
+        | "filter"
+        | "monitor-uri"
+        | "monitor"
+        | "rate-limit"
+        | "http-reuse"
+        | "http-send-name-header"
+        | "source"
+        | "dispatch"
+        | "persist"
+        | "force-persist"
+        | "ignore-persist"
+        | "email-alert"
+        | "external-check"
+        | "server-template"
+        | "dynamic-cookie-key"
+        | "http-after-response"
+        | "http-error"
+        | "declare"
+        | "load-server-state-from-file"
+        | "server-state-file-name" => Unsupported(format!("`{kw}` is not supported by the import")),
         "bind" | "default_backend" | "use_backend" | "redirect" | "maxconn" => {
             NoEquivalent(format!("`{kw}` does not apply to a backend section"))
         }
@@ -811,7 +849,11 @@ fn http_check(px: &mut Px, l: &Line) -> Outcome {
     match l.w(1) {
         "expect" => {
             let neg = l.w(2) == "!";
-            let (what, val) = if neg { (l.w(3), l.w(4)) } else { (l.w(2), l.w(3)) };
+            let (what, val) = if neg {
+                (l.w(3), l.w(4))
+            } else {
+                (l.w(2), l.w(3))
+            };
             match (neg, what) {
                 (false, "status") => {
                     px.expect = set(val.to_string(), l);
@@ -822,12 +864,18 @@ fn http_check(px: &mut Px, l: &Line) -> Outcome {
                         "^2" | "^2.." | "^2[0-9][0-9]" | "2[0-9][0-9]" => "2xx",
                         "^3" | "^3.." => "3xx",
                         "^[23]" => "200-399",
-                        _ => return Unsupported("only simple `rstatus` patterns (^2, ^[23]) are translated".into()),
+                        _ => {
+                            return Unsupported(
+                                "only simple `rstatus` patterns (^2, ^[23]) are translated".into(),
+                            )
+                        }
                     };
                     px.expect = set(v.to_string(), l);
                     Translated
                 }
-                _ => Unsupported(format!("`http-check expect {what}`: fulcrum checks the status only")),
+                _ => Unsupported(format!(
+                    "`http-check expect {what}`: fulcrum checks the status only"
+                )),
             }
         }
         "send" => {
@@ -848,7 +896,11 @@ fn http_check(px: &mut Px, l: &Line) -> Outcome {
                         i += 1;
                     }
                     "ver" => {}
-                    _ => return Unsupported("`http-check send` with a body or unknown options".into()),
+                    _ => {
+                        return Unsupported(
+                            "`http-check send` with a body or unknown options".into(),
+                        )
+                    }
                 }
                 i += 2;
             }
@@ -863,7 +915,11 @@ fn http_check(px: &mut Px, l: &Line) -> Outcome {
 
 fn tcp_check(px: &mut Px, l: &Line) -> Outcome {
     use Outcome::*;
-    let mut cur = px.tcpchk.take().map(|s| s.v).unwrap_or((None, None, false, false));
+    let mut cur = px
+        .tcpchk
+        .take()
+        .map(|s| s.v)
+        .unwrap_or((None, None, false, false));
     let o = match l.w(1) {
         "connect" if l.words.len() == 2 => Default("the check connects to the server".into()),
         "send" | "send-lf" if cur.0.is_none() => {
@@ -946,7 +1002,9 @@ fn http_rule(px: &mut Px, l: &Line) -> Outcome {
         _ => return Unsupported(format!("`{} {act}` is not translated", l.w(0))),
     };
     if !px.kind.is_fe() {
-        return Unsupported("fulcrum's header rules belong to frontends; this one is in a backend".into());
+        return Unsupported(
+            "fulcrum's header rules belong to frontends; this one is in a backend".into(),
+        );
     }
     let mut rest_words: &[String] = l.words.get(rest..).unwrap_or(&[]);
     if act == "del-header" && rest_words.first().map(String::as_str) == Some("-m") {
@@ -995,7 +1053,10 @@ fn log_format(v: &str) -> Result<String, String> {
         } else if let Some(t) = tail.strip_prefix("%ci") {
             out.push_str("{client_ip}");
             rest = t;
-        } else if let Some(t) = tail.strip_prefix("%[unique-id]").or_else(|| tail.strip_prefix("%ID")) {
+        } else if let Some(t) = tail
+            .strip_prefix("%[unique-id]")
+            .or_else(|| tail.strip_prefix("%ID"))
+        {
             out.push_str("{request_id}");
             rest = t;
         } else if let Some(t) = tail.strip_prefix("%f") {
@@ -1005,14 +1066,21 @@ fn log_format(v: &str) -> Result<String, String> {
             out.push_str("{backend}");
             rest = t;
         } else {
-            return Err(format!("the value `{v}` uses HAProxy sample expressions fulcrum cannot evaluate"));
+            return Err(format!(
+                "the value `{v}` uses HAProxy sample expressions fulcrum cannot evaluate"
+            ));
         }
     }
     out.push_str(rest);
-    if out.contains('{') && !out.contains("{client_ip}") && !out.contains("{request_id}")
-        && !out.contains("{frontend}") && !out.contains("{backend}")
+    if out.contains('{')
+        && !out.contains("{client_ip}")
+        && !out.contains("{request_id}")
+        && !out.contains("{frontend}")
+        && !out.contains("{backend}")
     {
-        return Err(format!("the value `{v}` contains braces fulcrum would read as a placeholder"));
+        return Err(format!(
+            "the value `{v}` contains braces fulcrum would read as a placeholder"
+        ));
     }
     Ok(out)
 }

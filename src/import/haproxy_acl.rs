@@ -220,15 +220,22 @@ fn criterion(words: &[String], base: &Path, r: &mut Resolved) -> Result<(), Stri
     if let Some(m) = suffix_method("hdr").or_else(|| suffix_method("req.hdr")) {
         let m = method.as_deref().unwrap_or(m);
         if !ci && convs.is_empty() {
-            r.approx.push("HAProxy compares this host case-sensitively without -i; fulcrum ignores case".into());
+            r.approx.push(
+                "HAProxy compares this host case-sensitively without -i; fulcrum ignores case"
+                    .into(),
+            );
         }
         for v in values {
             let v = v.to_ascii_lowercase();
             if v.contains(':') {
-                return Err(format!("host pattern `{v}` with a port: fulcrum matches the name without port"));
+                return Err(format!(
+                    "host pattern `{v}` with a port: fulcrum matches the name without port"
+                ));
             }
             if v.contains('*') {
-                return Err(format!("host pattern `{v}` contains `*`, which HAProxy matches literally"));
+                return Err(format!(
+                    "host pattern `{v}` contains `*`, which HAProxy matches literally"
+                ));
             }
             match m {
                 "str" => r.atoms.push(Atom::Host(v)),
@@ -244,10 +251,16 @@ fn criterion(words: &[String], base: &Path, r: &mut Resolved) -> Result<(), Stri
                     } else {
                         r.atoms.push(Atom::Host(v.clone()));
                         r.atoms.push(Atom::Host(format!("*.{v}")));
-                        r.approx.push(format!("hdr_end `{v}` also matches `x{v}`; fulcrum matches `{v}` and `*.{v}`"));
+                        r.approx.push(format!(
+                            "hdr_end `{v}` also matches `x{v}`; fulcrum matches `{v}` and `*.{v}`"
+                        ));
                     }
                 }
-                _ => return Err(format!("host match `{m}`: fulcrum matches hosts exactly or by `*.suffix` only")),
+                _ => {
+                    return Err(format!(
+                        "host match `{m}`: fulcrum matches hosts exactly or by `*.suffix` only"
+                    ))
+                }
             }
         }
         return Ok(());
@@ -256,7 +269,9 @@ fn criterion(words: &[String], base: &Path, r: &mut Resolved) -> Result<(), Stri
         "path_beg" => Some("beg"),
         "url_beg" => Some("url_beg"),
         "path" => Some("str"),
-        "path_end" | "path_sub" | "path_reg" | "path_dir" | "path_dom" | "url_sub" | "url_reg" => Some("other"),
+        "path_end" | "path_sub" | "path_reg" | "path_dir" | "path_dom" | "url_sub" | "url_reg" => {
+            Some("other")
+        }
         _ => None,
     };
     if let Some(pm) = path_m {
@@ -266,13 +281,19 @@ fn criterion(words: &[String], base: &Path, r: &mut Resolved) -> Result<(), Stri
             _ => "other",
         };
         if pm != "beg" && pm != "url_beg" {
-            return Err(format!("`{fetch}` {}: fulcrum routes by path prefix only", method.unwrap_or_default()));
+            return Err(format!(
+                "`{fetch}` {}: fulcrum routes by path prefix only",
+                method.unwrap_or_default()
+            ));
         }
         if ci {
-            r.approx.push("path match with -i: fulcrum compares path prefixes case-sensitively".into());
+            r.approx
+                .push("path match with -i: fulcrum compares path prefixes case-sensitively".into());
         }
         if pm == "url_beg" {
-            r.approx.push("url_beg is matched against the path (the same for origin-form requests)".into());
+            r.approx.push(
+                "url_beg is matched against the path (the same for origin-form requests)".into(),
+            );
         }
         for v in values {
             if !v.starts_with('/') {
@@ -286,7 +307,11 @@ fn criterion(words: &[String], base: &Path, r: &mut Resolved) -> Result<(), Stri
         "ssl_fc" if values.is_empty() => r.atoms.push(Atom::Ssl(true)),
         "always_true" => r.atoms.push(Atom::Bool(true)),
         "always_false" => r.atoms.push(Atom::Bool(false)),
-        _ => return Err(format!("fetch `{fetch}` is not translated (fulcrum routes by host and path prefix)")),
+        _ => {
+            return Err(format!(
+                "fetch `{fetch}` is not translated (fulcrum routes by host and path prefix)"
+            ))
+        }
     }
     Ok(())
 }
@@ -356,7 +381,9 @@ pub fn routes(px: &Px, cond: Option<&Cond>, ssl: bool, base: &Path) -> Result<Ro
                 continue;
             }
             if t.neg {
-                return Err("negated host or path tests cannot be expressed as fulcrum routes".into());
+                return Err(
+                    "negated host or path tests cannot be expressed as fulcrum routes".into(),
+                );
             }
             let vals: Vec<String> = res
                 .atoms
@@ -374,9 +401,10 @@ pub fn routes(px: &Px, cond: Option<&Cond>, ssl: bool, base: &Path) -> Result<Ro
                 return Err("an ACL mixing host and path tests is not translated".into());
             };
             match slot {
-                Some(prev) if *prev != vals => {
-                    return Err("two different host (or path) tests in one AND cannot be expressed as routes".into())
-                }
+                Some(prev) if *prev != vals => return Err(
+                    "two different host (or path) tests in one AND cannot be expressed as routes"
+                        .into(),
+                ),
                 _ => *slot = Some(vals),
             }
         }
@@ -387,8 +415,12 @@ pub fn routes(px: &Px, cond: Option<&Cond>, ssl: bool, base: &Path) -> Result<Ro
             out.always = true;
             break;
         }
-        let hs: Vec<Option<String>> = hosts.map(|v| v.into_iter().map(Some).collect()).unwrap_or(vec![None]);
-        let ps: Vec<Option<String>> = paths.map(|v| v.into_iter().map(Some).collect()).unwrap_or(vec![None]);
+        let hs: Vec<Option<String>> = hosts
+            .map(|v| v.into_iter().map(Some).collect())
+            .unwrap_or(vec![None]);
+        let ps: Vec<Option<String>> = paths
+            .map(|v| v.into_iter().map(Some).collect())
+            .unwrap_or(vec![None]);
         for h in &hs {
             for p in &ps {
                 let m = RouteMatch {
@@ -407,28 +439,42 @@ pub fn routes(px: &Px, cond: Option<&Cond>, ssl: bool, base: &Path) -> Result<Ro
 }
 
 /// `%[req.hdr(host),lower,map(FILE[,DEFAULT])]` → (routes to backends, default backend).
-pub fn map_rule(expr: &str, base: &Path) -> Result<(Vec<(RouteMatch, String)>, Option<String>, Vec<String>), String> {
+pub fn map_rule(
+    expr: &str,
+    base: &Path,
+) -> Result<(Vec<(RouteMatch, String)>, Option<String>, Vec<String>), String> {
     let inner = expr
         .strip_prefix("%[")
         .and_then(|e| e.strip_suffix(']'))
         .ok_or("dynamic backend names are translated only as %[fetch,map(FILE)]")?;
-    let (fetch, rest) = inner.split_once(',').ok_or("a dynamic backend without map() is not translated")?;
+    let (fetch, rest) = inner
+        .split_once(',')
+        .ok_or("a dynamic backend without map() is not translated")?;
     let fetch = fetch.to_ascii_lowercase();
-    let is_host = matches!(fetch.as_str(), "req.hdr(host)" | "hdr(host)" | "req.fhdr(host)");
+    let is_host = matches!(
+        fetch.as_str(),
+        "req.hdr(host)" | "hdr(host)" | "req.fhdr(host)"
+    );
     let is_path = matches!(fetch.as_str(), "path" | "base");
     if !is_host && !is_path {
-        return Err(format!("fetch `{fetch}` in a dynamic backend is not translated"));
+        return Err(format!(
+            "fetch `{fetch}` in a dynamic backend is not translated"
+        ));
     }
     let mut rest = rest;
     let mut approx = Vec::new();
     if let Some(r) = rest.strip_prefix("lower,") {
         rest = r;
     } else if is_host {
-        approx.push("HAProxy maps the host case-sensitively without `lower`; fulcrum ignores case".into());
+        approx.push(
+            "HAProxy maps the host case-sensitively without `lower`; fulcrum ignores case".into(),
+        );
     }
     let open = rest.find('(').ok_or("map converter without arguments")?;
     let conv = &rest[..open];
-    let args = rest[open + 1..].strip_suffix(')').ok_or("unbalanced map(...)")?;
+    let args = rest[open + 1..]
+        .strip_suffix(')')
+        .ok_or("unbalanced map(...)")?;
     let (file, default) = match args.split_once(',') {
         Some((f, d)) => (f, Some(d.to_string())),
         None => (args, None),
@@ -438,19 +484,34 @@ pub fn map_rule(expr: &str, base: &Path) -> Result<(Vec<(RouteMatch, String)>, O
     for (k, v) in entries {
         let k = if is_host { k.to_ascii_lowercase() } else { k };
         let ms: Vec<RouteMatch> = match (conv, is_host) {
-            ("map" | "map_str", true) => vec![RouteMatch { host: Some(k), path: None }],
+            ("map" | "map_str", true) => vec![RouteMatch {
+                host: Some(k),
+                path: None,
+            }],
             ("map_dom", true) => {
                 approx.push("map_dom also matches names in the middle; fulcrum matches the name or its suffix".into());
                 vec![
-                    RouteMatch { host: Some(k.clone()), path: None },
-                    RouteMatch { host: Some(format!("*.{k}")), path: None },
+                    RouteMatch {
+                        host: Some(k.clone()),
+                        path: None,
+                    },
+                    RouteMatch {
+                        host: Some(format!("*.{k}")),
+                        path: None,
+                    },
                 ]
             }
             ("map_end", true) if k.starts_with('.') => {
-                vec![RouteMatch { host: Some(format!("*{k}")), path: None }]
+                vec![RouteMatch {
+                    host: Some(format!("*{k}")),
+                    path: None,
+                }]
             }
             ("map_beg", false) if k.starts_with('/') && fetch == "path" => {
-                vec![RouteMatch { host: None, path: Some(k) }]
+                vec![RouteMatch {
+                    host: None,
+                    path: Some(k),
+                }]
             }
             _ => return Err(format!("`{conv}` on `{fetch}` is not translated")),
         };

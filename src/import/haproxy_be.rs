@@ -19,16 +19,46 @@ pub fn backend(px: &Px, cx: &mut Ctx<'_>, tables: &mut Vec<Table>) {
     if px.kind == Kind::Listen && px.servers.is_empty() {
         return; // a stats-only or frontend-like listen section
     }
-    let mut t = Table::new(format!("backends.{}", super::emit::key(&px.name)), src(&px.head));
+    let mut t = Table::new(
+        format!("backends.{}", super::emit::key(&px.name)),
+        src(&px.head),
+    );
     if let Some(b) = &px.balance {
         let alg = b.v.split_whitespace().next().unwrap_or("");
         let (v, o) = match alg {
-            "roundrobin" => (None, Outcome::Default("roundrobin is fulcrum's default".into())),
-            "static-rr" => (None, Outcome::Approximated("static-rr → roundrobin (fulcrum's weights apply at once either way)".into())),
+            "roundrobin" => (
+                None,
+                Outcome::Default("roundrobin is fulcrum's default".into()),
+            ),
+            "static-rr" => (
+                None,
+                Outcome::Approximated(
+                    "static-rr → roundrobin (fulcrum's weights apply at once either way)".into(),
+                ),
+            ),
             "leastconn" | "first" | "source" => (Some(alg.to_string()), Outcome::Translated),
-            "uri" => (Some("uri".to_string()), if b.v.split_whitespace().count() > 1 { Outcome::Approximated("uri hashing options (len/depth/whole) are not translated".into()) } else { Outcome::Translated }),
-            a if a.starts_with("random") => (Some("random".to_string()), if a == "random" { Outcome::Translated } else { Outcome::Approximated("random(N) draws: fulcrum picks one at random".into()) }),
-            _ => (None, Outcome::Unsupported(format!("balance `{alg}`: fulcrum uses roundrobin instead"))),
+            "uri" => (
+                Some("uri".to_string()),
+                if b.v.split_whitespace().count() > 1 {
+                    Outcome::Approximated(
+                        "uri hashing options (len/depth/whole) are not translated".into(),
+                    )
+                } else {
+                    Outcome::Translated
+                },
+            ),
+            a if a.starts_with("random") => (
+                Some("random".to_string()),
+                if a == "random" {
+                    Outcome::Translated
+                } else {
+                    Outcome::Approximated("random(N) draws: fulcrum picks one at random".into())
+                },
+            ),
+            _ => (
+                None,
+                Outcome::Unsupported(format!("balance `{alg}`: fulcrum uses roundrobin instead")),
+            ),
         };
         if let Some(v) = v {
             t.str("balance", &v, src(&b.line));
@@ -39,12 +69,20 @@ pub fn backend(px: &Px, cx: &mut Ctx<'_>, tables: &mut Vec<Table>) {
         let v = r.v.clamp(0, 16);
         t.raw("retries", v.to_string(), src(&r.line));
         if v != r.v {
-            cx.rep.add(&r.line.loc, &r.line.text, Outcome::Approximated("fulcrum allows 0..16 retries".into()));
+            cx.rep.add(
+                &r.line.loc,
+                &r.line.text,
+                Outcome::Approximated("fulcrum allows 0..16 retries".into()),
+            );
         } else {
             cx.rep.ok(&r.line.loc, &r.line.text);
         }
     }
-    for (key, name) in [("connect_timeout", "connect"), ("response_timeout", "server"), ("queue_timeout", "queue")] {
+    for (key, name) in [
+        ("connect_timeout", "connect"),
+        ("response_timeout", "server"),
+        ("queue_timeout", "queue"),
+    ] {
         if let Some(s) = px.timeout(name) {
             t.str(key, &s.v, src(&s.line));
             if name == "server" {
@@ -55,8 +93,14 @@ pub fn backend(px: &Px, cx: &mut Ctx<'_>, tables: &mut Vec<Table>) {
         }
     }
     for (name, s) in &px.timeouts {
-        if matches!(name.as_str(), "client" | "http-request" | "http-keep-alive") && px.kind == Kind::Backend {
-            cx.rep.add(&s.line.loc, &s.line.text, Outcome::Default("applies to frontends".into()));
+        if matches!(name.as_str(), "client" | "http-request" | "http-keep-alive")
+            && px.kind == Kind::Backend
+        {
+            cx.rep.add(
+                &s.line.loc,
+                &s.line.text,
+                Outcome::Default("applies to frontends".into()),
+            );
         }
     }
     health(&mut t, px, cx);
@@ -64,7 +108,16 @@ pub fn backend(px: &Px, cx: &mut Ctx<'_>, tables: &mut Vec<Table>) {
         let words = &c.line.words;
         if words.iter().any(|w| w == "insert") {
             t.raw("sticky", inline(&[("cookie", q(&c.v))]), src(&c.line));
-            let extra: Vec<&String> = words.iter().skip(2).filter(|w| !matches!(w.as_str(), "insert" | "indirect" | "nocache" | "httponly" | "secure" | "preserve")).collect();
+            let extra: Vec<&String> = words
+                .iter()
+                .skip(2)
+                .filter(|w| {
+                    !matches!(
+                        w.as_str(),
+                        "insert" | "indirect" | "nocache" | "httponly" | "secure" | "preserve"
+                    )
+                })
+                .collect();
             if extra.is_empty() {
                 cx.rep.ok(&c.line.loc, &c.line.text);
             } else {
@@ -90,20 +143,32 @@ pub fn backend(px: &Px, cx: &mut Ctx<'_>, tables: &mut Vec<Table>) {
         t.raw("tls", inline(&p), src(&s.line));
     }
     if let Some(s) = px.servers.iter().find(|s| s.v.send_proxy.is_some()) {
-        let v = if s.v.send_proxy == Some(2) { "v2" } else { "v1" };
+        let v = if s.v.send_proxy == Some(2) {
+            "v2"
+        } else {
+            "v1"
+        };
         t.str("proxy_protocol", v, src(&s.line));
     }
     let mixed_ssl = first_ssl.is_some() && px.servers.iter().any(|s| !s.v.ssl);
-    let mixed_pp = px.servers.iter().any(|s| s.v.send_proxy != px.servers.first().and_then(|f| f.v.send_proxy));
+    let mixed_pp = px
+        .servers
+        .iter()
+        .any(|s| s.v.send_proxy != px.servers.first().and_then(|f| f.v.send_proxy));
     let mut dns_done = false;
     for s in &px.servers {
         let v = &s.v;
         let mut lost = v.lost.clone();
         if mixed_ssl {
-            lost.push("some servers use ssl and some not: fulcrum's backend `tls` applies to all".into());
+            lost.push(
+                "some servers use ssl and some not: fulcrum's backend `tls` applies to all".into(),
+            );
         }
         if mixed_pp {
-            lost.push("send-proxy differs between servers: fulcrum's proxy_protocol applies to all".into());
+            lost.push(
+                "send-proxy differs between servers: fulcrum's proxy_protocol applies to all"
+                    .into(),
+            );
         }
         let port = match v.port.or_else(|| listen_port(px)) {
             Some(p) => p,
@@ -120,16 +185,26 @@ pub fn backend(px: &Px, cx: &mut Ctx<'_>, tables: &mut Vec<Table>) {
             Err(_) => {
                 let dns = cx.hostnames == Hostnames::Dns || v.resolvers;
                 if dns && px.servers.len() == 1 && !dns_done && cx.hostnames != Hostnames::Resolve {
-                    t.raw("discovery", inline(&[("dns", q(&v.host)), ("port", port.to_string())]), src(&s.line));
+                    t.raw(
+                        "discovery",
+                        inline(&[("dns", q(&v.host)), ("port", port.to_string())]),
+                        src(&s.line),
+                    );
                     dns_done = true;
-                    lost.push("server name, weight and per-server options are not kept by DNS discovery".into());
+                    lost.push(
+                        "server name, weight and per-server options are not kept by DNS discovery"
+                            .into(),
+                    );
                     let o = Outcome::Approximated(lost.join("; "));
                     cx.rep.add(&s.line.loc, &s.line.text, o);
                     continue;
                 }
                 match (cx.resolver)(&v.host) {
                     Some(ip) => {
-                        lost.push(format!("`{}` resolved to {ip} now (HAProxy resolves it at start too)", v.host));
+                        lost.push(format!(
+                            "`{}` resolved to {ip} now (HAProxy resolves it at start too)",
+                            v.host
+                        ));
                         ip
                     }
                     None => {
@@ -161,27 +236,43 @@ pub fn backend(px: &Px, cx: &mut Ctx<'_>, tables: &mut Vec<Table>) {
             p.push(("state", q("maint")));
         }
         t.push("servers", inline(&p), src(&s.line));
-        let only_resolved = lost.len() == 1 && lost.first().is_some_and(|l| l.contains("resolved to"));
+        let only_resolved =
+            lost.len() == 1 && lost.first().is_some_and(|l| l.contains("resolved to"));
         if lost.is_empty() {
             cx.rep.ok(&s.line.loc, &s.line.text);
         } else if only_resolved {
             cx.rep.ok(&s.line.loc, &s.line.text);
-            cx.rep.notes.push(format!("{}: {}", s.line.loc, lost.join("; ")));
+            cx.rep
+                .notes
+                .push(format!("{}: {}", s.line.loc, lost.join("; ")));
         } else {
-            cx.rep.add(&s.line.loc, &s.line.text, Outcome::Approximated(lost.join("; ")));
+            cx.rep.add(
+                &s.line.loc,
+                &s.line.text,
+                Outcome::Approximated(lost.join("; ")),
+            );
         }
     }
     for d in &px.default_server {
         cx.rep.ok(&d.loc, &d.text);
     }
     if !t.has("servers") && !t.has("discovery") {
-        t.raw("servers", "[]".into(), Src::one("no server could be translated".into()));
+        t.raw(
+            "servers",
+            "[]".into(),
+            Src::one("no server could be translated".into()),
+        );
     }
     tables.push(t);
 }
 
 fn listen_port(px: &Px) -> Option<u16> {
-    let ports: Vec<u16> = px.binds.iter().flat_map(|b| b.addrs.iter()).filter_map(|a| a.rsplit_once(':')?.1.parse().ok()).collect();
+    let ports: Vec<u16> = px
+        .binds
+        .iter()
+        .flat_map(|b| b.addrs.iter())
+        .filter_map(|a| a.rsplit_once(':')?.1.parse().ok())
+        .collect();
     match ports.as_slice() {
         [p] => Some(*p),
         _ => None,
@@ -190,13 +281,27 @@ fn listen_port(px: &Px) -> Option<u16> {
 
 fn health(t: &mut Table, px: &Px, cx: &mut Ctx<'_>) {
     let checked: Vec<_> = px.servers.iter().filter(|s| s.v.check).collect();
-    let chk_lines: Vec<&Line> = px.httpchk.iter().map(|c| &c.line).chain(px.expect.iter().map(|c| &c.line)).chain(px.tcpchk.iter().map(|c| &c.line)).collect();
+    let chk_lines: Vec<&Line> = px
+        .httpchk
+        .iter()
+        .map(|c| &c.line)
+        .chain(px.expect.iter().map(|c| &c.line))
+        .chain(px.tcpchk.iter().map(|c| &c.line))
+        .collect();
     let Some(first) = checked.first() else {
         for l in chk_lines {
-            cx.rep.add(&l.loc, &l.text, Outcome::Default("no server has `check`: HAProxy runs no check either".into()));
+            cx.rep.add(
+                &l.loc,
+                &l.text,
+                Outcome::Default("no server has `check`: HAProxy runs no check either".into()),
+            );
         }
         if let Some(s) = px.timeout("check") {
-            cx.rep.add(&s.line.loc, &s.line.text, Outcome::Default("no server has `check`".into()));
+            cx.rep.add(
+                &s.line.loc,
+                &s.line.text,
+                Outcome::Default("no server has `check`".into()),
+            );
         }
         return;
     };
@@ -236,7 +341,11 @@ fn health(t: &mut Table, px: &Px, cx: &mut Ctx<'_>) {
         p.push(("kind", q("tcp")));
         s.0.push("servers have `check` without `option httpchk`: a TCP connect check".into());
         if let Some(e) = &px.expect {
-            cx.rep.add(&e.line.loc, &e.line.text, Outcome::Default("http-check expect without option httpchk has no effect".into()));
+            cx.rep.add(
+                &e.line.loc,
+                &e.line.text,
+                Outcome::Default("http-check expect without option httpchk has no effect".into()),
+            );
         }
     }
     let f = &first.v;
@@ -265,7 +374,14 @@ fn health(t: &mut Table, px: &Px, cx: &mut Ctx<'_>) {
     }
     t.raw("health", inline(&p), s);
     // Compare effective values: an absent inter/rise/fall is HAProxy's default (2s, 2, 3).
-    let eff = |s: &super::haproxy::Server| (s.inter.clone().unwrap_or_else(|| "2s".into()), s.rise.unwrap_or(2), s.fall.unwrap_or(3), s.check_port);
+    let eff = |s: &super::haproxy::Server| {
+        (
+            s.inter.clone().unwrap_or_else(|| "2s".into()),
+            s.rise.unwrap_or(2),
+            s.fall.unwrap_or(3),
+            s.check_port,
+        )
+    };
     let differs = checked.iter().any(|c| eff(&c.v) != eff(f));
     let unchecked = checked.len() != px.servers.len();
     if differs || unchecked {
@@ -276,13 +392,19 @@ fn health(t: &mut Table, px: &Px, cx: &mut Ctx<'_>) {
         };
         cx.rep.notes.push(format!("{}: {why}", px.head.loc));
         for c in &px.servers {
-            cx.rep.add(&c.line.loc, &c.line.text, Outcome::Approximated(why.into()));
+            cx.rep
+                .add(&c.line.loc, &c.line.text, Outcome::Approximated(why.into()));
         }
     }
 }
 
 /// `global` lines → `[global]` (and the admin listener from `stats socket`).
-pub fn global(lines: &[Line], rep: &mut Report, tables: &mut Vec<Table>, admin: &mut Option<(String, Src)>) -> (Option<(i64, Line)>, Option<String>) {
+pub fn global(
+    lines: &[Line],
+    rep: &mut Report,
+    tables: &mut Vec<Table>,
+    admin: &mut Option<(String, Src)>,
+) -> (Option<(i64, Line)>, Option<String>) {
     use Outcome::*;
     let mut t = Table::new("global".into(), Src::default());
     let mut maxconn = None;
@@ -345,13 +467,22 @@ pub fn stats_only(px: &Px, rep: &mut Report, admin: &mut Option<(String, Src)>) 
         return false;
     };
     let traffic = !px.servers.is_empty() || px.default_backend.is_some() || !px.rules.is_empty();
-    let port = px.binds.first().and_then(|b| b.addrs.first()).and_then(|a| a.rsplit_once(':')).map(|(h, p)| (h.to_string(), p.to_string()));
+    let port = px
+        .binds
+        .first()
+        .and_then(|b| b.addrs.first())
+        .and_then(|a| a.rsplit_once(':'))
+        .map(|(h, p)| (h.to_string(), p.to_string()));
     let why = "fulcrum's dashboard is the admin listener's `/` (and /api/v1, /metrics); off loopback it needs `token_file`, so it listens on loopback";
     if traffic {
         if admin.is_none() {
             *admin = Some(("127.0.0.1:9000".into(), src(stats)));
         }
-        rep.add(&stats.loc, &stats.text, Outcome::Approximated(format!("{why}: 127.0.0.1:9000")));
+        rep.add(
+            &stats.loc,
+            &stats.text,
+            Outcome::Approximated(format!("{why}: 127.0.0.1:9000")),
+        );
         return false;
     }
     let addr = match port {

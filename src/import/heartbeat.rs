@@ -13,13 +13,22 @@ use super::Input;
 /// Import one heartbeat setup.
 pub fn import(cf: &Input, res: &Input, rep: &mut Report, tables: &mut Vec<Table>) {
     use Outcome::*;
-    let mut t = Table::new("vrrp.instances.heartbeat".into(), Src::one("heartbeat pair → VRRP (vrid 51 chosen by the import; use the same on both nodes)".into()));
+    let mut t = Table::new(
+        "vrrp.instances.heartbeat".into(),
+        Src::one(
+            "heartbeat pair → VRRP (vrid 51 chosen by the import; use the same on both nodes)"
+                .into(),
+        ),
+    );
     let mut iface = None;
     let mut peers = Vec::new();
     let mut psrc = Vec::new();
     let mut preempt = None;
     for (i, raw) in cf.text.lines().enumerate() {
-        let loc = Loc { file: cf.label.clone(), line: i + 1 };
+        let loc = Loc {
+            file: cf.label.clone(),
+            line: i + 1,
+        };
         let l = raw.split('#').next().unwrap_or("").trim();
         let w: Vec<&str> = l.split_whitespace().collect();
         let Some(k) = w.first() else { continue };
@@ -31,23 +40,45 @@ pub fn import(cf: &Input, res: &Input, rep: &mut Report, tables: &mut Vec<Table>
                 Translated
             }
             "auto_failback" => match w.get(1).copied() {
-                Some("off") | Some("no") | Some("false") => { preempt = Some((false, format!("{loc} {l}"))); Translated }
-                Some("on") | Some("yes") | Some("true") => { preempt = Some((true, format!("{loc} {l}"))); Translated }
+                Some("off") | Some("no") | Some("false") => {
+                    preempt = Some((false, format!("{loc} {l}")));
+                    Translated
+                }
+                Some("on") | Some("yes") | Some("true") => {
+                    preempt = Some((true, format!("{loc} {l}")));
+                    Translated
+                }
                 _ => Unsupported("auto_failback legacy: set preempt yourself".into()),
             },
             "keepalive" => match w.get(1).and_then(|s| s.parse::<u64>().ok()) {
-                Some(n) if n >= 1 => { t.str("advert_interval", &format!("{n}s"), Src::one(format!("{loc} {l}"))); Translated }
-                _ => Approximated("keepalive below 1s or with units: VRRP v2 uses whole seconds; default 1s kept".into()),
+                Some(n) if n >= 1 => {
+                    t.str(
+                        "advert_interval",
+                        &format!("{n}s"),
+                        Src::one(format!("{loc} {l}")),
+                    );
+                    Translated
+                }
+                _ => Approximated(
+                    "keepalive below 1s or with units: VRRP v2 uses whole seconds; default 1s kept"
+                        .into(),
+                ),
             },
             "bcast" | "mcast" => {
                 iface = iface.or(w.get(1).map(|s| s.to_string()));
                 Approximated("fulcrum uses VRRP multicast (224.0.0.18) on this interface".into())
             }
-            "deadtime" | "warntime" | "initdead" => Approximated("fulcrum's failover time is VRRP's master-down interval (3 × advert + skew)".into()),
+            "deadtime" | "warntime" | "initdead" => Approximated(
+                "fulcrum's failover time is VRRP's master-down interval (3 × advert + skew)".into(),
+            ),
             "udpport" => NoEquivalent("VRRP is IP protocol 112, not a UDP port".into()),
             "node" => Irrelevant("node names are not needed by VRRP".into()),
-            "logfile" | "logfacility" | "debugfile" | "use_logd" | "debug" => Irrelevant("logging".into()),
-            "crm" | "respawn" | "ping" | "ping_group" | "apiauth" => Unsupported(format!("`{k}` is not translated")),
+            "logfile" | "logfacility" | "debugfile" | "use_logd" | "debug" => {
+                Irrelevant("logging".into())
+            }
+            "crm" | "respawn" | "ping" | "ping_group" | "apiauth" => {
+                Unsupported(format!("`{k}` is not translated"))
+            }
             _ => Unsupported(format!("unknown ha.cf directive `{k}`")),
         };
         rep.add(&loc, l, o);
@@ -59,11 +90,23 @@ pub fn import(cf: &Input, res: &Input, rep: &mut Report, tables: &mut Vec<Table>
     let mut cont = false;
     for (i, raw) in res.text.lines().enumerate() {
         let l = raw.split('#').next().unwrap_or("").trim_end();
-        let (body, more) = match l.strip_suffix('\\') { Some(b) => (b, true), None => (l, false) };
+        let (body, more) = match l.strip_suffix('\\') {
+            Some(b) => (b, true),
+            None => (l, false),
+        };
         if cont {
-            if let Some(last) = joined.last_mut() { last.1.push(' '); last.1.push_str(body.trim()); }
+            if let Some(last) = joined.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(body.trim());
+            }
         } else if !body.trim().is_empty() {
-            joined.push((Loc { file: res.label.clone(), line: i + 1 }, body.trim().to_string()));
+            joined.push((
+                Loc {
+                    file: res.label.clone(),
+                    line: i + 1,
+                },
+                body.trim().to_string(),
+            ));
         }
         cont = more;
     }
@@ -72,13 +115,20 @@ pub fn import(cf: &Input, res: &Input, rep: &mut Report, tables: &mut Vec<Table>
         let node = w.next().unwrap_or("");
         rep.add(loc, line, Translated);
         for r in w {
-            let spec = r.strip_prefix("IPaddr2::").or_else(|| r.strip_prefix("IPaddr::"));
-            let bare = r.split('/').next().is_some_and(|a| a.parse::<std::net::Ipv4Addr>().is_ok());
+            let spec = r
+                .strip_prefix("IPaddr2::")
+                .or_else(|| r.strip_prefix("IPaddr::"));
+            let bare = r
+                .split('/')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv4Addr>().is_ok());
             if let Some(spec) = spec.or(if bare { Some(r) } else { None }) {
                 let mut parts = spec.split('/');
                 let ip = parts.next().unwrap_or("");
                 let prefix = parts.next().unwrap_or("32");
-                if let Some(dev) = parts.next() { iface = iface.or(Some(dev.to_string())); }
+                if let Some(dev) = parts.next() {
+                    iface = iface.or(Some(dev.to_string()));
+                }
                 vips.push(q(&format!("{ip}/{prefix}")));
                 vsrc.push(format!("{loc} {r} (preferred node {node})"));
             } else {
@@ -86,16 +136,28 @@ pub fn import(cf: &Input, res: &Input, rep: &mut Report, tables: &mut Vec<Table>
             }
         }
     }
-    t.str("interface", iface.as_deref().unwrap_or("eth0"), Src::default());
+    t.str(
+        "interface",
+        iface.as_deref().unwrap_or("eth0"),
+        Src::default(),
+    );
     t.raw("vrid", "51".into(), Src::default());
-    t.raw("priority", "101".into(), Src::one("the preferred node; give the other node 100".into()));
+    t.raw(
+        "priority",
+        "101".into(),
+        Src::one("the preferred node; give the other node 100".into()),
+    );
     t.raw("version", "2".into(), Src::default());
     t.raw("virtual_ips", format!("[{}]", vips.join(", ")), Src(vsrc));
     if let Some((p, s)) = preempt {
         t.raw("preempt", p.to_string(), Src::one(s));
     }
     if !peers.is_empty() {
-        t.raw("unicast_peers", format!("[{}]", peers.join(", ")), Src(psrc));
+        t.raw(
+            "unicast_peers",
+            format!("[{}]", peers.join(", ")),
+            Src(psrc),
+        );
     }
     tables.push(t);
 }

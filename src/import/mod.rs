@@ -45,7 +45,11 @@ pub type Resolver = dyn Fn(&str) -> Option<std::net::IpAddr>;
 pub fn system_resolver(host: &str) -> Option<std::net::IpAddr> {
     use std::net::ToSocketAddrs;
     let addrs: Vec<_> = (host, 0).to_socket_addrs().ok()?.map(|a| a.ip()).collect();
-    addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied()
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
 }
 
 /// `fulcrum import` arguments.
@@ -97,7 +101,11 @@ pub fn read_input(path: &Path) -> Result<Input, ImportError> {
     let label = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| ImportError::Input(format!("{label}: {e}")))?;
     if meta.len() > MAX_INPUT as u64 {
-        return Err(ImportError::Input(format!("{label}: {} bytes is too large for a configuration file (limit {} MiB)", meta.len(), MAX_INPUT / 1024 / 1024)));
+        return Err(ImportError::Input(format!(
+            "{label}: {} bytes is too large for a configuration file (limit {} MiB)",
+            meta.len(),
+            MAX_INPUT / 1024 / 1024
+        )));
     }
     let bytes = std::fs::read(path).map_err(|e| ImportError::Input(format!("{label}: {e}")))?;
     let text = check_text(&label, bytes)?;
@@ -111,12 +119,22 @@ pub fn read_input(path: &Path) -> Result<Input, ImportError> {
 /// Refuse binary or oversized content.
 pub fn check_text(label: &str, bytes: Vec<u8>) -> Result<String, ImportError> {
     if bytes.len() > MAX_INPUT {
-        return Err(ImportError::Input(format!("{label}: too large for a configuration file (limit {} MiB)", MAX_INPUT / 1024 / 1024)));
+        return Err(ImportError::Input(format!(
+            "{label}: too large for a configuration file (limit {} MiB)",
+            MAX_INPUT / 1024 / 1024
+        )));
     }
     if bytes.contains(&0) {
-        return Err(ImportError::Input(format!("{label}: binary data (NUL bytes): not a configuration file")));
+        return Err(ImportError::Input(format!(
+            "{label}: binary data (NUL bytes): not a configuration file"
+        )));
     }
-    String::from_utf8(bytes).map_err(|e| ImportError::Input(format!("{label}: not UTF-8 text (byte {}): not a configuration file", e.utf8_error().valid_up_to())))
+    String::from_utf8(bytes).map_err(|e| {
+        ImportError::Input(format!(
+            "{label}: not UTF-8 text (byte {}): not a configuration file",
+            e.utf8_error().valid_up_to()
+        ))
+    })
 }
 
 /// What a text file looks like.
@@ -136,7 +154,8 @@ pub fn sniff(text: &str) -> Option<Format> {
         let w = l.split_whitespace().next().unwrap_or("");
         match w {
             "global" | "defaults" | "frontend" | "backend" | "listen" => ha += 1,
-            "vrrp_instance" | "vrrp_script" | "global_defs" | "virtual_server" | "vrrp_sync_group" => ka += 1,
+            "vrrp_instance" | "vrrp_script" | "global_defs" | "virtual_server"
+            | "vrrp_sync_group" => ka += 1,
             _ => {}
         }
     }
@@ -158,7 +177,13 @@ pub struct Imported {
 }
 
 /// Convert HAProxy text (with the folder map files are read from).
-pub fn import_haproxy(input: &Input, hostnames: Hostnames, resolver: &Resolver, rep: &mut Report, tables: &mut Vec<Table>) -> Result<(), ImportError> {
+pub fn import_haproxy(
+    input: &Input,
+    hostnames: Hostnames,
+    resolver: &Resolver,
+    rep: &mut Report,
+    tables: &mut Vec<Table>,
+) -> Result<(), ImportError> {
     let parsed = haproxy::parse(&input.text, &input.label, rep)?;
     let proxies = haproxy::proxies(&parsed, rep)?;
     let mut admin: Option<(String, Src)> = None;
@@ -189,12 +214,32 @@ pub fn import_haproxy(input: &Input, hostnames: Hostnames, resolver: &Resolver, 
     // Names a frontend uses but no section defines: HAProxy refuses such a config.
     let known: Vec<String> = be.iter().map(|t| t.header.clone()).collect();
     for t in &fe {
-        let targets = t.kvs.iter().filter(|k| k.key == "backend").map(|k| k.value.clone()).chain(
-            t.arrays.iter().filter(|(k, _)| k == "routes").flat_map(|(_, v)| v.iter().filter_map(|(e, _)| e.rsplit_once("backend = ").map(|(_, b)| b.trim_end_matches(" }").to_string()))));
+        let targets = t
+            .kvs
+            .iter()
+            .filter(|k| k.key == "backend")
+            .map(|k| k.value.clone())
+            .chain(
+                t.arrays
+                    .iter()
+                    .filter(|(k, _)| k == "routes")
+                    .flat_map(|(_, v)| {
+                        v.iter().filter_map(|(e, _)| {
+                            e.rsplit_once("backend = ")
+                                .map(|(_, b)| b.trim_end_matches(" }").to_string())
+                        })
+                    }),
+            );
         for b in targets {
-            let name: String = toml::from_str::<toml::Value>(&format!("x = {b}")).ok().and_then(|v| v.get("x").and_then(|x| x.as_str()).map(String::from)).unwrap_or_default();
+            let name: String = toml::from_str::<toml::Value>(&format!("x = {b}"))
+                .ok()
+                .and_then(|v| v.get("x").and_then(|x| x.as_str()).map(String::from))
+                .unwrap_or_default();
             if !known.contains(&format!("backends.{}", emit::key(&name))) {
-                return Err(ImportError::Input(format!("{}: {}: unable to find required backend '{name}' (HAProxy refuses this too)", input.label, t.header)));
+                return Err(ImportError::Input(format!(
+                    "{}: {}: unable to find required backend '{name}' (HAProxy refuses this too)",
+                    input.label, t.header
+                )));
             }
         }
     }
@@ -209,7 +254,13 @@ pub fn import_haproxy(input: &Input, hostnames: Hostnames, resolver: &Resolver, 
 }
 
 /// Run a whole import from already-read inputs.
-pub fn import(haproxy: Option<&Input>, keepalived: Option<&Input>, heartbeat: Option<(&Input, &Input)>, hostnames: Hostnames, resolver: &Resolver) -> Result<Imported, ImportError> {
+pub fn import(
+    haproxy: Option<&Input>,
+    keepalived: Option<&Input>,
+    heartbeat: Option<(&Input, &Input)>,
+    hostnames: Hostnames,
+    resolver: &Resolver,
+) -> Result<Imported, ImportError> {
     let mut rep = Report::default();
     let mut tables = Vec::new();
     let mut header = vec!["fulcrum configuration written by `fulcrum import`".to_string()];
@@ -225,7 +276,10 @@ pub fn import(haproxy: Option<&Input>, keepalived: Option<&Input>, heartbeat: Op
         header.push(format!("from {} and {}", cf.label, res.label));
         heartbeat::import(cf, res, &mut rep, &mut tables);
     }
-    header.push("comments name the source line each setting came from; run `fulcrum check --config` on it".into());
+    header.push(
+        "comments name the source line each setting came from; run `fulcrum check --config` on it"
+            .into(),
+    );
     rep.notes.push(match hostnames {
         Hostnames::Resolve => "server hostnames were resolved now (--resolve, the default); --dns keeps a lone hostname server as DNS discovery".into(),
         Hostnames::Dns => "a backend whose only server is a hostname became DNS discovery (--dns)".into(),
@@ -263,22 +317,42 @@ fn run(args: &ImportArgs) -> Result<ExitCode, ImportError> {
         [cf, res] => Some((read_input(cf)?, read_input(res)?)),
         _ => None,
     };
-    let hostnames = if args.dns { Hostnames::Dns } else { Hostnames::Resolve };
-    let out = import(ha.as_ref(), ka.as_ref(), hb.as_ref().map(|(a, b)| (a, b)), hostnames, &system_resolver)?;
+    let hostnames = if args.dns {
+        Hostnames::Dns
+    } else {
+        Hostnames::Resolve
+    };
+    let out = import(
+        ha.as_ref(),
+        ka.as_ref(),
+        hb.as_ref().map(|(a, b)| (a, b)),
+        hostnames,
+        &system_resolver,
+    )?;
     // The output must be a valid fulcrum config: check it the way `fulcrum check` does.
-    let label = args.output.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<output>".into());
+    let label = args
+        .output
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<output>".into());
     let valid = crate::config::parse_str(&out.toml, &label);
     match &args.output {
-        Some(p) => std::fs::write(p, &out.toml).map_err(|e| ImportError::Input(format!("{}: {e}", p.display())))?,
+        Some(p) => std::fs::write(p, &out.toml)
+            .map_err(|e| ImportError::Input(format!("{}: {e}", p.display())))?,
         None => print!("{}", out.toml),
     }
     eprintln!("{}", out.report);
     if let Err(errors) = valid {
-        eprintln!("fulcrum import: the written configuration does not pass `fulcrum check`:\n{errors}");
+        eprintln!(
+            "fulcrum import: the written configuration does not pass `fulcrum check`:\n{errors}"
+        );
         return Ok(ExitCode::FAILURE);
     }
     if args.strict && out.report.dropped() > 0 {
-        eprintln!("fulcrum import: --strict: {} directive(s) not translated or approximated", out.report.dropped());
+        eprintln!(
+            "fulcrum import: --strict: {} directive(s) not translated or approximated",
+            out.report.dropped()
+        );
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)

@@ -109,7 +109,10 @@ impl Report {
 
     /// How many directives lost or changed their effect.
     pub fn dropped(&self) -> usize {
-        self.entries.values().filter(|e| e.outcome.is_dropped()).count()
+        self.entries
+            .values()
+            .filter(|e| e.outcome.is_dropped())
+            .count()
     }
 
     /// How many were translated (or covered by a default).
@@ -134,7 +137,10 @@ impl fmt::Display for Report {
         let mut groups: [(&str, Vec<&Entry>); 6] = [
             ("translated", Vec::new()),
             ("left to fulcrum's default (same behaviour)", Vec::new()),
-            ("ignored: process management or logging, no effect on traffic", Vec::new()),
+            (
+                "ignored: process management or logging, no effect on traffic",
+                Vec::new(),
+            ),
             ("approximated (behaviour differs slightly)", Vec::new()),
             ("not translated: no equivalent in fulcrum", Vec::new()),
             ("not translated: unsupported", Vec::new()),
