@@ -409,6 +409,9 @@ pub struct Server {
     pub lost: Vec<String>,
 }
 
+/// TCP check: (send, expect, send is hex, expect is hex).
+pub type TcpChk = (Option<String>, Option<String>, bool, bool);
+
 /// HTTP check settings.
 #[derive(Debug, Clone, Default)]
 pub struct HttpChk {
@@ -478,7 +481,7 @@ pub struct Px {
     /// `http-check expect status`.
     pub expect: Option<Set<String>>,
     /// `option tcp-check` / redis-check etc.: (send, expect), hex flags.
-    pub tcpchk: Option<Set<(Option<String>, Option<String>, bool, bool)>>,
+    pub tcpchk: Option<Set<TcpChk>>,
     /// `default-server` words.
     pub default_server: Vec<Line>,
     /// Servers.

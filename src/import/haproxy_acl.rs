@@ -438,11 +438,14 @@ pub fn routes(px: &Px, cond: Option<&Cond>, ssl: bool, base: &Path) -> Result<Ro
     Ok(out)
 }
 
+/// Routes to backends, the default backend, approximations.
+pub type MapRoutes = (Vec<(RouteMatch, String)>, Option<String>, Vec<String>);
+
 /// `%[req.hdr(host),lower,map(FILE[,DEFAULT])]` → (routes to backends, default backend).
 pub fn map_rule(
     expr: &str,
     base: &Path,
-) -> Result<(Vec<(RouteMatch, String)>, Option<String>, Vec<String>), String> {
+) -> Result<MapRoutes, String> {
     let inner = expr
         .strip_prefix("%[")
         .and_then(|e| e.strip_suffix(']'))

@@ -147,7 +147,7 @@ fn secs(v: &str) -> Option<String> {
         return None;
     }
     let ms = (f * 1000.0).round() as u64;
-    Some(if ms % 1000 == 0 {
+    Some(if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
