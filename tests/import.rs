@@ -8,6 +8,7 @@
 //!   `# req: [bind=N] [host=H] [path=P] [sticky]`  — one request (repeated 4 times)
 //!   `# fail: backend/server` / `# ok: backend/server` — flip that upstream's /health
 //!   `# compare: backend` — compare backends only (hash-based balancing picks differently)
+//!   `# compare: redirect-code` — HAProxy's default 302 redirect counts as fulcrum's 301
 //! Without `# req:` lines a table is derived from the config's host and path ACLs.
 
 mod common;
@@ -384,7 +385,7 @@ fn run_one(cfg: &Path, hap: &Path, fx: &mut Fixture, work: &Path) -> Result<usiz
         ));
     }
     let hc = Command::new(hap)
-        .args(["-c", "-q", "-f", ha_cfg.to_str().unwrap_or("")])
+        .args(["-c", "-f", ha_cfg.to_str().unwrap_or("")])
         .current_dir(&dir)
         .output()
         .map_err(|e| e.to_string())?;
@@ -414,6 +415,7 @@ fn run_one(cfg: &Path, hap: &Path, fx: &mut Fixture, work: &Path) -> Result<usiz
     common::wait_listening(ha0);
     common::wait_listening(fu0);
     let backend_only = text.contains("# compare: backend");
+    let redirect_code = text.contains("# compare: redirect-code");
     let mut compared = 0;
     for step in table(&text) {
         match step {
@@ -426,7 +428,11 @@ fn run_one(cfg: &Path, hap: &Path, fx: &mut Fixture, work: &Path) -> Result<usiz
                 let Some(&(a, b)) = rw.binds.get(bind) else {
                     continue;
                 };
-                let x = observe(a, &host, &path, sticky, backend_only);
+                let mut x = observe(a, &host, &path, sticky, backend_only);
+                if redirect_code {
+                    // Documented difference: fulcrum redirects with 301 where HAProxy defaults to 302.
+                    x = x.replace("status {302}", "status {301}");
+                }
                 let y = observe(b, &host, &path, sticky, backend_only);
                 if x != y {
                     return Err(format!("{name}: GET {path} Host {host} (bind {bind}):\n  haproxy: {x}\n  fulcrum: {y}\n  imported config: {}", toml.display()));
