@@ -517,26 +517,56 @@ fn keepalived_and_heartbeat_imports_pass_check() {
         .collect();
     runs.sort();
     let hb = |f: &str| dir.join(f).display().to_string();
-    runs.push(("heartbeat".into(), vec!["--heartbeat".into(), hb("seed004.ha.cf"), hb("seed004.haresources")]));
+    runs.push((
+        "heartbeat".into(),
+        vec![
+            "--heartbeat".into(),
+            hb("seed004.ha.cf"),
+            hb("seed004.haresources"),
+        ],
+    ));
     // A haproxy.cfg and a keepalived.conf together.
-    runs.push(("pair".into(), vec![hb("seed000-leastconn.cfg"), hb("keepalived-seed000.conf")]));
+    runs.push((
+        "pair".into(),
+        vec![hb("seed000-leastconn.cfg"), hb("keepalived-seed000.conf")],
+    ));
     assert!(runs.len() >= 5);
     for (i, (name, args)) in runs.iter().enumerate() {
         let out_path = work.path().join(format!("{i}.toml"));
         let mut a: Vec<String> = vec!["import".into()];
         a.extend(args.iter().cloned());
         a.extend(["-o".into(), out_path.display().to_string()]);
-        let out = Command::new(common::bin()).args(&a).output().expect("import");
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
-        let chk = Command::new(common::bin()).args(["check", "--config", out_path.to_str().unwrap_or("")]).output().expect("check");
-        assert!(chk.status.success(), "{name}: {}", String::from_utf8_lossy(&chk.stderr));
+        let out = Command::new(common::bin())
+            .args(&a)
+            .output()
+            .expect("import");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let chk = Command::new(common::bin())
+            .args(["check", "--config", out_path.to_str().unwrap_or("")])
+            .output()
+            .expect("check");
+        assert!(
+            chk.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&chk.stderr)
+        );
         let toml = std::fs::read_to_string(&out_path).expect("read");
         assert!(toml.contains("[vrrp.instances."), "{name}: {toml}");
         if name.ends_with("keepalived-seed000.conf") {
-            assert!(toml.contains("track = { frontends = true, weight = 2 }"), "{toml}");
+            assert!(
+                toml.contains("track = { frontends = true, weight = 2 }"),
+                "{toml}"
+            );
         }
         if name == "heartbeat" {
-            assert!(toml.contains("preempt = false") && toml.contains("174.143.237.200/24"), "{toml}");
+            assert!(
+                toml.contains("preempt = false") && toml.contains("174.143.237.200/24"),
+                "{toml}"
+            );
         }
     }
 }
@@ -546,11 +576,30 @@ fn keepalived_and_heartbeat_imports_pass_check() {
 fn check_hints_at_import_and_strict_fails_on_drops() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import_corpus");
     let cfg = dir.join("01-basic.cfg");
-    let chk = Command::new(common::bin()).args(["check", "--config", cfg.to_str().unwrap_or("")]).output().expect("check");
+    let chk = Command::new(common::bin())
+        .args(["check", "--config", cfg.to_str().unwrap_or("")])
+        .output()
+        .expect("check");
     assert!(!chk.status.success());
-    assert!(String::from_utf8_lossy(&chk.stderr).contains("fulcrum import"), "{}", String::from_utf8_lossy(&chk.stderr));
-    let out = Command::new(common::bin()).current_dir(&dir).args(["import", "--strict", cfg.to_str().unwrap_or("")]).output().expect("import");
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&chk.stderr).contains("fulcrum import"),
+        "{}",
+        String::from_utf8_lossy(&chk.stderr)
+    );
+    let out = Command::new(common::bin())
+        .current_dir(&dir)
+        .args(["import", "--strict", cfg.to_str().unwrap_or("")])
+        .output()
+        .expect("import");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = String::from_utf8_lossy(&out.stderr);
-    assert!(report.contains("01-basic.cfg:39") && report.contains("basic auth"), "{report}");
+    assert!(
+        report.contains("01-basic.cfg:39") && report.contains("basic auth"),
+        "{report}"
+    );
 }

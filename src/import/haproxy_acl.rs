@@ -442,10 +442,7 @@ pub fn routes(px: &Px, cond: Option<&Cond>, ssl: bool, base: &Path) -> Result<Ro
 pub type MapRoutes = (Vec<(RouteMatch, String)>, Option<String>, Vec<String>);
 
 /// `%[req.hdr(host),lower,map(FILE[,DEFAULT])]` → (routes to backends, default backend).
-pub fn map_rule(
-    expr: &str,
-    base: &Path,
-) -> Result<MapRoutes, String> {
+pub fn map_rule(expr: &str, base: &Path) -> Result<MapRoutes, String> {
     let inner = expr
         .strip_prefix("%[")
         .and_then(|e| e.strip_suffix(']'))

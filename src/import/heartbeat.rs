@@ -85,6 +85,7 @@ pub fn import(cf: &Input, res: &Input, rep: &mut Report, tables: &mut Vec<Table>
     }
     // haresources: `node res1 res2 …`, with `\` line continuations.
     let mut vips = Vec::new();
+    let mut vip_iface: Option<String> = None;
     let mut vsrc = Vec::new();
     let mut joined: Vec<(Loc, String)> = Vec::new();
     let mut cont = false;

@@ -151,7 +151,12 @@ pub fn sniff(text: &str) -> Option<Format> {
     let mut ha = 0;
     let mut ka = 0;
     for l in text.lines().take(5000) {
-        let w = l.split_whitespace().next().unwrap_or("");
+        let mut it = l.split_whitespace();
+        let w = it.next().unwrap_or("");
+        // TOML keys such as `backend = "web"` are not section headers.
+        if it.next() == Some("=") || l.trim_start().starts_with('[') {
+            continue;
+        }
         match w {
             "global" | "defaults" | "frontend" | "backend" | "listen" => ha += 1,
             "vrrp_instance" | "vrrp_script" | "global_defs" | "virtual_server"
@@ -280,10 +285,12 @@ pub fn import(
         "comments name the source line each setting came from; run `fulcrum check --config` on it"
             .into(),
     );
-    rep.notes.push(match hostnames {
+    if haproxy.is_some() {
+        rep.notes.push(match hostnames {
         Hostnames::Resolve => "server hostnames were resolved now (--resolve, the default); --dns keeps a lone hostname server as DNS discovery".into(),
         Hostnames::Dns => "a backend whose only server is a hostname became DNS discovery (--dns)".into(),
-    });
+        });
+    }
     Ok(Imported {
         toml: emit::render(&header, &tables),
         report: rep,
