@@ -128,7 +128,8 @@ pub fn import(cf: &Input, res: &Input, rep: &mut Report, tables: &mut Vec<Table>
                 let ip = parts.next().unwrap_or("");
                 let prefix = parts.next().unwrap_or("32");
                 if let Some(dev) = parts.next() {
-                    iface = iface.or(Some(dev.to_string()));
+                    // The VIP's interface wins over the heartbeat link (`ucast eth1`).
+                    vip_iface = vip_iface.or(Some(dev.to_string()));
                 }
                 vips.push(q(&format!("{ip}/{prefix}")));
                 vsrc.push(format!("{loc} {r} (preferred node {node})"));
@@ -139,7 +140,7 @@ pub fn import(cf: &Input, res: &Input, rep: &mut Report, tables: &mut Vec<Table>
     }
     t.str(
         "interface",
-        iface.as_deref().unwrap_or("eth0"),
+        vip_iface.or(iface).as_deref().unwrap_or("eth0"),
         Src::default(),
     );
     t.raw("vrid", "51".into(), Src::default());
