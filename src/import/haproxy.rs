@@ -626,9 +626,16 @@ fn apply(px: &mut Px, l: &Line, from_defaults: bool, rep: &mut Report) -> Result
             other => return Err(perr(l, format!("unknown proxy mode '{other}'"))),
         },
         "bind" if fe => {
-            let b = super::haproxy_out::parse_bind(l).map_err(|m| perr(l, m))?;
-            px.binds.push(b);
-            return Ok(()); // reported when emitted
+            // An address fulcrum cannot listen on (unix socket, `${VAR}`, a name) is
+            // reported; the section keeps its other binds.
+            match super::haproxy_out::parse_bind(l) {
+                Ok(b) => {
+                    px.binds.push(b);
+                    return Ok(()); // reported when emitted
+                }
+                Err(m) if l.w(1).is_empty() => return Err(perr(l, m)),
+                Err(m) => Unsupported(m),
+            }
         }
         "default_backend" if fe => {
             px.default_backend = set(l.w(1).to_string(), l);
@@ -859,6 +866,14 @@ fn http_check(px: &mut Px, l: &Line) -> Outcome {
             };
             match (neg, what) {
                 (false, "status") => {
+                    // fulcrum takes one status or a range; HAProxy also takes lists.
+                    let ok = |x: &str| x.len() == 3 && x.bytes().all(|b| b.is_ascii_digit());
+                    let valid = ok(val) || val.split_once('-').is_some_and(|(a, b)| ok(a) && ok(b));
+                    if !valid {
+                        return Unsupported(format!(
+                            "`expect status {val}`: fulcrum takes one status or a range (200-399)"
+                        ));
+                    }
                     px.expect = set(val.to_string(), l);
                     Translated
                 }
