@@ -111,3 +111,61 @@ fn mutated_configs_never_panic() {
         let _ = imp(&text);
     }
 }
+
+#[test]
+fn hostnames_resolve_by_default_or_become_dns_discovery() {
+    let text = "defaults\n mode http\nfrontend f\n bind :80\n default_backend b\nbackend b\n server s app.internal:8080 check\n";
+    let input = Input {
+        label: "haproxy.cfg".into(),
+        dir: PathBuf::from("."),
+        text: text.into(),
+    };
+    let fake = |h: &str| (h == "app.internal").then(|| std::net::IpAddr::from([10, 9, 8, 7]));
+    let out = import(Some(&input), None, None, Hostnames::Resolve, &fake).expect("import");
+    assert!(
+        out.toml.contains("address = \"10.9.8.7:8080\""),
+        "{}",
+        out.toml
+    );
+    let out = import(Some(&input), None, None, Hostnames::Dns, &fake).expect("import");
+    assert!(
+        out.toml
+            .contains("discovery = { dns = \"app.internal\", port = 8080 }"),
+        "{}",
+        out.toml
+    );
+    crate::config::parse_str(&out.toml, "out").expect("passes check");
+}
+
+#[test]
+fn tokenizer_follows_haproxy_quoting() {
+    use super::haproxy::tokenize;
+    assert_eq!(
+        tokenize(r#"a "b c" 'd\e' f\ g # x"#).expect("ok"),
+        ["a", "b c", "d\\e", "f g"]
+    );
+    assert!(tokenize("a \"b").is_err());
+}
+
+#[test]
+fn heartbeat_becomes_a_vrrp_instance() {
+    let cf = Input {
+        label: "ha.cf".into(),
+        dir: PathBuf::from("."),
+        text: "keepalive 2\nucast eth1 10.0.0.2\nauto_failback off\nnode a\n".into(),
+    };
+    let res = Input {
+        label: "haresources".into(),
+        dir: PathBuf::from("."),
+        text: "a \\\n IPaddr2::10.0.0.100/24/eth0 \\\n haproxy\n".into(),
+    };
+    let out = import(None, None, Some((&cf, &res)), Hostnames::Resolve, &no_dns).expect("import");
+    assert!(
+        out.toml.contains("preempt = false")
+            && out.toml.contains("\"10.0.0.100/24\"")
+            && out.toml.contains("interface = \"eth0\""),
+        "{}",
+        out.toml
+    );
+    crate::config::parse_str(&out.toml, "out").expect("passes check");
+}
