@@ -8,6 +8,7 @@
 //!   `# req: [bind=N] [host=H] [path=P] [sticky]`  — one request (repeated 4 times)
 //!   `# fail: backend/server` / `# ok: backend/server` — flip that upstream's /health
 //!   `# compare: backend` — compare backends only (hash-based balancing picks differently)
+//!   `# resp-hdr: NAME` — also compare this response header's values
 //!   `# compare: redirect-code` — HAProxy's default 302 redirect counts as fulcrum's 301
 //! Without `# req:` lines a table is derived from the config's host and path ACLs.
 
@@ -210,12 +211,10 @@ fn table(text: &str) -> Vec<Step> {
 }
 
 /// What one answer says: status, backend and server (from x-served-by), redirect target.
-fn ask(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    cookie: Option<&str>,
-) -> (u16, String, String, String, Option<String>) {
+/// Status, backend, server, Location, Set-Cookie, and the values of the headers asked for.
+type Answer = (u16, String, String, String, Option<String>, Vec<String>);
+
+fn ask(addr: SocketAddr, host: &str, path: &str, cookie: Option<&str>, hdrs: &[String]) -> Answer {
     let mut h = vec![("Host", host)];
     if let Some(c) = cookie {
         h.push(("Cookie", c));
@@ -231,14 +230,33 @@ fn ask(
             let cookie = r
                 .header("set-cookie")
                 .map(|c| c.split(';').next().unwrap_or("").to_string());
-            (r.status, be, srv, loc.unwrap_or_default(), cookie)
+            let hv = hdrs
+                .iter()
+                .map(|h| format!("{h}={:?}", r.header(h)))
+                .collect();
+            (r.status, be, srv, loc.unwrap_or_default(), cookie, hv)
         }
-        Err(_) => (0, String::new(), String::new(), String::new(), None),
+        Err(_) => (
+            0,
+            String::new(),
+            String::new(),
+            String::new(),
+            None,
+            Vec::new(),
+        ),
     }
 }
 
 /// Everything observable about one request spec on one load balancer.
-fn observe(addr: SocketAddr, host: &str, path: &str, sticky: bool, backend_only: bool) -> String {
+fn observe(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    sticky: bool,
+    backend_only: bool,
+    hdrs: &[String],
+) -> String {
+    let mut seen_hdrs: BTreeSet<String> = BTreeSet::new();
     let mut statuses = BTreeSet::new();
     let mut backends = BTreeSet::new();
     let mut servers = BTreeSet::new();
@@ -247,12 +265,14 @@ fn observe(addr: SocketAddr, host: &str, path: &str, sticky: bool, backend_only:
     let mut stuck = true;
     let mut first_srv = None;
     for _ in 0..4 {
-        let (st, be, srv, loc, set) = ask(
+        let (st, be, srv, loc, set, hv) = ask(
             addr,
             host,
             path,
             if sticky { cookie.as_deref() } else { None },
+            hdrs,
         );
+        seen_hdrs.extend(hv);
         if sticky {
             if cookie.is_none() {
                 cookie = set;
@@ -272,7 +292,7 @@ fn observe(addr: SocketAddr, host: &str, path: &str, sticky: bool, backend_only:
         format!("{servers:?}")
     };
     format!(
-        "status {statuses:?} backend {backends:?} servers {servers} location {locs:?} sticky {}",
+        "status {statuses:?} backend {backends:?} servers {servers} location {locs:?} sticky {} headers {seen_hdrs:?}",
         !sticky || stuck
     )
 }
@@ -303,7 +323,7 @@ fn settle(addrs: &[SocketAddr], server: &str, down: bool) {
     for &a in addrs {
         let mut clean = 0;
         while clean < 6 && Instant::now() < deadline {
-            let (_, be, srv, _, _) = ask(a, "www.example.com", "/", None);
+            let (_, be, srv, _, _, _) = ask(a, "www.example.com", "/", None, &[]);
             let hit = format!("{be}/{srv}") == server;
             if hit == down && down {
                 clean = 0;
@@ -416,6 +436,11 @@ fn run_one(cfg: &Path, hap: &Path, fx: &mut Fixture, work: &Path) -> Result<usiz
     common::wait_listening(fu0);
     let backend_only = text.contains("# compare: backend");
     let redirect_code = text.contains("# compare: redirect-code");
+    let hdrs: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("# resp-hdr:"))
+        .map(|h| h.trim().to_string())
+        .collect();
     let mut compared = 0;
     for step in table(&text) {
         match step {
@@ -428,12 +453,15 @@ fn run_one(cfg: &Path, hap: &Path, fx: &mut Fixture, work: &Path) -> Result<usiz
                 let Some(&(a, b)) = rw.binds.get(bind) else {
                     continue;
                 };
-                let mut x = observe(a, &host, &path, sticky, backend_only);
+                let mut x = observe(a, &host, &path, sticky, backend_only, &hdrs);
                 if redirect_code {
                     // Documented difference: fulcrum redirects with 301 where HAProxy defaults to 302.
                     x = x.replace("status {302}", "status {301}");
                 }
-                let y = observe(b, &host, &path, sticky, backend_only);
+                let y = observe(b, &host, &path, sticky, backend_only, &hdrs);
+                if std::env::var_os("IMPORT_VERBOSE").is_some() {
+                    eprintln!("  GET {path} Host {host}: {x}");
+                }
                 if x != y {
                     return Err(format!("{name}: GET {path} Host {host} (bind {bind}):\n  haproxy: {x}\n  fulcrum: {y}\n  imported config: {}", toml.display()));
                 }
