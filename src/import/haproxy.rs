@@ -569,11 +569,11 @@ pub fn proxies(p: &Parsed, rep: &mut Report) -> Result<Vec<Px>, ParseError> {
         }
         if let Some(d) = s.defaults.and_then(|i| p.defaults.get(i)) {
             for l in &d.lines {
-                directives::apply(&mut px, l, true, rep)?;
+                directives::apply(&mut px, l, rep)?;
             }
         }
         for l in &s.lines {
-            directives::apply(&mut px, l, false, rep)?;
+            directives::apply(&mut px, l, rep)?;
         }
         out.push(px);
     }

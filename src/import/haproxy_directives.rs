@@ -24,12 +24,7 @@ fn set<T>(v: T, l: &Line) -> Option<Set<T>> {
     Some(Set { v, line: l.clone() })
 }
 
-pub(super) fn apply(
-    px: &mut Px,
-    l: &Line,
-    from_defaults: bool,
-    rep: &mut Report,
-) -> Result<(), ParseError> {
+pub(super) fn apply(px: &mut Px, l: &Line, rep: &mut Report) -> Result<(), ParseError> {
     use Outcome::*;
     let fe = px.kind.is_fe();
     let be = px.kind.is_be();
@@ -195,7 +190,6 @@ pub(super) fn apply(
         "disabled" => Unsupported("disabled sections are not supported".into()),
         _ => Unsupported(format!("unknown directive `{kw}`")),
     };
-    let _ = from_defaults;
     rep.add(&l.loc, &l.text, o);
     Ok(())
 }
