@@ -268,7 +268,10 @@ pub fn parse(text: &str, file: &str, rep: &mut Report) -> Result<Parsed, ParseEr
                 } else {
                     push_section(&mut p, kind, name, from, line.clone());
                 }
-                rep.ok(&loc, &line.text);
+                // Proxy headers are reported by the emitters: a section may not be written.
+                if kind == Kind::Defaults {
+                    rep.ok(&loc, &line.text);
+                }
                 cur = if kind == Kind::Defaults {
                     Cur::Defaults
                 } else {

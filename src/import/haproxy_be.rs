@@ -263,6 +263,7 @@ pub fn backend(px: &Px, cx: &mut Ctx<'_>, tables: &mut Vec<Table>) {
             Src::one("no server could be translated".into()),
         );
     }
+    cx.rep.ok(&px.head.loc, &px.head.text);
     tables.push(t);
 }
 

@@ -564,6 +564,7 @@ pub fn frontend(px: &Px, cx: &mut Ctx<'_>, tables: &mut Vec<Table>) {
                 continue;
             }
         }
+        cx.rep.ok(&px.head.loc, &px.head.text);
         tables.push(t);
     }
 }
