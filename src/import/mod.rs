@@ -248,7 +248,21 @@ pub fn import_haproxy(
             }
         }
     }
-    if let Some((addr, s)) = stats_admin.or(admin) {
+    if let Some((mut addr, s)) = stats_admin.or(admin) {
+        // The admin listener must not take a port a frontend listens on.
+        let used = |a: &str| {
+            let port = a.rsplit_once(':').map(|(_, p)| format!(":{p}\""));
+            fe.iter().any(|t| {
+                t.kvs.iter().any(|k| {
+                    k.key == "listen" && port.as_ref().is_some_and(|p| k.value.contains(p.as_str()))
+                })
+            })
+        };
+        let mut port = 9000;
+        while used(&addr) && port < 9100 {
+            port += 1;
+            addr = format!("127.0.0.1:{port}");
+        }
         let mut t = Table::new("admin".into(), s);
         t.str("listen", &addr, Src::default());
         tables.push(t);
