@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod demo;
 pub mod discovery;
 pub mod health;
+pub mod import;
 pub mod lab;
 pub mod proxy;
 pub mod runtime;

@@ -46,6 +46,8 @@ enum Cmd {
         #[arg(long)]
         name: String,
     },
+    /// Convert a haproxy.cfg / keepalived.conf / heartbeat setup into a fulcrum config, with a report.
+    Import(fulcrum::import::ImportArgs),
     /// Build the seeds' topologies in network namespaces and run failure drills (root).
     Lab(fulcrum::lab::LabArgs),
 }
@@ -114,6 +116,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Lab(args) => return fulcrum::lab::run(args),
+        Cmd::Import(args) => return fulcrum::import::main(args),
         Cmd::Demo(opts) => runtime().and_then(|rt| rt.block_on(fulcrum::demo::run_demo(opts))),
         Cmd::Backend { listen, name } => runtime().and_then(|rt| {
             rt.block_on(fulcrum::demo::backend::run_backend(

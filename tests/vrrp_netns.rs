@@ -592,3 +592,37 @@ notify = {{ master = "{hook}", backup = "{hook}", fault = "{hook}" }}
         "tracking script + interface: fault and recovery as expected; notify hooks ran in order"
     );
 }
+
+/// `fulcrum import` of keepalived's own keepalived.conf pairs with keepalived running the
+/// original: keepalived master hands over to the imported fulcrum backup and takes the VIP
+/// back when it returns (VRRPv2, 1 s adverts, password: keepalived's default setup).
+#[test]
+fn imported_keepalived_conf_pairs_with_keepalived() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut opts = interop_opts(2);
+    opts.imported_vrrp = true;
+    let Some((mut lab, client)) = pair_of("imp", opts, Kind::Keepalived, Kind::Fulcrum) else {
+        return;
+    };
+    let bound = opts.master_down(100) + Duration::from_secs(1);
+    let t0 = Instant::now();
+    lab.signal("a", libc::SIGTERM);
+    assert!(
+        client.wait_served_by("b", t0, 10, bound * 2),
+        "the imported fulcrum node never served after keepalived stopped\n{}",
+        lab.logs()
+    );
+    let _ = lab.wait_exit("a", Duration::from_secs(10));
+    let t1 = Instant::now();
+    lab.start("a", Kind::Keepalived, 101);
+    assert!(
+        lab.wait_vip("a", bound * 3),
+        "the imported fulcrum node did not yield to the returning keepalived\n{}",
+        lab.logs()
+    );
+    assert!(
+        client.wait_served_by("a", t1, 10, bound * 2),
+        "{}",
+        lab.logs()
+    );
+}

@@ -31,7 +31,15 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
             hint: None,
         }])
     })?;
-    let mut cfg = parse_str(&text, &label)?;
+    let mut cfg = parse_str(&text, &label).map_err(|mut errors| {
+        // An HAProxy or keepalived file fails as TOML on its first line: say what to do.
+        if let Some(hint) = crate::import::foreign_hint(&text, &label) {
+            if let Some(first) = errors.0.first_mut() {
+                first.hint = Some(hint);
+            }
+        }
+        errors
+    })?;
     cfg.source = Some(path.to_path_buf());
     Ok(cfg)
 }

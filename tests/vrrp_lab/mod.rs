@@ -251,6 +251,9 @@ pub struct Opts {
     pub interval: Duration,
     /// Unicast adverts to the other node instead of multicast.
     pub unicast: bool,
+    /// fulcrum nodes take their VRRP section from `fulcrum import` of the keepalived.conf a
+    /// keepalived node would run with the same settings (proves the import pairs).
+    pub imported_vrrp: bool,
 }
 
 impl Opts {
@@ -261,6 +264,7 @@ impl Opts {
             version: 3,
             interval: INTERVAL,
             unicast: false,
+            imported_vrrp: false,
         }
     }
 
@@ -349,6 +353,9 @@ impl Lab {
             (true, "a") => format!("unicast_peers = [\"{}\"]\n", addr_of(NODE_B)),
             (true, _) => format!("unicast_peers = [\"{}\"]\n", addr_of(NODE_A)),
         };
+        if self.opts.imported_vrrp {
+            return self.config_imported(node, priority, backend_port);
+        }
         let text = format!(
             r#"[admin]
 listen = "127.0.0.1:{ADMIN_PORT}"
@@ -447,10 +454,8 @@ preempt = {}
         self.nodes.push((node.to_string(), Some(child), log));
     }
 
-    /// Starts keepalived as node `node` with `priority`; a plain HTTP server on the node's
-    /// port 80 stands for the web tier, so the client gets answers through the VIP.
-    pub fn start_keepalived(&mut self, node: &str, priority: u8) {
-        self.start_backend(node, "0.0.0.0", 80);
+    /// The keepalived.conf a keepalived node runs with these settings.
+    pub fn keepalived_conf(&self, node: &str, priority: u8) -> String {
         let (version, advert_int, auth) = if self.opts.version == 2 {
             (
                 2,
@@ -465,9 +470,41 @@ preempt = {}
         } else {
             "    nopreempt\n"
         };
-        let conf = format!(
+        format!(
             "global_defs {{\n    router_id ka_{node}\n}}\nvrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    priority {priority}\n    version {version}\n    advert_int {advert_int}\n{auth}{preempt}    virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n"
+        )
+    }
+
+    /// A fulcrum node's config whose VRRP section is `fulcrum import` of
+    /// [`Lab::keepalived_conf`] for the same node and priority.
+    fn config_imported(&self, node: &str, priority: u8, backend_port: u16) -> PathBuf {
+        let dir = self.dir.path();
+        let conf = dir.join(format!("import-{node}.conf"));
+        std::fs::write(&conf, self.keepalived_conf(node, priority)).expect("write keepalived.conf");
+        let out = Command::new(bin())
+            .args(["import"])
+            .arg(&conf)
+            .output()
+            .expect("fulcrum import");
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        let vrrp = String::from_utf8_lossy(&out.stdout).to_string();
+        let text = format!(
+            "[admin]\nlisten = \"127.0.0.1:{ADMIN_PORT}\"\n\n[frontends.www]\nlisten = [\"0.0.0.0:80\"]\nbackend = \"app\"\n\n[backends.app]\nhealth = {{ kind = \"http\", path = \"/health\", interval = \"100ms\", rise = 1, fall = 1 }}\nservers = [{{ name = \"{node}\", address = \"127.0.0.1:{backend_port}\" }}]\n\n{vrrp}"
+        );
+        let path = dir.join(format!("{node}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// Starts keepalived as node `node` with `priority`; a plain HTTP server on the node's
+    /// port 80 stands for the web tier, so the client gets answers through the VIP.
+    pub fn start_keepalived(&mut self, node: &str, priority: u8) {
+        self.start_backend(node, "0.0.0.0", 80);
+        let conf = self.keepalived_conf(node, priority);
         let n = self.nodes.len();
         let dir = self.dir.path();
         let conf_path = dir.join(format!("keepalived-{node}.conf"));
@@ -719,6 +756,7 @@ pub fn interop_opts(version: u8) -> Opts {
             INTERVAL
         },
         unicast: false,
+        imported_vrrp: false,
     }
 }
 

@@ -1,0 +1,144 @@
+//! The imported configuration as a small model, and its TOML text.
+//!
+//! The text is written by hand rather than through `toml::to_string` so that every key can
+//! carry a comment naming the source line it came from (`# haproxy.cfg:42 server web1 …`);
+//! values are quoted by the `toml` crate so any string is valid TOML.
+
+use std::fmt::Write;
+
+/// A value with the source lines it came from (`file:line text`), written as comments.
+#[derive(Debug, Clone, Default)]
+pub struct Src(pub Vec<String>);
+
+impl Src {
+    /// One source line.
+    pub fn one(s: String) -> Src {
+        Src(vec![s])
+    }
+}
+
+/// One key = value line of a table, with its source comments.
+#[derive(Debug, Clone)]
+pub struct Kv {
+    /// Key (bare or quoted as needed).
+    pub key: String,
+    /// Value, already TOML text.
+    pub value: String,
+    /// Where it came from.
+    pub src: Src,
+}
+
+/// One `[section]` of the output.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// Dotted header, e.g. `frontends."www"`.
+    pub header: String,
+    /// Comments above the header.
+    pub src: Src,
+    /// Keys in order.
+    pub kvs: Vec<Kv>,
+    /// Arrays of inline tables (routes, servers), each element with its comments.
+    pub arrays: Vec<(String, Vec<(String, Src)>)>,
+    /// Written commented out (e.g. a TLS frontend whose certificate is not there yet).
+    pub disabled: bool,
+}
+
+impl Table {
+    /// New table with a header.
+    pub fn new(header: String, src: Src) -> Table {
+        Table {
+            header,
+            src,
+            ..Table::default()
+        }
+    }
+
+    /// Add `key = value` (value already TOML text).
+    pub fn raw(&mut self, key: &str, value: String, src: Src) {
+        self.kvs.push(Kv {
+            key: key.to_string(),
+            value,
+            src,
+        });
+    }
+
+    /// Add `key = "string"`.
+    pub fn str(&mut self, key: &str, value: &str, src: Src) {
+        self.raw(key, q(value), src);
+    }
+
+    /// Append one element (inline table text) to the array `key`.
+    pub fn push(&mut self, key: &str, elem: String, src: Src) {
+        if let Some((_, v)) = self.arrays.iter_mut().find(|(k, _)| k == key) {
+            v.push((elem, src));
+        } else {
+            self.arrays.push((key.to_string(), vec![(elem, src)]));
+        }
+    }
+
+    /// Whether a key was set.
+    pub fn has(&self, key: &str) -> bool {
+        self.kvs.iter().any(|k| k.key == key) || self.arrays.iter().any(|(k, _)| k == key)
+    }
+}
+
+/// A TOML string literal.
+pub fn q(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// A TOML key, quoted unless it is bare-safe.
+pub fn key(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        s.to_string()
+    } else {
+        q(s)
+    }
+}
+
+/// An inline table from `(key, TOML value)` pairs.
+pub fn inline(pairs: &[(&str, String)]) -> String {
+    let body: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{} = {v}", key(k)))
+        .collect();
+    format!("{{ {} }}", body.join(", "))
+}
+
+fn comment_lines(out: &mut String, src: &Src, indent: &str, prefix: &str) {
+    for s in &src.0 {
+        for line in s.lines() {
+            let _ = writeln!(out, "{prefix}{indent}# {line}");
+        }
+    }
+}
+
+/// The whole file: a header comment, then the tables in order.
+pub fn render(header: &[String], tables: &[Table]) -> String {
+    let mut out = String::new();
+    for h in header {
+        let _ = writeln!(out, "# {h}");
+    }
+    for t in tables {
+        let p = if t.disabled { "# " } else { "" };
+        out.push('\n');
+        comment_lines(&mut out, &t.src, "", "");
+        let _ = writeln!(out, "{p}[{}]", t.header);
+        for kv in &t.kvs {
+            comment_lines(&mut out, &kv.src, "", p);
+            let _ = writeln!(out, "{p}{} = {}", key(&kv.key), kv.value);
+        }
+        for (k, elems) in &t.arrays {
+            let _ = writeln!(out, "{p}{} = [", key(k));
+            for (e, src) in elems {
+                comment_lines(&mut out, src, "  ", p);
+                let _ = writeln!(out, "{p}  {e},");
+            }
+            let _ = writeln!(out, "{p}]");
+        }
+    }
+    out
+}
