@@ -12,6 +12,7 @@ pub mod demo;
 pub mod discovery;
 pub mod health;
 pub mod lab;
+pub mod log;
 pub mod proxy;
 pub mod runtime;
 pub mod tls;
