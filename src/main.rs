@@ -151,10 +151,8 @@ fn main() -> ExitCode {
 fn init_tracing(log: &config::types::LogConfig) {
     if let Err(e) = fulcrum::log::diag::init(&log.diagnostics, log.diagnostics_format) {
         eprintln!("fulcrum: cannot open the diagnostics log ({e}); using stderr");
-        let _ = fulcrum::log::diag::init(
-            &config::types::DiagTarget::Stderr,
-            log.diagnostics_format,
-        );
+        let _ =
+            fulcrum::log::diag::init(&config::types::DiagTarget::Stderr, log.diagnostics_format);
     }
 }
 

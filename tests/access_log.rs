@@ -34,8 +34,14 @@ fn vm_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
         })
         .unwrap_or(0)
 }
@@ -136,7 +142,8 @@ fn stalled_reader_drops_lines_and_never_stalls_requests() {
         .collect();
 
     assert!(
-        wait_until(Duration::from_secs(20), || lines.load(Ordering::Relaxed) >= 100),
+        wait_until(Duration::from_secs(20), || lines.load(Ordering::Relaxed)
+            >= 100),
         "no access-log lines read"
     );
     let rss_before = vm_rss_kib(pid);
@@ -158,7 +165,8 @@ fn stalled_reader_drops_lines_and_never_stalls_requests() {
     // A little more load after the reader is back, then stop the clients.
     let resumed = ok.load(Ordering::Relaxed);
     assert!(
-        wait_until(Duration::from_secs(20), || ok.load(Ordering::Relaxed) >= resumed + 100),
+        wait_until(Duration::from_secs(20), || ok.load(Ordering::Relaxed)
+            >= resumed + 100),
         "requests stalled after the reader resumed"
     );
     stop.store(true, Ordering::Relaxed);
@@ -173,8 +181,14 @@ fn stalled_reader_drops_lines_and_never_stalls_requests() {
          VmRSS {rss_before} KiB before, {rss_max} KiB max during the stall",
         slowest_us.load(Ordering::Relaxed) / 1000
     );
-    assert_eq!(failed, 0, "requests failed while the log reader was stalled");
-    assert!(served_in_pause > 0, "no request was served during the stall");
+    assert_eq!(
+        failed, 0,
+        "requests failed while the log reader was stalled"
+    );
+    assert!(
+        served_in_pause > 0,
+        "no request was served during the stall"
+    );
     assert!(
         dropped > 0,
         "nothing dropped: the stall did not fill the 64 KiB queue (served {served_in_pause})"

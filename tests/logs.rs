@@ -18,7 +18,10 @@ fn config(listen: SocketAddr, server: SocketAddr, log: &str) -> String {
 }
 
 /// Datagrams received until `done` says the set is complete (bounded: 20 s).
-fn receive(mut recv: impl FnMut(&mut [u8]) -> Option<usize>, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+fn receive(
+    mut recv: impl FnMut(&mut [u8]) -> Option<usize>,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 65536];
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -55,7 +58,10 @@ fn syslog_rfc5424_over_udp() {
         |b| sock.recv(b).ok(),
         |got| got.iter().any(access) && got.iter().any(|m| m.contains("ready")),
     );
-    let line = got.iter().find(|m| access(m)).unwrap_or_else(|| panic!("no access line in {got:?}"));
+    let line = got
+        .iter()
+        .find(|m| access(m))
+        .unwrap_or_else(|| panic!("no access line in {got:?}"));
     // <PRI>1 TIMESTAMP HOST APP PID MSGID SD MSG; local0.info = 16*8+6 = 134.
     assert!(line.starts_with("<134>1 "), "{line}");
     let fields: Vec<&str> = line.splitn(8, ' ').collect();
@@ -63,11 +69,18 @@ fn syslog_rfc5424_over_udp() {
     assert!(fields[1].contains('T'), "timestamp: {line}");
     assert_eq!(fields[3], "fulcrum", "{line}");
     assert_eq!(fields[4], lb.proc.pid().to_string(), "{line}");
-    let diag = got.iter().find(|m| m.contains("ready")).unwrap_or_else(|| panic!("{got:?}"));
+    let diag = got
+        .iter()
+        .find(|m| m.contains("ready"))
+        .unwrap_or_else(|| panic!("{got:?}"));
     assert!(diag.starts_with("<134>1 "), "{diag}");
     assert!(!diag.contains('\x1b'), "escape codes in {diag:?}");
     // stdout carries no access line now.
-    assert!(!lb.proc.output().contains("www web/a"), "{}", lb.proc.output());
+    assert!(
+        !lb.proc.output().contains("www web/a"),
+        "{}",
+        lb.proc.output()
+    );
 }
 
 #[test]
@@ -97,7 +110,9 @@ fn syslog_rfc3164_over_a_unix_datagram_socket() {
     // <PRI>Mmm dd hh:mm:ss HOST TAG[PID]: MSG; daemon.info = 3*8+6 = 30.
     assert!(line.starts_with("<30>"), "{line}");
     let tag = format!(" lb1[{}]: ", lb.proc.pid());
-    let (_, msg) = line.split_once(&tag).unwrap_or_else(|| panic!("no `{tag}` in {line}"));
+    let (_, msg) = line
+        .split_once(&tag)
+        .unwrap_or_else(|| panic!("no `{tag}` in {line}"));
     let v: serde_json::Value = serde_json::from_str(msg).unwrap_or_else(|e| panic!("{e}: {msg}"));
     assert_eq!(v["uri"], "/p");
     assert_eq!(v["status"], 200);
@@ -113,23 +128,33 @@ fn a_log_file_has_no_escape_codes_and_json_diagnostics_parse() {
     std::env::set_var("TERM", "xterm-256color");
     let lb = Lb::start(&config(listen, server, ""), listen);
     assert_eq!(get(listen, "/").expect("request").status, 200);
-    assert!(common::wait_until(Duration::from_secs(10), || lb.proc.output().contains("www web/a")));
+    assert!(common::wait_until(Duration::from_secs(10), || lb
+        .proc
+        .output()
+        .contains("www web/a")));
     let out = lb.proc.output();
     assert!(out.contains(" INFO "), "{out}");
     assert!(!out.contains('\x1b'), "escape codes in a log file: {out:?}");
     drop(lb);
 
     let listen = free_addr();
-    let lb = Lb::start(&config(listen, server, "diagnostics_format = \"json\""), listen);
+    let lb = Lb::start(
+        &config(listen, server, "diagnostics_format = \"json\""),
+        listen,
+    );
     wait_listening(listen);
-    assert!(common::wait_until(Duration::from_secs(10), || lb.proc.output().contains("ready")));
+    assert!(common::wait_until(Duration::from_secs(10), || lb
+        .proc
+        .output()
+        .contains("ready")));
     let out = lb.proc.output();
     let diag: Vec<serde_json::Value> = out
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     assert!(
-        diag.iter().any(|v| v["level"] == "INFO" && v["fields"]["message"] == "ready"),
+        diag.iter()
+            .any(|v| v["level"] == "INFO" && v["fields"]["message"] == "ready"),
         "{out}"
     );
     assert!(!out.contains('\x1b'), "{out:?}");
@@ -155,5 +180,8 @@ fn journald_target_without_journald_fails_at_start() {
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("cannot open the access log") && err.contains("journald"), "{err}");
+    assert!(
+        err.contains("cannot open the access log") && err.contains("journald"),
+        "{err}"
+    );
 }

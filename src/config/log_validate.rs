@@ -55,7 +55,11 @@ pub(super) fn build_log(
     let mut cx = Cx { loc, errors };
     let mut cfg = LogConfig::default();
     let Some(raw) = raw else { return cfg };
-    cfg.access = match cx.choice(raw.access.as_ref(), "access log format", &["text", "json", "off"]) {
+    cfg.access = match cx.choice(
+        raw.access.as_ref(),
+        "access log format",
+        &["text", "json", "off"],
+    ) {
         "json" => AccessLog::Json,
         "off" => AccessLog::Off,
         _ => AccessLog::Text,
@@ -147,13 +151,21 @@ fn build_syslog(cx: &mut Cx<'_, '_>, raw: Option<&Spanned<RawSyslog>>) -> Syslog
             );
         }
     }
-    cfg.format = match cx.choice(raw.format.as_ref(), "syslog format", &["rfc3164", "rfc5424"]) {
+    cfg.format = match cx.choice(
+        raw.format.as_ref(),
+        "syslog format",
+        &["rfc3164", "rfc5424"],
+    ) {
         "rfc5424" => SyslogFormat::Rfc5424,
         _ => SyslogFormat::Rfc3164,
     };
     if let Some(t) = &raw.tag {
         let s = t.get_ref();
-        if !s.is_empty() && s.len() <= 32 && s.bytes().all(|c| c.is_ascii_graphic() && c != b'[' && c != b':') {
+        if !s.is_empty()
+            && s.len() <= 32
+            && s.bytes()
+                .all(|c| c.is_ascii_graphic() && c != b'[' && c != b':')
+        {
             cfg.tag = s.clone();
         } else {
             cx.err(
@@ -209,7 +221,9 @@ mod tests {
         assert_eq!(cfg.log.access, AccessLog::Json);
         assert_eq!(cfg.log.buffer, 8 << 20);
         assert_eq!(cfg.log.diagnostics_format, DiagFormat::Json);
-        let LogTarget::Syslog(s) = &cfg.log.target else { panic!("{:?}", cfg.log.target) };
+        let LogTarget::Syslog(s) = &cfg.log.target else {
+            panic!("{:?}", cfg.log.target)
+        };
         assert_eq!(s.address, "127.0.0.1:5514");
         assert_eq!(s.facility, "local3");
         assert_eq!(s.format, SyslogFormat::Rfc5424);
@@ -224,9 +238,21 @@ mod tests {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-        assert!(e.contains("t.toml:2:10: error: unknown access log target `file`"), "{e}");
-        assert!(e.contains("t.toml:3:10: error: `buffer` is out of range"), "{e}");
-        assert!(e.contains("t.toml:5:11: error: bad syslog address `nowhere`"), "{e}");
-        assert!(e.contains("t.toml:6:12: error: unknown syslog facility `local9`"), "{e}");
+        assert!(
+            e.contains("t.toml:2:10: error: unknown access log target `file`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:3:10: error: `buffer` is out of range"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:5:11: error: bad syslog address `nowhere`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:6:12: error: unknown syslog facility `local9`"),
+            "{e}"
+        );
     }
 }

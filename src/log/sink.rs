@@ -168,7 +168,10 @@ pub fn journald_dispatch() -> io::Result<tracing::Dispatch> {
     ))
 }
 
-fn per_line(batches: &[&[u8]], mut send: impl FnMut(&str) -> io::Result<()>) -> (u64, Option<io::Error>) {
+fn per_line(
+    batches: &[&[u8]],
+    mut send: impl FnMut(&str) -> io::Result<()>,
+) -> (u64, Option<io::Error>) {
     let mut lost = 0;
     let mut first = None;
     for line in batches

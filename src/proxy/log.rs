@@ -262,7 +262,10 @@ fn put_json_uri(b: &mut Vec<u8>, u: &http::Uri) {
     // through the escaper rather than trust it.
     let start = b.len();
     put_uri(b, u);
-    if b[start..].iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20) {
+    if b[start..]
+        .iter()
+        .any(|&c| c == b'"' || c == b'\\' || c < 0x20)
+    {
         let raw = String::from_utf8_lossy(&b[start..]).into_owned();
         b.truncate(start);
         put_json_str(b, &raw);
