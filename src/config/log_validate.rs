@@ -24,9 +24,9 @@ impl Cx<'_, '_> {
     }
 
     /// One of `choices` (the first is the default when absent).
-    fn choice<'v>(
+    fn choice(
         &mut self,
-        v: Option<&'v Spanned<String>>,
+        v: Option<&Spanned<String>>,
         what: &str,
         choices: &[&'static str],
     ) -> &'static str {
