@@ -177,9 +177,33 @@ pub fn tcp(
     bytes_out: u64,
     end: &str,
 ) {
+    if format != AccessLog::Off {
+        emit(|b| {
+            tcp_line(
+                b, format, client, frontend, backend, server, tc, tt, bytes_in, bytes_out, end,
+            )
+        });
+    }
+}
+
+/// The TCP session line (nothing for `Off`) appended to `b`.
+#[allow(clippy::too_many_arguments)]
+fn tcp_line(
+    b: &mut Vec<u8>,
+    format: AccessLog,
+    client: SocketAddr,
+    frontend: &str,
+    backend: &str,
+    server: &str,
+    tc: Duration,
+    tt: Duration,
+    bytes_in: u64,
+    bytes_out: u64,
+    end: &str,
+) {
     match format {
         AccessLog::Off => {}
-        AccessLog::Json => emit(|b| {
+        AccessLog::Json => {
             b.extend_from_slice(b"{\"time\":\"");
             put_time(b);
             b.extend_from_slice(b"\",\"client\":\"");
@@ -197,8 +221,8 @@ pub fn tcp(
             b.extend_from_slice(b",\"end\":");
             put_json_str(b, end);
             b.push(b'}');
-        }),
-        AccessLog::Text => emit(|b| {
+        }
+        AccessLog::Text => {
             put_addr(b, client);
             b.extend_from_slice(b" [");
             put_time(b);
@@ -218,7 +242,7 @@ pub fn tcp(
             put_u64(b, bytes_out);
             b.push(b' ');
             put_text(b, end);
-        }),
+        }
     }
 }
 
@@ -345,6 +369,72 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_lines() {
+        let client: SocketAddr = "10.1.2.3:40000".parse().unwrap_or(([0, 0, 0, 0], 0).into());
+        let ms = Duration::from_millis;
+        let mut b = Vec::new();
+        let args = ("fe", "be", "s1", ms(3), ms(1500), 10, 20, "eof");
+        tcp_line(
+            &mut b,
+            AccessLog::Json,
+            client,
+            args.0,
+            args.1,
+            args.2,
+            args.3,
+            args.4,
+            args.5,
+            args.6,
+            args.7,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+        assert_eq!(
+            v["client"],
+            "10.1.2.3:40000",
+            "{}",
+            String::from_utf8_lossy(&b)
+        );
+        assert_eq!(v["tc_ms"], 3);
+        assert_eq!(v["tt_ms"], 1500);
+        assert_eq!(v["bytes_out"], 20);
+        assert_eq!(v["end"], "eof");
+        assert_eq!(v["time"].as_str().map(str::len), Some(24));
+        b.clear();
+        tcp_line(
+            &mut b,
+            AccessLog::Text,
+            client,
+            args.0,
+            args.1,
+            args.2,
+            args.3,
+            args.4,
+            args.5,
+            args.6,
+            "a\nb",
+        );
+        let text = String::from_utf8_lossy(&b);
+        let (head, rest) = text.split_once(" [").unwrap_or_default();
+        assert_eq!(head, "10.1.2.3:40000");
+        assert_eq!(&rest[24..], "] fe be/s1 3/1500 10/20 a b", "{text}");
+        b.clear();
+        tcp_line(
+            &mut b,
+            AccessLog::Off,
+            client,
+            args.0,
+            args.1,
+            args.2,
+            args.3,
+            args.4,
+            args.5,
+            args.6,
+            args.7,
+        );
+        assert!(b.is_empty());
+    }
 
     #[test]
     fn dates() {
