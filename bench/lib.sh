@@ -169,20 +169,32 @@ haproxy_maxconn() {
     echo "$n"
 }
 
-# HAProxy: one thread, roundrobin, HTTP checks, keep-alive, http-reuse always,
-# no logging. An HTTP listener and a TCP listener in one process.
-# Usage: start_haproxy HTTP_PORT TCP_PORT B1_PORT B2_PORT  (sets LAST_PID)
+# HAProxy: one thread (PROXY_THREADS=default: HAProxy's default, one per
+# core), roundrobin, HTTP checks, keep-alive, http-reuse always, no logging —
+# or, with SYSLOG_PORT, `option httplog` sent to that local UDP syslog sink.
+# An HTTP listener and a TCP listener in one process.
+# Usage: start_haproxy HTTP_PORT TCP_PORT B1_PORT B2_PORT [NAME SYSLOG_PORT]  (sets LAST_PID)
 start_haproxy() {
-    local http=$1 tcp=$2 b1=$3 b2=$4 dir="$WORK/haproxy"
+    local http=$1 tcp=$2 b1=$3 b2=$4 name=${5:-haproxy} syslog=${6:-} dir
+    dir="$WORK/$name"
     mkdir -p "$dir"
+    local nbthread="    nbthread 1" logs=""
+    [[ ${PROXY_THREADS:-1} == default ]] && nbthread=""
+    if [[ -n $syslog ]]; then
+        nbthread="$nbthread
+    log 127.0.0.1:$syslog local0 info"
+        logs="    log global
+    option httplog"
+    fi
     local servers="    server b1 127.0.0.1:$b1 check inter 2s rise 2 fall 3
     server b2 127.0.0.1:$b2 check inter 2s rise 2 fall 3"
     cat >"$dir/haproxy.cfg" <<EOF
 global
-    nbthread 1
+$nbthread
     maxconn $(haproxy_maxconn)
 
 defaults
+$logs
     timeout connect 5s
     timeout client 120s
     timeout server 120s
@@ -222,19 +234,26 @@ EOF
 
 # nginx as the proxy: one worker, upstream keepalive 512, roundrobin (nginx's
 # default). nginx OSS has no active health checks: only passive max_fails.
-# Usage: start_nginx_proxy HTTP_PORT B1_PORT B2_PORT  (sets LAST_PID)
+# With ACCESS=file: nginx's default combined access log to a file (buffered
+# by nginx per write, no `buffer=`: its default). PROXY_THREADS=default: one
+# worker per core.
+# Usage: start_nginx_proxy HTTP_PORT B1_PORT B2_PORT [NAME ACCESS]  (sets LAST_PID)
 start_nginx_proxy() {
-    local http=$1 b1=$2 b2=$3 dir="$WORK/nginx-proxy"
+    local http=$1 b1=$2 b2=$3 name=${4:-nginx-proxy} access="access_log off;" dir
+    dir="$WORK/$name"
+    [[ ${5:-} == file ]] && access="access_log $dir/logs/access.log;"
+    local workers=1
+    [[ ${PROXY_THREADS:-1} == default ]] && workers=auto
     mkdir -p "$dir/logs"
     cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $workers;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
 worker_rlimit_nofile $(ulimit -n);
 events { worker_connections $(ulimit -n); }
 http {
-    access_log off;
+    $access
     keepalive_requests 10000000;
     keepalive_timeout 120s;
     client_body_temp_path $dir/tmp_body;
@@ -265,11 +284,26 @@ EOF
 }
 
 # fulcrum configured like the HAProxy above: roundrobin, HTTP checks every 2 s
-# (rise 2, fall 3), keep-alive upstream pool of 64, access log off.
-# Usage: start_fulcrum HTTP_PORT TCP_PORT B1_PORT B2_PORT  (sets LAST_PID)
+# (rise 2, fall 3), keep-alive upstream pool of 64, access log off — or LOG:
+# "default" (no [log] at all: the access log on stdout, redirected to a file)
+# or "syslog:PORT" (the access log to a local UDP syslog sink).
+# Usage: start_fulcrum HTTP_PORT TCP_PORT B1_PORT B2_PORT [NAME LOG]  (sets LAST_PID)
 start_fulcrum() {
-    local http=$1 tcp=$2 b1=$3 b2=$4 dir="$WORK/fulcrum"
+    local http=$1 tcp=$2 b1=$3 b2=$4 name=${5:-fulcrum} logcfg=${6:-off} dir
+    dir="$WORK/$name"
     mkdir -p "$dir"
+    local log_toml='[log]
+access = "off"'
+    case $logcfg in
+        default) log_toml="" ;;
+        syslog:*) log_toml='[log]
+target = "syslog"
+syslog = { address = "127.0.0.1:'${logcfg#syslog:}'" }' ;;
+    esac
+    # PROXY_THREADS=default: no [global] (one worker per core, the default).
+    local global="[global]
+threads = ${FULCRUM_THREADS:-1}"
+    [[ ${PROXY_THREADS:-1} == default ]] && global=""
     local backend_body='balance = "roundrobin"
 health = { kind = "http", method = "GET", path = "/", interval = "2s", rise = 2, fall = 3 }
 servers = [
@@ -279,11 +313,9 @@ servers = [
     # One worker thread, like HAProxy's nbthread 1 and nginx's one worker
     # (FULCRUM_THREADS overrides, e.g. 2 for one per core).
     cat >"$dir/fulcrum.toml" <<EOF
-[global]
-threads = ${FULCRUM_THREADS:-1}
+$global
 
-[log]
-access = "off"
+$log_toml
 
 [frontends.http]
 listen = ["127.0.0.1:$http"]
@@ -303,7 +335,32 @@ $backend_body
 $backend_body
 EOF
     "$FULCRUM" check --config "$dir/fulcrum.toml" >/dev/null || die "fulcrum config check failed"
-    "$FULCRUM" run --config "$dir/fulcrum.toml" >"$dir/fulcrum.log" 2>&1 &
+    "$FULCRUM" run --config "$dir/fulcrum.toml" >"$dir/access.log" 2>"$dir/fulcrum.log" &
+    LAST_PID=$!
+    track "$LAST_PID"
+}
+
+# A local syslog sink: a UDP receiver that drains and counts datagrams
+# (python3; the count is written to DIR/count when it is stopped).
+# Usage: start_syslog_sink PORT NAME  (sets LAST_PID)
+start_syslog_sink() {
+    local port=$1 dir="$WORK/$2"
+    mkdir -p "$dir"
+    python3 - "$port" "$dir/count" <<'PY' >"$dir/sink.log" 2>&1 &
+import signal, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+n = 0
+def stop(*_):
+    open(sys.argv[2], "w").write(f"{n}\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+buf = bytearray(65536)
+while True:
+    s.recv_into(buf)
+    n += 1
+PY
     LAST_PID=$!
     track "$LAST_PID"
 }

@@ -21,7 +21,13 @@ import statistics
 import sys
 import time
 
-TARGET_ORDER = ["direct", "haproxy", "nginx", "fulcrum"]
+TARGET_ORDER = ["direct", "haproxy", "nginx", "fulcrum",
+                "haproxy+log", "nginx+log", "fulcrum+log", "fulcrum+syslog"]
+
+
+def base_of(target):
+    """Logged targets compare with HAProxy logging too (option httplog to syslog)."""
+    return "haproxy+log" if "+" in target else "haproxy"
 CASE_TEXT = {
     "ka50": "keep-alive, small body, 50 conns",
     "ka200": "keep-alive, small body, 200 conns",
@@ -113,12 +119,12 @@ def aggregate(rows):
             "noisy_rounds": sum(1 for r in rs if not r["quiet"]),
         }
     for case, targets in summary.items():
-        base = targets.get("haproxy")
         # Rounds are interleaved, so a round's targets ran within seconds of
         # each other: the median of the per-round ratios cancels the machine's
         # drift between rounds, which the ratio of medians does not.
-        base_rps = {r["round"]: r["rps"] for r in groups.get((case, "haproxy"), [])}
         for name, t in targets.items():
+            base = targets.get(base_of(name))
+            base_rps = {r["round"]: r["rps"] for r in groups.get((case, base_of(name)), [])}
             t["rps_vs_haproxy"] = ratio(t["rps_median"], base and base["rps_median"])
             t["rps_vs_haproxy_paired"] = med(
                 ratio(r["rps"], base_rps.get(r["round"])) for r in groups[(case, name)])
@@ -151,8 +157,10 @@ def markdown(meta, summary):
     lines.append(f"- load: wrk -t1, {meta.get('duration', '?')} per measurement, "
                  f"{meta.get('rounds', '?')} interleaved rounds; backends: 2 × nginx (1 worker); "
                  f"all on 127.0.0.1, sharing the cores")
+    default = meta.get("proxy_threads") == "default"
     lines.append(f"- fulcrum worker threads: {meta.get('fulcrum_threads', '?')}; "
-                 "HAProxy nbthread 1; nginx 1 worker")
+                 + ("HAProxy nbthread default; nginx worker_processes auto" if default
+                    else "HAProxy nbthread 1; nginx 1 worker"))
     lines.append(f"- command: `{meta.get('command', 'bench/run.sh')}`")
     lines.append("- req/s: median (min–max) over rounds; × HAProxy per round: median over rounds of the "
                  "ratio within the round (steadier: rounds are interleaved); p50/p99: median over rounds; "
@@ -181,6 +189,9 @@ def markdown(meta, summary):
     lines.append("")
     lines.append("Cases: " + "; ".join(f"`{k}` = {v}" for k, v in CASE_TEXT.items() if k in summary)
                  + ". `direct` = wrk straight to backend 1 (the ceiling; no proxy CPU). "
+                 "`+log` rows log every request (HAProxy: `option httplog` to a local UDP syslog sink; "
+                 "nginx: access log to a file; fulcrum: its default access log, stdout to a file; "
+                 "`fulcrum+syslog`: to a UDP syslog sink) and are compared with `haproxy+log`. "
                  "⚠ = at least one round started before the machine was quiet.")
     return "\n".join(lines) + "\n"
 

@@ -2,6 +2,13 @@
 # Side-by-side benchmark: direct vs HAProxy vs nginx vs fulcrum, interleaved.
 #
 #   bench/run.sh [--duration 10s] [--rounds 3] [--cases ka50,ka200,ka4k,close,tcp] [--smoke]
+#                [--logged] [--threads 1|default]
+#
+# --logged adds the logged targets: haproxy+log (option httplog to a local UDP
+# syslog sink the harness drains), nginx+log (access log to a file),
+# fulcrum+log (no [log]: its default access log, stdout to a file) and
+# fulcrum+syslog (the access log to another such sink). --threads default
+# runs every proxy with its default thread/worker count (one per core).
 #
 # Installs haproxy/nginx/wrk if missing, builds fulcrum (release), starts two
 # nginx backends and the three proxies on 127.0.0.1, then for each round runs
@@ -17,6 +24,8 @@ DURATION="${DURATION:-10s}"
 ROUNDS="${ROUNDS:-3}"
 CASES="ka50,ka200,ka4k,close,tcp"
 SMOKE=0
+LOGGED=0
+export PROXY_THREADS="${PROXY_THREADS:-1}"
 QUIET_IDLE="${QUIET_IDLE:-90}"     # % idle over 1 s that counts as quiet
 QUIET_MAX="${QUIET_MAX:-60}"       # longest wait for quiet before a measurement (s)
 WARMUP="${WARMUP:-2s}"             # one warm-up per case and target before round 1
@@ -31,6 +40,8 @@ while [[ $# -gt 0 ]]; do
         --rounds) ROUNDS=$2; shift 2 ;;
         --cases) CASES=$2; shift 2 ;;
         --smoke) SMOKE=1; shift ;;
+        --logged) LOGGED=1; shift ;;
+        --threads) PROXY_THREADS=$2; shift 2 ;;
         -h|--help) usage 0 ;;
         *) log "unknown argument: $1"; usage 2 ;;
     esac
@@ -40,6 +51,7 @@ if [[ $SMOKE -eq 1 ]]; then
 fi
 [[ $DURATION =~ ^[0-9]+[smh]?$ ]] || die "--duration wants e.g. 10s"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds wants a positive integer"
+[[ $PROXY_THREADS =~ ^(1|default)$ ]] || die "--threads wants 1 or default"
 IFS=, read -r -a CASE_LIST <<<"$CASES"
 for c in "${CASE_LIST[@]}"; do
     [[ $c =~ ^(ka50|ka200|ka4k|close|tcp)$ ]] || die "unknown case $c (ka50,ka200,ka4k,close,tcp)"
@@ -59,6 +71,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 read -r B1 B2 P_HAPROXY P_HAPROXY_TCP P_NGINX P_FULCRUM P_FULCRUM_TCP <<<"$(free_ports 7)"
+read -r P_HAPROXY_L P_HAPROXY_LT P_NGINX_L P_FULCRUM_L P_FULCRUM_LT P_FULCRUM_S P_FULCRUM_ST \
+    SINK_H SINK_F <<<"$(free_ports 9)"
+PID_HAPROXY_L="" PID_NGINX_L="" PID_FULCRUM_L="" PID_FULCRUM_S=""
 
 start_backend b1 "$B1"; PID_B1=$LAST_PID
 start_backend b2 "$B2"; PID_B2=$LAST_PID
@@ -74,6 +89,18 @@ wait_http "http://127.0.0.1:$P_NGINX/" 15 b1 b2 || die "nginx proxy not ready"
 wait_http "http://127.0.0.1:$P_FULCRUM/" 15 b1 b2 || die "fulcrum not ready: $(cat "$WORK/fulcrum/fulcrum.log")"
 wait_http "http://127.0.0.1:$P_FULCRUM_TCP/" 15 b1 b2 || die "fulcrum tcp not ready"
 log "backends $B1 $B2; haproxy $P_HAPROXY/$P_HAPROXY_TCP; nginx $P_NGINX; fulcrum $P_FULCRUM/$P_FULCRUM_TCP"
+if [[ $LOGGED -eq 1 ]]; then
+    start_syslog_sink "$SINK_H" sink-haproxy; PID_SINK_H=$LAST_PID
+    start_syslog_sink "$SINK_F" sink-fulcrum; PID_SINK_F=$LAST_PID
+    start_haproxy "$P_HAPROXY_L" "$P_HAPROXY_LT" "$B1" "$B2" haproxy-log "$SINK_H"; PID_HAPROXY_L=$LAST_PID
+    start_nginx_proxy "$P_NGINX_L" "$B1" "$B2" nginx-log file; PID_NGINX_L=$LAST_PID
+    start_fulcrum "$P_FULCRUM_L" "$P_FULCRUM_LT" "$B1" "$B2" fulcrum-log default; PID_FULCRUM_L=$LAST_PID
+    start_fulcrum "$P_FULCRUM_S" "$P_FULCRUM_ST" "$B1" "$B2" fulcrum-syslog "syslog:$SINK_F"; PID_FULCRUM_S=$LAST_PID
+    for p in "$P_HAPROXY_L" "$P_NGINX_L" "$P_FULCRUM_L" "$P_FULCRUM_S"; do
+        wait_http "http://127.0.0.1:$p/" 15 b1 b2 || die "logged proxy on $p not ready (see $WORK)"
+    done
+    log "logged: haproxy+log $P_HAPROXY_L (sink $SINK_H); nginx+log $P_NGINX_L; fulcrum+log $P_FULCRUM_L; fulcrum+syslog $P_FULCRUM_S (sink $SINK_F)"
+fi
 
 CLK_TCK=$(getconf CLK_TCK)
 RAW="$WORK/raw.jsonl"
@@ -129,17 +156,33 @@ target_url() { # CASE TARGET
         nginx:*) port=$P_NGINX ;;
         fulcrum:tcp) port=$P_FULCRUM_TCP ;;
         fulcrum:*) port=$P_FULCRUM ;;
+        haproxy+log:tcp) port=$P_HAPROXY_LT ;;
+        haproxy+log:*) port=$P_HAPROXY_L ;;
+        nginx+log:*) port=$P_NGINX_L ;;
+        fulcrum+log:tcp) port=$P_FULCRUM_LT ;;
+        fulcrum+log:*) port=$P_FULCRUM_L ;;
+        fulcrum+syslog:tcp) port=$P_FULCRUM_ST ;;
+        fulcrum+syslog:*) port=$P_FULCRUM_S ;;
     esac
     echo "http://127.0.0.1:$port$path"
 }
 case_conns() { [[ $1 == ka200 ]] && echo 200 || echo 50; }
-case_targets() { [[ $1 == tcp ]] && echo "direct haproxy fulcrum" || echo "direct haproxy nginx fulcrum"; }
+case_targets() {
+    local t="direct haproxy nginx fulcrum" l="haproxy+log nginx+log fulcrum+log fulcrum+syslog"
+    [[ $1 == tcp ]] && t="direct haproxy fulcrum" l="haproxy+log fulcrum+log fulcrum+syslog"
+    [[ $LOGGED -eq 1 ]] && t="$t $l"
+    echo "$t"
+}
 target_pids() {
     case "$1" in
         direct) ;;
         haproxy) echo "$PID_HAPROXY" ;;
         nginx) proc_tree "$PID_NGINX" ;;
         fulcrum) echo "$PID_FULCRUM" ;;
+        haproxy+log) echo "$PID_HAPROXY_L" ;;
+        nginx+log) proc_tree "$PID_NGINX_L" ;;
+        fulcrum+log) echo "$PID_FULCRUM_L" ;;
+        fulcrum+syslog) echo "$PID_FULCRUM_S" ;;
     esac
 }
 
@@ -173,7 +216,7 @@ measure() { # CASE TARGET ROUND
         --idle-pct "$IDLE" --quiet-threshold "$QUIET_IDLE" --quiet-waited-s "$WAITED" \
         --pids "${pids[*]}"
     log "round $round $case $target: $(grep -E '^Requests/sec' "$out" || echo 'no result') (idle before ${IDLE}%)"
-    for pid in "$PID_B1" "$PID_B2" "$PID_HAPROXY" "$PID_NGINX" "$PID_FULCRUM"; do
+    for pid in "$PID_B1" "$PID_B2" "$PID_HAPROXY" "$PID_NGINX" "$PID_FULCRUM" $PID_HAPROXY_L $PID_NGINX_L $PID_FULCRUM_L $PID_FULCRUM_S; do
         kill -0 "$pid" 2>/dev/null || die "process $pid died during $case/$target (logs in $WORK)"
     done
 }
@@ -215,7 +258,9 @@ meta = {
     "kernel": platform.release(), "cpu": cpu, "nproc": os.cpu_count(),
     "fulcrum": e["FULCRUM_VERSION"], "haproxy": e["HAPROXY_VERSION"],
     "nginx": e["NGINX_VERSION"], "wrk": e["WRK_VERSION"],
-    "fulcrum_threads": e.get("FULCRUM_THREADS") or "1 ([global] threads = 1)",
+    "fulcrum_threads": ("default (no [global]: one per core)" if e.get("PROXY_THREADS") == "default"
+                        else e.get("FULCRUM_THREADS") or "1 ([global] threads = 1)"),
+    "proxy_threads": e.get("PROXY_THREADS", "1"),
     "duration": e["DURATION"], "rounds": int(e["ROUNDS"]),
     "smoke": e["SMOKE"] == "1", "command": e["COMMAND"].strip(),
 }

@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod health;
 pub mod import;
 pub mod lab;
+pub mod log;
 pub mod proxy;
 pub mod runtime;
 pub mod tls;

@@ -99,11 +99,23 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if !matches!(cli.cmd, Cmd::Run(_)) {
+        init_tracing(&Default::default());
+    }
     let result = match cli.cmd {
         Cmd::Check { config } => return check(&config),
         Cmd::Run(args) => load_run_config(&args).and_then(|cfg| {
-            runtime_with(cfg.global.threads).and_then(|rt| rt.block_on(run(args, cfg)))
+            // Diagnostics and the access log go where `[log]` says from here on.
+            init_tracing(&cfg.log);
+            fulcrum::log::access::start(&cfg.log.target, cfg.log.buffer)
+                .context("cannot open the access log")?;
+            let r = runtime_with(cfg.global.threads).and_then(|rt| rt.block_on(run(args, cfg)));
+            // Every line of a clean stop reaches the sink (bounded: a blocked
+            // sink must not hold the exit).
+            if !fulcrum::log::access::shutdown(Duration::from_secs(5)) {
+                tracing::warn!("access log: the sink did not take the last lines within 5 s");
+            }
+            r
         }),
         Cmd::Ctl(args) => {
             return match runtime().and_then(|rt| rt.block_on(fulcrum::ctl::run(args))) {
@@ -117,7 +129,11 @@ fn main() -> ExitCode {
         }
         Cmd::Lab(args) => return fulcrum::lab::run(args),
         Cmd::Import(args) => return fulcrum::import::main(args),
-        Cmd::Demo(opts) => runtime().and_then(|rt| rt.block_on(fulcrum::demo::run_demo(opts))),
+        Cmd::Demo(opts) => {
+            let r = runtime().and_then(|rt| rt.block_on(fulcrum::demo::run_demo(opts)));
+            fulcrum::log::access::shutdown(Duration::from_secs(5));
+            r
+        }
         Cmd::Backend { listen, name } => runtime().and_then(|rt| {
             rt.block_on(fulcrum::demo::backend::run_backend(
                 fulcrum::demo::backend::BackendOptions { name, listen },
@@ -133,14 +149,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+/// Diagnostics as `[log]` says (stderr text by default); colours only on a
+/// terminal and never with `NO_COLOR` (see `fulcrum::log::diag`).
+fn init_tracing(log: &config::types::LogConfig) {
+    if let Err(e) = fulcrum::log::diag::init(&log.diagnostics, log.diagnostics_format) {
+        eprintln!("fulcrum: cannot open the diagnostics log ({e}); using stderr");
+        let _ =
+            fulcrum::log::diag::init(&config::types::DiagTarget::Stderr, log.diagnostics_format);
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

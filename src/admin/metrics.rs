@@ -74,6 +74,15 @@ fn process_families(out: &mut Exposition, rt: &Runtime, snap: &Snapshot) {
         "Generation of the live configuration; increases with every applied change.",
         vec![Sample::new(vec![], Value::Int(snap.generation))],
     );
+    out.family(
+        "fulcrum_log_lines_dropped_total",
+        Kind::Counter,
+        "Access-log lines dropped because the log sink was too slow, blocked or failing.",
+        vec![Sample::new(
+            vec![],
+            Value::Int(crate::log::access::dropped()),
+        )],
+    );
 }
 
 fn frontend_families(out: &mut Exposition, frontends: &[&Arc<FrontendRt>]) {

@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod error;
+mod log_validate;
 pub mod quick;
 mod raw;
 pub mod types;
@@ -12,6 +13,7 @@ pub mod validate;
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use log_validate::parse_size;
 pub use types::Config;
 
 /// Parse and validate configuration text; `file` labels error positions.

@@ -59,9 +59,7 @@ pub fn quick_config(o: &QuickOptions) -> Result<Config, String> {
             token_file: None,
             public_read: false,
         },
-        log: LogConfig {
-            access: AccessLog::Text,
-        },
+        log: LogConfig::default(),
         frontends: BTreeMap::from([("quick".to_string(), frontend)]),
         backends: BTreeMap::from([("quick".to_string(), backend)]),
         cluster: ClusterConfig::default(),

@@ -53,6 +53,24 @@ pub(crate) struct RawAdmin {
 pub(crate) struct RawLog {
     /// "text" (default), "json" or "off".
     pub access: Option<S<String>>,
+    /// "stdout" (default), "stderr", "syslog" or "journald".
+    pub target: Option<S<String>>,
+    /// A size such as "4MiB", or bytes.
+    pub buffer: Option<S<toml::Value>>,
+    /// "stderr" (default), "stdout", "syslog" or "journald".
+    pub diagnostics: Option<S<String>>,
+    /// "text" (default) or "json".
+    pub diagnostics_format: Option<S<String>>,
+    pub syslog: Option<S<RawSyslog>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSyslog {
+    pub address: Option<S<String>>,
+    pub facility: Option<S<String>>,
+    pub format: Option<S<String>>,
+    pub tag: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

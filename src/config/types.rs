@@ -54,19 +54,86 @@ pub struct AdminConfig {
     pub public_read: bool,
 }
 
-/// Access log settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[log]`: the access log and the diagnostics. Only `access` follows a
+/// reload; where lines go is read at start (a reload keeps the running values).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
     pub access: AccessLog,
+    /// Where access-log lines go.
+    pub target: LogTarget,
+    /// Bytes of access-log lines queued for a slow sink before lines are dropped.
+    pub buffer: usize,
+    /// Where diagnostics (tracing events) go.
+    pub diagnostics: DiagTarget,
+    /// Diagnostics as text lines or one JSON object per event.
+    pub diagnostics_format: DiagFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            access: AccessLog::Text,
+            target: LogTarget::Stdout,
+            buffer: crate::log::access::DEFAULT_BUFFER,
+            diagnostics: DiagTarget::Stderr,
+            diagnostics_format: DiagFormat::Text,
+        }
+    }
+}
+
+/// Where access-log lines are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    Syslog(SyslogConfig),
+    /// systemd-journald's native socket.
+    Journald,
+}
+
+/// Where diagnostics are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiagTarget {
+    Stderr,
+    Stdout,
+    Syslog(SyslogConfig),
+    Journald,
+}
+
+/// Diagnostics line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiagFormat {
+    Text,
+    Json,
+}
+
+/// `[log.syslog]`: how syslog is reached (shared by both targets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogConfig {
+    /// A Unix socket path (`/dev/log`) or `HOST:PORT` for UDP.
+    pub address: String,
+    /// A facility name the `syslog` crate knows (`local0`, `daemon`…).
+    pub facility: String,
+    pub format: SyslogFormat,
+    /// The APP-NAME / TAG field.
+    pub tag: String,
+}
+
+/// Syslog message format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogFormat {
+    /// BSD syslog (what `/dev/log` daemons and HAProxy's default speak).
+    Rfc3164,
+    Rfc5424,
 }
 
 /// Where and how access log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessLog {
     Off,
-    /// One HAProxy-httplog-like text line per request on stdout.
+    /// One HAProxy-httplog-like text line per request.
     Text,
-    /// One JSON object per request on stdout.
+    /// One JSON object per request.
     Json,
 }
 

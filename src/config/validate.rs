@@ -217,24 +217,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
 
 fn build(cx: &mut Ctx<'_>, raw: RawConfig) -> Config {
     let admin = build_admin(cx, raw.admin.as_ref());
-    let log = LogConfig {
-        access: match raw.log.as_ref().and_then(|l| l.access.as_ref()) {
-            None => AccessLog::Text,
-            Some(v) => match v.get_ref().as_str() {
-                "text" => AccessLog::Text,
-                "json" => AccessLog::Json,
-                "off" => AccessLog::Off,
-                other => {
-                    cx.err(
-                        v,
-                        format!("unknown access log format `{other}`"),
-                        Some("use \"text\", \"json\" or \"off\""),
-                    );
-                    AccessLog::Text
-                }
-            },
-        },
-    };
+    let log = super::log_validate::build_log(&cx.loc, &mut cx.errors, raw.log.as_ref());
 
     let mut backends = BTreeMap::new();
     for (name, b) in &raw.backends {

@@ -62,9 +62,7 @@ pub fn demo_config(
             token_file: None,
             public_read: false,
         },
-        log: LogConfig {
-            access: AccessLog::Text,
-        },
+        log: LogConfig::default(),
         frontends: BTreeMap::from([("www".to_string(), www)]),
         backends: BTreeMap::from([("web".to_string(), web)]),
         cluster: ClusterConfig::default(),

@@ -2,11 +2,12 @@
 //! in a HAProxy-httplog-like text form or as JSON.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::types::AccessLog;
+use crate::log::access::emit;
 use crate::runtime::server::ActiveGuard;
 use crate::runtime::stats::BackendStats;
 
@@ -42,48 +43,67 @@ impl Pending {
         srv.add_bytes(0, bytes);
         let tt = self.start.elapsed();
         self.stats.duration.observe(tt);
-        if self.format == AccessLog::Off {
-            return;
+        let server = srv.name();
+        match self.format {
+            AccessLog::Off => {}
+            AccessLog::Json => emit(|b| {
+                b.extend_from_slice(b"{\"time\":\"");
+                put_time(b);
+                b.extend_from_slice(b"\",\"client\":\"");
+                put_addr(b, self.client);
+                b.extend_from_slice(b"\",\"frontend\":");
+                put_json_str(b, &self.frontend);
+                b.extend_from_slice(b",\"backend\":");
+                put_json_str(b, &self.backend);
+                b.extend_from_slice(b",\"server\":");
+                put_json_str(b, server);
+                b.extend_from_slice(b",\"method\":");
+                put_json_str(b, self.method.as_str());
+                b.extend_from_slice(b",\"uri\":");
+                put_json_uri(b, &self.uri);
+                put_field(b, "status", self.status as u64);
+                put_field(b, "bytes", bytes);
+                put_field(b, "tq_ms", ms(self.tq));
+                put_field(b, "tc_ms", ms(self.tc));
+                put_field(b, "tr_ms", ms(self.tr));
+                put_field(b, "tt_ms", ms(tt));
+                put_field(b, "retries", self.retries as u64);
+                b.extend_from_slice(if complete {
+                    b",\"complete\":true}"
+                } else {
+                    b",\"complete\":false}"
+                });
+            }),
+            AccessLog::Text => emit(|b| {
+                // client [time] frontend backend/server tq/tc/tr/tt status bytes flags "method uri"
+                put_addr(b, self.client);
+                b.extend_from_slice(b" [");
+                put_time(b);
+                b.extend_from_slice(b"] ");
+                b.extend_from_slice(self.frontend.as_bytes());
+                b.push(b' ');
+                b.extend_from_slice(self.backend.as_bytes());
+                b.push(b'/');
+                b.extend_from_slice(server.as_bytes());
+                b.push(b' ');
+                put_u64(b, ms(self.tq));
+                b.push(b'/');
+                put_u64(b, ms(self.tc));
+                b.push(b'/');
+                put_u64(b, ms(self.tr));
+                b.push(b'/');
+                put_u64(b, ms(tt));
+                b.push(b' ');
+                put_u64(b, self.status as u64);
+                b.push(b' ');
+                put_u64(b, bytes);
+                b.extend_from_slice(if complete { b" -- \"" } else { b" CD \"" });
+                b.extend_from_slice(self.method.as_str().as_bytes());
+                b.push(b' ');
+                put_uri(b, &self.uri);
+                b.push(b'"');
+            }),
         }
-        let server = self.guard.server().name().to_string();
-        let line = match self.format {
-            AccessLog::Json => serde_json::json!({
-                "time": rfc3339(SystemTime::now()),
-                "client": self.client.to_string(),
-                "frontend": &*self.frontend,
-                "backend": &*self.backend,
-                "server": server,
-                "method": self.method.as_str(),
-                "uri": self.uri.to_string(),
-                "status": self.status,
-                "bytes": bytes,
-                "tq_ms": ms(self.tq),
-                "tc_ms": ms(self.tc),
-                "tr_ms": ms(self.tr),
-                "tt_ms": ms(tt),
-                "retries": self.retries,
-                "complete": complete,
-            })
-            .to_string(),
-            _ => format!(
-                "{} [{}] {} {}/{} {}/{}/{}/{} {} {} {} \"{} {}\"",
-                self.client,
-                rfc3339(SystemTime::now()),
-                self.frontend,
-                self.backend,
-                server,
-                ms(self.tq),
-                ms(self.tc),
-                ms(self.tr),
-                ms(tt),
-                self.status,
-                bytes,
-                if complete { "--" } else { "CD" },
-                self.method,
-                self.uri
-            ),
-        };
-        write_line(&line);
     }
 }
 
@@ -102,26 +122,44 @@ pub fn local(
 ) {
     match format {
         AccessLog::Off => {}
-        AccessLog::Json => write_line(
-            &serde_json::json!({
-                "time": rfc3339(SystemTime::now()),
-                "client": client.to_string(),
-                "frontend": frontend,
-                "backend": backend,
-                "server": null,
-                "method": method.as_str(),
-                "uri": uri.to_string(),
-                "status": status,
-                "tt_ms": ms(start.elapsed()),
-                "error": why,
-            })
-            .to_string(),
-        ),
-        AccessLog::Text => write_line(&format!(
-            "{client} [{}] {frontend} {backend}/<NOSRV> -1/-1/-1/{} {status} 0 SC \"{method} {uri}\" {why}",
-            rfc3339(SystemTime::now()),
-            ms(start.elapsed())
-        )),
+        AccessLog::Json => emit(|b| {
+            b.extend_from_slice(b"{\"time\":\"");
+            put_time(b);
+            b.extend_from_slice(b"\",\"client\":\"");
+            put_addr(b, client);
+            b.extend_from_slice(b"\",\"frontend\":");
+            put_json_str(b, frontend);
+            b.extend_from_slice(b",\"backend\":");
+            put_json_str(b, backend);
+            b.extend_from_slice(b",\"server\":null,\"method\":");
+            put_json_str(b, method.as_str());
+            b.extend_from_slice(b",\"uri\":");
+            put_json_uri(b, uri);
+            put_field(b, "status", status as u64);
+            put_field(b, "tt_ms", ms(start.elapsed()));
+            b.extend_from_slice(b",\"error\":");
+            put_json_str(b, why);
+            b.push(b'}');
+        }),
+        AccessLog::Text => emit(|b| {
+            put_addr(b, client);
+            b.extend_from_slice(b" [");
+            put_time(b);
+            b.extend_from_slice(b"] ");
+            b.extend_from_slice(frontend.as_bytes());
+            b.push(b' ');
+            b.extend_from_slice(backend.as_bytes());
+            b.extend_from_slice(b"/<NOSRV> -1/-1/-1/");
+            put_u64(b, ms(start.elapsed()));
+            b.push(b' ');
+            put_u64(b, status as u64);
+            b.extend_from_slice(b" 0 SC \"");
+            b.extend_from_slice(method.as_str().as_bytes());
+            b.push(b' ');
+            put_uri(b, uri);
+            b.extend_from_slice(b"\" ");
+            put_text(b, why);
+        }),
     }
 }
 
@@ -139,29 +177,72 @@ pub fn tcp(
     bytes_out: u64,
     end: &str,
 ) {
+    if format != AccessLog::Off {
+        emit(|b| {
+            tcp_line(
+                b, format, client, frontend, backend, server, tc, tt, bytes_in, bytes_out, end,
+            )
+        });
+    }
+}
+
+/// The TCP session line (nothing for `Off`) appended to `b`.
+#[allow(clippy::too_many_arguments)]
+fn tcp_line(
+    b: &mut Vec<u8>,
+    format: AccessLog,
+    client: SocketAddr,
+    frontend: &str,
+    backend: &str,
+    server: &str,
+    tc: Duration,
+    tt: Duration,
+    bytes_in: u64,
+    bytes_out: u64,
+    end: &str,
+) {
     match format {
         AccessLog::Off => {}
-        AccessLog::Json => write_line(
-            &serde_json::json!({
-                "time": rfc3339(SystemTime::now()),
-                "client": client.to_string(),
-                "frontend": frontend,
-                "backend": backend,
-                "server": server,
-                "tc_ms": ms(tc),
-                "tt_ms": ms(tt),
-                "bytes_in": bytes_in,
-                "bytes_out": bytes_out,
-                "end": end,
-            })
-            .to_string(),
-        ),
-        AccessLog::Text => write_line(&format!(
-            "{client} [{}] {frontend} {backend}/{server} {}/{} {bytes_in}/{bytes_out} {end}",
-            rfc3339(SystemTime::now()),
-            ms(tc),
-            ms(tt)
-        )),
+        AccessLog::Json => {
+            b.extend_from_slice(b"{\"time\":\"");
+            put_time(b);
+            b.extend_from_slice(b"\",\"client\":\"");
+            put_addr(b, client);
+            b.extend_from_slice(b"\",\"frontend\":");
+            put_json_str(b, frontend);
+            b.extend_from_slice(b",\"backend\":");
+            put_json_str(b, backend);
+            b.extend_from_slice(b",\"server\":");
+            put_json_str(b, server);
+            put_field(b, "tc_ms", ms(tc));
+            put_field(b, "tt_ms", ms(tt));
+            put_field(b, "bytes_in", bytes_in);
+            put_field(b, "bytes_out", bytes_out);
+            b.extend_from_slice(b",\"end\":");
+            put_json_str(b, end);
+            b.push(b'}');
+        }
+        AccessLog::Text => {
+            put_addr(b, client);
+            b.extend_from_slice(b" [");
+            put_time(b);
+            b.extend_from_slice(b"] ");
+            b.extend_from_slice(frontend.as_bytes());
+            b.push(b' ');
+            b.extend_from_slice(backend.as_bytes());
+            b.push(b'/');
+            b.extend_from_slice(server.as_bytes());
+            b.push(b' ');
+            put_u64(b, ms(tc));
+            b.push(b'/');
+            put_u64(b, ms(tt));
+            b.push(b' ');
+            put_u64(b, bytes_in);
+            b.push(b'/');
+            put_u64(b, bytes_out);
+            b.push(b' ');
+            put_text(b, end);
+        }
     }
 }
 
@@ -169,10 +250,91 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
-fn write_line(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(line.as_bytes());
-    let _ = out.write_all(b"\n");
+fn put_u64(b: &mut Vec<u8>, n: u64) {
+    b.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// `,"key":n`
+fn put_field(b: &mut Vec<u8>, key: &str, n: u64) {
+    b.extend_from_slice(b",\"");
+    b.extend_from_slice(key.as_bytes());
+    b.extend_from_slice(b"\":");
+    put_u64(b, n);
+}
+
+fn put_addr(b: &mut Vec<u8>, a: SocketAddr) {
+    match a {
+        SocketAddr::V4(v4) => {
+            let mut ip = [0u8; 64];
+            b.extend_from_slice(crate::proxy::headers::fmt_ip(IpAddr::V4(*v4.ip()), &mut ip));
+            b.push(b':');
+            put_u64(b, v4.port() as u64);
+        }
+        v6 => {
+            let _ = write!(b, "{v6}");
+        }
+    }
+}
+
+fn put_uri(b: &mut Vec<u8>, u: &http::Uri) {
+    // `Display` writes into the buffer: no `String` in between.
+    let _ = write!(b, "{u}");
+}
+
+fn put_json_uri(b: &mut Vec<u8>, u: &http::Uri) {
+    // A parsed URI holds no '"', '\\' or control characters, but say so
+    // through the escaper rather than trust it.
+    let start = b.len();
+    put_uri(b, u);
+    if b[start..]
+        .iter()
+        .any(|&c| c == b'"' || c == b'\\' || c < 0x20)
+    {
+        let raw = String::from_utf8_lossy(&b[start..]).into_owned();
+        b.truncate(start);
+        put_json_str(b, &raw);
+    } else {
+        b.insert(start, b'"');
+        b.push(b'"');
+    }
+}
+
+fn put_json_str(b: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *b, s);
+}
+
+/// Free text at the end of a text line: a newline would split the line.
+fn put_text(b: &mut Vec<u8>, s: &str) {
+    b.extend(s.bytes().map(|c| if c < 0x20 { b' ' } else { c }));
+}
+
+/// The current time as `2026-11-22T01:25:13.123Z`; the part up to the
+/// seconds is formatted once per second per thread.
+fn put_time(b: &mut Vec<u8>) {
+    thread_local! {
+        static CACHE: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    let (cached, mut text) = CACHE.get();
+    if cached != secs {
+        let s = rfc3339(UNIX_EPOCH + Duration::from_secs(secs));
+        if let Some(p) = s.as_bytes().get(..19) {
+            text.copy_from_slice(p);
+        }
+        CACHE.set((secs, text));
+    }
+    b.extend_from_slice(&text);
+    let m = d.subsec_millis();
+    b.extend_from_slice(&[
+        b'.',
+        b'0' + (m / 100) as u8,
+        b'0' + (m / 10 % 10) as u8,
+        b'0' + (m % 10) as u8,
+        b'Z',
+    ]);
 }
 
 /// `2026-11-22T01:25:13.123Z` without a date crate.
@@ -207,6 +369,72 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_lines() {
+        let client: SocketAddr = "10.1.2.3:40000".parse().unwrap_or(([0, 0, 0, 0], 0).into());
+        let ms = Duration::from_millis;
+        let mut b = Vec::new();
+        let args = ("fe", "be", "s1", ms(3), ms(1500), 10, 20, "eof");
+        tcp_line(
+            &mut b,
+            AccessLog::Json,
+            client,
+            args.0,
+            args.1,
+            args.2,
+            args.3,
+            args.4,
+            args.5,
+            args.6,
+            args.7,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+        assert_eq!(
+            v["client"],
+            "10.1.2.3:40000",
+            "{}",
+            String::from_utf8_lossy(&b)
+        );
+        assert_eq!(v["tc_ms"], 3);
+        assert_eq!(v["tt_ms"], 1500);
+        assert_eq!(v["bytes_out"], 20);
+        assert_eq!(v["end"], "eof");
+        assert_eq!(v["time"].as_str().map(str::len), Some(24));
+        b.clear();
+        tcp_line(
+            &mut b,
+            AccessLog::Text,
+            client,
+            args.0,
+            args.1,
+            args.2,
+            args.3,
+            args.4,
+            args.5,
+            args.6,
+            "a\nb",
+        );
+        let text = String::from_utf8_lossy(&b);
+        let (head, rest) = text.split_once(" [").unwrap_or_default();
+        assert_eq!(head, "10.1.2.3:40000");
+        assert_eq!(&rest[24..], "] fe be/s1 3/1500 10/20 a b", "{text}");
+        b.clear();
+        tcp_line(
+            &mut b,
+            AccessLog::Off,
+            client,
+            args.0,
+            args.1,
+            args.2,
+            args.3,
+            args.4,
+            args.5,
+            args.6,
+            args.7,
+        );
+        assert!(b.is_empty());
+    }
 
     #[test]
     fn dates() {

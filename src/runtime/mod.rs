@@ -105,7 +105,7 @@ impl Runtime {
                 source: None,
                 global: config.global.clone(),
                 admin: config.admin.clone(),
-                log: config.log,
+                log: config.log.clone(),
                 frontends: BTreeMap::new(),
                 backends: BTreeMap::new(),
                 cluster: Default::default(),
