@@ -14,5 +14,7 @@ pub mod health;
 pub mod lab;
 pub mod proxy;
 pub mod runtime;
+pub mod systemd;
 pub mod tls;
+pub mod upgrade;
 pub mod vrrp;
