@@ -269,8 +269,11 @@ async fn run<I: ClientIo>(mut r: Box<Relay<I>>) {
         // Boxed: the task of a connection waiting for its next request holds
         // only the waiting state, not the largest state of an exchange.
         match Box::pin(r.request()).await {
-            Step::KeepAlive if !r.rt.is_draining() => {}
-            Step::KeepAlive | Step::Close => return,
+            // Also while draining: an answer that went out before the drain
+            // began kept the connection open, and the client may be sending
+            // its next request already; `next_request` lingers for it.
+            Step::KeepAlive => {}
+            Step::Close => return,
             // Boxed too: rare, and large (it holds the whole connection).
             Step::Fallback => return Box::pin(r.fallback()).await,
         }
