@@ -144,7 +144,8 @@ fn main() -> ExitCode {
         Cmd::Upgrade(args) => return upgrade(args),
         Cmd::Man => {
             use clap::CommandFactory;
-            let man = clap_mangen::Man::new(Cli::command());
+            // The package version only: the page does not change per commit.
+            let man = clap_mangen::Man::new(Cli::command().version(env!("CARGO_PKG_VERSION")));
             let mut out = std::io::stdout().lock();
             return match man.render(&mut out) {
                 Ok(()) => ExitCode::SUCCESS,
