@@ -58,8 +58,11 @@ enum Cmd {
 #[derive(clap::Args)]
 struct UpgradeArgs {
     /// PID of the running process; default: the only `fulcrum run` listening for upgrades.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     pid: Option<u32>,
+    /// Choose the running process by the configuration file it was started with.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
     /// The new binary; default: the path the running process was started from.
     #[arg(long)]
     binary: Option<PathBuf>,
@@ -217,9 +220,13 @@ fn runtime_with(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
 
 /// `fulcrum upgrade`: ask the running process to hand over to a new binary.
 fn upgrade(args: UpgradeArgs) -> ExitCode {
+    let mut running = fulcrum::upgrade::running();
+    if let Some(c) = &args.config {
+        running = fulcrum::upgrade::started_with(&running, c);
+    }
     let pid = match args.pid {
         Some(p) => p,
-        None => match fulcrum::upgrade::running().as_slice() {
+        None => match running.as_slice() {
             [one] => *one,
             [] => {
                 eprintln!("fulcrum upgrade: error: no running `fulcrum run` found (give --pid)");
@@ -232,7 +239,10 @@ fn upgrade(args: UpgradeArgs) -> ExitCode {
         },
     };
     // The running process may have another working directory.
-    let binary = match args.binary.map(|b| std::fs::canonicalize(&b).map_err(|e| (b, e))) {
+    let binary = match args
+        .binary
+        .map(|b| std::fs::canonicalize(&b).map_err(|e| (b, e)))
+    {
         None => None,
         Some(Ok(b)) => Some(b),
         Some(Err((b, e))) => {
@@ -240,9 +250,8 @@ fn upgrade(args: UpgradeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime().and_then(|rt| {
-        rt.block_on(fulcrum::upgrade::request(pid, binary, args.timeout))
-    });
+    let outcome =
+        runtime().and_then(|rt| rt.block_on(fulcrum::upgrade::request(pid, binary, args.timeout)));
     match outcome {
         Ok(new) => {
             println!("upgraded: PID {new} serves now; PID {pid} drains and exits");
@@ -352,7 +361,8 @@ async fn run(
     }
     if let Some(i) = inherit.take() {
         // From here on the old process stops accepting and drains.
-        i.ready().context("cannot tell the old process this one is ready")?;
+        i.ready()
+            .context("cannot tell the old process this one is ready")?;
     }
     let ctx = Serve {
         rt,
@@ -444,11 +454,18 @@ async fn serve_signals(mut s: Serve, vrrp: fulcrum::vrrp::Vrrp) -> Result<()> {
     match handed_to {
         Some(pid) => {
             fulcrum::systemd::hand_over(pid);
-            tracing::info!(new = pid, open = rt.conns.open(), "upgraded: draining open connections");
+            tracing::info!(
+                new = pid,
+                open = rt.conns.open(),
+                "upgraded: draining open connections"
+            );
         }
         None => {
             fulcrum::systemd::stopping();
-            tracing::info!(open = rt.conns.open(), "stopping: draining open connections");
+            tracing::info!(
+                open = rt.conns.open(),
+                "stopping: draining open connections"
+            );
         }
     }
     // Hand the virtual IPs over first: listeners keep serving until the new master has them.

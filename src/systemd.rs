@@ -28,7 +28,11 @@ fn send(states: &[NotifyState<'_>]) {
 pub fn ready(upgraded: bool) {
     let pid = NotifyState::MainPid(std::process::id());
     if upgraded {
-        send(&[pid, NotifyState::Ready, NotifyState::Status("serving (upgraded)")]);
+        send(&[
+            pid,
+            NotifyState::Ready,
+            NotifyState::Status("serving (upgraded)"),
+        ]);
     } else {
         send(&[NotifyState::Ready, NotifyState::Status("serving")]);
     }

@@ -18,7 +18,11 @@ fn the_packaged_config_passes_check() {
         .arg(repo("dist/fulcrum.toml"))
         .output()
         .expect("run check");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -36,13 +40,19 @@ fn the_unit_is_type_notify_hardened_and_reloads() {
         "ReadWritePaths=",
         "ExecStart=/usr/bin/fulcrum run --config /etc/fulcrum/fulcrum.toml",
     ] {
-        assert!(unit.lines().any(|l| l.starts_with(line)), "no {line:?} in the unit");
+        assert!(
+            unit.lines().any(|l| l.starts_with(line)),
+            "no {line:?} in the unit"
+        );
     }
 }
 
 #[test]
 fn man_page_renders_every_subcommand() {
-    let out = Command::new(common::bin()).arg("man").output().expect("run man");
+    let out = Command::new(common::bin())
+        .arg("man")
+        .output()
+        .expect("run man");
     assert!(out.status.success());
     let page = String::from_utf8_lossy(&out.stdout);
     assert!(page.contains(".TH fulcrum 1"), "{page}");
@@ -56,7 +66,10 @@ fn man_page_renders_every_subcommand() {
 
 #[test]
 fn version_names_the_commit() {
-    let out = Command::new(common::bin()).arg("--version").output().expect("run");
+    let out = Command::new(common::bin())
+        .arg("--version")
+        .output()
+        .expect("run");
     let v = String::from_utf8_lossy(&out.stdout);
     assert!(v.starts_with("fulcrum 0."), "{v}");
     assert!(v.contains("(commit "), "{v}");

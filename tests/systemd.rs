@@ -35,7 +35,9 @@ impl Notify {
                         return m;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
                 Err(e) => panic!("notify socket: {e}"),
             }
         }
@@ -52,7 +54,9 @@ impl Notify {
         let mut buf = vec![0u8; 4096];
         for _ in 0..10_000 {
             match self.sock.recv(&mut buf) {
-                Ok(n) => self.seen.push(String::from_utf8_lossy(&buf[..n]).to_string()),
+                Ok(n) => self
+                    .seen
+                    .push(String::from_utf8_lossy(&buf[..n]).to_string()),
                 Err(_) => break,
             }
         }
@@ -86,7 +90,10 @@ fn notify_ready_watchdog_reload_upgrade_stopping() {
     let sock = UnixDatagram::bind(&path).expect("bind notify socket");
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
-    let mut n = Notify { sock, seen: Vec::new() };
+    let mut n = Notify {
+        sock,
+        seen: Vec::new(),
+    };
     let http = free_addr();
     let cfg = dir.path().join("f.toml");
     let toml = format!(
@@ -143,7 +150,11 @@ servers = [{{ name = "s1", address = "{a}" }}]
         .output()
         .expect("upgrade");
     let text = String::from_utf8_lossy(&up.stdout).to_string();
-    assert!(up.status.success(), "{text} {}", String::from_utf8_lossy(&up.stderr));
+    assert!(
+        up.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
     let new: u32 = text
         .split_once("PID ")
         .and_then(|(_, r)| r.split_whitespace().next())
@@ -155,7 +166,11 @@ servers = [{{ name = "s1", address = "{a}" }}]
     let _ = child.wait();
     n.collect();
     // The old process said nothing after handing over: no STOPPING.
-    assert!(!n.seen.iter().any(|m| m.contains("STOPPING")), "{:?}", n.seen);
+    assert!(
+        !n.seen.iter().any(|m| m.contains("STOPPING")),
+        "{:?}",
+        n.seen
+    );
     // The new one pings the watchdog (WATCHDOG_PID would name the old PID
     // under systemd); the old one is gone, so what arrives now is the new one's.
     n.drain();

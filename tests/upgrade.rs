@@ -96,9 +96,7 @@ fn keepalive_client(addr: SocketAddr, stop: Arc<AtomicBool>, c: Arc<Counts>) {
                 }
             },
         };
-        let sent = r
-            .get_mut()
-            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        let sent = r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
         let answer = sent.and_then(|()| read_answer(&mut r));
         match answer {
             Ok((200, close)) => {
@@ -139,7 +137,8 @@ fn read_answer(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool)> {
         if let Some((k, v)) = l.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
                 len = v.trim().parse().unwrap_or(0);
-            } else if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
+            } else if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
+            {
                 close = true;
             }
         }
@@ -174,7 +173,13 @@ fn tcp_client(addr: SocketAddr, stop: Arc<AtomicBool>, c: Arc<Counts>) {
     }
 }
 
-fn config(threads: usize, http: SocketAddr, tcp: SocketAddr, admin: SocketAddr, servers: &[SocketAddr]) -> String {
+fn config(
+    threads: usize,
+    http: SocketAddr,
+    tcp: SocketAddr,
+    admin: SocketAddr,
+    servers: &[SocketAddr],
+) -> String {
     let list: Vec<String> = servers
         .iter()
         .enumerate()
@@ -230,7 +235,11 @@ fn upgrades_under_load(threads: usize) {
 
     let mut serving = lb.proc.pid();
     for round in 0..5 {
-        let before = (load.ok(), ka.ok.load(Ordering::Relaxed), tc.ok.load(Ordering::Relaxed));
+        let before = (
+            load.ok(),
+            ka.ok.load(Ordering::Relaxed),
+            tc.ok.load(Ordering::Relaxed),
+        );
         let (code, new, out) = upgrade(serving, &["--binary", new_binary]);
         assert_eq!(code, 0, "upgrade {round}: {out}\n{}", lb.proc.output());
         let new = new.unwrap_or_else(|| panic!("no PID in {out:?}"));
@@ -257,10 +266,22 @@ fn upgrades_under_load(threads: usize) {
     }
     let (ok, failed) = load.finish();
     let log = lb.proc.output();
-    assert_eq!(failed, 0, "{failed} of {ok} new-connection requests failed\n{log}");
-    let (kok, kfailed) = (ka.ok.load(Ordering::Relaxed), ka.failed.load(Ordering::Relaxed));
-    assert_eq!(kfailed, 0, "{kfailed} of {kok} keep-alive requests failed\n{log}");
-    let (tok, tfailed) = (tc.ok.load(Ordering::Relaxed), tc.failed.load(Ordering::Relaxed));
+    assert_eq!(
+        failed, 0,
+        "{failed} of {ok} new-connection requests failed\n{log}"
+    );
+    let (kok, kfailed) = (
+        ka.ok.load(Ordering::Relaxed),
+        ka.failed.load(Ordering::Relaxed),
+    );
+    assert_eq!(
+        kfailed, 0,
+        "{kfailed} of {kok} keep-alive requests failed\n{log}"
+    );
+    let (tok, tfailed) = (
+        tc.ok.load(Ordering::Relaxed),
+        tc.failed.load(Ordering::Relaxed),
+    );
     assert_eq!(tfailed, 0, "{tfailed} of {tok} TCP exchanges failed\n{log}");
     eprintln!("5 upgrades at {threads} thread(s): {ok} new-connection, {kok} keep-alive, {tok} TCP requests, none failed");
     // The last process serves alone and stops gracefully.
@@ -295,7 +316,10 @@ fn a_failed_new_process_leaves_the_old_one_serving() {
     std::fs::write(lb.config_path(), format!("{good}\nbogus_key = 1\n")).expect("write");
     let (code, _, out) = upgrade(pid, &[]);
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains("bogus_key") && out.contains("keeps serving"), "{out}");
+    assert!(
+        out.contains("bogus_key") && out.contains("keeps serving"),
+        "{out}"
+    );
     assert_eq!(get(http, "/").expect("old serves").status, 200);
 
     // A binary that dies at start.
@@ -318,7 +342,8 @@ fn runtime_state_crosses_the_upgrade() {
     let lb = Lb::start(&config(1, http, tcp, admin, &[a1]), http);
     let mut pids = Pids::default();
     let admin_s = admin.to_string();
-    assert!(wait_until(Duration::from_secs(10), || get(http, "/").is_ok_and(|r| r.status == 200)));
+    assert!(wait_until(Duration::from_secs(10), || get(http, "/")
+        .is_ok_and(|r| r.status == 200)));
     let (code, out) = common::ctl(&["--admin", &admin_s, "add", "web", "extra", &a2.to_string()]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = common::ctl(&["--admin", &admin_s, "drain", "web/s0"]);
@@ -346,7 +371,8 @@ fn runtime_state_crosses_the_upgrade() {
     // old process's result.
     assert_eq!(find("s0")["health"], "up", "{status}");
     // Traffic goes to the API-added server only (s0 is drained).
-    assert!(wait_until(Duration::from_secs(10), || get(http, "/").is_ok_and(|r| r.server() == "b2")));
+    assert!(wait_until(Duration::from_secs(10), || get(http, "/")
+        .is_ok_and(|r| r.server() == "b2")));
 }
 
 /// A raw TCP echo-less HTTP exchange through a TCP frontend.

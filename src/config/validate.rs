@@ -273,7 +273,11 @@ fn build(cx: &mut Ctx<'_>, raw: RawConfig) -> Config {
         }),
         hard_stop_after: raw.global.as_ref().and_then(|g| {
             g.hard_stop_after.as_ref().map(|_| {
-                cx.duration(&g.hard_stop_after, "hard_stop_after", Duration::from_secs(30))
+                cx.duration(
+                    &g.hard_stop_after,
+                    "hard_stop_after",
+                    Duration::from_secs(30),
+                )
             })
         }),
     };
@@ -1071,7 +1075,10 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
 /// [`defaults::CHECK_TIMEOUT_CEILING`]. Checks of one server never overlap:
 /// the next starts `interval` after the previous one ended.
 pub fn default_check_timeout(interval: Duration) -> Duration {
-    interval.clamp(defaults::CHECK_TIMEOUT_FLOOR, defaults::CHECK_TIMEOUT_CEILING)
+    interval.clamp(
+        defaults::CHECK_TIMEOUT_FLOOR,
+        defaults::CHECK_TIMEOUT_CEILING,
+    )
 }
 
 fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {

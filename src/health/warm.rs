@@ -43,7 +43,10 @@ pub async fn first_checks(rt: &Runtime, frontend: &str) -> (Duration, usize) {
             let Some(fe) = snap.frontends.get(frontend) else {
                 return (start.elapsed(), 0);
             };
-            let backends = fe.default.iter().chain(fe.routes.iter().map(|r| &r.backend));
+            let backends = fe
+                .default
+                .iter()
+                .chain(fe.routes.iter().map(|r| &r.backend));
             let mut left = 0;
             let mut limit = Duration::ZERO;
             for b in backends {

@@ -11,11 +11,11 @@
 pub mod app;
 pub mod database;
 pub mod drill;
-pub mod upgrade_drill;
 pub mod netns;
 pub mod probe;
 pub mod rolling;
 pub mod topology;
+pub mod upgrade_drill;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -95,7 +95,12 @@ pub fn run(rate: Duration, duration: Duration) -> Result<(Report, Vec<Round>)> {
     result
 }
 
-fn run_in(exe: &Path, dir: &Path, rate: Duration, duration: Duration) -> Result<(Report, Vec<Round>)> {
+fn run_in(
+    exe: &Path,
+    dir: &Path,
+    rate: Duration,
+    duration: Duration,
+) -> Result<(Report, Vec<Round>)> {
     let mut procs = Procs::default();
     let mut apps = Vec::new();
     for name in ["app1", "app2"] {

@@ -36,7 +36,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::types::Config;
@@ -129,7 +129,11 @@ impl Inherit {
             );
         }
         if handed.listeners.len() != fds.len() {
-            anyhow::bail!("hand-over names {} sockets, {} arrived", handed.listeners.len(), fds.len());
+            anyhow::bail!(
+                "hand-over names {} sockets, {} arrived",
+                handed.listeners.len(),
+                fds.len()
+            );
         }
         let listeners = handed
             .listeners
@@ -213,9 +217,8 @@ impl ControlServer {
     /// Listen on `@fulcrum-upgrade.PID`.
     pub fn start() -> std::io::Result<ControlServer> {
         use std::os::linux::net::SocketAddrExt;
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(control_name(
-            std::process::id(),
-        ))?;
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(control_name(std::process::id()))?;
         let std_listener = std::os::unix::net::UnixListener::bind_addr(&addr)?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::UnixListener::from_std(std_listener)?;
@@ -246,8 +249,8 @@ impl Drop for ControlServer {
 }
 
 async fn serve_one(stream: tokio::net::UnixStream, tx: mpsc::Sender<UpgradeRequest>) {
-    // SAFETY of intent, not memory: starting a program is as powerful as the
-    // user running fulcrum, so only that user (or root) may ask.
+    // Starting a program is as powerful as the user running fulcrum, so
+    // only that user (or root) may ask.
     let allowed = stream.peer_cred().is_ok_and(|c| {
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
@@ -256,15 +259,27 @@ async fn serve_one(stream: tokio::net::UnixStream, tx: mpsc::Sender<UpgradeReque
     let (rd, mut wr) = stream.into_split();
     let reply = |r: Result<u32, String>| {
         let w = match r {
-            Ok(pid) => WireReply { ok: true, pid: Some(pid), error: None },
-            Err(e) => WireReply { ok: false, pid: None, error: Some(e) },
+            Ok(pid) => WireReply {
+                ok: true,
+                pid: Some(pid),
+                error: None,
+            },
+            Err(e) => WireReply {
+                ok: false,
+                pid: None,
+                error: Some(e),
+            },
         };
         let mut v = serde_json::to_vec(&w).unwrap_or_default();
         v.push(b'\n');
         v
     };
     if !allowed {
-        let _ = wr.write_all(&reply(Err("permission denied: not the user running fulcrum".into()))).await;
+        let _ = wr
+            .write_all(&reply(Err(
+                "permission denied: not the user running fulcrum".into(),
+            )))
+            .await;
         return;
     }
     let mut line = String::new();
@@ -303,8 +318,6 @@ async fn serve_one(stream: tokio::net::UnixStream, tx: mpsc::Sender<UpgradeReque
     }
 }
 
-use tokio::io::AsyncReadExt as _;
-
 static BUSY: AtomicBool = AtomicBool::new(false);
 
 /// Start `binary` with this process's arguments, hand it the listening
@@ -334,7 +347,11 @@ async fn hand_over_inner(
 ) -> Result<u32, String> {
     let live = fds::live();
     if live.len() > fds::MAX_FDS {
-        return Err(format!("{} listening sockets; at most {} can be handed over", live.len(), fds::MAX_FDS));
+        return Err(format!(
+            "{} listening sockets; at most {} can be handed over",
+            live.len(),
+            fds::MAX_FDS
+        ));
     }
     let (addrs, sockets): (Vec<_>, Vec<_>) = live.into_iter().unzip();
     let handed = Handed {
@@ -404,7 +421,10 @@ async fn hand_over_inner(
     };
     match outcome {
         Ok(pid) => {
-            tracing::info!(pid, "upgrade: the new process is ready; this one stops accepting");
+            tracing::info!(
+                pid,
+                "upgrade: the new process is ready; this one stops accepting"
+            );
             Ok(pid)
         }
         Err(why) => Err(fail(&mut child, why).await),
@@ -422,7 +442,10 @@ async fn exit_reason(child: &mut tokio::process::Child) -> String {
 async fn fail(child: &mut tokio::process::Child, why: String) -> String {
     if let Ok(None) = child.try_wait() {
         // Give it a moment to exit by itself (it reported its error).
-        if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
         }
@@ -450,6 +473,26 @@ pub fn running() -> Vec<u32> {
     pids.sort_unstable();
     pids.dedup();
     pids
+}
+
+/// Of `pids`, those started with `config` (an argument naming the same
+/// file, relative paths resolved in the process's working directory).
+pub fn started_with(pids: &[u32], config: &Path) -> Vec<u32> {
+    let Ok(want) = std::fs::canonicalize(config) else {
+        return Vec::new();
+    };
+    pids.iter()
+        .copied()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).any(|arg| {
+                let arg = Path::new(std::str::from_utf8(arg).unwrap_or(""));
+                !arg.as_os_str().is_empty()
+                    && std::fs::canonicalize(cwd.join(arg)).is_ok_and(|p| p == want)
+            })
+        })
+        .collect()
 }
 
 /// Ask the process `pid` to upgrade (to `binary`, or its own binary) and

@@ -79,19 +79,17 @@ pub fn capture(snap: &Snapshot, file: Option<&Config>) -> Vec<ServerRecord> {
     for b in snap.backends.values() {
         let in_config = snap.config.backends.get(&*b.name);
         for s in &b.servers {
-            let configured = in_config.is_some_and(|c| c.servers.iter().any(|x| x.name == s.key.name));
+            let configured =
+                in_config.is_some_and(|c| c.servers.iter().any(|x| x.name == s.key.name));
             let in_file = file
                 .and_then(|f| f.backends.get(&*b.name))
                 .is_some_and(|c| c.servers.iter().any(|x| x.name == s.key.name));
             let checks_on = b.config.health.check.is_some();
-            let health = s
-                .last_check()
-                .filter(|_| checks_on)
-                .map(|r| Health {
-                    up: s.is_up(),
-                    ok: r.ok,
-                    detail: r.detail,
-                });
+            let health = s.last_check().filter(|_| checks_on).map(|r| Health {
+                up: s.is_up(),
+                ok: r.ok,
+                detail: r.detail,
+            });
             out.push(ServerRecord {
                 backend: b.name.to_string(),
                 name: s.key.name.clone(),
@@ -214,7 +212,10 @@ backend = "web"
 servers = [{ name = "a", address = "127.0.0.1:9" }]
 "#;
         let mut cfg = crate::config::parse_str(toml, "t.toml").expect("config");
-        apply_to_config(&mut cfg, &[record("a", false), record("b", true), record("gone", false)]);
+        apply_to_config(
+            &mut cfg,
+            &[record("a", false), record("b", true), record("gone", false)],
+        );
         let servers = &cfg.backends["web"].servers;
         assert_eq!(servers.len(), 2, "{servers:?}");
         assert_eq!(servers[0].admin, AdminState::Drain);
