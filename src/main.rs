@@ -434,8 +434,8 @@ async fn serve_signals(mut s: Serve, vrrp: fulcrum::vrrp::Vrrp) -> Result<()> {
                 if let Some(pid) = ok {
                     // Stop answering upgrade requests before saying so: the
                     // next `fulcrum upgrade` must find the new process only.
-                    if let Some(c) = &s.control {
-                        c.close();
+                    if let Some(c) = s.control.as_mut() {
+                        c.close().await;
                     }
                     fulcrum::systemd::hand_over(pid);
                 }
@@ -447,8 +447,8 @@ async fn serve_signals(mut s: Serve, vrrp: fulcrum::vrrp::Vrrp) -> Result<()> {
             }
         }
     }
-    if let Some(c) = &s.control {
-        c.close();
+    if let Some(c) = s.control.as_mut() {
+        c.close().await;
     }
     let rt = s.rt;
     match handed_to {

@@ -373,6 +373,27 @@ fn runtime_state_crosses_the_upgrade() {
     // Traffic goes to the API-added server only (s0 is drained).
     assert!(wait_until(Duration::from_secs(10), || get(http, "/")
         .is_ok_and(|r| r.server() == "b2")));
+
+    // Right away again, choosing the process by its configuration file: only
+    // the new process answers for it (the old one closed its upgrade socket
+    // before answering).
+    let out = Command::new(common::bin())
+        .args(["upgrade", "--config"])
+        .arg(lb.config_path())
+        .output()
+        .expect("run fulcrum upgrade");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pids.0.extend(
+        text.split_once("PID ")
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .and_then(|p| p.parse::<u32>().ok()),
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(get(http, "/").expect("serves").status, 200);
 }
 
 /// A raw TCP echo-less HTTP exchange through a TCP frontend.

@@ -208,7 +208,8 @@ struct WireReply {
 
 /// The upgrade socket of a running process.
 pub struct ControlServer {
-    task: tokio::task::JoinHandle<()>,
+    /// The accept loop; None once closed.
+    task: Option<tokio::task::JoinHandle<()>>,
     /// Requests, one at a time, for the main loop.
     pub requests: mpsc::Receiver<UpgradeRequest>,
 }
@@ -233,18 +234,29 @@ impl ControlServer {
                 tokio::spawn(serve_one(stream, tx));
             }
         });
-        Ok(ControlServer { task, requests })
+        Ok(ControlServer {
+            task: Some(task),
+            requests,
+        })
     }
 
     /// Stop listening (after handing over: the new process has its own).
-    pub fn close(&self) {
-        self.task.abort();
+    /// Returns once the socket is closed, so a `fulcrum upgrade` started
+    /// right after finds the new process only.
+    /// Closing twice is fine.
+    pub async fn close(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
