@@ -16,5 +16,7 @@ pub mod lab;
 pub mod log;
 pub mod proxy;
 pub mod runtime;
+pub mod systemd;
 pub mod tls;
+pub mod upgrade;
 pub mod vrrp;

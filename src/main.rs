@@ -16,7 +16,7 @@ use fulcrum::runtime::{Change, Runtime};
 #[derive(Parser)]
 #[command(
     name = "fulcrum",
-    version,
+    version = env!("FULCRUM_VERSION"),
     about = "High-availability load balancer: HTTP/TCP proxy, health checks, failover — one daemon"
 )]
 struct Cli {
@@ -50,6 +50,28 @@ enum Cmd {
     Import(fulcrum::import::ImportArgs),
     /// Build the seeds' topologies in network namespaces and run failure drills (root).
     Lab(fulcrum::lab::LabArgs),
+    /// Replace a running `fulcrum run` by a new binary without dropping a connection
+    /// (same as `kill -USR2 PID`; HAProxy's `-sf` with `expose-fd listeners`).
+    Upgrade(UpgradeArgs),
+    /// Print the manual page (roff) to stdout: `fulcrum man | man -l -`.
+    Man,
+}
+
+#[derive(clap::Args)]
+struct UpgradeArgs {
+    /// PID of the running process; default: the only `fulcrum run` listening for upgrades.
+    #[arg(long, conflicts_with = "config")]
+    pid: Option<u32>,
+    /// Choose the running process by the configuration file it was started with.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The new binary; default: the path the running process was started from.
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// How long the new process may take to be ready before it is killed
+    /// (the old one keeps serving).
+    #[arg(long, default_value = "30s", value_parser = parse_dur)]
+    timeout: Duration,
 }
 
 #[derive(clap::Args)]
@@ -72,7 +94,8 @@ struct RunArgs {
     /// Quick mode: active health check, "tcp" or an HTTP path like "/health".
     #[arg(long)]
     check: Option<String>,
-    /// How long a graceful stop waits for open connections.
+    /// How long a graceful stop (or an upgraded-away process) waits for open
+    /// connections; `[global] hard_stop_after` overrides it.
     #[arg(long, default_value = "30s", value_parser = parse_dur)]
     grace: Duration,
 }
@@ -104,19 +127,51 @@ fn main() -> ExitCode {
     }
     let result = match cli.cmd {
         Cmd::Check { config } => return check(&config),
-        Cmd::Run(args) => load_run_config(&args).and_then(|cfg| {
-            // Diagnostics and the access log go where `[log]` says from here on.
-            init_tracing(&cfg.log);
-            fulcrum::log::access::start(&cfg.log.target, cfg.log.buffer)
-                .context("cannot open the access log")?;
-            let r = runtime_with(cfg.global.threads).and_then(|rt| rt.block_on(run(args, cfg)));
-            // Every line of a clean stop reaches the sink (bounded: a blocked
-            // sink must not hold the exit).
-            if !fulcrum::log::access::shutdown(Duration::from_secs(5)) {
-                tracing::warn!("access log: the sink did not take the last lines within 5 s");
+        Cmd::Run(args) => {
+            fulcrum::upgrade::record_exe();
+            // Started by an upgrade: take the old process's sockets first
+            // (before any thread: this edits the environment).
+            let mut inherit = match fulcrum::upgrade::Inherit::from_env() {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("fulcrum: error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = load_run_config(&args).and_then(|cfg| {
+                // Diagnostics and the access log go where `[log]` says from here on.
+                init_tracing(&cfg.log);
+                fulcrum::log::access::start(&cfg.log.target, cfg.log.buffer)
+                    .context("cannot open the access log")?;
+                let r = runtime_with(cfg.global.threads)
+                    .and_then(|rt| rt.block_on(run(args, cfg, &mut inherit)));
+                // Every line of a clean stop reaches the sink (bounded: a blocked
+                // sink must not hold the exit).
+                if !fulcrum::log::access::shutdown(Duration::from_secs(5)) {
+                    tracing::warn!("access log: the sink did not take the last lines within 5 s");
+                }
+                r
+            });
+            if let (Err(e), Some(i)) = (&result, inherit.take()) {
+                // The old process keeps serving and tells `fulcrum upgrade` why.
+                i.fail(&format!("{e:#}"));
             }
-            r
-        }),
+            result
+        }
+        Cmd::Upgrade(args) => return upgrade(args),
+        Cmd::Man => {
+            use clap::CommandFactory;
+            // The package version only: the page does not change per commit.
+            let man = clap_mangen::Man::new(Cli::command().version(env!("CARGO_PKG_VERSION")));
+            let mut out = std::io::stdout().lock();
+            return match man.render(&mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("fulcrum man: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Cmd::Ctl(args) => {
             return match runtime().and_then(|rt| rt.block_on(fulcrum::ctl::run(args))) {
                 Ok(0) => ExitCode::SUCCESS,
@@ -182,6 +237,52 @@ fn runtime_with(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// `fulcrum upgrade`: ask the running process to hand over to a new binary.
+fn upgrade(args: UpgradeArgs) -> ExitCode {
+    let mut running = fulcrum::upgrade::running();
+    if let Some(c) = &args.config {
+        running = fulcrum::upgrade::started_with(&running, c);
+    }
+    let pid = match args.pid {
+        Some(p) => p,
+        None => match running.as_slice() {
+            [one] => *one,
+            [] => {
+                eprintln!("fulcrum upgrade: error: no running `fulcrum run` found (give --pid)");
+                return ExitCode::FAILURE;
+            }
+            many => {
+                eprintln!("fulcrum upgrade: error: several fulcrum processes run ({many:?}); choose one with --pid");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    // The running process may have another working directory.
+    let binary = match args
+        .binary
+        .map(|b| std::fs::canonicalize(&b).map_err(|e| (b, e)))
+    {
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err((b, e))) => {
+            eprintln!("fulcrum upgrade: error: {}: {e}", b.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome =
+        runtime().and_then(|rt| rt.block_on(fulcrum::upgrade::request(pid, binary, args.timeout)));
+    match outcome {
+        Ok(new) => {
+            println!("upgraded: PID {new} serves now; PID {pid} drains and exits");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fulcrum upgrade: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load_file(path) {
         Ok(cfg) => {
@@ -232,7 +333,18 @@ fn load_run_config(args: &RunArgs) -> Result<config::types::Config> {
     Ok(cfg)
 }
 
-async fn run(args: RunArgs, cfg: config::types::Config) -> Result<()> {
+async fn run(
+    args: RunArgs,
+    mut cfg: config::types::Config,
+    inherit: &mut Option<fulcrum::upgrade::Inherit>,
+) -> Result<()> {
+    let upgraded = inherit.is_some();
+    // What the file said, to tell servers added through the API from configured ones.
+    let file_cfg = args.config.as_ref().map(|_| cfg.clone());
+    if let Some(i) = inherit.as_ref() {
+        fulcrum::upgrade::state::apply_to_config(&mut cfg, &i.handed.servers);
+    }
+    let hard_stop = cfg.global.hard_stop_after.unwrap_or(args.grace);
     let admin = cfg.admin.clone();
     // Read the token before binding anything, so a bad token file fails fast.
     fulcrum::admin::read_token(&admin)?;
@@ -241,49 +353,155 @@ async fn run(args: RunArgs, cfg: config::types::Config) -> Result<()> {
     // The admin API shows VRRP status once the instances run (they start after the listeners).
     let vrrp_status = Arc::new(std::sync::OnceLock::<fulcrum::vrrp::VrrpStatus>::new());
     fulcrum::admin::start(rt.clone(), &admin, vrrp_status.clone()).await?;
+    // Ready means serving: the first health checks have answered.
+    fulcrum::health::warm::all_first_checks(&rt).await;
+    fulcrum::upgrade::state::clear_seed();
+    for addr in fulcrum::upgrade::fds::drop_unclaimed() {
+        tracing::info!(%addr, "closed a listening socket the new configuration does not use");
+    }
     for (fe, addr) in rt.bound_addresses().await {
         tracing::info!(frontend = %fe, %addr, "ready");
     }
+    let control = match fulcrum::upgrade::ControlServer::start() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "no upgrade socket: `fulcrum upgrade` and SIGUSR2 will not work");
+            None
+        }
+    };
     // VRRP starts once the listeners are bound, so a node never claims a VIP it cannot serve.
     let vrrp =
         fulcrum::vrrp::Vrrp::start(&vrrp_cfg, Some(fulcrum::vrrp::frontends_probe(rt.clone())))
             .await?;
     let _ = vrrp_status.set(vrrp.status());
-    serve_signals(rt, args.config, args.grace, vrrp).await
+    fulcrum::systemd::ready(upgraded);
+    if let Some(period) = fulcrum::systemd::watchdog_period(upgraded) {
+        fulcrum::systemd::spawn_watchdog(period);
+    }
+    if let Some(i) = inherit.take() {
+        // From here on the old process stops accepting and drains.
+        i.ready()
+            .context("cannot tell the old process this one is ready")?;
+    }
+    let ctx = Serve {
+        rt,
+        config: args.config,
+        file_cfg,
+        hard_stop,
+        control,
+    };
+    serve_signals(ctx, vrrp).await
 }
 
-/// SIGHUP reloads the file; SIGTERM/SIGINT drain and return.
-async fn serve_signals(
+/// What the signal loop works with.
+struct Serve {
     rt: Arc<Runtime>,
     config: Option<PathBuf>,
-    grace: Duration,
-    vrrp: fulcrum::vrrp::Vrrp,
-) -> Result<()> {
+    /// The configuration last read from the file.
+    file_cfg: Option<config::types::Config>,
+    hard_stop: Duration,
+    control: Option<fulcrum::upgrade::ControlServer>,
+}
+
+/// SIGHUP reloads the file; SIGUSR2 and `fulcrum upgrade` hand over to a new
+/// binary; SIGTERM/SIGINT drain and return.
+async fn serve_signals(mut s: Serve, vrrp: fulcrum::vrrp::Vrrp) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut handed_to = None;
     loop {
+        let request = async {
+            match s.control.as_mut() {
+                Some(c) => c.requests.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = hup.recv() => reload(&rt, config.as_deref()).await,
+            _ = hup.recv() => {
+                fulcrum::systemd::reloading();
+                let status = match reload(&s.rt, s.config.as_deref()).await {
+                    Some(cfg) => {
+                        s.file_cfg = Some(cfg);
+                        "serving (reloaded)"
+                    }
+                    None => "serving (last reload refused)",
+                };
+                fulcrum::systemd::reloaded(status);
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = usr2.recv() => {
+                let Some(binary) = fulcrum::upgrade::own_exe() else {
+                    tracing::error!("SIGUSR2: cannot tell which binary this process runs; use `fulcrum upgrade --binary`");
+                    continue;
+                };
+                let r = fulcrum::upgrade::hand_over(&s.rt, s.file_cfg.as_ref(), &binary, fulcrum::upgrade::DEFAULT_TIMEOUT).await;
+                if let Ok(pid) = r {
+                    handed_to = Some(pid);
+                    break;
+                }
+            }
+            Some(req) = request => {
+                let binary = req.binary.clone().or_else(fulcrum::upgrade::own_exe);
+                let r = match binary {
+                    Some(b) => fulcrum::upgrade::hand_over(&s.rt, s.file_cfg.as_ref(), &b, req.timeout).await,
+                    None => Err("cannot tell which binary this process runs; give --binary".to_string()),
+                };
+                let ok = r.as_ref().ok().copied();
+                if let Some(pid) = ok {
+                    // Stop answering upgrade requests before saying so: the
+                    // next `fulcrum upgrade` must find the new process only.
+                    if let Some(c) = s.control.as_mut() {
+                        c.close().await;
+                    }
+                    fulcrum::systemd::hand_over(pid);
+                }
+                req.answer(r).await;
+                if let Some(pid) = ok {
+                    handed_to = Some(pid);
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(c) = s.control.as_mut() {
+        c.close().await;
+    }
+    let rt = s.rt;
+    match handed_to {
+        Some(pid) => {
+            fulcrum::systemd::hand_over(pid);
+            tracing::info!(
+                new = pid,
+                open = rt.conns.open(),
+                "upgraded: draining open connections"
+            );
+        }
+        None => {
+            fulcrum::systemd::stopping();
+            tracing::info!(
+                open = rt.conns.open(),
+                "stopping: draining open connections"
+            );
         }
     }
     // Hand the virtual IPs over first: listeners keep serving until the new master has them.
     vrrp.shutdown().await;
-    tracing::info!(
-        open = rt.conns.open(),
-        "stopping: draining open connections"
-    );
-    rt.shutdown(grace).await;
+    rt.shutdown(s.hard_stop).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn reload(rt: &Arc<Runtime>, path: Option<&std::path::Path>) {
+/// Reload the file; the configuration applied, or None when refused.
+async fn reload(
+    rt: &Arc<Runtime>,
+    path: Option<&std::path::Path>,
+) -> Option<config::types::Config> {
     let Some(path) = path else {
         tracing::warn!("SIGHUP ignored: quick mode has no configuration file");
-        return;
+        return None;
     };
     match config::load_file(path) {
         Err(errors) => {
@@ -294,11 +512,16 @@ async fn reload(rt: &Arc<Runtime>, path: Option<&std::path::Path>) {
                 "reload refused: {} error(s); the running configuration stays in force",
                 errors.0.len()
             );
+            None
         }
-        Ok(cfg) => match rt.apply(Change::Reload(Box::new(cfg))).await {
-            Ok(generation) => tracing::info!(generation, "reloaded {}", path.display()),
+        Ok(cfg) => match rt.apply(Change::Reload(Box::new(cfg.clone()))).await {
+            Ok(generation) => {
+                tracing::info!(generation, "reloaded {}", path.display());
+                Some(cfg)
+            }
             Err(e) => {
-                tracing::error!("reload refused: {e}; the running configuration stays in force")
+                tracing::error!("reload refused: {e}; the running configuration stays in force");
+                None
             }
         },
     }

@@ -3,6 +3,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use fulcrum::config::{parse_str, types::*};
 
@@ -191,4 +192,40 @@ fn check_command_exits_1_with_positions() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn default_check_timeout_has_a_floor_and_a_ceiling() {
+    use fulcrum::config::validate::default_check_timeout;
+    let ms = Duration::from_millis;
+    // Seed 004's `inter 20`: a 20 ms interval still gets a 1 s timeout.
+    assert_eq!(default_check_timeout(ms(20)), ms(1000));
+    assert_eq!(default_check_timeout(ms(999)), ms(1000));
+    assert_eq!(default_check_timeout(ms(2000)), ms(2000));
+    assert_eq!(default_check_timeout(ms(60_000)), ms(5000));
+    let cfg = fulcrum::config::parse_str(
+        r#"
+[frontends.f]
+listen = ["127.0.0.1:0"]
+backend = "b"
+[backends.b]
+health = { kind = "tcp", interval = "20ms" }
+servers = [{ name = "s", address = "127.0.0.1:9" }]
+"#,
+        "t.toml",
+    )
+    .expect("valid");
+    assert_eq!(cfg.backends["b"].health.timeout, ms(1000));
+    assert_eq!(cfg.backends["b"].health.interval, ms(20));
+}
+
+#[test]
+fn hard_stop_after_is_a_global_duration() {
+    let cfg = fulcrum::config::parse_str("[global]\nhard_stop_after = \"7s\"\n", "t.toml")
+        .expect("valid");
+    assert_eq!(cfg.global.hard_stop_after, Some(Duration::from_secs(7)));
+    let errs = fulcrum::config::parse_str("[global]\nhard_stop_after = \"soon\"\n", "t.toml")
+        .expect_err("bad duration")
+        .0;
+    assert_eq!(errs[0].line, 2, "{}", errs[0]);
 }

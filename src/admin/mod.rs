@@ -74,8 +74,9 @@ pub async fn start(
     if !addr.ip().is_loopback() && token.is_none() {
         anyhow::bail!("admin listener on {addr} needs [admin] token_file");
     }
-    let listener = TcpListener::bind(addr)
-        .await
+    // Through the proxy's `bind`: an upgraded process takes the old one's socket.
+    let listener = crate::proxy::listener::bind(addr)
+        .and_then(TcpListener::from_std)
         .with_context(|| format!("cannot listen on {addr} for the admin API"))?;
     let local = listener.local_addr().unwrap_or(addr);
     let state = Arc::new(AdminState {
@@ -88,7 +89,12 @@ pub async fn start(
     tracing::info!(addr = %local, "admin listener (dashboard, API, metrics)");
     tokio::spawn(async move {
         loop {
-            let (stream, _) = match listener.accept().await {
+            // Draining (stop or upgrade): the admin socket is the next process's.
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                () = state.rt.until_draining(0) => break,
+            };
+            let (stream, _) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");

@@ -31,6 +31,8 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGlobal {
     pub threads: Option<S<i64>>,
+    #[serde(default)]
+    pub hard_stop_after: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

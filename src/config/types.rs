@@ -33,6 +33,10 @@ pub struct Config {
 pub struct GlobalConfig {
     /// Worker threads of the proxy (HAProxy `nbthread`); None: one per core.
     pub threads: Option<usize>,
+    /// How long a stopping or upgraded-away process waits for its open
+    /// connections before it exits anyway (HAProxy `hard-stop-after`);
+    /// None: `fulcrum run --grace` (30 s by default).
+    pub hard_stop_after: Option<Duration>,
 }
 
 /// The nodes `fulcrum ctl` applies a change to, besides `--admin`.

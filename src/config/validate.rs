@@ -22,6 +22,10 @@ pub mod defaults {
     pub const MAX_HEADER_BYTES: usize = 16 * 1024;
     pub const RETRIES: u32 = 3;
     pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+    /// The least default check timeout (see `default_check_timeout`).
+    pub const CHECK_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
+    /// The largest default check timeout.
+    pub const CHECK_TIMEOUT_CEILING: Duration = Duration::from_secs(5);
     pub const RISE: u32 = 2;
     pub const FALL: u32 = 3;
     pub const MAX_FAILS: u32 = 3;
@@ -249,6 +253,15 @@ fn build(cx: &mut Ctx<'_>, raw: RawConfig) -> Config {
             g.threads
                 .as_ref()
                 .map(|_| cx.int(&g.threads, "threads", 1, 1024, 1) as usize)
+        }),
+        hard_stop_after: raw.global.as_ref().and_then(|g| {
+            g.hard_stop_after.as_ref().map(|_| {
+                cx.duration(
+                    &g.hard_stop_after,
+                    "hard_stop_after",
+                    Duration::from_secs(30),
+                )
+            })
         }),
     };
     let vrrp = crate::vrrp::config::validate(&cx.loc, raw.vrrp.as_ref(), &mut cx.errors);
@@ -1039,6 +1052,18 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
     }
 }
 
+/// The check timeout when none is set: the interval, but at least
+/// [`defaults::CHECK_TIMEOUT_FLOOR`] (a 20 ms interval must not fail checks
+/// because a loaded machine answered in 25 ms) and at most
+/// [`defaults::CHECK_TIMEOUT_CEILING`]. Checks of one server never overlap:
+/// the next starts `interval` after the previous one ended.
+pub fn default_check_timeout(interval: Duration) -> Duration {
+    interval.clamp(
+        defaults::CHECK_TIMEOUT_FLOOR,
+        defaults::CHECK_TIMEOUT_CEILING,
+    )
+}
+
 fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {
     let default_off = HealthConfig {
         check: None,
@@ -1055,7 +1080,7 @@ fn build_health(cx: &mut Ctx<'_>, h: Option<&S<RawHealth>>) -> HealthConfig {
     let interval = cx.duration(&r.interval, "interval", defaults::CHECK_INTERVAL);
     let fast_default = (interval / 4).max(Duration::from_millis(10)).min(interval);
     let fast_interval = cx.duration(&r.fast_interval, "fast_interval", fast_default);
-    let timeout = cx.duration(&r.timeout, "timeout", interval.min(Duration::from_secs(5)));
+    let timeout = cx.duration(&r.timeout, "timeout", default_check_timeout(interval));
     let rise = cx.int(&r.rise, "rise", 1, 1000, defaults::RISE as i64) as u32;
     let fall = cx.int(&r.fall, "fall", 1, 1000, defaults::FALL as i64) as u32;
     let port = r

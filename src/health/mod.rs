@@ -8,6 +8,7 @@ pub mod redis;
 pub mod state;
 pub mod task;
 pub mod tcpcheck;
+pub mod warm;
 
 pub use check::{check_target, run_check, CheckFailure, CheckSuccess};
 pub use state::RiseFall;

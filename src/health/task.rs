@@ -44,7 +44,9 @@ async fn checker_loop(
     let target = check_target(server.address(), &cfg);
     let mut rf = RiseFall::new(cfg.rise, cfg.fall, server.is_up());
     let mut jitter = Jitter::for_server(&server);
-    let mut checked_once = false;
+    // A server seeded with its previous process's result (an upgrade) is
+    // past its first check: rise/fall apply from the start.
+    let mut checked_once = server.last_check().is_some();
 
     // Spread the first checks of many servers instead of firing them together.
     let first_delay = jitter.up_to_tenth_of(cfg.fast_interval);

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod probe;
 pub mod rolling;
 pub mod topology;
+pub mod upgrade_drill;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,7 +46,8 @@ enum LabCmd {
     Status,
     /// Run a failure drill (or `all`) against the running lab and report the outage.
     Drill {
-        /// app-crash, app-unhealthy, rolling-replace, lb-stop, lb-crash, lb-return or all.
+        /// app-crash, app-unhealthy, rolling-replace, lb-stop, lb-crash, lb-return or all;
+        /// `upgrade` (5 hitless upgrades of one load balancer) needs no lab and no root.
         name: String,
         /// Probe period.
         #[arg(long, default_value = "20ms", value_parser = parse_dur)]
@@ -109,7 +111,13 @@ pub fn run(args: LabArgs) -> ExitCode {
 }
 
 fn dispatch(args: LabArgs) -> Result<bool> {
-    if !matches!(args.cmd, LabCmd::FrontendApp { .. }) {
+    // The upgrade drill runs on loopback: no namespaces, no root.
+    let loopback = match &args.cmd {
+        LabCmd::FrontendApp { .. } => true,
+        LabCmd::Drill { name, .. } => name == "upgrade",
+        _ => false,
+    };
+    if !loopback {
         netns::preflight()?;
         catch_signals();
     }
@@ -320,6 +328,21 @@ fn drills(
     }
     if duration > Duration::from_secs(120) {
         bail!("--duration must be at most 120s");
+    }
+    if name == "upgrade" {
+        let (report, rounds) = upgrade_drill::run(rate, duration)?;
+        drill::print_report(&report);
+        upgrade_drill::print_rounds(&rounds);
+        if let Some(path) = json {
+            let text = serde_json::to_vec_pretty(&serde_json::json!({
+                "topology": "loopback (one load balancer, no VRRP)",
+                "drills": [report],
+                "upgrades": rounds,
+            }))?;
+            std::fs::write(path, text)?;
+            println!("report written to {}", path.display());
+        }
+        return Ok(report.pass);
     }
     let (mut st, ours) = match State::load()? {
         Some(st) => (st, false),

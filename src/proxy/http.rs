@@ -154,9 +154,20 @@ pub(crate) async fn serve_io<I>(
         first_done: AtomicBool::new(false),
         proto: if https { "https" } else { "http" },
     });
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: Request<Incoming>| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(conn, req).await) }
+        async move {
+            let h1 = req.version() < Version::HTTP_2;
+            let rt = conn.rt.clone();
+            let mut resp = handle(conn, req).await;
+            // Draining (stop or upgrade): the client sends its next request
+            // on a new connection, which the next process accepts.
+            if h1 && rt.is_draining() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let t = &fe.config.timeouts;
     match proto {
@@ -167,7 +178,7 @@ pub(crate) async fn serve_io<I>(
                 .max_header_size(fe.config.max_header_bytes)
                 .max_headers(fe.config.max_headers);
             let c = b.serve_connection(io, svc).with_upgrades();
-            drive(&rt, client, c, |c| c.graceful_shutdown()).await;
+            drive(&rt, client, false, c, |c| c.graceful_shutdown()).await;
         }
         Proto::Http2 => {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -175,7 +186,7 @@ pub(crate) async fn serve_io<I>(
                 .max_header_list_size(fe.config.max_header_bytes as u32)
                 .keep_alive_interval(Some(Duration::from_secs(30)));
             let c = b.serve_connection(io, svc);
-            drive(&rt, client, c, |c| c.graceful_shutdown()).await;
+            drive(&rt, client, true, c, |c| c.graceful_shutdown()).await;
         }
         Proto::Auto => {
             let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -189,16 +200,19 @@ pub(crate) async fn serve_io<I>(
                 .timer(TokioTimer::new())
                 .max_header_list_size(fe.config.max_header_bytes as u32);
             let c = b.serve_connection_with_upgrades(io, svc);
-            drive(&rt, client, c, |c| c.graceful_shutdown()).await;
+            drive(&rt, client, false, c, |c| c.graceful_shutdown()).await;
         }
     }
 }
 
 /// Run a connection to its end; when the process starts draining, ask it to
-/// finish gracefully (HTTP/1.1: close after the current response; HTTP/2: GOAWAY).
+/// finish gracefully. HTTP/2 (`h2`): GOAWAY at once. HTTP/1: its answers say
+/// `Connection: close` from then on; one still open after
+/// [`super::DRAIN_IDLE_LINGER`] is closed once its current exchange ends.
 async fn drive<C, E>(
     rt: &Runtime,
     client: SocketAddr,
+    h2: bool,
     conn: C,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) where
@@ -210,8 +224,18 @@ async fn drive<C, E>(
     let r = tokio::select! {
         r = conn.as_mut() => r,
         () = drain_started => {
-            graceful(conn.as_mut());
-            conn.await
+            let lingered = if h2 {
+                None
+            } else {
+                tokio::time::timeout(super::DRAIN_IDLE_LINGER, conn.as_mut()).await.ok()
+            };
+            match lingered {
+                Some(r) => r,
+                None => {
+                    graceful(conn.as_mut());
+                    conn.await
+                }
+            }
         }
     };
     if let Err(e) = r {

@@ -14,8 +14,22 @@ use super::lazy::LazyTcp;
 use crate::config::types::Mode;
 use crate::runtime::Runtime;
 
-/// Bind a listening socket (SO_REUSEADDR, backlog 1024), non-blocking.
+/// Bind a listening socket (SO_REUSEADDR, backlog 1024), non-blocking —
+/// or take the one the previous process passed for `addr` in an upgrade.
+/// Either way the socket is recorded for the next upgrade.
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = match crate::upgrade::fds::take_inherited(addr) {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            l
+        }
+        None => bind_new(addr)?,
+    };
+    crate::upgrade::fds::register(addr, &listener);
+    Ok(listener)
+}
+
+fn bind_new(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -39,6 +53,24 @@ pub fn spawn(
         // Through mio and `AsyncFd`, not tokio's `TcpListener`: accepted
         // sockets are not registered with the event loop until they must
         // wait (see `lazy`).
+        let raw_fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        // Cold start: accept once the first health checks have answered;
+        // connections wait in the accept queue until then.
+        let warm = async {
+            let (waited, left) = crate::health::warm::first_checks(&rt, &frontend).await;
+            if left > 0 {
+                tracing::warn!(%frontend, left, "accepting before every first health check answered (check timeout passed)");
+            } else if waited > Duration::from_millis(20) {
+                tracing::info!(%frontend, waited_ms = waited.as_millis() as u64, "first health checks answered");
+            }
+        };
+        tokio::select! {
+            () = warm => {}
+            _ = stop.wait_for(|s| *s) => {
+                crate::upgrade::fds::unregister(raw_fd);
+                return;
+            }
+        }
         let listener = mio::net::TcpListener::from_std(listener);
         // SAFETY: the mio listener owns its descriptor, which stays open and
         // the same for as long as the `AsyncFd` owns the listener.
@@ -155,6 +187,7 @@ pub fn spawn(
                 }
             }
         }
+        crate::upgrade::fds::unregister(raw_fd);
         tracing::info!(frontend = %frontend, "listener closed");
     });
 }

@@ -16,3 +16,9 @@ pub mod pool;
 pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod tcp;
+
+/// While draining (stop or upgrade), how long an idle keep-alive connection
+/// may still bring its next request (answered with `Connection: close`)
+/// before it is closed. Closing it at once would race a request already on
+/// its way: the client would see its request fail on a reused connection.
+pub const DRAIN_IDLE_LINGER: std::time::Duration = std::time::Duration::from_secs(1);

@@ -347,7 +347,14 @@ impl Runtime {
                             }
                             s.clone()
                         }
-                        None => Arc::new(ServerState::new(name, sc, self.epoch, !checks_on)),
+                        None => {
+                            let s = ServerState::new(name, sc, self.epoch, !checks_on);
+                            // After an upgrade: the old process's last health result.
+                            if checks_on {
+                                crate::upgrade::state::seed(&s);
+                            }
+                            Arc::new(s)
+                        }
                     }
                 })
                 .collect();

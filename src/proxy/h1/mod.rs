@@ -269,8 +269,11 @@ async fn run<I: ClientIo>(mut r: Box<Relay<I>>) {
         // Boxed: the task of a connection waiting for its next request holds
         // only the waiting state, not the largest state of an exchange.
         match Box::pin(r.request()).await {
-            Step::KeepAlive if !r.rt.is_draining() => {}
-            Step::KeepAlive | Step::Close => return,
+            // Also while draining: an answer that went out before the drain
+            // began kept the connection open, and the client may be sending
+            // its next request already; `next_request` lingers for it.
+            Step::KeepAlive => {}
+            Step::Close => return,
             // Boxed too: rare, and large (it holds the whole connection).
             Step::Fallback => return Box::pin(r.fallback()).await,
         }
@@ -359,14 +362,28 @@ impl<I: ClientIo> Relay<I> {
         let rt = self.rt.clone();
         let mut drained = std::pin::pin!(rt.drained(usize::from(self.client.port())));
         drained.as_mut().enable();
-        if rt.is_draining() {
-            return false;
-        }
         let mut timer = std::pin::pin!(tokio::time::sleep(wait));
+        // Draining: a request may already be on its way; wait a little for
+        // it (it is answered with `Connection: close`) rather than close
+        // under it.
+        let linger = |timer: std::pin::Pin<&mut tokio::time::Sleep>| {
+            let until = tokio::time::Instant::now() + super::DRAIN_IDLE_LINGER;
+            if until < timer.deadline() {
+                timer.reset(until);
+            }
+        };
+        let mut draining = rt.is_draining();
+        if draining {
+            linger(timer.as_mut());
+        }
         // `&mut` (not `&`) to the stream: `I` is `Send`, not `Sync`.
         let (io, inbuf) = (&mut self.io, &mut self.inbuf);
         std::future::poll_fn(move |cx| loop {
-            if drained.as_mut().poll(cx).is_ready() || timer.as_mut().poll(cx).is_ready() {
+            if !draining && drained.as_mut().poll(cx).is_ready() {
+                draining = true;
+                linger(timer.as_mut());
+            }
+            if timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(false);
             }
             let Some(s) = io.socket() else {
@@ -393,14 +410,22 @@ impl<I: ClientIo> Relay<I> {
         .await
     }
 
-    /// `fill` within `wait`, unless the process starts draining.
+    /// `fill` within `wait`; once the process drains, within
+    /// [`super::DRAIN_IDLE_LINGER`] at most.
     async fn fill_within(&mut self, wait: Duration) -> bool {
         let (rt, key) = (self.rt.clone(), usize::from(self.client.port()));
+        let deadline = tokio::time::Instant::now() + wait;
+        let fill = self.fill();
+        let mut fill = std::pin::pin!(fill);
         tokio::select! {
             biased;
-            got = tokio::time::timeout(wait, self.fill()) => matches!(got, Ok(Ok(n)) if n > 0),
-            () = rt.until_draining(key) => false,
+            got = tokio::time::timeout_at(deadline, fill.as_mut()) => {
+                return matches!(got, Ok(Ok(n)) if n > 0)
+            }
+            () = rt.until_draining(key) => {}
         }
+        let linger = deadline.min(tokio::time::Instant::now() + super::DRAIN_IDLE_LINGER);
+        matches!(tokio::time::timeout_at(linger, fill).await, Ok(Ok(n)) if n > 0)
     }
 
     /// Read more client bytes into `inbuf`; 0 at end of stream.
