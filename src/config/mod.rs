@@ -6,6 +6,7 @@ pub mod duration;
 pub mod error;
 pub mod quick;
 mod raw;
+pub mod rules;
 pub mod types;
 pub mod validate;
 

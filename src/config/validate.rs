@@ -174,14 +174,7 @@ impl Ctx<'_> {
     }
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-}
-
-const NAME_HINT: &str = "names use letters, digits, '-', '_' and '.' (at most 64)";
+use super::rules::{valid_name, NAME_HINT};
 
 /// Parse TOML text and validate it. `file` labels error positions.
 pub fn parse_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
@@ -303,6 +296,12 @@ fn build_admin(cx: &mut Ctx<'_>, raw: Option<&S<RawAdmin>>) -> AdminConfig {
         .token_file
         .as_ref()
         .map(|t| std::path::PathBuf::from(t.get_ref()));
+    // The same rule `run` applies, so `check` refuses what `run` would.
+    if let (Some(t), Some(path)) = (&r.token_file, &token_file) {
+        if let Err(why) = super::rules::read_token_file(path) {
+            cx.err(t, why, Some("the file's first line is the token: at least 16 characters, e.g. from `openssl rand -hex 24`"));
+        }
+    }
     if let Some(a) = listen {
         if !a.ip().is_loopback() && token_file.is_none() {
             let at = r
@@ -943,6 +942,15 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
                 "write IP:PORT, e.g. \"192.168.50.11:80\"",
             )
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        if let Some(why) = super::rules::server_address_problem(address) {
+            if sr.address.get_ref().parse::<SocketAddr>().is_ok() {
+                cx.err(
+                    &sr.address,
+                    format!("bad server address `{address}`: {why}"),
+                    Some("write the unicast IP:PORT the server listens on"),
+                );
+            }
+        }
         let weight = match &sr.weight {
             Some(w) if *w.get_ref() == 0 => {
                 cx.err(w, "weight 0 would never receive traffic", Some("use 1..=256; to stop traffic to a server set state = \"drain\" or \"maint\""));
