@@ -75,11 +75,28 @@ pub async fn handle(st: &AdminState, peer: std::net::SocketAddr, req: Request<In
             "text/html; charset=utf-8",
             include_str!("dashboard.html"),
         ),
-        (Method::GET, ["metrics"]) => respond(
-            200,
-            super::metrics::CONTENT_TYPE,
-            super::metrics::render(&st.rt),
-        ),
+        (Method::GET, ["metrics"]) => {
+            // Prometheus asks for OpenMetrics; curl and older scrapers get 0.0.4.
+            let openmetrics = req
+                .headers()
+                .get_all(hyper::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            if openmetrics {
+                respond(
+                    200,
+                    super::metrics::OPENMETRICS_CONTENT_TYPE,
+                    super::metrics::render_openmetrics(&st.rt, Some(st.vrrp.clone())),
+                )
+            } else {
+                respond(
+                    200,
+                    super::metrics::CONTENT_TYPE,
+                    super::metrics::render_with_vrrp(&st.rt, st.vrrp.clone()),
+                )
+            }
+        }
         (Method::GET, ["api", "v1", "status"]) => {
             json_resp(200, &status::status(&st.rt, st.vrrp_json()))
         }

@@ -8,6 +8,8 @@
 pub mod api;
 mod auth;
 pub mod metrics;
+mod metrics_server;
+pub mod process;
 pub mod status;
 
 use std::convert::Infallible;

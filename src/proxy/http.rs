@@ -369,6 +369,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<RespBod
             req.headers().get(name).map(|v| v.as_bytes())
         });
         if let Err(wait) = limiter.check(&key, Instant::now()) {
+            ctx.fe.stats.denied.fetch_add(1, Ordering::Relaxed);
             let mut r = local(
                 &conn,
                 &ctx,

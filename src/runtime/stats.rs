@@ -66,6 +66,8 @@ pub struct FrontendStats {
     pub connections: AtomicU64,
     /// Requests answered locally because no route or no server matched.
     pub local_errors: AtomicU64,
+    /// Requests refused by a rate limit (429), also counted in `local_errors`.
+    pub denied: AtomicU64,
     /// Signalled when a client connection closes (for `maxconn`).
     pub closed: tokio::sync::Notify,
 }
@@ -81,6 +83,14 @@ pub struct BackendStats {
     pub retries: AtomicU64,
     /// Requests waiting for a server below its `maxconn`.
     pub queued: AtomicUsize,
+    /// Highest `queued` seen.
+    pub queue_max: AtomicUsize,
+    /// Time requests waited in the queue for a server slot.
+    pub queue_wait: Histogram,
+    /// Time to get an upstream connection (0 when reused from the pool).
+    pub connect: Histogram,
+    /// Request sent → response head received.
+    pub response: Histogram,
     /// Signalled when a request ends, so a queued one can take the slot.
     pub freed: tokio::sync::Notify,
 }

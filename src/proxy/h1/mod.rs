@@ -571,6 +571,7 @@ impl<I: ClientIo> Relay<I> {
             });
             if let Err(wait) = limiter.check(&key, Instant::now()) {
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                self.fe.stats.denied.fetch_add(1, Ordering::Relaxed);
                 return self
                     .local(
                         h,
