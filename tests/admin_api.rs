@@ -236,3 +236,68 @@ fn check_refuses_what_run_refuses() {
         assert!(!ok, "check accepted server name {name}: {err}");
     }
 }
+
+#[test]
+fn stats_csv_has_haproxys_columns() {
+    let (_b, a1) = backend("web1");
+    let (listen, admin) = (free_addr(), free_addr());
+    let _lb = Lb::start(&config(listen, admin, a1, ""), listen);
+    wait_listening(admin);
+    for _ in 0..3 {
+        assert!(wait_until(Duration::from_secs(10), || get(listen, "/")
+            .map(|r| r.status == 200)
+            .unwrap_or(false)));
+    }
+    for path in ["/stats;csv", "/api/v1/stats.csv"] {
+        let r = get(admin, path).expect("csv");
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert!(r
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/csv")));
+        let mut lines = r.body.lines();
+        let header = lines.next().expect("header");
+        let cols: Vec<&str> = header
+            .trim_start_matches("# ")
+            .trim_end_matches(',')
+            .split(',')
+            .collect();
+        assert_eq!(&cols[..4], ["pxname", "svname", "qcur", "qmax"], "{header}");
+        assert_eq!(cols[17], "status");
+        assert_eq!(cols.len(), 51);
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        let col = |row: &Vec<&str>, name: &str| -> String {
+            let i = cols.iter().position(|c| *c == name).expect("column");
+            row.get(i).copied().unwrap_or("").to_string()
+        };
+        let find = |px: &str, sv: &str| {
+            rows.iter()
+                .find(|r| r.first() == Some(&px) && r.get(1) == Some(&sv))
+                .unwrap_or_else(|| panic!("no row {px}/{sv}:\n{}", r.body))
+        };
+        let fe = find("www", "FRONTEND");
+        assert!(col(fe, "stot").parse::<u64>().expect("stot") >= 3);
+        let srv = find("web", "web1");
+        assert_eq!(col(srv, "status"), "UP");
+        assert_eq!(col(srv, "type"), "2");
+        assert!(
+            col(srv, "bin").parse::<u64>().expect("bin") > 0,
+            "head bytes count"
+        );
+        assert!(col(srv, "hrsp_2xx").parse::<u64>().expect("2xx") >= 3);
+        let be = find("web", "BACKEND");
+        assert_eq!(col(be, "type"), "1");
+    }
+    let st = get(admin, "/api/v1/status").expect("status").json();
+    let s = &st["backends"][0]["servers"][0];
+    for key in [
+        "active_max",
+        "request_rate_max",
+        "check_down",
+        "last_change_seconds",
+        "downtime_seconds",
+    ] {
+        assert!(!s[key].is_null(), "status lacks {key}: {s}");
+    }
+    assert!(!st["backends"][0]["queue_max"].is_null());
+    assert!(!st["frontends"][0]["denied_total"].is_null());
+}

@@ -100,6 +100,9 @@ pub async fn handle(st: &AdminState, peer: std::net::SocketAddr, req: Request<In
         (Method::GET, ["api", "v1", "status"]) => {
             json_resp(200, &status::status(&st.rt, st.vrrp_json()))
         }
+        (Method::GET, ["stats;csv"] | ["api", "v1", "stats.csv"]) => {
+            respond(200, super::csv::CONTENT_TYPE, super::csv::render(&st.rt))
+        }
         (Method::GET, ["api", "v1", "vrrp"]) => json_resp(200, &st.vrrp_json()),
         (Method::GET, ["api", "v1", "backends", b, "servers", s]) => {
             match st.rt.snapshot().server(b, s) {
@@ -149,6 +152,8 @@ fn known_path(segs: &[&str]) -> bool {
     matches!(
         segs,
         [] | ["metrics"]
+            | ["stats;csv"]
+            | ["api", "v1", "stats.csv"]
             | ["api", "v1", "status" | "vrrp" | "reload"]
             | ["api", "v1", "backends", _, "servers"]
             | ["api", "v1", "backends", _, "servers", _]

@@ -7,6 +7,7 @@
 
 pub mod api;
 mod auth;
+pub mod csv;
 pub mod metrics;
 mod metrics_server;
 pub mod process;
