@@ -132,7 +132,10 @@ fn main() -> ExitCode {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rustls logs a WARN for every renegotiation request it refuses (with a
+        // no_renegotiation alert): any client could fill the log, so its own
+        // lines are kept to errors unless FULCRUM_LOG asks for them.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -788,7 +788,17 @@ fn build_tls(cx: &mut Ctx<'_>, t: &S<RawTls>, mode: Mode) -> Option<TlsConfig> {
         let pair = CertPair {
             cert: std::path::PathBuf::from(c.get_ref().cert.get_ref()),
             key: std::path::PathBuf::from(c.get_ref().key.get_ref()),
+            ocsp_file: c.get_ref().ocsp_file.as_ref().map(|o| o.get_ref().into()),
         };
+        if let (Some(o), Some(path)) = (&c.get_ref().ocsp_file, &pair.ocsp_file) {
+            if let Err(e) = crate::tls::read_ocsp(path) {
+                cx.err(
+                    o,
+                    e.to_string(),
+                    Some("a DER OCSP response, e.g. from `openssl ocsp -respout FILE`"),
+                );
+            }
+        }
         // Load now, so `fulcrum check` and a reload report a missing or
         // mismatched key at its place in the file.
         if let Err(e) = crate::tls::load_pair(&pair.cert, &pair.key) {
@@ -825,6 +835,21 @@ fn build_tls(cx: &mut Ctx<'_>, t: &S<RawTls>, mode: Mode) -> Option<TlsConfig> {
         certificates,
         min_version,
         http2: r.http2.unwrap_or(true),
+        ticket_keys_file: r.ticket_keys_file.as_ref().and_then(|t| {
+            let path = std::path::PathBuf::from(t.get_ref());
+            match crate::tls::tickets::SharedTicketer::from_file(&path) {
+                Ok(_) => Some(path),
+                Err(e) => {
+                    cx.err(
+                        t,
+                        e,
+                        Some("one key per line: 64 hex digits, e.g. from `openssl rand -hex 32`"),
+                    );
+                    None
+                }
+            }
+        }),
+        prefer_server_ciphers: r.prefer_server_ciphers.unwrap_or(false),
     })
 }
 
