@@ -143,3 +143,57 @@ fn check_refuses_a_bad_ticket_key_file() {
         "{err}"
     );
 }
+
+/// A TLS 1.2 client asking for renegotiation gets the `no_renegotiation`
+/// alert at once (it used to stay queued while the server waited to read, and
+/// the client hung), and the log gets no line per request. Needs `openssl`.
+#[test]
+fn renegotiation_gets_the_alert_and_no_log_line() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    if Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIP: openssl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let ck = rcgen::generate_simple_self_signed(vec!["pair.test".to_string()]).expect("rcgen");
+    std::fs::write(dir.path().join("pair.pem"), ck.cert.pem()).expect("cert");
+    std::fs::write(dir.path().join("pair.key"), ck.key_pair.serialize_pem()).expect("key");
+    std::fs::write(dir.path().join("pair.ocsp"), [0x30, 0x00]).expect("ocsp");
+    let keys = dir.path().join("k.keys");
+    std::fs::write(&keys, "33".repeat(32)).expect("keys");
+    let (_be, ba) = backend("web1");
+    let listen = free_addr();
+    let lb = Lb::start(&config(listen, ba, dir.path(), &keys), listen);
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-tls1_2", "-msg", "-connect"])
+        .arg(listen.to_string())
+        .args(["-servername", "pair.test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // s_client renegotiates on a line that is just "R"; stdin stays open so
+    // that only the server's answer can end the session.
+    stdin.write_all(b"R\n").expect("write");
+    let mut out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    let text = rx.recv_timeout(std::time::Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(stdin);
+    let text = text.unwrap_or_else(|_| panic!("s_client hung: no answer to the renegotiation"));
+    assert!(text.contains("no_renegotiation"), "{text}");
+    assert!(
+        !lb.proc.output().contains("renegotiation"),
+        "{}",
+        lb.proc.output()
+    );
+}

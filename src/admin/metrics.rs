@@ -231,6 +231,24 @@ fn frontend_families(e: &mut DescriptorEncoder, frontends: &[&Arc<FrontendRt>]) 
     )?;
     counter(
         e,
+        "fulcrum_frontend_tls_handshakes_total",
+        "TLS handshakes completed on a frontend, full and resumed.",
+        per(&|f| f.stats.tls_handshakes.load(Relaxed)),
+    )?;
+    counter(
+        e,
+        "fulcrum_frontend_tls_resumptions_total",
+        "TLS handshakes that resumed a session (ticket or session id).",
+        per(&|f| f.stats.tls_resumptions.load(Relaxed)),
+    )?;
+    counter(
+        e,
+        "fulcrum_frontend_tls_handshake_failures_total",
+        "TLS handshakes that failed.",
+        per(&|f| f.stats.tls_failures.load(Relaxed)),
+    )?;
+    counter(
+        e,
         "fulcrum_frontend_request_errors_total",
         "Local answers other than rate limits: no route, no usable server, bad request (HAProxy ereq).",
         per(&|f| {

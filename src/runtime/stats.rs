@@ -68,11 +68,25 @@ pub struct FrontendStats {
     pub local_errors: AtomicU64,
     /// Requests refused by a rate limit (429), also counted in `local_errors`.
     pub denied: AtomicU64,
+    /// Completed TLS handshakes, of which resumed (ticket or session id), and failed ones.
+    pub tls_handshakes: AtomicU64,
+    pub tls_resumptions: AtomicU64,
+    pub tls_failures: AtomicU64,
     /// Signalled when a client connection closes (for `maxconn`).
     pub closed: tokio::sync::Notify,
 }
 
 /// Traffic through one backend.
+impl FrontendStats {
+    /// Count one completed TLS handshake (resumed or full).
+    pub fn record_tls(&self, kind: Option<rustls::HandshakeKind>) {
+        self.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+        if kind == Some(rustls::HandshakeKind::Resumed) {
+            self.tls_resumptions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct BackendStats {
     /// Total time of requests, accept/request start to the end of the response body.

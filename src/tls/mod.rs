@@ -18,6 +18,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::config::types::{TlsConfig, TlsVersion, UpstreamTls};
 
+pub mod alert_flush;
 pub mod tickets;
 
 /// Why certificates could not be loaded.

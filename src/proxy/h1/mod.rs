@@ -80,6 +80,12 @@ impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
+impl ClientIo for crate::tls::alert_flush::AlertFlush {
+    fn socket(&mut self) -> Option<&TcpStream> {
+        None
+    }
+}
+
 /// True when every request of this frontend may take the relay (the backend
 /// is checked per request).
 pub(crate) fn frontend_eligible(fe: &FrontendRt) -> bool {
