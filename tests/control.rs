@@ -204,7 +204,8 @@ fn bad_api_input_gets_4xx_and_changes_nothing() {
             "POST",
             "/api/v1/backends/web/servers",
             r#"{"name":"web1","address":"127.0.0.1:1"}"#,
-            400,
+            // A taken name is a conflict (issue 19), no longer a plain 400.
+            409,
         ),
         (
             "POST",

@@ -370,3 +370,148 @@ fn label_escaping_round_trips_through_the_parser() {
     let bad = "# TYPE t_total counter\nt_total{backend=\"a\"b\"} 1\n";
     assert!(parse_prometheus(bad).is_err(), "{bad}");
 }
+
+/// Every family fulcrum documents (README "Metrics"), in both formats: the
+/// strict 0.0.4 parser and the strict OpenMetrics parser both accept the text,
+/// and `promtool check metrics` (when installed) finds nothing to lint.
+const FAMILIES: &[&str] = &[
+    "fulcrum_build_info",
+    "fulcrum_uptime_seconds",
+    "fulcrum_config_generation",
+    "fulcrum_admin_auth_failures_total",
+    "fulcrum_frontend_requests_total",
+    "fulcrum_frontend_connections",
+    "fulcrum_frontend_local_errors_total",
+    "fulcrum_frontend_denied_total",
+    "fulcrum_frontend_request_errors_total",
+    "fulcrum_frontend_tls_handshakes_total",
+    "fulcrum_frontend_tls_resumptions_total",
+    "fulcrum_frontend_tls_handshake_failures_total",
+    "fulcrum_requests_total",
+    "fulcrum_request_duration_seconds",
+    "fulcrum_backend_connect_time_seconds",
+    "fulcrum_backend_response_time_seconds",
+    "fulcrum_backend_queue_time_seconds",
+    "fulcrum_backend_servers_usable",
+    "fulcrum_backend_queue_current",
+    "fulcrum_backend_queue_max",
+    "fulcrum_backend_queue_limit",
+    "fulcrum_backend_no_server_total",
+    "fulcrum_backend_retries_total",
+    "fulcrum_backend_redispatches_total",
+    "fulcrum_server_up",
+    "fulcrum_server_usable",
+    "fulcrum_server_ejected",
+    "fulcrum_server_admin_state",
+    "fulcrum_server_weight",
+    "fulcrum_server_active_connections",
+    "fulcrum_server_active_connections_max",
+    "fulcrum_server_maxconn",
+    "fulcrum_server_request_rate",
+    "fulcrum_server_request_rate_max",
+    "fulcrum_server_connections_total",
+    "fulcrum_server_failures_total",
+    "fulcrum_server_connection_reuses_total",
+    "fulcrum_server_bytes_in_total",
+    "fulcrum_server_bytes_out_total",
+    "fulcrum_server_check_down_transitions_total",
+    "fulcrum_server_check_up_transitions_total",
+    "fulcrum_server_last_change_seconds",
+    "fulcrum_server_downtime_seconds_total",
+    "fulcrum_server_check_duration_seconds",
+    "fulcrum_health_checks_total",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_family_exists_in_both_formats_and_lints_clean() {
+    let s = setup().await;
+    for _ in 0..3 {
+        assert_eq!(get(s.listen, "/hello").await, 200);
+    }
+    let probe = s.rt.clone();
+    wait_for("responses counted", move || {
+        probe
+            .snapshot()
+            .backends
+            .values()
+            .map(|b| b.stats.duration.count())
+            .sum::<u64>()
+            == 3
+    })
+    .await;
+    let text = render(&s.rt);
+    let parsed = parse_prometheus(&text).unwrap_or_else(|e| panic!("0.0.4: {e:?}\n{text}"));
+    for name in FAMILIES {
+        family(&parsed, name);
+    }
+    let documented: HashSet<&str> = FAMILIES.iter().copied().collect();
+    for name in parsed.families.keys() {
+        assert!(
+            documented.contains(name.as_str()),
+            "family {name} is not in the documented list"
+        );
+    }
+    // GETs have no body: the request heads alone are counted in now.
+    let bytes_in: f64 = simple_samples(family(&parsed, "fulcrum_server_bytes_in_total"))
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        bytes_in >= 3.0 * 20.0,
+        "request heads not counted: {bytes_in}"
+    );
+
+    let om = fulcrum::admin::metrics::render_openmetrics(&s.rt, None);
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    let parsed_om = openmetrics_parser::openmetrics::parse_openmetrics(&om)
+        .unwrap_or_else(|e| panic!("OpenMetrics: {e:?}\n{om}"));
+    for name in FAMILIES {
+        // OpenMetrics names counter families without `_total`.
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            parsed_om.families.contains_key(base),
+            "OpenMetrics family {base} missing"
+        );
+    }
+
+    if std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        use std::io::Write;
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("promtool output");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "promtool: {said}"
+        );
+    } else {
+        println!("promtool not installed: lint skipped");
+    }
+    s.rt.shutdown(Duration::from_secs(1)).await;
+}

@@ -1,5 +1,5 @@
 //! Routing and handlers of the admin JSON API (`/api/v1/…`). Every change goes
-//! through `Runtime::apply`, like reloads do. Documented in `openapi.yaml`.
+//! through `Runtime::apply`, like reloads do. Documented in `openapi.json`.
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -35,8 +35,8 @@ fn apply_error(e: &ApplyError) -> Resp {
     error(status, e.to_string())
 }
 
-/// Handle one admin request.
-pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
+/// Handle one admin request from `peer`.
+pub async fn handle(st: &AdminState, peer: std::net::SocketAddr, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -46,6 +46,7 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
     if let (Some(token), false) = (&st.token, page) {
         let open_read = read_only && st.public_read;
         if !open_read && !authorized(&req, token) {
+            super::auth::log_refused(peer, &method, &path, &req);
             let mut r = error(
                 401,
                 "missing or wrong bearer token (Authorization: Bearer <token>)",
@@ -62,19 +63,45 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
-    match (method.clone(), segs.as_slice()) {
+    // HEAD is GET without a body (hyper leaves the body out).
+    let routed = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
+    match (routed, segs.as_slice()) {
         (Method::GET, []) => respond(
             200,
             "text/html; charset=utf-8",
             include_str!("dashboard.html"),
         ),
-        (Method::GET, ["metrics"]) => respond(
-            200,
-            super::metrics::CONTENT_TYPE,
-            super::metrics::render(&st.rt),
-        ),
+        (Method::GET, ["metrics"]) => {
+            // Prometheus asks for OpenMetrics; curl and older scrapers get 0.0.4.
+            let openmetrics = req
+                .headers()
+                .get_all(hyper::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            if openmetrics {
+                respond(
+                    200,
+                    super::metrics::OPENMETRICS_CONTENT_TYPE,
+                    super::metrics::render_openmetrics(&st.rt, Some(st.vrrp.clone())),
+                )
+            } else {
+                respond(
+                    200,
+                    super::metrics::CONTENT_TYPE,
+                    super::metrics::render_with_vrrp(&st.rt, st.vrrp.clone()),
+                )
+            }
+        }
         (Method::GET, ["api", "v1", "status"]) => {
             json_resp(200, &status::status(&st.rt, st.vrrp_json()))
+        }
+        (Method::GET, ["stats;csv"] | ["api", "v1", "stats.csv"]) => {
+            respond(200, super::csv::CONTENT_TYPE, super::csv::render(&st.rt))
         }
         (Method::GET, ["api", "v1", "vrrp"]) => json_resp(200, &st.vrrp_json()),
         (Method::GET, ["api", "v1", "backends", b, "servers", s]) => {
@@ -108,7 +135,14 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
             set_weight(st, b, s, req).await
         }
         (Method::POST, ["api", "v1", "reload"]) => reload(st).await,
-        (_, segs) if known_path(segs) => error(405, format!("{method} is not allowed on {path}")),
+        (_, segs) if known_path(segs) => {
+            let mut r = error(405, format!("{method} is not allowed on {path}"));
+            r.headers_mut().insert(
+                hyper::header::ALLOW,
+                hyper::header::HeaderValue::from_static(allowed(segs)),
+            );
+            r
+        }
         _ => error(404, format!("no such path: {path}")),
     }
 }
@@ -118,6 +152,8 @@ fn known_path(segs: &[&str]) -> bool {
     matches!(
         segs,
         [] | ["metrics"]
+            | ["stats;csv"]
+            | ["api", "v1", "stats.csv"]
             | ["api", "v1", "status" | "vrrp" | "reload"]
             | ["api", "v1", "backends", _, "servers"]
             | ["api", "v1", "backends", _, "servers", _]
@@ -125,23 +161,23 @@ fn known_path(segs: &[&str]) -> bool {
     )
 }
 
-fn authorized(req: &Request<Incoming>, token: &str) -> bool {
-    let Some(v) = req.headers().get(hyper::header::AUTHORIZATION) else {
-        return false;
-    };
-    let Ok(v) = v.to_str() else { return false };
-    let Some(given) = v.strip_prefix("Bearer ") else {
-        return false;
-    };
-    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+/// The `Allow` header of a 405 answer on `segs` (RFC 9110 §15.5.6): the
+/// methods the match in [`handle`] serves there.
+fn allowed(segs: &[&str]) -> &'static str {
+    match segs {
+        ["api", "v1", "reload"] => "POST",
+        ["api", "v1", "backends", _, "servers"] => "POST",
+        ["api", "v1", "backends", _, "servers", _] => "GET, HEAD, DELETE",
+        ["api", "v1", "backends", _, "servers", _, "state" | "weight"] => "PUT, POST",
+        _ => "GET, HEAD",
+    }
 }
 
-/// Compare without an early exit, so response timing does not leak the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| super::auth::bearer(v.as_bytes()))
+        .is_some_and(|given| super::auth::constant_time_eq(given, token.as_bytes()))
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Resp> {
@@ -254,27 +290,31 @@ async fn add_server(st: &AdminState, b: &str, req: Request<Incoming>) -> Resp {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let name_ok = !body.name.is_empty()
-        && body.name.len() <= 64
-        && body
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if !name_ok {
+    if !crate::config::rules::valid_name(&body.name) {
         return error(
             400,
             format!(
-                "bad server name `{}`: use letters, digits, '-', '_' and '.'",
-                body.name
+                "bad server name `{}`: {}",
+                body.name,
+                crate::config::rules::NAME_HINT
             ),
         );
     }
-    let Ok(address) = body.address.parse() else {
+    let Ok(address) = body.address.parse::<std::net::SocketAddr>() else {
         return error(
             400,
             format!("bad address `{}`: write IP:PORT", body.address),
         );
     };
+    if let Some(why) = crate::config::rules::server_address_problem(address) {
+        return error(400, format!("bad address `{address}`: {why}"));
+    }
+    if st.rt.snapshot().server(b, &body.name).is_some() {
+        return error(
+            409,
+            format!("backend `{b}` already has a server named `{}`", body.name),
+        );
+    }
     let weight = body.weight.unwrap_or(1);
     if !(1..=256).contains(&weight) {
         return error(400, format!("weight {weight} is out of range; use 1..=256"));

@@ -1,25 +1,53 @@
-//! Prometheus `/metrics`: every counter of the running load balancer in the
-//! text exposition format (version 0.0.4), built from one snapshot load plus
-//! the per-server atomics, like the status document.
+//! Prometheus `/metrics`, encoded by the `prometheus-client` crate.
 //!
-//! Families come in a fixed order, each with its `# HELP` and `# TYPE` once,
-//! and their samples sorted by frontend, backend and server name, so two
-//! scrapes of an idle balancer are byte-identical. A family with no sample
-//! (no frontends yet, no active checks) is left out whole.
+//! Nothing is registered ahead of time: one [`Collector`] reads the live
+//! snapshot and its atomics when a scrape arrives (like the status document),
+//! so servers added or removed at run time appear and vanish with no
+//! bookkeeping. The crate writes OpenMetrics text (and escapes label values);
+//! a scraper that asks for it (`Accept: application/openmetrics-text`, as
+//! Prometheus does) gets that as is. Everyone else gets the classic text
+//! format 0.0.4 ([`CONTENT_TYPE`]), which differs only in the family name of
+//! counters in `# HELP`/`# TYPE` (with `_total`) and the absent `# EOF`:
+//! [`to_text_004`] makes exactly that change and nothing else.
+//!
+//! Cardinality is bounded by the configuration: the only labels are
+//! `frontend`, `backend`, `server`, `code` (status class: 5 values), and the
+//! fixed-set `state`, `result`, `le` and `version`; nothing from a request
+//! (path, host, client) becomes a label. Families come in a fixed order and
+//! samples sorted by frontend, backend and server name, so two scrapes of an
+//! idle balancer are identical; a family with no sample is left out.
 
+use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
 use crate::admin::status::admin_name;
 use crate::config::types::AdminState;
-use crate::runtime::stats::DURATION_BUCKETS;
-use crate::runtime::{BackendRt, FrontendRt, Runtime, ServerState, Snapshot};
+use crate::runtime::stats::{Histogram, DURATION_BUCKETS};
+use crate::runtime::{BackendRt, FrontendRt, Runtime, ServerState};
 
-/// Content-Type to serve [`render`]'s output with.
+/// Content-Type of [`render`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// A backend with its servers sorted by name.
-type BackendServers<'a> = (&'a BackendRt, Vec<&'a Arc<ServerState>>);
+/// Content-Type of [`render_openmetrics`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of one sample, in output order.
+pub(crate) type Labels = Vec<(&'static str, String)>;
+
+/// A sample value: counters and most gauges stay exact integers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Val {
+    U(u64),
+    F(f64),
+}
 
 /// Status classes in the order of [`ServerState::responses`].
 const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -27,94 +55,213 @@ const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Every administrative state, for the one-hot `fulcrum_server_admin_state`.
 const ADMIN_STATES: [AdminState; 3] = [AdminState::Ready, AdminState::Drain, AdminState::Maint];
 
-/// Render every metric in the Prometheus text exposition format (version 0.0.4).
-pub fn render(rt: &Runtime) -> String {
-    let snap = rt.snapshot_arc();
-    let mut frontends: Vec<&Arc<FrontendRt>> = snap.frontends.values().collect();
-    frontends.sort_by(|a, b| a.config.name.cmp(&b.config.name));
-    // `snap.backends` is a BTreeMap: already in name order.
-    let backends: Vec<&Arc<BackendRt>> = snap.backends.values().collect();
-    let servers: Vec<BackendServers> = backends
-        .iter()
-        .map(|b| {
+/// Write a gauge family (nothing when `samples` is empty).
+pub(crate) fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: Vec<(Labels, Val)>,
+) -> fmt::Result {
+    family(enc, name, help, MetricType::Gauge, samples)
+}
+
+/// Write a counter family; `name` ends in `_total` (the crate adds the
+/// suffix to samples itself, so it is taken off the family name here).
+pub(crate) fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: Vec<(Labels, Val)>,
+) -> fmt::Result {
+    let base = name.strip_suffix("_total").unwrap_or(name);
+    family(enc, base, help, MetricType::Counter, samples)
+}
+
+fn family(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: Vec<(Labels, Val)>,
+) -> fmt::Result {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in &samples {
+        let mut s = m.encode_family(labels)?;
+        match (kind, *v) {
+            (MetricType::Counter, Val::U(n)) => ConstCounter::new(n).encode(s)?,
+            (MetricType::Counter, Val::F(f)) => ConstCounter::new(f).encode(s)?,
+            (_, Val::U(n)) => s.encode_gauge(&n)?,
+            (_, Val::F(f)) => s.encode_gauge(&f)?,
+        }
+    }
+    Ok(())
+}
+
+/// Write a histogram family from [`Histogram`]s (the runtime's lock-free ones).
+fn histogram(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: Vec<(Labels, &Histogram)>,
+) -> fmt::Result {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in &samples {
+        let cumulative = h.cumulative();
+        // The crate wants per-bucket counts; `_count` is the `+Inf` bucket of
+        // the same read, so the two always agree even while requests finish.
+        let mut buckets = Vec::with_capacity(cumulative.len());
+        let mut prev = 0;
+        for (i, c) in cumulative.iter().enumerate() {
+            let bound = DURATION_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            buckets.push((bound, c.saturating_sub(prev)));
+            prev = *c;
+        }
+        let total = cumulative.last().copied().unwrap_or(0);
+        m.encode_family(labels)?.encode_histogram::<Labels>(
+            h.sum_seconds(),
+            total,
+            &buckets,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads the runtime (and the VRRP instances) at scrape time.
+struct Scrape {
+    rt: Arc<Runtime>,
+    vrrp: Option<crate::admin::VrrpSlot>,
+}
+
+impl fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrape").finish_non_exhaustive()
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let snap = self.rt.snapshot_arc();
+        let mut frontends: Vec<&Arc<FrontendRt>> = snap.frontends.values().collect();
+        frontends.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        // `snap.backends` is a BTreeMap: already in name order.
+        let backends: Vec<&Arc<BackendRt>> = snap.backends.values().collect();
+        let mut servers: Vec<(&BackendRt, &Arc<ServerState>)> = Vec::new();
+        for b in &backends {
             let mut list: Vec<&Arc<ServerState>> = b.servers.iter().collect();
             list.sort_by(|x, y| x.name().cmp(y.name()));
-            (b.as_ref(), list)
-        })
-        .collect();
-
-    let mut out = Exposition::default();
-    process_families(&mut out, rt, &snap);
-    frontend_families(&mut out, &frontends);
-    request_families(&mut out, &snap, &frontends, &servers);
-    backend_families(&mut out, &backends);
-    server_families(&mut out, &servers);
-    out.text
+            servers.extend(list.into_iter().map(|s| (b.as_ref(), s)));
+        }
+        let e = &mut enc;
+        gauge(
+            e,
+            "fulcrum_build_info",
+            "Build information; the value is always 1.",
+            vec![(
+                vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+                Val::U(1),
+            )],
+        )?;
+        gauge(
+            e,
+            "fulcrum_uptime_seconds",
+            "Seconds since the load balancer started.",
+            vec![(vec![], Val::F(self.rt.uptime().as_secs_f64()))],
+        )?;
+        gauge(
+            e,
+            "fulcrum_config_generation",
+            "Generation of the live configuration; increases with every applied change.",
+            vec![(vec![], Val::U(snap.generation))],
+        )?;
+        counter(
+            e,
+            "fulcrum_admin_auth_failures_total",
+            "Admin API calls refused for a missing or wrong bearer token.",
+            vec![(vec![], Val::U(super::auth::REFUSED.load(Relaxed)))],
+        )?;
+        counter(
+            e,
+            "fulcrum_log_lines_dropped_total",
+            "Access-log lines dropped because the log sink was too slow, blocked or failing.",
+            vec![(vec![], Val::U(crate::log::access::dropped()))],
+        )?;
+        frontend_families(e, &frontends)?;
+        request_families(e, &frontends, &servers)?;
+        backend_families(e, &backends)?;
+        super::metrics_server::server_families(e, &servers)?;
+        process_families(e)?;
+        if let Some(v) = self.vrrp.as_ref().and_then(|v| v.get()) {
+            crate::vrrp::metrics::encode(e, &v.get())?;
+        }
+        Ok(())
+    }
 }
 
-fn process_families(out: &mut Exposition, rt: &Runtime, snap: &Snapshot) {
-    out.family(
-        "fulcrum_build_info",
-        Kind::Gauge,
-        "Build information; the value is always 1.",
-        vec![Sample::new(
-            vec![("version", env!("CARGO_PKG_VERSION").to_string())],
-            Value::Int(1),
-        )],
-    );
-    out.family(
-        "fulcrum_uptime_seconds",
-        Kind::Gauge,
-        "Seconds since the load balancer started.",
-        vec![Sample::new(vec![], Value::Float(rt.uptime().as_secs_f64()))],
-    );
-    out.family(
-        "fulcrum_config_generation",
-        Kind::Gauge,
-        "Generation of the live configuration; increases with every applied change.",
-        vec![Sample::new(vec![], Value::Int(snap.generation))],
-    );
-    out.family(
-        "fulcrum_log_lines_dropped_total",
-        Kind::Counter,
-        "Access-log lines dropped because the log sink was too slow, blocked or failing.",
-        vec![Sample::new(
-            vec![],
-            Value::Int(crate::log::access::dropped()),
-        )],
-    );
-}
-
-fn frontend_families(out: &mut Exposition, frontends: &[&Arc<FrontendRt>]) {
-    let per_frontend = |get: &dyn Fn(&FrontendRt) -> u64| -> Vec<Sample> {
+fn frontend_families(e: &mut DescriptorEncoder, frontends: &[&Arc<FrontendRt>]) -> fmt::Result {
+    let per = |get: &dyn Fn(&FrontendRt) -> u64| -> Vec<(Labels, Val)> {
         frontends
             .iter()
-            .map(|f| {
-                Sample::new(
-                    vec![("frontend", f.config.name.clone())],
-                    Value::Int(get(f)),
-                )
-            })
+            .map(|f| (vec![("frontend", f.config.name.clone())], Val::U(get(f))))
             .collect()
     };
-    out.family(
+    counter(
+        e,
         "fulcrum_frontend_requests_total",
-        Kind::Counter,
         "Requests (HTTP) or sessions (TCP) received by a frontend.",
-        per_frontend(&|f| f.stats.requests.load(Relaxed)),
-    );
-    out.family(
+        per(&|f| f.stats.requests.load(Relaxed)),
+    )?;
+    gauge(
+        e,
         "fulcrum_frontend_connections",
-        Kind::Gauge,
         "Client connections open on a frontend now.",
-        per_frontend(&|f| f.stats.connections.load(Relaxed)),
-    );
-    out.family(
+        per(&|f| f.stats.connections.load(Relaxed)),
+    )?;
+    counter(
+        e,
         "fulcrum_frontend_local_errors_total",
-        Kind::Counter,
-        "Requests a frontend answered itself because no route or no server matched.",
-        per_frontend(&|f| f.stats.local_errors.load(Relaxed)),
-    );
+        "Requests a frontend answered itself (no route, no server, rate limit, bad request); includes denied.",
+        per(&|f| f.stats.local_errors.load(Relaxed)),
+    )?;
+    counter(
+        e,
+        "fulcrum_frontend_denied_total",
+        "Requests refused with 429 by a rate limit (HAProxy dreq).",
+        per(&|f| f.stats.denied.load(Relaxed)),
+    )?;
+    counter(
+        e,
+        "fulcrum_frontend_tls_handshakes_total",
+        "TLS handshakes completed on a frontend, full and resumed.",
+        per(&|f| f.stats.tls_handshakes.load(Relaxed)),
+    )?;
+    counter(
+        e,
+        "fulcrum_frontend_tls_resumptions_total",
+        "TLS handshakes that resumed a session (ticket or session id).",
+        per(&|f| f.stats.tls_resumptions.load(Relaxed)),
+    )?;
+    counter(
+        e,
+        "fulcrum_frontend_tls_handshake_failures_total",
+        "TLS handshakes that failed.",
+        per(&|f| f.stats.tls_failures.load(Relaxed)),
+    )?;
+    counter(
+        e,
+        "fulcrum_frontend_request_errors_total",
+        "Local answers other than rate limits: no route, no usable server, bad request (HAProxy ereq).",
+        per(&|f| {
+            let local = f.stats.local_errors.load(Relaxed);
+            local.saturating_sub(f.stats.denied.load(Relaxed))
+        }),
+    )
 }
 
 /// The frontend a backend's request series are labelled with.
@@ -135,232 +282,249 @@ fn frontend_of<'a>(frontends: &[&'a Arc<FrontendRt>], backend: &str) -> &'a str 
 }
 
 fn request_families(
-    out: &mut Exposition,
-    snap: &Snapshot,
+    e: &mut DescriptorEncoder,
     frontends: &[&Arc<FrontendRt>],
-    servers: &[BackendServers],
-) {
+    servers: &[(&BackendRt, &Arc<ServerState>)],
+) -> fmt::Result {
     let mut samples = Vec::new();
-    for (b, list) in servers {
+    for (b, s) in servers {
         let backend = b.config.name.as_str();
         let frontend = frontend_of(frontends, backend);
-        for s in list {
-            for (class, n) in CODE_CLASSES.iter().zip(s.responses()) {
-                samples.push(Sample::new(
-                    vec![
-                        ("frontend", frontend.to_string()),
-                        ("backend", backend.to_string()),
-                        ("server", s.name().to_string()),
-                        ("code", class.to_string()),
-                    ],
-                    Value::Int(n),
-                ));
-            }
-        }
-    }
-    out.family(
-        "fulcrum_requests_total",
-        Kind::Counter,
-        "Responses sent to clients, by server and status class.",
-        samples,
-    );
-
-    let mut samples = Vec::new();
-    for b in snap.backends.values() {
-        let h = &b.stats.duration;
-        let cumulative = h.cumulative();
-        let label = |le: String| vec![("backend", b.config.name.clone()), ("le", le)];
-        for (bound, n) in DURATION_BUCKETS.iter().zip(&cumulative) {
-            samples.push(Sample::suffixed(
-                "_bucket",
-                label(format_float(*bound)),
-                Value::Int(*n),
+        for (class, n) in CODE_CLASSES.iter().zip(s.responses()) {
+            samples.push((
+                vec![
+                    ("frontend", frontend.to_string()),
+                    ("backend", backend.to_string()),
+                    ("server", s.name().to_string()),
+                    ("code", class.to_string()),
+                ],
+                Val::U(n),
             ));
         }
-        // `_count` is the `+Inf` bucket of the same read rather than the
-        // separate counter, so the two always agree even while requests finish.
-        let total = cumulative.last().copied().unwrap_or_else(|| h.count());
-        samples.push(Sample::suffixed(
-            "_bucket",
-            label("+Inf".to_string()),
-            Value::Int(total),
-        ));
-        let backend = vec![("backend", b.config.name.clone())];
-        samples.push(Sample::suffixed(
-            "_sum",
-            backend.clone(),
-            Value::Float(h.sum_seconds()),
-        ));
-        samples.push(Sample::suffixed("_count", backend, Value::Int(total)));
     }
-    out.family(
-        "fulcrum_request_duration_seconds",
-        Kind::Histogram,
-        "Time from the start of a request to the end of its response, by backend.",
+    counter(
+        e,
+        "fulcrum_requests_total",
+        "Responses sent to clients, by server and status class.",
         samples,
-    );
+    )
 }
 
-fn backend_families(out: &mut Exposition, backends: &[&Arc<BackendRt>]) {
-    let per_backend = |get: &dyn Fn(&BackendRt) -> u64| -> Vec<Sample> {
+fn backend_families(e: &mut DescriptorEncoder, backends: &[&Arc<BackendRt>]) -> fmt::Result {
+    let label = |b: &BackendRt| vec![("backend", b.config.name.clone())];
+    let per = |get: &dyn Fn(&BackendRt) -> u64| -> Vec<(Labels, Val)> {
         backends
             .iter()
-            .map(|b| Sample::new(vec![("backend", b.config.name.clone())], Value::Int(get(b))))
+            .map(|b| (label(b), Val::U(get(b))))
             .collect()
     };
-    out.family(
+    let hist = |get: &dyn for<'x> Fn(&'x BackendRt) -> &'x Histogram| -> Vec<(Labels, &Histogram)> {
+        backends.iter().map(|b| (label(b), get(b))).collect()
+    };
+    histogram(
+        e,
+        "fulcrum_request_duration_seconds",
+        "Total time from the start of a request to the end of its response, by backend (HAProxy Tt).",
+        hist(&|b| &b.stats.duration),
+    )?;
+    histogram(
+        e,
+        "fulcrum_backend_connect_time_seconds",
+        "Time to get a server connection (0 when reused from the pool), by backend (HAProxy Tc).",
+        hist(&|b| &b.stats.connect),
+    )?;
+    histogram(
+        e,
+        "fulcrum_backend_response_time_seconds",
+        "Request sent to response head received, by backend (HAProxy Tr).",
+        hist(&|b| &b.stats.response),
+    )?;
+    histogram(
+        e,
+        "fulcrum_backend_queue_time_seconds",
+        "Time requests waited for a server slot (every server at maxconn), by backend (HAProxy Tw).",
+        hist(&|b| &b.stats.queue_wait),
+    )?;
+    gauge(
+        e,
         "fulcrum_backend_servers_usable",
-        Kind::Gauge,
         "Servers of a backend that take new traffic now (ready, up, not ejected).",
-        per_backend(&|b| b.usable_count() as u64),
-    );
-    out.family(
+        per(&|b| b.usable_count() as u64),
+    )?;
+    gauge(
+        e,
+        "fulcrum_backend_queue_current",
+        "Requests waiting for a server slot now (HAProxy qcur).",
+        per(&|b| b.stats.queued.load(Relaxed) as u64),
+    )?;
+    gauge(
+        e,
+        "fulcrum_backend_queue_max",
+        "Most requests waiting for a server slot at once since start (HAProxy qmax).",
+        per(&|b| b.stats.queue_max.load(Relaxed) as u64),
+    )?;
+    gauge(
+        e,
+        "fulcrum_backend_queue_limit",
+        "Most requests that may wait for a server slot (max_queue, HAProxy qlimit).",
+        per(&|b| b.config.max_queue as u64),
+    )?;
+    counter(
+        e,
         "fulcrum_backend_no_server_total",
-        Kind::Counter,
         "Requests that found no usable server in a backend.",
-        per_backend(&|b| b.stats.no_server.load(Relaxed)),
-    );
-    out.family(
+        per(&|b| b.stats.no_server.load(Relaxed)),
+    )?;
+    counter(
+        e,
         "fulcrum_backend_retries_total",
-        Kind::Counter,
         "Attempts retried onto another server of a backend.",
-        per_backend(&|b| b.stats.retries.load(Relaxed)),
-    );
+        per(&|b| b.stats.retries.load(Relaxed)),
+    )?;
+    counter(
+        e,
+        "fulcrum_backend_redispatches_total",
+        "Attempts moved to another server after a failure (HAProxy wredis); every fulcrum retry is one, so this equals retries.",
+        per(&|b| b.stats.retries.load(Relaxed)),
+    )
 }
 
-fn server_families(out: &mut Exposition, servers: &[BackendServers]) {
-    let labels = |b: &BackendRt, s: &ServerState| {
-        vec![
-            ("backend", b.config.name.clone()),
-            ("server", s.name().to_string()),
-        ]
-    };
-    let per_server = |get: &dyn Fn(&ServerState) -> Value| -> Vec<Sample> {
-        servers
-            .iter()
-            .flat_map(|(b, list)| list.iter().map(move |s| (b, s)))
-            .map(|(b, s)| Sample::new(labels(b, s), get(s)))
-            .collect()
-    };
-    let flag = |on: bool| Value::Int(u64::from(on));
+fn process_families(e: &mut DescriptorEncoder) -> fmt::Result {
+    let p = super::process::read();
+    let one = |v: Option<u64>| v.map(|n| vec![(vec![], Val::U(n))]).unwrap_or_default();
+    let onef = |v: Option<f64>| v.map(|n| vec![(vec![], Val::F(n))]).unwrap_or_default();
+    counter(
+        e,
+        "process_cpu_seconds_total",
+        "Total user and system CPU time spent in seconds.",
+        onef(p.cpu_seconds),
+    )?;
+    gauge(
+        e,
+        "process_open_fds",
+        "Number of open file descriptors.",
+        one(p.open_fds),
+    )?;
+    gauge(
+        e,
+        "process_max_fds",
+        "Maximum number of open file descriptors.",
+        one(p.max_fds),
+    )?;
+    gauge(
+        e,
+        "process_virtual_memory_bytes",
+        "Virtual memory size in bytes.",
+        one(p.virtual_bytes),
+    )?;
+    gauge(
+        e,
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes.",
+        one(p.resident_bytes),
+    )?;
+    gauge(
+        e,
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        onef(p.start_time_seconds),
+    )?;
+    gauge(
+        e,
+        "process_threads",
+        "Number of OS threads in the process.",
+        one(p.threads),
+    )
+}
 
-    out.family(
-        "fulcrum_server_up",
-        Kind::Gauge,
-        "1 when a server passes its active health checks (or has none), else 0.",
-        per_server(&|s| flag(s.is_up())),
-    );
-    out.family(
-        "fulcrum_server_usable",
-        Kind::Gauge,
-        "1 when a server takes new traffic now (ready, up, not ejected), else 0.",
-        per_server(&|s| flag(s.is_usable())),
-    );
-    out.family(
-        "fulcrum_server_ejected",
-        Kind::Gauge,
-        "1 while passive health keeps a server out after failed requests, else 0.",
-        per_server(&|s| flag(s.is_ejected())),
-    );
+/// The labels of a server's series.
+pub(crate) fn server_labels(b: &BackendRt, s: &ServerState) -> Labels {
+    vec![
+        ("backend", b.config.name.clone()),
+        ("server", s.name().to_string()),
+    ]
+}
 
-    let mut samples = Vec::new();
-    for (b, list) in servers {
-        for s in list {
-            let current = s.admin();
-            for state in ADMIN_STATES {
-                let mut l = labels(b, s);
-                l.push(("state", admin_name(state).to_string()));
-                samples.push(Sample::new(l, flag(state == current)));
-            }
-        }
-    }
-    out.family(
-        "fulcrum_server_admin_state",
-        Kind::Gauge,
-        "Administrative state of a server: 1 for the current one of ready, drain and maint.",
-        samples,
-    );
-
-    out.family(
-        "fulcrum_server_weight",
-        Kind::Gauge,
-        "Balancing weight of a server.",
-        per_server(&|s| Value::Int(u64::from(s.weight()))),
-    );
-    out.family(
-        "fulcrum_server_active_connections",
-        Kind::Gauge,
-        "Requests (HTTP) or connections (TCP) in flight to a server now.",
-        per_server(&|s| Value::Int(u64::from(s.active()))),
-    );
-    out.family(
-        "fulcrum_server_connections_total",
-        Kind::Counter,
-        "Requests (HTTP) or connections (TCP) sent to a server.",
-        per_server(&|s| Value::Int(s.total())),
-    );
-    out.family(
-        "fulcrum_server_failures_total",
-        Kind::Counter,
-        "Requests to a server that failed (connect error, reset, timeout).",
-        per_server(&|s| Value::Int(s.failures())),
-    );
-    out.family(
-        "fulcrum_server_bytes_in_total",
-        Kind::Counter,
-        "Bytes relayed from clients to a server.",
-        per_server(&|s| Value::Int(s.bytes().0)),
-    );
-    out.family(
-        "fulcrum_server_bytes_out_total",
-        Kind::Counter,
-        "Bytes relayed from a server to clients.",
-        per_server(&|s| Value::Int(s.bytes().1)),
-    );
-
-    let mut samples = Vec::new();
-    for (b, list) in servers {
-        for s in list {
-            if let Some(c) = s.last_check() {
-                samples.push(Sample::new(
-                    labels(b, s),
-                    Value::Float(c.latency.as_secs_f64()),
-                ));
-            }
-        }
-    }
-    out.family(
-        "fulcrum_server_check_duration_seconds",
-        Kind::Gauge,
-        "How long the latest active health check of a server took.",
-        samples,
-    );
-
-    let mut samples = Vec::new();
-    // Servers of a backend without active checks have no series here.
-    for (b, list) in servers
+/// One-hot admin state samples of a server.
+pub(crate) fn admin_state_samples(b: &BackendRt, s: &ServerState) -> Vec<(Labels, Val)> {
+    let current = s.admin();
+    ADMIN_STATES
         .iter()
-        .filter(|(b, _)| b.config.health.check.is_some())
-    {
-        for s in list {
-            let (ok, failed) = s.check_counts();
-            for (result, n) in [("ok", ok), ("fail", failed)] {
-                let mut l = labels(b, s);
-                l.push(("result", result.to_string()));
-                samples.push(Sample::new(l, Value::Int(n)));
-            }
-        }
-    }
-    out.family(
-        "fulcrum_health_checks_total",
-        Kind::Counter,
-        "Active health checks run against a server, by result.",
-        samples,
-    );
+        .map(|state| {
+            let mut l = server_labels(b, s);
+            l.push(("state", admin_name(*state).to_string()));
+            (l, Val::U(u64::from(*state == current)))
+        })
+        .collect()
 }
 
-/// Escape a label value for the text format: backslash, double quote and
-/// line feed become `\\`, `\"` and `\n`.
+fn encode_openmetrics(rt: &Arc<Runtime>, vrrp: Option<crate::admin::VrrpSlot>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape {
+        rt: rt.clone(),
+        vrrp,
+    }));
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "cannot encode /metrics");
+    }
+    out
+}
+
+/// Every metric in the OpenMetrics text format (with `# EOF`).
+pub fn render_openmetrics(rt: &Arc<Runtime>, vrrp: Option<crate::admin::VrrpSlot>) -> String {
+    encode_openmetrics(rt, vrrp)
+}
+
+/// Every metric (VRRP excluded) in the Prometheus text format 0.0.4.
+pub fn render(rt: &Arc<Runtime>) -> String {
+    to_text_004(&encode_openmetrics(rt, None))
+}
+
+/// Every metric, VRRP instances included, in the Prometheus text format 0.0.4.
+pub fn render_with_vrrp(rt: &Arc<Runtime>, vrrp: crate::admin::VrrpSlot) -> String {
+    to_text_004(&encode_openmetrics(rt, Some(vrrp)))
+}
+
+/// OpenMetrics text as `prometheus-client` writes it → text format 0.0.4:
+/// counter families are named with their `_total` in `# HELP`/`# TYPE`, and
+/// `# EOF`/`# UNIT` lines go. Samples, escaping and values are untouched (the
+/// two formats agree on them for the metric types used here).
+pub fn to_text_004(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64);
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (*p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) && !name.ends_with("_total") {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Escape a label value for the text format (backslash, double quote, line
+/// feed). Kept for callers of the 0.1 API; `/metrics` itself is escaped by
+/// `prometheus-client`.
 pub fn escape_label_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
@@ -374,164 +538,21 @@ pub fn escape_label_value(value: &str) -> String {
     out
 }
 
-/// Escape a `# HELP` text: only backslash and line feed are special there.
-fn escape_help(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-/// A float as the text format spells it (`+Inf`, `-Inf`, `NaN`, else decimal).
-fn format_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_string()
-    } else if v == f64::INFINITY {
-        "+Inf".to_string()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".to_string()
-    } else {
-        v.to_string()
-    }
-}
-
-/// The `# TYPE` of a family.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        }
-    }
-}
-
-/// A sample value: counters stay exact integers, the rest are floats.
-#[derive(Debug, Clone, Copy)]
-enum Value {
-    Int(u64),
-    Float(f64),
-}
-
-/// One line of a family: an optional name suffix (`_bucket`, `_sum`, `_count`),
-/// its labels in output order, and its value.
-#[derive(Debug)]
-struct Sample {
-    suffix: &'static str,
-    labels: Vec<(&'static str, String)>,
-    value: Value,
-}
-
-impl Sample {
-    fn new(labels: Vec<(&'static str, String)>, value: Value) -> Self {
-        Self::suffixed("", labels, value)
-    }
-
-    fn suffixed(suffix: &'static str, labels: Vec<(&'static str, String)>, value: Value) -> Self {
-        Sample {
-            suffix,
-            labels,
-            value,
-        }
-    }
-}
-
-/// The text being built.
-#[derive(Debug, Default)]
-struct Exposition {
-    text: String,
-}
-
-impl Exposition {
-    /// Append one family: HELP, TYPE, then its samples. Nothing when empty.
-    fn family(&mut self, name: &str, kind: Kind, help: &str, samples: Vec<Sample>) {
-        if samples.is_empty() {
-            return;
-        }
-        let t = &mut self.text;
-        t.push_str("# HELP ");
-        t.push_str(name);
-        t.push(' ');
-        t.push_str(&escape_help(help));
-        t.push_str("\n# TYPE ");
-        t.push_str(name);
-        t.push(' ');
-        t.push_str(kind.as_str());
-        t.push('\n');
-        for s in samples {
-            t.push_str(name);
-            t.push_str(s.suffix);
-            if !s.labels.is_empty() {
-                t.push('{');
-                for (i, (k, v)) in s.labels.iter().enumerate() {
-                    if i > 0 {
-                        t.push(',');
-                    }
-                    t.push_str(k);
-                    t.push_str("=\"");
-                    t.push_str(&escape_label_value(v));
-                    t.push('"');
-                }
-                t.push('}');
-            }
-            t.push(' ');
-            match s.value {
-                Value::Int(n) => t.push_str(&n.to_string()),
-                Value::Float(f) => t.push_str(&format_float(f)),
-            }
-            t.push('\n');
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn counters_get_their_total_back_in_004() {
+        let om = "# HELP x Xs.\n# TYPE x counter\nx_total{a=\"b\"} 1\n# HELP g G.\n# TYPE g gauge\ng 2\n# EOF\n";
+        assert_eq!(
+            to_text_004(om),
+            "# HELP x_total Xs.\n# TYPE x_total counter\nx_total{a=\"b\"} 1\n# HELP g G.\n# TYPE g gauge\ng 2\n"
+        );
+    }
+
+    #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape_label_value("api.v1"), "api.v1");
-        assert_eq!(
-            escape_label_value("a\\b\"c\nd"),
-            "a\\\\b\\\"c\\nd".to_string()
-        );
-    }
-
-    #[test]
-    fn help_keeps_quotes() {
-        assert_eq!(escape_help("say \"hi\"\\\n"), "say \"hi\"\\\\\\n");
-    }
-
-    #[test]
-    fn floats_use_prometheus_spelling() {
-        assert_eq!(format_float(f64::INFINITY), "+Inf");
-        assert_eq!(format_float(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(format_float(f64::NAN), "NaN");
-        assert_eq!(format_float(0.0025), "0.0025");
-        assert_eq!(format_float(10.0), "10");
-    }
-
-    #[test]
-    fn family_layout() {
-        let mut e = Exposition::default();
-        e.family("x_total", Kind::Counter, "Xs.", vec![]);
-        assert_eq!(e.text, "");
-        e.family(
-            "x_total",
-            Kind::Counter,
-            "Xs.",
-            vec![
-                Sample::new(vec![("b", "q\"".to_string())], Value::Int(3)),
-                Sample::new(vec![], Value::Float(0.5)),
-            ],
-        );
-        assert_eq!(
-            e.text,
-            "# HELP x_total Xs.\n# TYPE x_total counter\nx_total{b=\"q\\\"\"} 3\nx_total 0.5\n"
-        );
+        assert_eq!(escape_label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
     }
 }

@@ -1,11 +1,16 @@
 //! The admin listener: dashboard at `/`, JSON API under `/api/v1`, Prometheus `/metrics`.
 //!
-//! On loopback no token is needed. Anywhere else every state-changing call needs
-//! `Authorization: Bearer <token>` (token read from `[admin] token_file`), and
-//! so do reads unless `public_read = true`.
+//! Off loopback `[admin] token_file` is required. When a token is configured
+//! (loopback or not), every state-changing call needs `Authorization: Bearer
+//! <token>` (scheme case-insensitive), and so do reads unless `public_read =
+//! true`. Without a token (loopback only) no authentication is asked.
 
 pub mod api;
+mod auth;
+pub mod csv;
 pub mod metrics;
+mod metrics_server;
+pub mod process;
 pub mod status;
 
 use std::convert::Infallible;
@@ -30,28 +35,22 @@ pub type VrrpSlot = Arc<std::sync::OnceLock<crate::vrrp::VrrpStatus>>;
 /// What every admin request handler needs.
 pub struct AdminState {
     pub rt: Arc<Runtime>,
-    /// Required bearer token, when the listener is not on loopback.
+    /// Required bearer token: set whenever `[admin] token_file` is, loopback or not.
     pub token: Option<String>,
     /// Reads allowed without a token.
     pub public_read: bool,
     pub vrrp: VrrpSlot,
 }
 
-/// Read the admin token file (first line, trimmed).
+/// Read the admin token file (first line, trimmed, at least 16 characters):
+/// the same rule `fulcrum check` applies ([`crate::config::rules::read_token_file`]).
 pub fn read_token(cfg: &AdminConfig) -> anyhow::Result<Option<String>> {
     let Some(path) = &cfg.token_file else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read admin token file {}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim().to_string();
-    if token.len() < 16 {
-        anyhow::bail!(
-            "admin token in {} is too short (at least 16 characters)",
-            path.display()
-        );
-    }
-    Ok(Some(token))
+    crate::config::rules::read_token_file(path)
+        .map(Some)
+        .map_err(anyhow::Error::msg)
 }
 
 impl AdminState {
@@ -81,8 +80,9 @@ pub async fn start(
     let local = listener.local_addr().unwrap_or(addr);
     let state = Arc::new(AdminState {
         rt,
-        // On loopback the token is not enforced (anyone on the box can signal the process anyway).
-        token: if addr.ip().is_loopback() { None } else { token },
+        // A configured token is required everywhere, loopback included: the
+        // operator asked for one, and other local users must not drain servers.
+        token,
         public_read: cfg.public_read,
         vrrp,
     });
@@ -94,7 +94,7 @@ pub async fn start(
                 r = listener.accept() => r,
                 () = state.rt.until_draining(0) => break,
             };
-            let (stream, _) = match accepted {
+            let (stream, peer) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
@@ -106,7 +106,7 @@ pub async fn start(
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(api::handle(&state, req).await) }
+                    async move { Ok::<_, Infallible>(api::handle(&state, peer, req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())

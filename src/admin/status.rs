@@ -33,6 +33,12 @@ pub struct FrontendStatus {
     pub requests_total: u64,
     pub active_connections: u64,
     pub local_errors_total: u64,
+    /// Requests refused by a rate limit (429); part of `local_errors_total`.
+    #[serde(default)]
+    pub denied_total: u64,
+    /// Local answers other than rate limits (no route, no server, bad request).
+    #[serde(default)]
+    pub request_errors_total: u64,
 }
 
 /// One routing rule.
@@ -53,6 +59,13 @@ pub struct BackendStatus {
     pub servers_usable: usize,
     pub no_server_total: u64,
     pub retries_total: u64,
+    /// Requests waiting for a server slot now, the most at once, and the limit (`max_queue`).
+    #[serde(default)]
+    pub queue_current: u64,
+    #[serde(default)]
+    pub queue_max: u64,
+    #[serde(default)]
+    pub queue_limit: u64,
     pub servers: Vec<ServerStatus>,
     /// The live discovery source, when the backend has one.
     pub discovery: Option<DiscoveryStatus>,
@@ -95,6 +108,27 @@ pub struct ServerStatus {
     pub request_rate: f64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Most requests in flight at once since start (HAProxy smax).
+    #[serde(default)]
+    pub active_max: u32,
+    /// Concurrency limit (HAProxy slim); null = unlimited.
+    #[serde(default)]
+    pub maxconn: Option<u32>,
+    /// Highest sampled request rate.
+    #[serde(default)]
+    pub request_rate_max: f64,
+    /// Idle pooled connections reused.
+    #[serde(default)]
+    pub reuses: u64,
+    /// Up → down transitions (HAProxy chkdown).
+    #[serde(default)]
+    pub check_down: u64,
+    /// Seconds since the last up/down change (HAProxy lastchg).
+    #[serde(default)]
+    pub last_change_seconds: f64,
+    /// Total seconds down since start (HAProxy downtime).
+    #[serde(default)]
+    pub downtime_seconds: f64,
     pub last_check: Option<CheckStatus>,
     /// Recent checks, oldest first.
     pub check_history: Vec<CheckStatus>,
@@ -179,6 +213,19 @@ pub fn server_status(s: &ServerState) -> ServerStatus {
         request_rate: s.request_rate(),
         bytes_in,
         bytes_out,
+        active_max: s
+            .history
+            .active_max
+            .load(std::sync::atomic::Ordering::Relaxed),
+        maxconn: s.maxconn(),
+        request_rate_max: s.request_rate_max(),
+        reuses: s.pool.reused.load(std::sync::atomic::Ordering::Relaxed),
+        check_down: s
+            .history
+            .went_down
+            .load(std::sync::atomic::Ordering::Relaxed),
+        last_change_seconds: s.seconds_since_change(),
+        downtime_seconds: s.downtime_seconds(),
         last_check: s.last_check().map(check),
         check_history: s.check_history().into_iter().map(check).collect(),
     }
@@ -195,6 +242,9 @@ fn backend_status(rt: &Arc<Runtime>, b: &BackendRt) -> BackendStatus {
         servers_usable: b.usable_count(),
         no_server_total: b.stats.no_server.load(Relaxed),
         retries_total: b.stats.retries.load(Relaxed),
+        queue_current: b.stats.queued.load(Relaxed) as u64,
+        queue_max: b.stats.queue_max.load(Relaxed) as u64,
+        queue_limit: b.config.max_queue as u64,
         servers: b.servers.iter().map(|s| server_status(s)).collect(),
         discovery: crate::discovery::status(rt, &b.config.name).map(|d| DiscoveryStatus {
             source: d.source,
@@ -237,6 +287,12 @@ pub fn status(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>) -> Status {
             requests_total: f.stats.requests.load(Relaxed),
             active_connections: f.stats.connections.load(Relaxed),
             local_errors_total: f.stats.local_errors.load(Relaxed),
+            denied_total: f.stats.denied.load(Relaxed),
+            request_errors_total: f
+                .stats
+                .local_errors
+                .load(Relaxed)
+                .saturating_sub(f.stats.denied.load(Relaxed)),
         })
         .collect();
     frontends.sort_by(|a, b| a.name.cmp(&b.name));

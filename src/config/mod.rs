@@ -7,6 +7,7 @@ pub mod error;
 mod log_validate;
 pub mod quick;
 mod raw;
+pub mod rules;
 pub mod types;
 pub mod validate;
 

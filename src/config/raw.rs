@@ -130,6 +130,8 @@ pub(crate) struct RawTls {
     pub certificates: S<Vec<S<RawCertPair>>>,
     pub min_version: Option<S<String>>,
     pub http2: Option<bool>,
+    pub ticket_keys_file: Option<S<String>>,
+    pub prefer_server_ciphers: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +139,7 @@ pub(crate) struct RawTls {
 pub(crate) struct RawCertPair {
     pub cert: S<String>,
     pub key: S<String>,
+    pub ocsp_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

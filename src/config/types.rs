@@ -274,6 +274,11 @@ pub struct TlsConfig {
     pub min_version: TlsVersion,
     /// Offer HTTP/2 through ALPN (besides HTTP/1.1).
     pub http2: bool,
+    /// Session-ticket keys shared with the other node of an HA pair
+    /// (see `tls::tickets`); None: keys made up at start, per process.
+    pub ticket_keys_file: Option<PathBuf>,
+    /// Pick the cipher suite by the server's order (HAProxy `prefer-server-ciphers`).
+    pub prefer_server_ciphers: bool,
 }
 
 /// One PEM certificate chain file and its PEM private key file.
@@ -281,6 +286,8 @@ pub struct TlsConfig {
 pub struct CertPair {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// DER OCSP response stapled to handshakes with this certificate (read on every reload).
+    pub ocsp_file: Option<PathBuf>,
 }
 
 /// Lowest TLS version accepted.

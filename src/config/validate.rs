@@ -178,14 +178,7 @@ impl Ctx<'_> {
     }
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-}
-
-const NAME_HINT: &str = "names use letters, digits, '-', '_' and '.' (at most 64)";
+use super::rules::{valid_name, NAME_HINT};
 
 /// Parse TOML text and validate it. `file` labels error positions.
 pub fn parse_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
@@ -299,6 +292,12 @@ fn build_admin(cx: &mut Ctx<'_>, raw: Option<&S<RawAdmin>>) -> AdminConfig {
         .token_file
         .as_ref()
         .map(|t| std::path::PathBuf::from(t.get_ref()));
+    // The same rule `run` applies, so `check` refuses what `run` would.
+    if let (Some(t), Some(path)) = (&r.token_file, &token_file) {
+        if let Err(why) = super::rules::read_token_file(path) {
+            cx.err(t, why, Some("the file's first line is the token: at least 16 characters, e.g. from `openssl rand -hex 24`"));
+        }
+    }
     if let Some(a) = listen {
         if !a.ip().is_loopback() && token_file.is_none() {
             let at = r
@@ -785,7 +784,17 @@ fn build_tls(cx: &mut Ctx<'_>, t: &S<RawTls>, mode: Mode) -> Option<TlsConfig> {
         let pair = CertPair {
             cert: std::path::PathBuf::from(c.get_ref().cert.get_ref()),
             key: std::path::PathBuf::from(c.get_ref().key.get_ref()),
+            ocsp_file: c.get_ref().ocsp_file.as_ref().map(|o| o.get_ref().into()),
         };
+        if let (Some(o), Some(path)) = (&c.get_ref().ocsp_file, &pair.ocsp_file) {
+            if let Err(e) = crate::tls::read_ocsp(path) {
+                cx.err(
+                    o,
+                    e.to_string(),
+                    Some("a DER OCSP response, e.g. from `openssl ocsp -respout FILE`"),
+                );
+            }
+        }
         // Load now, so `fulcrum check` and a reload report a missing or
         // mismatched key at its place in the file.
         if let Err(e) = crate::tls::load_pair(&pair.cert, &pair.key) {
@@ -822,6 +831,21 @@ fn build_tls(cx: &mut Ctx<'_>, t: &S<RawTls>, mode: Mode) -> Option<TlsConfig> {
         certificates,
         min_version,
         http2: r.http2.unwrap_or(true),
+        ticket_keys_file: r.ticket_keys_file.as_ref().and_then(|t| {
+            let path = std::path::PathBuf::from(t.get_ref());
+            match crate::tls::tickets::SharedTicketer::from_file(&path) {
+                Ok(_) => Some(path),
+                Err(e) => {
+                    cx.err(
+                        t,
+                        e,
+                        Some("one key per line: 64 hex digits, e.g. from `openssl rand -hex 32`"),
+                    );
+                    None
+                }
+            }
+        }),
+        prefer_server_ciphers: r.prefer_server_ciphers.unwrap_or(false),
     })
 }
 
@@ -939,6 +963,15 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
                 "write IP:PORT, e.g. \"192.168.50.11:80\"",
             )
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        if let Some(why) = super::rules::server_address_problem(address) {
+            if sr.address.get_ref().parse::<SocketAddr>().is_ok() {
+                cx.err(
+                    &sr.address,
+                    format!("bad server address `{address}`: {why}"),
+                    Some("write the unicast IP:PORT the server listens on"),
+                );
+            }
+        }
         let weight = match &sr.weight {
             Some(w) if *w.get_ref() == 0 => {
                 cx.err(w, "weight 0 would never receive traffic", Some("use 1..=256; to stop traffic to a server set state = \"drain\" or \"maint\""));

@@ -150,6 +150,11 @@ pub async fn resolve(
             servers
         }
     };
+    // Records naming 0.0.0.0, a multicast group or port 0 are not servers.
+    let servers: Vec<ServerConfig> = servers
+        .into_iter()
+        .filter(|s| crate::config::rules::server_address_problem(s.address).is_none())
+        .collect();
     if servers.is_empty() {
         return Err(format!("no records for {}", src.name));
     }

@@ -129,7 +129,17 @@ fn validate(entries: Vec<Entry>, loc: &Locator<'_>) -> Result<Vec<ServerConfig>,
                 None
             }
             Some(a) => match a.value.parse::<SocketAddr>() {
-                Ok(addr) => Some(addr),
+                Ok(addr) => match crate::config::rules::server_address_problem(addr) {
+                    None => Some(addr),
+                    Some(why) => {
+                        errors.push(loc.error(
+                            a.at,
+                            format!("bad server address `{addr}`: {why}"),
+                            Some("write the unicast IP:PORT the server listens on".into()),
+                        ));
+                        None
+                    }
+                },
                 Err(_) => {
                     errors.push(loc.error(
                         a.at,
@@ -207,12 +217,7 @@ fn validate(entries: Vec<Entry>, loc: &Locator<'_>) -> Result<Vec<ServerConfig>,
 }
 
 /// The config's rule for server names, so discovered names are as valid as configured ones.
-pub(crate) fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-}
+pub(crate) use crate::config::rules::valid_name;
 
 // ---- TOML ----
 

@@ -26,7 +26,10 @@ pub fn colours(is_terminal: bool) -> bool {
 }
 
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_env("FULCRUM_LOG").unwrap_or_else(|_| EnvFilter::new("info"))
+    // rustls logs a WARN for every renegotiation request it refuses (with a
+    // no_renegotiation alert): any client could fill the log, so its own
+    // lines are kept to errors unless FULCRUM_LOG asks for them.
+    EnvFilter::try_from_env("FULCRUM_LOG").unwrap_or_else(|_| EnvFilter::new("info,rustls=error"))
 }
 
 /// Install the diagnostics subscriber (once; later calls do nothing).

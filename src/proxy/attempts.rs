@@ -203,10 +203,15 @@ async fn wait_in_queue(backend: &BackendRt, deadline: &mut Option<Instant>) -> R
             cfg.name
         ));
     }
-    stats.queued.fetch_add(1, Ordering::Relaxed);
+    let queued_at = Instant::now();
+    (stats.queue_max).fetch_max(
+        stats.queued.fetch_add(1, Ordering::Relaxed) + 1,
+        Ordering::Relaxed,
+    );
     let notified = stats.freed.notified();
     let waited = tokio::time::timeout_at(until.into(), notified).await;
     stats.queued.fetch_sub(1, Ordering::Relaxed);
+    stats.queue_wait.observe(queued_at.elapsed());
     waited.map_err(|_| {
         format!(
             "backend `{}`: every server is at maxconn and no slot freed within {:?}",

@@ -102,6 +102,8 @@ async fn serve_tls(
     match tokio::time::timeout(fe.config.timeouts.client_header, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            fe.stats.record_tls(tls.get_ref().1.handshake_kind());
+            let tls = crate::tls::alert_flush::AlertFlush(tls);
             if relay && !h2 {
                 return super::h1::serve(rt, frontend, fe, tls, (client, local), true, guards)
                     .await;
@@ -119,7 +121,10 @@ async fn serve_tls(
             ))
             .await;
         }
-        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+        Ok(Err(e)) => {
+            fe.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%client, error = %e, "TLS handshake failed")
+        }
         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
     }
 }
@@ -393,6 +398,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<RespBod
             req.headers().get(name).map(|v| v.as_bytes())
         });
         if let Err(wait) = limiter.check(&key, Instant::now()) {
+            ctx.fe.stats.denied.fetch_add(1, Ordering::Relaxed);
             let mut r = local(
                 &conn,
                 &ctx,

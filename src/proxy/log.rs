@@ -43,6 +43,8 @@ impl Pending {
         srv.add_bytes(0, bytes);
         let tt = self.start.elapsed();
         self.stats.duration.observe(tt);
+        self.stats.connect.observe(self.tc);
+        self.stats.response.observe(self.tr);
         let server = srv.name();
         match self.format {
             AccessLog::Off => {}

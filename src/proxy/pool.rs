@@ -120,6 +120,8 @@ pub struct Pool {
     idle: Mutex<IdleList<http1::SendRequest<ReqBody>>>,
     raw: Mutex<IdleList<TcpStream>>,
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
+    /// Idle connections handed out again (HAProxy `reuse`), for `/metrics`.
+    pub reused: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Pool {
@@ -144,7 +146,9 @@ impl Pool {
                 .map(Sender::H2);
         }
         let mut idle = self.idle.lock().ok()?;
-        idle.take(max_idle_age, |s| !s.is_closed()).map(Sender::H1)
+        let hit = idle.take(max_idle_age, |s| !s.is_closed()).map(Sender::H1);
+        self.count_reuse(hit.is_some());
+        hit
     }
 
     /// Return a connection after a complete exchange. The oldest idle one is
@@ -168,7 +172,16 @@ impl Pool {
     /// Whether the server has closed it shows when it is used: the relay
     /// then retries on a new connection (see `proxy::h1`).
     pub fn take_raw(&self, max_idle_age: Duration) -> Option<TcpStream> {
-        self.raw.lock().ok()?.take(max_idle_age, |_| true)
+        let hit = self.raw.lock().ok()?.take(max_idle_age, |_| true);
+        self.count_reuse(hit.is_some());
+        hit
+    }
+
+    fn count_reuse(&self, hit: bool) {
+        if hit {
+            self.reused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Return a relay connection after a complete exchange (bounded like `put`).

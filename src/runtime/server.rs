@@ -111,6 +111,30 @@ pub struct ServerState {
     /// Bumped whenever the role or the up/down state changes, so open
     /// connections can react (`on_role_change = "close"`).
     changes: tokio::sync::watch::Sender<u64>,
+    /// Operator's view (HAProxy `smax`, `rate_max`, `chkdown`, `lastchg`, `downtime`).
+    pub history: ServerHistory,
+}
+
+/// What HAProxy's stats keep per server beyond the live counters: highest
+/// concurrency and rate seen, up/down transitions, when the state last
+/// changed and the total time spent down. Relaxed atomics, written off the
+/// request path except `active_max` (one `fetch_max` per request).
+#[derive(Debug, Default)]
+pub struct ServerHistory {
+    /// Highest `active` seen.
+    pub active_max: AtomicU32,
+    /// Highest request rate sampled, in thousandths per second.
+    pub rate_max_milli: AtomicU64,
+    /// Transitions up → down.
+    pub went_down: AtomicU64,
+    /// Transitions down → up.
+    pub went_up: AtomicU64,
+    /// Last up/down change, ms after the process epoch (0 = never changed).
+    pub last_change_ms: AtomicU64,
+    /// Down since this many ms after the epoch + 1 (0 = up).
+    down_since_ms: AtomicU64,
+    /// Time spent down in completed down periods, ms.
+    downtime_ms: AtomicU64,
 }
 
 fn admin_to_u8(a: AdminState) -> u8 {
@@ -159,7 +183,33 @@ impl ServerState {
             pool: Default::default(),
             role: AtomicU8::new(Role::Unknown.to_u8()),
             changes: tokio::sync::watch::Sender::new(0),
+            history: ServerHistory {
+                down_since_ms: AtomicU64::new(u64::from(!initially_up)),
+                ..Default::default()
+            },
         }
+    }
+
+    /// Seconds since the last up/down change (since start when it never changed).
+    pub fn seconds_since_change(&self) -> f64 {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        now.saturating_sub(self.history.last_change_ms.load(Ordering::Relaxed)) as f64 / 1000.0
+    }
+
+    /// Total seconds this server has been down (the current down period included).
+    pub fn downtime_seconds(&self) -> f64 {
+        let h = &self.history;
+        let mut ms = h.downtime_ms.load(Ordering::Relaxed);
+        let since = h.down_since_ms.load(Ordering::Relaxed);
+        if since > 0 {
+            ms += (self.epoch.elapsed().as_millis() as u64).saturating_sub(since - 1);
+        }
+        ms as f64 / 1000.0
+    }
+
+    /// Highest request rate sampled so far (requests per second).
+    pub fn request_rate_max(&self) -> f64 {
+        self.history.rate_max_milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
     /// Apply the non-identity settings of a (re)loaded server config.
@@ -207,6 +257,20 @@ impl ServerState {
         let was = self.up.swap(up, Ordering::Relaxed);
         if was != up {
             self.bump_changes();
+            let h = &self.history;
+            let now = self.epoch.elapsed().as_millis() as u64;
+            h.last_change_ms.store(now.max(1), Ordering::Relaxed);
+            if up {
+                h.went_up.fetch_add(1, Ordering::Relaxed);
+                let since = h.down_since_ms.swap(0, Ordering::Relaxed);
+                if since > 0 {
+                    h.downtime_ms
+                        .fetch_add(now.saturating_sub(since - 1), Ordering::Relaxed);
+                }
+            } else {
+                h.went_down.fetch_add(1, Ordering::Relaxed);
+                h.down_since_ms.store(now + 1, Ordering::Relaxed);
+            }
         }
         was
     }
@@ -267,7 +331,8 @@ impl ServerState {
 
     /// Count a new request/connection; the guard decrements `active` on drop.
     pub fn begin(self: &std::sync::Arc<Self>) -> ActiveGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
+        let now = self.active.fetch_add(1, Ordering::Relaxed) + 1;
+        self.history.active_max.fetch_max(now, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
         ActiveGuard {
             server: self.clone(),
@@ -381,8 +446,11 @@ impl ServerState {
 
     /// Set by the rate sampler.
     pub fn set_request_rate(&self, per_second: f64) {
-        self.rate_milli
-            .store((per_second * 1000.0).max(0.0) as u64, Ordering::Relaxed);
+        let milli = (per_second * 1000.0).max(0.0) as u64;
+        self.rate_milli.store(milli, Ordering::Relaxed);
+        self.history
+            .rate_max_milli
+            .fetch_max(milli, Ordering::Relaxed);
     }
 
     /// Time since the process epoch (for check report timestamps).

@@ -66,11 +66,27 @@ pub struct FrontendStats {
     pub connections: AtomicU64,
     /// Requests answered locally because no route or no server matched.
     pub local_errors: AtomicU64,
+    /// Requests refused by a rate limit (429), also counted in `local_errors`.
+    pub denied: AtomicU64,
+    /// Completed TLS handshakes, of which resumed (ticket or session id), and failed ones.
+    pub tls_handshakes: AtomicU64,
+    pub tls_resumptions: AtomicU64,
+    pub tls_failures: AtomicU64,
     /// Signalled when a client connection closes (for `maxconn`).
     pub closed: tokio::sync::Notify,
 }
 
 /// Traffic through one backend.
+impl FrontendStats {
+    /// Count one completed TLS handshake (resumed or full).
+    pub fn record_tls(&self, kind: Option<rustls::HandshakeKind>) {
+        self.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+        if kind == Some(rustls::HandshakeKind::Resumed) {
+            self.tls_resumptions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct BackendStats {
     /// Total time of requests, accept/request start to the end of the response body.
@@ -81,6 +97,14 @@ pub struct BackendStats {
     pub retries: AtomicU64,
     /// Requests waiting for a server below its `maxconn`.
     pub queued: AtomicUsize,
+    /// Highest `queued` seen.
+    pub queue_max: AtomicUsize,
+    /// Time requests waited in the queue for a server slot.
+    pub queue_wait: Histogram,
+    /// Time to get an upstream connection (0 when reused from the pool).
+    pub connect: Histogram,
+    /// Request sent → response head received.
+    pub response: Histogram,
     /// Signalled when a request ends, so a queued one can take the slot.
     pub freed: tokio::sync::Notify,
 }

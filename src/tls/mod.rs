@@ -18,6 +18,9 @@ use rustls::sign::CertifiedKey;
 
 use crate::config::types::{TlsConfig, TlsVersion, UpstreamTls};
 
+pub mod alert_flush;
+pub mod tickets;
+
 /// Why certificates could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -36,6 +39,8 @@ pub enum TlsError {
     Mismatch { cert: PathBuf, key: PathBuf },
     #[error("TLS setup failed: {0}")]
     Rustls(String),
+    #[error("{path}: {why}")]
+    File { path: PathBuf, why: String },
 }
 
 struct Entry {
@@ -127,11 +132,30 @@ pub fn load_pair(
     Ok((leaf, Arc::new(ck)))
 }
 
+/// Read an OCSP response (DER) to staple. Not parsed: rustls sends it as is,
+/// and a stale one is the operator's refresh job (read again on every reload).
+pub fn read_ocsp(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let der = read(path)?;
+    // An OCSPResponse is a DER SEQUENCE; catch a PEM or empty file early.
+    if der.first() != Some(&0x30) {
+        return Err(TlsError::File {
+            path: path.to_path_buf(),
+            why: "not a DER OCSP response".into(),
+        });
+    }
+    Ok(der)
+}
+
 /// Build the rustls server configuration of a frontend.
 pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut entries = Vec::new();
     for pair in &cfg.certificates {
-        let (leaf, key) = load_pair(&pair.cert, &pair.key)?;
+        let (leaf, mut key) = load_pair(&pair.cert, &pair.key)?;
+        if let Some(path) = &pair.ocsp_file {
+            let mut ck = CertifiedKey::clone(&key);
+            ck.ocsp = Some(read_ocsp(path)?);
+            key = Arc::new(ck);
+        }
         entries.push(Entry { leaf, key });
     }
     let versions: &[&rustls::SupportedProtocolVersion] = match cfg.min_version {
@@ -144,6 +168,19 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
             .map_err(|e| TlsError::Rustls(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SniResolver { entries }));
+    // Resumption by ticket for TLS 1.2 and 1.3 (stateless: any worker, and
+    // with shared keys either node of a pair, opens them).
+    sc.ticketer =
+        match &cfg.ticket_keys_file {
+            Some(path) => Arc::new(tickets::SharedTicketer::from_file(path).map_err(|why| {
+                TlsError::File {
+                    path: path.clone(),
+                    why,
+                }
+            })?),
+            None => provider::Ticketer::new().map_err(|e| TlsError::Rustls(e.to_string()))?,
+        };
+    sc.ignore_client_order = cfg.prefer_server_ciphers;
     sc.alpn_protocols = if cfg.http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {

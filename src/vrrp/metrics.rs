@@ -1,10 +1,16 @@
-//! VRRP families in the Prometheus text exposition format (0.0.4), for `/metrics` to append
-//! after its own families. Instances in name order, so two scrapes of an idle node match.
+//! VRRP families of `/metrics`, encoded by `prometheus-client` through the
+//! admin collector ([`crate::admin::metrics`]), which calls [`encode`] after
+//! its own families. Instances in name order, so two scrapes of an idle node
+//! match. Labels: `instance` and `vrid` (one per configured instance), `state`
+//! (4 values) and `reason` (the fixed set of drop reasons).
 
-use std::fmt::Write;
+use std::fmt;
+
+use prometheus_client::encoding::DescriptorEncoder;
 
 use super::machine::State;
 use super::task::InstanceStatus;
+use crate::admin::metrics::{counter, gauge, Labels, Val};
 
 /// Every state, for the one-hot `fulcrum_vrrp_state` gauge.
 const STATES: [State; 4] = [
@@ -14,94 +20,92 @@ const STATES: [State; 4] = [
     State::Fault,
 ];
 
-/// Escapes a label value (backslash, double quote, newline).
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Renders the VRRP families for `instances`; empty text when there are none.
-pub fn render(instances: &[InstanceStatus]) -> String {
+/// Encodes the VRRP families for `instances`; nothing when there are none.
+pub fn encode(e: &mut DescriptorEncoder, instances: &[InstanceStatus]) -> fmt::Result {
     let mut list: Vec<&InstanceStatus> = instances.iter().collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut out = String::new();
-    if list.is_empty() {
-        return out;
-    }
-    let id = |s: &InstanceStatus| format!("instance=\"{}\",vrid=\"{}\"", esc(&s.name), s.vrid);
-    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
-        if samples.is_empty() {
-            return;
-        }
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
+    let id = |s: &InstanceStatus| -> Labels {
+        vec![("instance", s.name.clone()), ("vrid", s.vrid.to_string())]
     };
-    family(
+    let per = |get: &dyn Fn(&InstanceStatus) -> u64| -> Vec<(Labels, Val)> {
+        list.iter().map(|s| (id(s), Val::U(get(s)))).collect()
+    };
+    gauge(
+        e,
         "fulcrum_vrrp_state",
-        "gauge",
         "VRRP state of the instance (1 for the current state).",
         list.iter()
             .flat_map(|s| {
                 STATES.iter().map(move |st| {
-                    (
-                        format!("{},state=\"{}\"", id(s), st.as_str()),
-                        u64::from(s.state == *st),
-                    )
+                    let mut l = id(s);
+                    l.push(("state", st.as_str().to_string()));
+                    (l, Val::U(u64::from(s.state == *st)))
                 })
             })
             .collect(),
-    );
-    family(
+    )?;
+    gauge(
+        e,
         "fulcrum_vrrp_priority",
-        "gauge",
         "Effective priority after tracking.",
-        list.iter()
-            .map(|s| (id(s), u64::from(s.priority)))
-            .collect(),
-    );
-    family(
+        per(&|s| u64::from(s.priority)),
+    )?;
+    gauge(
+        e,
         "fulcrum_vrrp_vips_held",
-        "gauge",
         "1 while the virtual IPs are on the interface.",
-        list.iter()
-            .map(|s| (id(s), u64::from(s.vips_held)))
-            .collect(),
-    );
-    family(
+        per(&|s| u64::from(s.vips_held)),
+    )?;
+    counter(
+        e,
         "fulcrum_vrrp_adverts_received_total",
-        "counter",
         "Valid adverts for the instance's VRID received.",
-        list.iter().map(|s| (id(s), s.rx)).collect(),
-    );
-    family(
+        per(&|s| s.rx),
+    )?;
+    counter(
+        e,
         "fulcrum_vrrp_adverts_sent_total",
-        "counter",
         "Adverts sent (one per destination).",
-        list.iter().map(|s| (id(s), s.tx)).collect(),
-    );
-    family(
+        per(&|s| s.tx),
+    )?;
+    counter(
+        e,
         "fulcrum_vrrp_became_master_total",
-        "counter",
         "Times the instance became master.",
-        list.iter().map(|s| (id(s), s.became_master)).collect(),
-    );
-    family(
+        per(&|s| s.became_master),
+    )?;
+    counter(
+        e,
         "fulcrum_vrrp_dropped_total",
-        "counter",
         "Received VRRP packets dropped, by reason.",
         list.iter()
             .flat_map(|s| {
-                s.invalid
-                    .iter()
-                    .map(move |(reason, n)| (format!("{},reason=\"{}\"", id(s), esc(reason)), *n))
+                s.invalid.iter().map(move |(reason, n)| {
+                    let mut l = id(s);
+                    l.push(("reason", reason.clone()));
+                    (l, Val::U(*n))
+                })
             })
             .collect(),
-    );
-    out
+    )
+}
+
+/// The VRRP families alone in the text format 0.0.4 (empty without instances).
+pub fn render(instances: &[InstanceStatus]) -> String {
+    #[derive(Debug)]
+    struct One(Vec<InstanceStatus>);
+    impl prometheus_client::collector::Collector for One {
+        fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+            encode(&mut e, &self.0)
+        }
+    }
+    let mut r = prometheus_client::registry::Registry::default();
+    r.register_collector(Box::new(One(instances.to_vec())));
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode_registry(&mut out, &r).is_err() {
+        return String::new();
+    }
+    crate::admin::metrics::to_text_004(&out)
 }
 
 #[cfg(test)]

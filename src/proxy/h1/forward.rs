@@ -278,7 +278,7 @@ impl<I: ClientIo> Relay<I> {
             sent.streamed = true;
             self.stream_body(up, cl - buffered as u64).await?;
         }
-        server.add_bytes(cl, 0);
+        server.add_bytes(h.out.len() as u64 + cl, 0); // head + body (issue 19)
         if h.upbuf.capacity() == 0 {
             h.upbuf = take_buf();
         }

@@ -80,6 +80,12 @@ impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
+impl ClientIo for crate::tls::alert_flush::AlertFlush {
+    fn socket(&mut self) -> Option<&TcpStream> {
+        None
+    }
+}
+
 /// True when every request of this frontend may take the relay (the backend
 /// is checked per request).
 pub(crate) fn frontend_eligible(fe: &FrontendRt) -> bool {
@@ -596,6 +602,7 @@ impl<I: ClientIo> Relay<I> {
             });
             if let Err(wait) = limiter.check(&key, Instant::now()) {
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                self.fe.stats.denied.fetch_add(1, Ordering::Relaxed);
                 return self
                     .local(
                         h,
