@@ -4,6 +4,7 @@
 pub mod attempts;
 pub mod batch;
 pub mod body;
+pub mod decide;
 pub mod edge;
 pub mod h1;
 pub mod headers;
