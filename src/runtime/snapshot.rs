@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::balance::{Balancer, ServerView};
-use crate::config::types::{BackendConfig, Config, FrontendConfig, HostMatch, RoleFilter, Route};
+use crate::config::types::{BackendConfig, Config, FrontendConfig, RoleFilter, Route};
+#[cfg(test)]
+use crate::config::types::HostMatch;
 
 use super::server::{Role, ServerState};
 use super::stats::{BackendStats, FrontendStats};
@@ -88,6 +90,16 @@ impl FrontendRt {
 pub struct Routes {
     list: Vec<RouteRt>,
     index: RouteIndex,
+    /// The distinct backends the routes lead to (a frontend's 10 000 routes
+    /// usually share a few), for checks over "every backend of a frontend".
+    backends: Vec<Arc<BackendRt>>,
+}
+
+impl Routes {
+    /// The distinct backends these routes lead to.
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<BackendRt>> {
+        self.backends.iter()
+    }
 }
 
 impl FromIterator<RouteRt> for Routes {
@@ -97,7 +109,17 @@ impl FromIterator<RouteRt> for Routes {
             list.iter()
                 .map(|r| (r.route.host.as_ref(), r.route.path_prefix.as_deref())),
         );
-        Routes { list, index }
+        let mut seen = std::collections::HashSet::new();
+        let backends = list
+            .iter()
+            .filter(|r| seen.insert(Arc::as_ptr(&r.backend)))
+            .map(|r| r.backend.clone())
+            .collect();
+        Routes {
+            list,
+            index,
+            backends,
+        }
     }
 }
 

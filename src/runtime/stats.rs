@@ -66,6 +66,9 @@ pub struct FrontendStats {
     pub connections: AtomicU64,
     /// Requests answered locally because no route or no server matched.
     pub local_errors: AtomicU64,
+    /// Requests that failed by the client's fault (body aborted or
+    /// malformed, client gone): never counted against a server.
+    pub client_errors: AtomicU64,
     /// Signalled when a client connection closes (for `maxconn`).
     pub closed: tokio::sync::Notify,
 }
