@@ -22,7 +22,6 @@ use std::time::Instant;
 use http::StatusCode;
 
 use super::error::{AttemptError, Origin, Retry, Stage};
-use super::pool::ConnectError;
 use crate::runtime::server::ActiveGuard;
 use crate::runtime::stats::FrontendStats;
 use crate::runtime::{BackendRt, ServerState};
@@ -237,7 +236,7 @@ pub(crate) async fn attempt<U: Upstream>(
         let result = match response {
             Some(limit) => tokio::time::timeout(limit, sent)
                 .await
-                .unwrap_or_else(|_| Err(timed_out(backend, &server, limit))),
+                .unwrap_or_else(|_| Err(timed_out(backend, frontend, &server, limit))),
             None => sent.await,
         };
         match result {
@@ -267,8 +266,14 @@ pub(crate) async fn attempt<U: Upstream>(
 
 /// The server did not answer within `limit`: 504, counted against it (the
 /// request may be in progress there, so it does not go again).
-fn timed_out(backend: &BackendRt, server: &ServerState, limit: Duration) -> AttemptError {
+fn timed_out(
+    backend: &BackendRt,
+    frontend: &FrontendStats,
+    server: &ServerState,
+    limit: Duration,
+) -> AttemptError {
     server.record_status(504);
+    frontend.responses.add(&backend.name, server.name(), 504);
     AttemptError {
         status: StatusCode::GATEWAY_TIMEOUT,
         ..AttemptError::server(
@@ -352,6 +357,7 @@ async fn wait_in_queue(backend: &BackendRt, deadline: &mut Option<Instant>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::pool::ConnectError;
     use crate::balance::Balancer;
     use crate::config::types::Algorithm;
     use crate::config::validate::{default_backend, default_server};
@@ -396,7 +402,15 @@ mod tests {
             assert!(!seen.contains(&idx));
             assert_eq!(att.retries() as usize, seen.len());
             seen.push(idx);
-            assert!(att.failed(&FrontendStats::default(), &server, idx, false, AttemptError::server(Stage::Head, Retry::Another, "boom")).is_none());
+            assert!(att
+                .failed(
+                    &FrontendStats::default(),
+                    &server,
+                    idx,
+                    false,
+                    AttemptError::server(Stage::Head, Retry::Another, "boom")
+                )
+                .is_none());
         }
         assert_eq!(seen.len(), 3, "retries 2: three attempts");
         assert_eq!(stat(&b.stats.retries), 2);
@@ -419,7 +433,15 @@ mod tests {
         // A stale retry does not use up the first attempt: sticky again.
         assert!(att.retry_stale());
         assert_eq!(att.next_server().await.unwrap().1, 2);
-        assert!(att.failed(&FrontendStats::default(), &s, idx, false, AttemptError::server(Stage::Head, Retry::Another, "boom")).is_none());
+        assert!(att
+            .failed(
+                &FrontendStats::default(),
+                &s,
+                idx,
+                false,
+                AttemptError::server(Stage::Head, Retry::Another, "boom")
+            )
+            .is_none());
         let (_, idx) = att.next_server().await.unwrap();
         assert_ne!(idx, 2);
         // A sticky index past the servers finds none, like the hyper path.
@@ -462,11 +484,27 @@ mod tests {
         let b = backend(2, 1);
         let mut att = Attempts::new(&b, None, None);
         let (s, idx) = att.next_server().await.unwrap();
-        assert!(att.failed(&FrontendStats::default(), &s, idx, false, AttemptError::connect(&s, &ConnectError::Refused)).is_none());
+        assert!(att
+            .failed(
+                &FrontendStats::default(),
+                &s,
+                idx,
+                false,
+                AttemptError::connect(&s, &ConnectError::Refused)
+            )
+            .is_none());
         let (s2, idx2) = att.next_server().await.unwrap();
         assert_ne!(idx, idx2);
         let timeout = std::time::Duration::from_secs(1);
-        assert!(att.failed(&FrontendStats::default(), &s2, idx2, false, AttemptError::connect(&s2, &ConnectError::Timeout(timeout))).is_none());
+        assert!(att
+            .failed(
+                &FrontendStats::default(),
+                &s2,
+                idx2,
+                false,
+                AttemptError::connect(&s2, &ConnectError::Timeout(timeout))
+            )
+            .is_none());
         assert!(att.next_server().await.is_none());
         let f = att.give_up();
         assert_eq!(f.status, StatusCode::GATEWAY_TIMEOUT);

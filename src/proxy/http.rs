@@ -449,6 +449,7 @@ async fn forward(
         frontend: conn.frontend.clone(),
         backend: backend.name.clone(),
         stats: backend.stats.clone(),
+        frontend_stats: fe.stats.clone(),
         guard,
         method: parts.method.clone(),
         uri: parts.uri.clone(),

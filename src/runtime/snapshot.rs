@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::balance::{Balancer, ServerView};
-use crate::config::types::{BackendConfig, Config, FrontendConfig, RoleFilter, Route};
 #[cfg(test)]
 use crate::config::types::HostMatch;
+use crate::config::types::{BackendConfig, Config, FrontendConfig, RoleFilter, Route};
 
 use super::server::{Role, ServerState};
 use super::stats::{BackendStats, FrontendStats};

@@ -200,6 +200,7 @@ impl<I: ClientIo> Relay<I> {
             frontend: self.conn.frontend.clone(),
             backend: backend.name.clone(),
             stats: backend.stats.clone(),
+            frontend_stats: fe.stats.clone(),
             guard,
             method: ctx.method,
             uri: ctx.uri,
