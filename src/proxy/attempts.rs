@@ -357,10 +357,10 @@ async fn wait_in_queue(backend: &BackendRt, deadline: &mut Option<Instant>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::pool::ConnectError;
     use crate::balance::Balancer;
     use crate::config::types::Algorithm;
     use crate::config::validate::{default_backend, default_server};
+    use crate::proxy::pool::ConnectError;
 
     /// Backend `b` with `n` servers s0..s(n-1), all up, `retries` retries.
     fn backend(n: usize, retries: u32) -> BackendRt {

@@ -91,12 +91,21 @@ impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
 /// comes (then it hands the connection over before deciding the request).
 pub(crate) fn eligible(fe: &FrontendRt) -> bool {
     let c = &fe.config;
-    !c.h2c
+    enabled()
+        && !c.h2c
         && c.redirect_https.is_none()
         && c.request_headers.is_empty()
         && c.response_headers.is_empty()
         && fe.default.as_deref().is_none_or(backend_eligible)
         && fe.routes.backends().all(|b| backend_eligible(b))
+}
+
+/// False when the environment says `FULCRUM_RELAY=off` (read once): every
+/// HTTP connection then takes the hyper path — to compare the two paths
+/// (the parity test does) or to rule the relay out when chasing a problem.
+fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FULCRUM_RELAY").is_none_or(|v| v != "off"))
 }
 
 fn backend_eligible(b: &BackendRt) -> bool {
