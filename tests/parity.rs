@@ -111,9 +111,7 @@ fn serve_conn(mut c: TcpStream, seen: &Mutex<Vec<(String, Vec<u8>)>>) {
 }
 
 fn config(
-    listen: SocketAddr,
-    tcp: SocketAddr,
-    admin: SocketAddr,
+    (listen, alt, tcp, admin): (SocketAddr, SocketAddr, SocketAddr, SocketAddr),
     up: SocketAddr,
     dead: SocketAddr,
 ) -> String {
@@ -136,6 +134,10 @@ routes = [
   {{ path_prefix = "/static/", backend = "up" }},
 ]
 
+[frontends.alt]
+listen = ["{alt}"]
+backend = "up"
+
 [frontends.tcp]
 mode = "tcp"
 listen = ["{tcp}"]
@@ -154,6 +156,7 @@ servers = [{{ name = "d", address = "{dead}" }}]
 /// One fulcrum with its own upstream; `relay`: false forces the hyper path.
 struct Node {
     listen: SocketAddr,
+    alt: SocketAddr,
     tcp: SocketAddr,
     admin: SocketAddr,
     up: Upstream,
@@ -163,10 +166,10 @@ struct Node {
 
 fn node(relay: bool, dead: SocketAddr) -> Node {
     let up = Upstream::start();
-    let (listen, tcp, admin) = (free_addr(), free_addr(), free_addr());
+    let (listen, alt, tcp, admin) = (free_addr(), free_addr(), free_addr(), free_addr());
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("fulcrum.toml");
-    std::fs::write(&path, config(listen, tcp, admin, up.addr, dead)).expect("write");
+    std::fs::write(&path, config((listen, alt, tcp, admin), up.addr, dead)).expect("write");
     let log = dir.path().join("log");
     let out = std::fs::File::create(&log).expect("log");
     let err = out.try_clone().expect("log");
@@ -189,6 +192,7 @@ fn node(relay: bool, dead: SocketAddr) -> Node {
     wait_listening(admin);
     Node {
         listen,
+        alt,
         tcp,
         admin,
         up,
@@ -358,5 +362,48 @@ fn relay_hyper_and_tcp_agree() {
         let seen = n.up.take();
         assert_eq!(seen.len(), 1);
         assert!(seen[0].0.starts_with("GET /a?x=1 HTTP/1.1\r\n"), "{seen:?}");
+    }
+}
+
+/// `fulcrum_requests_total{frontend=…}` is the frontend the requests came
+/// in on, also when two frontends share a backend, on both paths.
+#[test]
+fn requests_are_labelled_with_their_frontend() {
+    let dead = free_addr();
+    for relay in [true, false] {
+        let n = node(relay, dead);
+        for _ in 0..3 {
+            assert_eq!(get(n.alt, "/").expect("alt").status, 200);
+        }
+        for _ in 0..2 {
+            let r = request(n.listen, "GET", "/", &[("Host", "app.test")]).expect("www");
+            assert_eq!(r.status, 200);
+        }
+        let sample = |frontend: &str| -> Option<f64> {
+            let text = get(n.admin, "/metrics").ok()?.body;
+            text.lines()
+                .filter(|l| l.starts_with("fulcrum_requests_total{"))
+                .filter(|l| {
+                    [
+                        format!("frontend=\"{frontend}\""),
+                        "backend=\"up\"".to_string(),
+                        "server=\"u\"".to_string(),
+                        "code=\"2xx\"".to_string(),
+                    ]
+                    .iter()
+                    .all(|want| l.contains(want.as_str()))
+                })
+                .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        };
+        // Counted when each body ends: poll.
+        let ok = wait_until(Duration::from_secs(5), || {
+            sample("alt") == Some(3.0) && sample("www") == Some(2.0)
+        });
+        assert!(
+            ok,
+            "relay {relay}: alt {:?}, www {:?}",
+            sample("alt"),
+            sample("www")
+        );
     }
 }

@@ -539,4 +539,152 @@ mod tests {
         );
         assert_eq!(stat(&b.stats.no_server), 0);
     }
+
+    /// An [`Upstream`] that answers from a script: one result per send, in
+    /// order; connects always succeed (reused as scripted).
+    struct Scripted {
+        sends: Vec<Result<(), AttemptError>>,
+        reused: bool,
+        seen: Vec<String>,
+    }
+
+    impl Upstream for Scripted {
+        type Conn = ();
+        type Answer = ();
+        async fn connect(&mut self, _: &Arc<ServerState>) -> Result<((), bool), AttemptError> {
+            Ok(((), self.reused))
+        }
+        async fn send(
+            &mut self,
+            server: &Arc<ServerState>,
+            _: (),
+            _: bool,
+            _: bool,
+        ) -> Result<(), AttemptError> {
+            self.seen.push(server.name().to_string());
+            if self.sends.is_empty() {
+                return Ok(());
+            }
+            self.sends.remove(0)
+        }
+    }
+
+    fn script(sends: Vec<Result<(), AttemptError>>, reused: bool) -> Scripted {
+        Scripted {
+            sends,
+            reused,
+            seen: Vec::new(),
+        }
+    }
+
+    fn failures(b: &BackendRt) -> u64 {
+        b.servers.iter().map(|s| s.failures()).sum()
+    }
+
+    #[tokio::test]
+    async fn a_client_failure_is_never_the_servers() {
+        let b = backend(3, 2);
+        let fe = FrontendStats::default();
+        let mut up = script(
+            vec![Err(AttemptError::client(Stage::Body, "aborted"))],
+            false,
+        );
+        let r = attempt(&b, &fe, (None, None), None, &mut up).await;
+        let Err(Lost::Client(e)) = r else {
+            panic!("a client failure")
+        };
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(up.seen.len(), 1, "not retried");
+        assert_eq!(failures(&b), 0, "not counted against the server");
+        assert_eq!(stat(&fe.client_errors), 1);
+        assert_eq!(stat(&fe.local_errors), 0);
+        assert_eq!(stat(&b.stats.retries), 0);
+    }
+
+    #[tokio::test]
+    async fn retry_kinds_decide_what_happens_next() {
+        let never = || AttemptError::server(Stage::Head, Retry::Never, "half sent");
+        let another = || AttemptError::server(Stage::Head, Retry::Another, "reset");
+        let stale = || AttemptError::server(Stage::Send, Retry::Stale, "closed");
+
+        // Another: next server, counted; then success.
+        let b = backend(3, 2);
+        let fe = FrontendStats::default();
+        let mut up = script(vec![Err(another())], false);
+        let won = attempt(&b, &fe, (None, None), None, &mut up)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(won.retries, 1);
+        assert_ne!(up.seen[0], up.seen[1]);
+        assert_eq!(failures(&b), 1);
+
+        // Never: stops at once with the server's failure (502), counted.
+        let b = backend(3, 2);
+        let mut up = script(vec![Err(never())], false);
+        let r = attempt(&b, &fe, (None, None), None, &mut up).await;
+        let Err(Lost::Server(f)) = r else {
+            panic!("lost")
+        };
+        assert_eq!(f.status, StatusCode::BAD_GATEWAY);
+        assert!(
+            f.why.ends_with("failed before responding: half sent"),
+            "{}",
+            f.why
+        );
+        assert_eq!(up.seen.len(), 1);
+        assert_eq!(failures(&b), 1);
+
+        // Stale on a reused connection: again on the same server, free.
+        let b = backend(1, 0);
+        let mut up = script(vec![Err(stale()), Err(stale())], true);
+        let won = attempt(&b, &fe, (None, None), None, &mut up)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!((won.retries, up.seen.len()), (0, 3));
+        assert_eq!(
+            failures(&b),
+            0,
+            "the keep-alive race is not the server's fault"
+        );
+
+        // Stale on a new connection is an ordinary failure.
+        let b = backend(1, 0);
+        let mut up = script(vec![Err(stale())], false);
+        assert!(attempt(&b, &fe, (None, None), None, &mut up).await.is_err());
+        assert_eq!(failures(&b), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_answer_is_504_and_not_retried() {
+        struct Silent;
+        impl Upstream for Silent {
+            type Conn = ();
+            type Answer = ();
+            async fn connect(&mut self, _: &Arc<ServerState>) -> Result<((), bool), AttemptError> {
+                Ok(((), false))
+            }
+            async fn send(
+                &mut self,
+                _: &Arc<ServerState>,
+                _: (),
+                _: bool,
+                _: bool,
+            ) -> Result<(), AttemptError> {
+                std::future::pending().await
+            }
+        }
+        let b = backend(2, 1);
+        let fe = FrontendStats::default();
+        let limit = std::time::Duration::from_secs(3);
+        let r = attempt(&b, &fe, (None, None), Some(limit), &mut Silent).await;
+        let Err(Lost::Server(f)) = r else {
+            panic!("lost")
+        };
+        assert_eq!(f.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(f.why.ends_with("did not answer within 3s"), "{}", f.why);
+        assert_eq!(stat(&b.stats.retries), 0);
+        assert_eq!(stat(&fe.local_errors), 1);
+    }
 }
