@@ -17,10 +17,13 @@ use std::time::Duration;
 
 use common::*;
 
+/// Requests an upstream received: (head, body).
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// An upstream that records each request (head and body) and answers 200.
 struct Upstream {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    seen: Seen,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }

@@ -200,6 +200,18 @@ fn fwd(
     }
 }
 
+/// frontend, kind, host, target, content length, peer, headers, expected.
+type Row<'a> = (
+    Option<&'a FrontendRt>,
+    Kind,
+    Option<&'a str>,
+    &'a str,
+    Option<u64>,
+    &'a str,
+    List,
+    Out,
+);
+
 #[test]
 fn the_request_table() {
     let fes = frontends();
@@ -209,7 +221,7 @@ fn the_request_table() {
     let h = |v: Vec<(&'static str, String)>| List(v);
     let http = Kind::Http;
     #[rustfmt::skip]
-    let table: Vec<(Option<&FrontendRt>, Kind, Option<&str>, &str, Option<u64>, &str, List, Out)> = vec![
+    let table: Vec<Row<'_>> = vec![
         // A frontend removed by a reload.
         (None, http, Some("x"), "/", None, "1.2.3.4", h(vec![]), Out::Answer(503, "this frontend is being removed")),
         // Default backend; a new request id.

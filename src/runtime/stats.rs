@@ -79,11 +79,10 @@ pub struct FrontendStats {
 
 /// Response counts by (backend, server) and status class (1xx..5xx).
 #[derive(Debug, Default)]
-pub struct ResponseCounts(
-    std::sync::RwLock<
-        std::collections::HashMap<Box<str>, std::collections::HashMap<Box<str>, [AtomicU64; 5]>>,
-    >,
-);
+pub struct ResponseCounts(std::sync::RwLock<std::collections::HashMap<Box<str>, ByServer>>);
+
+/// One backend's response counts by server name.
+type ByServer = std::collections::HashMap<Box<str>, [AtomicU64; 5]>;
 
 impl ResponseCounts {
     /// Count one response with `status` from `backend`/`server`.

@@ -283,7 +283,7 @@ async fn run<I: ClientIo>(mut r: Box<Relay<I>>) -> Option<Handover<I>> {
         match Box::pin(r.request()).await {
             Step::KeepAlive if !r.conn.rt.is_draining() => {}
             Step::KeepAlive | Step::Close => return None,
-            Step::Fallback => return Some(r.handover()),
+            Step::Fallback => return Some((*r).handover()),
         }
     }
 }
@@ -465,12 +465,11 @@ impl<I: ClientIo> Relay<I> {
     }
 
     /// Give the connection, with what was read of it, to the hyper path.
-    fn handover(self: Box<Self>) -> Handover<I> {
-        let this = *self;
+    fn handover(self) -> Handover<I> {
         Handover {
-            conn: this.conn,
-            fe: this.fe,
-            io: rewind::Rewind::new(this.inbuf, this.io),
+            conn: self.conn,
+            fe: self.fe,
+            io: rewind::Rewind::new(self.inbuf, self.io),
         }
     }
 
