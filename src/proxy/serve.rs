@@ -27,16 +27,17 @@ pub(crate) fn plain_relay(fe: &FrontendRt) -> bool {
     !fe.config.accept_proxy && fe.tls.is_none() && h1::eligible(fe)
 }
 
-/// Serve a plain HTTP connection `plain_relay` chose, in its own task.
+/// Serve a plain HTTP connection `plain_relay` chose, in its own task. The
+/// task holds the boxed relay only (an idle connection is one small task).
 pub(crate) fn spawn_relay(conn: ConnInfo, fe: Arc<FrontendRt>, io: LazyTcp, guards: ConnGuards) {
-    tokio::spawn(relay(conn, fe, io, guards));
+    tokio::spawn(relay(h1::relay(conn, fe, io, guards)));
 }
 
 /// The relay, then hyper for the rest of the connection if the relay hands
 /// it over.
-async fn relay<I: ClientIo>(conn: ConnInfo, fe: Arc<FrontendRt>, io: I, guards: ConnGuards) {
-    if let Some(h) = h1::serve(conn, fe, io).await {
-        let _guards = guards;
+async fn relay<I: ClientIo>(r: Box<h1::Relay<I>>) {
+    if let Some(h) = h1::run(r).await {
+        let _guards = h.guards;
         // Boxed: rare, and large (the whole hyper connection).
         Box::pin(http::serve_io(h.conn, h.fe, h.io, Proto::Http1)).await;
     }
@@ -55,7 +56,7 @@ pub(crate) async fn http(
     let relay_ok = h1::eligible(&fe);
     let Some(acceptor) = fe.tls.clone() else {
         if relay_ok {
-            return relay(conn, fe, stream, guards).await;
+            return relay(h1::relay(conn, fe, stream, guards)).await;
         }
         let _guards = guards;
         let proto = if fe.config.h2c {
@@ -86,7 +87,7 @@ async fn tls(
         Ok(Ok(tls)) => {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             if relay_ok && !h2 {
-                return relay(conn, fe, tls, guards).await;
+                return relay(h1::relay(conn, fe, tls, guards)).await;
             }
             let _guards = guards;
             let proto = if h2 { Proto::Http2 } else { Proto::Http1 };

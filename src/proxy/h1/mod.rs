@@ -39,7 +39,7 @@ use tokio::net::TcpStream;
 
 use self::head::{Field, Kind};
 use super::answer;
-use super::conn::{ConnInfo, ReqCtx};
+use super::conn::{ConnGuards, ConnInfo, ReqCtx};
 use super::decide::{self, Answer, Decision, RequestFacts};
 use super::lazy::LazyTcp;
 use crate::config::types::AccessLog;
@@ -211,8 +211,8 @@ fn give_buf(mut buf: Vec<u8>) {
     });
 }
 
-/// Per-connection state.
-struct Relay<I> {
+/// Per-connection state (boxed once, so the connection's task holds a pointer).
+pub(crate) struct Relay<I> {
     conn: ConnInfo,
     fe: Arc<FrontendRt>,
     io: I,
@@ -224,6 +224,7 @@ struct Relay<I> {
     closing: bool,
     accepted: Instant,
     first: bool,
+    guards: ConnGuards,
 }
 
 /// How an exchange left the client connection.
@@ -235,21 +236,22 @@ enum Next {
 /// A connection the relay hands to the general path: the stream with the
 /// bytes already read put back in front.
 pub(crate) struct Handover<I> {
+    pub(crate) guards: ConnGuards,
     pub(crate) conn: ConnInfo,
     pub(crate) fe: Arc<FrontendRt>,
     pub(crate) io: rewind::Rewind<I>,
 }
 
-/// Serve a client connection with the relay until it ends, or until a
-/// request needs the general path: then the connection is handed back.
-/// The state is boxed once and the exchange is boxed per request, so an idle
-/// keep-alive connection costs a few hundred bytes plus its socket.
-pub(crate) async fn serve<I: ClientIo>(
+/// A relay for a client connection, to [`run`]. The state is boxed once and
+/// the exchange is boxed per request, so an idle keep-alive connection costs
+/// a few hundred bytes plus its socket.
+pub(crate) fn relay<I: ClientIo>(
     conn: ConnInfo,
     fe: Arc<FrontendRt>,
     io: I,
-) -> Option<Handover<I>> {
-    let r = Box::new(Relay {
+    guards: ConnGuards,
+) -> Box<Relay<I>> {
+    Box::new(Relay {
         conn,
         fe,
         io,
@@ -258,12 +260,13 @@ pub(crate) async fn serve<I: ClientIo>(
         closing: false,
         accepted: Instant::now(),
         first: true,
-    });
-    run(r).await
+        guards,
+    })
 }
 
-/// The request loop of a connection.
-async fn run<I: ClientIo>(mut r: Box<Relay<I>>) -> Option<Handover<I>> {
+/// Serve a client connection with the relay until it ends, or until a
+/// request needs the general path: then the connection is handed back.
+pub(crate) async fn run<I: ClientIo>(mut r: Box<Relay<I>>) -> Option<Handover<I>> {
     loop {
         if r.inbuf.is_empty() {
             r.release_buffers();
@@ -467,6 +470,7 @@ impl<I: ClientIo> Relay<I> {
     /// Give the connection, with what was read of it, to the hyper path.
     fn handover(self) -> Handover<I> {
         Handover {
+            guards: self.guards,
             conn: self.conn,
             fe: self.fe,
             io: rewind::Rewind::new(self.inbuf, self.io),
