@@ -11,7 +11,8 @@
 # divided by the requests. User-space instructions only (the kernel's share
 # is not counted), so the figure is stable on a loaded machine, unlike
 # timings. FULCRUM=path uses that binary instead of building one;
-# SKIP_FULCRUM=1 / SKIP_HAPROXY=1 leave one side out.
+# SKIP_FULCRUM=1 / SKIP_HAPROXY=1 leave one side out; HOST_INDEX=i sends
+# Host h<i>.example.com instead of the last route's.
 # Everything it starts is stopped by PID on exit.
 set -euo pipefail
 
@@ -61,7 +62,7 @@ measure() {
     local dump ir
     dump=$(ls -t "$WORK"/callgrind.out.* | head -1)
     ir=$(grep -m1 '^summary:' "$dump" | awk '{print $2}')
-    rm -f "$WORK"/callgrind.out.*
+    [[ -n ${KEEP_DUMPS:-} ]] && cp "$dump" "$KEEP_DUMPS/"; rm -f "$WORK"/callgrind.out.*
     echo $((ir / REQUESTS))
 }
 
@@ -79,9 +80,12 @@ run_fulcrum() {
     local pid=$!
     track "$pid"
     wait_listening_port "$P"
-    measure "$pid" "h$((n - 1)).example.com" "$P"
+    measure "$pid" "$(host_for "$n")" "$P"
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
+
+# The Host of the requests: the last route's (default), or HOST_INDEX's.
+host_for() { echo "h${HOST_INDEX:-$(($1 - 1))}.example.com"; }
 
 run_haproxy() {
     local n=$1 dir="$WORK/haproxy-$n" i
@@ -113,7 +117,7 @@ EOF
     local pid=$!
     track "$pid"
     wait_listening_port "$P"
-    measure "$pid" "h$((n - 1)).example.com" "$P"
+    measure "$pid" "$(host_for "$n")" "$P"
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
 
