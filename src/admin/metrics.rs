@@ -264,21 +264,16 @@ fn frontend_families(e: &mut DescriptorEncoder, frontends: &[&Arc<FrontendRt>]) 
     )
 }
 
-/// The frontend a backend's request series are labelled with.
-///
-/// Responses are counted per server, not per (frontend, server) pair, so a
-/// backend reached from several frontends cannot be split between them. Rather
-/// than invent a split, every series of a backend carries one frontend: the
-/// first one by name whose default backend or one of whose routes points at it.
-/// A backend no frontend references gets `frontend=""`.
-fn frontend_of<'a>(frontends: &[&'a Arc<FrontendRt>], backend: &str) -> &'a str {
-    frontends
-        .iter()
-        .find(|f| {
-            f.config.backend.as_deref() == Some(backend)
-                || f.config.routes.iter().any(|r| r.backend == backend)
-        })
-        .map_or("", |f| f.config.name.as_str())
+/// The frontends whose default backend or one of whose routes is `backend`
+/// (their series of it exist from the start, zero until a request comes).
+fn frontends_of<'a>(
+    frontends: &'a [&'a Arc<FrontendRt>],
+    backend: &'a str,
+) -> impl Iterator<Item = &'a Arc<FrontendRt>> + 'a {
+    frontends.iter().copied().filter(move |f| {
+        f.config.backend.as_deref() == Some(backend)
+            || f.config.routes.iter().any(|r| r.backend == backend)
+    })
 }
 
 fn request_families(
@@ -289,17 +284,21 @@ fn request_families(
     let mut samples = Vec::new();
     for (b, s) in servers {
         let backend = b.config.name.as_str();
-        let frontend = frontend_of(frontends, backend);
-        for (class, n) in CODE_CLASSES.iter().zip(s.responses()) {
-            samples.push((
-                vec![
-                    ("frontend", frontend.to_string()),
-                    ("backend", backend.to_string()),
-                    ("server", s.name().to_string()),
-                    ("code", class.to_string()),
-                ],
-                Val::U(n),
-            ));
+        // Counted per frontend the request came in on, so a backend two
+        // frontends share is split between them as the requests were.
+        for fe in frontends_of(frontends, backend) {
+            let counts = fe.stats.responses.get(backend, s.name());
+            for (class, n) in CODE_CLASSES.iter().zip(counts) {
+                samples.push((
+                    vec![
+                        ("frontend", fe.config.name.clone()),
+                        ("backend", backend.to_string()),
+                        ("server", s.name().to_string()),
+                        ("code", class.to_string()),
+                    ],
+                    Val::U(n),
+                ));
+            }
         }
     }
     counter(

@@ -1,21 +1,29 @@
-//! The forwarding policy both HTTP paths share (the hyper path in
-//! `proxy::http`, the relay in `proxy::h1::forward`): which server an attempt
-//! goes to (sticky first, then the balancer, else a wait in the backend's
-//! queue), how many attempts a request gets, the stale keep-alive retries,
-//! passive health on failures, and the answer when every attempt failed.
+//! One attempt loop for every transport: which server an attempt goes to
+//! (sticky first, then the balancer, else a wait in the backend's queue at
+//! `maxconn`), how many attempts a request gets, the stale keep-alive
+//! retries, passive health on failures, and the answer when every attempt
+//! failed. The relay (`proxy::h1::forward`), the hyper path (`proxy::http`)
+//! and TCP (`proxy::tcp`) each implement [`Upstream`] — connect, send — and
+//! call [`attempt`]; what may be retried is said once, by [`AttemptError`].
 //!
-//! No I/O here beyond the queue wait: each path connects, sends and decides
-//! for itself when a failure may not be retried (a body that went out, an
-//! interim answer the client already has).
+//! A failure the client caused (an aborted or malformed request body, a
+//! client gone while its interim answer was written) has origin
+//! [`Origin::Client`]: it is never counted against the server, never retried
+//! and ends the loop with [`Lost::Client`] — the transport answers 400 or
+//! closes, and the frontend counts a client error.
 
 use std::fmt::Display;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 use http::StatusCode;
 
-use super::pool::ConnectError;
+use super::error::{AttemptError, Origin, Retry, Stage};
+use crate::runtime::server::ActiveGuard;
+use crate::runtime::stats::FrontendStats;
 use crate::runtime::{BackendRt, ServerState};
 
 /// At most this many stale pooled connections are skipped per request before
@@ -103,14 +111,6 @@ impl<'a> Attempts<'a> {
         None
     }
 
-    /// Connecting to `server` (index `idx`) failed: passive health, and the
-    /// next attempt goes elsewhere.
-    pub(crate) fn connect_failed(&mut self, server: &ServerState, idx: usize, e: &ConnectError) {
-        self.eject_check(server, e);
-        self.failure = Some(connect_failure(server, e));
-        self.tried.push(idx);
-    }
-
     /// A reused connection turned out stale (the keep-alive race): when the
     /// request may go again on another connection without using up an
     /// attempt, note it and return true.
@@ -128,22 +128,6 @@ impl<'a> Attempts<'a> {
     /// attempt is left, or (on a `reused` connection) a stale retry is.
     pub(crate) fn may_follow(&self, reused: bool) -> bool {
         self.attempts < self.max_attempts || (reused && self.stale < STALE_RETRIES)
-    }
-
-    /// Sending to `server` (index `idx`) or reading its answer failed with
-    /// `err`: passive health, a 502 unless a later attempt does better, and
-    /// the next attempt goes elsewhere.
-    pub(crate) fn send_failed(&mut self, server: &ServerState, idx: usize, err: impl Display) {
-        self.eject_check(server, &err);
-        self.failure = Some(Failure {
-            status: StatusCode::BAD_GATEWAY,
-            why: format!(
-                "server {}/{} failed before responding: {err}",
-                self.backend.config.name,
-                server.name()
-            ),
-        });
-        self.tried.push(idx);
     }
 
     /// Retries before the current attempt (for the access log).
@@ -176,19 +160,174 @@ impl<'a> Attempts<'a> {
     }
 }
 
-fn connect_failure(server: &ServerState, e: &ConnectError) -> Failure {
-    let status = match e {
-        ConnectError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    Failure {
-        status,
-        why: format!(
-            "server {}/{} ({}): {e}",
-            server.key.backend,
-            server.name(),
-            server.address()
-        ),
+/// What a transport does for one attempt; the loop around it is [`attempt`].
+pub(crate) trait Upstream {
+    /// A connection to a server.
+    type Conn;
+    /// What a successful send yields (the response head, or the stream).
+    type Answer;
+    /// A connection to `server`: a pooled one (`true`: reused) or a new one.
+    fn connect(
+        &mut self,
+        server: &Arc<ServerState>,
+    ) -> impl Future<Output = Result<(Self::Conn, bool), AttemptError>> + Send;
+    /// Send the request on `conn` and read the answer's head. `again`: a
+    /// later send of the same request may follow (keep what it needs).
+    fn send(
+        &mut self,
+        server: &Arc<ServerState>,
+        conn: Self::Conn,
+        reused: bool,
+        again: bool,
+    ) -> impl Future<Output = Result<Self::Answer, AttemptError>> + Send;
+}
+
+/// A request's attempt that got an answer.
+pub(crate) struct Won<A> {
+    pub(crate) answer: A,
+    pub(crate) server: Arc<ServerState>,
+    /// The server's index in the backend.
+    pub(crate) idx: usize,
+    /// Holds the server's active count until the exchange ends.
+    pub(crate) guard: ActiveGuard,
+    /// Time to get the connection (zero when reused).
+    pub(crate) tc: Duration,
+    /// Request sent → answer head.
+    pub(crate) tr: Duration,
+    pub(crate) retries: u32,
+}
+
+/// Why a request got no answer from a server.
+#[derive(Debug)]
+pub(crate) enum Lost {
+    /// Every attempt failed or none could be made: tell the client this.
+    Server(Failure),
+    /// The client caused it (counted as the frontend's client error): the
+    /// transport answers `status` (400) or closes, as it still can.
+    Client(AttemptError),
+}
+
+/// The attempt loop: pick a server (sticky, balancer, queue), connect, send;
+/// on failure count it (passive health), and go again while the error and
+/// the attempts left allow. `response`: time allowed from sending to the
+/// answer's head (504 after; not retried).
+pub(crate) async fn attempt<U: Upstream>(
+    backend: &BackendRt,
+    frontend: &FrontendStats,
+    (hash, sticky): (Option<u64>, Option<usize>),
+    response: Option<Duration>,
+    up: &mut U,
+) -> Result<Won<U::Answer>, Lost> {
+    let mut att = Attempts::new(backend, hash, sticky);
+    while let Some((server, idx)) = att.next_server().await {
+        let guard = server.begin_in(&backend.stats);
+        let t0 = Instant::now();
+        let (conn, reused) = match up.connect(&server).await {
+            Ok(c) => c,
+            Err(e) => match att.failed(frontend, &server, idx, false, e) {
+                Some(lost) => return Err(lost),
+                None => continue,
+            },
+        };
+        let tc = if reused { Duration::ZERO } else { t0.elapsed() };
+        let t1 = Instant::now();
+        let again = att.may_follow(reused);
+        let sent = up.send(&server, conn, reused, again);
+        let result = match response {
+            Some(limit) => tokio::time::timeout(limit, sent)
+                .await
+                .unwrap_or_else(|_| Err(timed_out(backend, frontend, &server, limit))),
+            None => sent.await,
+        };
+        match result {
+            Ok(answer) => {
+                server.record_success();
+                return Ok(Won {
+                    answer,
+                    server,
+                    idx,
+                    guard,
+                    tc,
+                    tr: t1.elapsed(),
+                    retries: att.retries(),
+                });
+            }
+            Err(e) => {
+                if let Some(lost) = att.failed(frontend, &server, idx, reused, e) {
+                    return Err(lost);
+                }
+            }
+        }
+    }
+    // Answered without a server's answer: the frontend's local error.
+    frontend.local_errors.fetch_add(1, Ordering::Relaxed);
+    Err(Lost::Server(att.give_up()))
+}
+
+/// The server did not answer within `limit`: 504, counted against it (the
+/// request may be in progress there, so it does not go again).
+fn timed_out(
+    backend: &BackendRt,
+    frontend: &FrontendStats,
+    server: &ServerState,
+    limit: Duration,
+) -> AttemptError {
+    server.record_status(504);
+    frontend.responses.add(&backend.name, server.name(), 504);
+    AttemptError {
+        status: StatusCode::GATEWAY_TIMEOUT,
+        ..AttemptError::server(
+            Stage::Head,
+            Retry::Never,
+            format!(
+                "server {}/{} did not answer within {limit:?}",
+                backend.config.name,
+                server.name()
+            ),
+        )
+    }
+}
+
+impl Attempts<'_> {
+    /// An attempt on `server` (index `idx`) failed with `e`: a stale retry,
+    /// the next server, or the end of the request (returned).
+    fn failed(
+        &mut self,
+        frontend: &FrontendStats,
+        server: &ServerState,
+        idx: usize,
+        reused: bool,
+        e: AttemptError,
+    ) -> Option<Lost> {
+        if e.origin == Origin::Client {
+            frontend.client_errors.fetch_add(1, Ordering::Relaxed);
+            return Some(Lost::Client(e));
+        }
+        if e.retry == Retry::Stale && reused && self.retry_stale() {
+            return None;
+        }
+        let e = e.no_longer_stale();
+        self.eject_check(server, &e);
+        self.tried.push(idx);
+        let never = e.retry == Retry::Never;
+        self.failure = Some(Failure {
+            status: e.status,
+            why: match e.stage {
+                Stage::Connect => e.why,
+                _ if e.status == StatusCode::GATEWAY_TIMEOUT => e.why,
+                _ => format!(
+                    "server {}/{} failed before responding: {}",
+                    self.backend.config.name,
+                    server.name(),
+                    e.why
+                ),
+            },
+        });
+        if never {
+            frontend.local_errors.fetch_add(1, Ordering::Relaxed);
+            return self.failure.take().map(Lost::Server);
+        }
+        None
     }
 }
 
@@ -226,6 +365,7 @@ mod tests {
     use crate::balance::Balancer;
     use crate::config::types::Algorithm;
     use crate::config::validate::{default_backend, default_server};
+    use crate::proxy::pool::ConnectError;
 
     /// Backend `b` with `n` servers s0..s(n-1), all up, `retries` retries.
     fn backend(n: usize, retries: u32) -> BackendRt {
@@ -267,7 +407,15 @@ mod tests {
             assert!(!seen.contains(&idx));
             assert_eq!(att.retries() as usize, seen.len());
             seen.push(idx);
-            att.send_failed(&server, idx, "boom");
+            assert!(att
+                .failed(
+                    &FrontendStats::default(),
+                    &server,
+                    idx,
+                    false,
+                    AttemptError::server(Stage::Head, Retry::Another, "boom")
+                )
+                .is_none());
         }
         assert_eq!(seen.len(), 3, "retries 2: three attempts");
         assert_eq!(stat(&b.stats.retries), 2);
@@ -290,7 +438,15 @@ mod tests {
         // A stale retry does not use up the first attempt: sticky again.
         assert!(att.retry_stale());
         assert_eq!(att.next_server().await.unwrap().1, 2);
-        att.send_failed(&s, idx, "boom");
+        assert!(att
+            .failed(
+                &FrontendStats::default(),
+                &s,
+                idx,
+                false,
+                AttemptError::server(Stage::Head, Retry::Another, "boom")
+            )
+            .is_none());
         let (_, idx) = att.next_server().await.unwrap();
         assert_ne!(idx, 2);
         // A sticky index past the servers finds none, like the hyper path.
@@ -333,11 +489,27 @@ mod tests {
         let b = backend(2, 1);
         let mut att = Attempts::new(&b, None, None);
         let (s, idx) = att.next_server().await.unwrap();
-        att.connect_failed(&s, idx, &ConnectError::Refused);
+        assert!(att
+            .failed(
+                &FrontendStats::default(),
+                &s,
+                idx,
+                false,
+                AttemptError::connect(&s, &ConnectError::Refused)
+            )
+            .is_none());
         let (s2, idx2) = att.next_server().await.unwrap();
         assert_ne!(idx, idx2);
         let timeout = std::time::Duration::from_secs(1);
-        att.connect_failed(&s2, idx2, &ConnectError::Timeout(timeout));
+        assert!(att
+            .failed(
+                &FrontendStats::default(),
+                &s2,
+                idx2,
+                false,
+                AttemptError::connect(&s2, &ConnectError::Timeout(timeout))
+            )
+            .is_none());
         assert!(att.next_server().await.is_none());
         let f = att.give_up();
         assert_eq!(f.status, StatusCode::GATEWAY_TIMEOUT);
@@ -371,5 +543,153 @@ mod tests {
             "backend `b`: every server is at maxconn and the queue is full"
         );
         assert_eq!(stat(&b.stats.no_server), 0);
+    }
+
+    /// An [`Upstream`] that answers from a script: one result per send, in
+    /// order; connects always succeed (reused as scripted).
+    struct Scripted {
+        sends: Vec<Result<(), AttemptError>>,
+        reused: bool,
+        seen: Vec<String>,
+    }
+
+    impl Upstream for Scripted {
+        type Conn = ();
+        type Answer = ();
+        async fn connect(&mut self, _: &Arc<ServerState>) -> Result<((), bool), AttemptError> {
+            Ok(((), self.reused))
+        }
+        async fn send(
+            &mut self,
+            server: &Arc<ServerState>,
+            _: (),
+            _: bool,
+            _: bool,
+        ) -> Result<(), AttemptError> {
+            self.seen.push(server.name().to_string());
+            if self.sends.is_empty() {
+                return Ok(());
+            }
+            self.sends.remove(0)
+        }
+    }
+
+    fn script(sends: Vec<Result<(), AttemptError>>, reused: bool) -> Scripted {
+        Scripted {
+            sends,
+            reused,
+            seen: Vec::new(),
+        }
+    }
+
+    fn failures(b: &BackendRt) -> u64 {
+        b.servers.iter().map(|s| s.failures()).sum()
+    }
+
+    #[tokio::test]
+    async fn a_client_failure_is_never_the_servers() {
+        let b = backend(3, 2);
+        let fe = FrontendStats::default();
+        let mut up = script(
+            vec![Err(AttemptError::client(Stage::Body, "aborted"))],
+            false,
+        );
+        let r = attempt(&b, &fe, (None, None), None, &mut up).await;
+        let Err(Lost::Client(e)) = r else {
+            panic!("a client failure")
+        };
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(up.seen.len(), 1, "not retried");
+        assert_eq!(failures(&b), 0, "not counted against the server");
+        assert_eq!(stat(&fe.client_errors), 1);
+        assert_eq!(stat(&fe.local_errors), 0);
+        assert_eq!(stat(&b.stats.retries), 0);
+    }
+
+    #[tokio::test]
+    async fn retry_kinds_decide_what_happens_next() {
+        let never = || AttemptError::server(Stage::Head, Retry::Never, "half sent");
+        let another = || AttemptError::server(Stage::Head, Retry::Another, "reset");
+        let stale = || AttemptError::server(Stage::Send, Retry::Stale, "closed");
+
+        // Another: next server, counted; then success.
+        let b = backend(3, 2);
+        let fe = FrontendStats::default();
+        let mut up = script(vec![Err(another())], false);
+        let won = attempt(&b, &fe, (None, None), None, &mut up)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(won.retries, 1);
+        assert_ne!(up.seen[0], up.seen[1]);
+        assert_eq!(failures(&b), 1);
+
+        // Never: stops at once with the server's failure (502), counted.
+        let b = backend(3, 2);
+        let mut up = script(vec![Err(never())], false);
+        let r = attempt(&b, &fe, (None, None), None, &mut up).await;
+        let Err(Lost::Server(f)) = r else {
+            panic!("lost")
+        };
+        assert_eq!(f.status, StatusCode::BAD_GATEWAY);
+        assert!(
+            f.why.ends_with("failed before responding: half sent"),
+            "{}",
+            f.why
+        );
+        assert_eq!(up.seen.len(), 1);
+        assert_eq!(failures(&b), 1);
+
+        // Stale on a reused connection: again on the same server, free.
+        let b = backend(1, 0);
+        let mut up = script(vec![Err(stale()), Err(stale())], true);
+        let won = attempt(&b, &fe, (None, None), None, &mut up)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!((won.retries, up.seen.len()), (0, 3));
+        assert_eq!(
+            failures(&b),
+            0,
+            "the keep-alive race is not the server's fault"
+        );
+
+        // Stale on a new connection is an ordinary failure.
+        let b = backend(1, 0);
+        let mut up = script(vec![Err(stale())], false);
+        assert!(attempt(&b, &fe, (None, None), None, &mut up).await.is_err());
+        assert_eq!(failures(&b), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_answer_is_504_and_not_retried() {
+        struct Silent;
+        impl Upstream for Silent {
+            type Conn = ();
+            type Answer = ();
+            async fn connect(&mut self, _: &Arc<ServerState>) -> Result<((), bool), AttemptError> {
+                Ok(((), false))
+            }
+            async fn send(
+                &mut self,
+                _: &Arc<ServerState>,
+                _: (),
+                _: bool,
+                _: bool,
+            ) -> Result<(), AttemptError> {
+                std::future::pending().await
+            }
+        }
+        let b = backend(2, 1);
+        let fe = FrontendStats::default();
+        let limit = std::time::Duration::from_secs(3);
+        let r = attempt(&b, &fe, (None, None), Some(limit), &mut Silent).await;
+        let Err(Lost::Server(f)) = r else {
+            panic!("lost")
+        };
+        assert_eq!(f.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(f.why.ends_with("did not answer within 3s"), "{}", f.why);
+        assert_eq!(stat(&b.stats.retries), 0);
+        assert_eq!(stat(&fe.local_errors), 1);
     }
 }

@@ -3,6 +3,7 @@
 //! to the pool, releases the server's active count and writes the access log.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,17 +16,18 @@ use super::pool::Idle;
 use crate::runtime::ServerState;
 
 /// Body sent upstream: none, or the client's body streamed as it arrives
-/// (its bytes counted on the server it goes to).
+/// (its bytes counted on the server it goes to; the flag set when reading
+/// it from the client failed, so that failure is blamed on the client).
 #[derive(Debug)]
 pub enum ReqBody {
     Empty,
-    Stream(Incoming, Option<Arc<ServerState>>),
+    Stream(Incoming, Option<Arc<ServerState>>, Arc<AtomicBool>),
 }
 
 impl ReqBody {
     /// Count this body's bytes on `server` from now on.
     pub fn count_for(&mut self, server: &Arc<ServerState>) {
-        if let ReqBody::Stream(_, counter) = self {
+        if let ReqBody::Stream(_, counter, _) = self {
             *counter = Some(server.clone());
         }
     }
@@ -41,8 +43,11 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Stream(b, counter) => {
+            ReqBody::Stream(b, counter, failed) => {
                 let r = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &r {
+                    failed.store(true, Ordering::Relaxed);
+                }
                 if let (Poll::Ready(Some(Ok(f))), Some(server)) = (&r, counter.as_ref()) {
                     if let Some(d) = f.data_ref() {
                         server.add_bytes(d.len() as u64, 0);
@@ -55,13 +60,13 @@ impl Body for ReqBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Empty => true,
-            ReqBody::Stream(b, _) => b.is_end_stream(),
+            ReqBody::Stream(b, _, _) => b.is_end_stream(),
         }
     }
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Stream(b, _) => b.size_hint(),
+            ReqBody::Stream(b, _, _) => b.size_hint(),
         }
     }
 }

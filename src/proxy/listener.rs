@@ -10,7 +10,9 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::conn::{ConnCount, ConnGuards};
 use super::lazy::LazyTcp;
+use super::serve;
 use crate::config::types::Mode;
 use crate::runtime::Runtime;
 
@@ -130,21 +132,15 @@ pub fn spawn(
                     };
                     let Some(fe) = fe_cfg else { continue };
                     // Counted here, before the task runs, so maxconn is exact.
-                    let count = super::http::ConnCount::new(&fe);
+                    let guards = ConnGuards::new(&rt, ConnCount::new(&fe));
                     let local = match fixed_local {
                         Some(a) => a,
                         None => stream.local_addr().unwrap_or(client),
                     };
-                    if mode == Mode::Http
-                        && !fe.config.accept_proxy
-                        && fe.tls.is_none()
-                        && super::h1::frontend_eligible(&fe)
-                    {
+                    if mode == Mode::Http && serve::plain_relay(&fe) {
                         // The common case straight to the relay: one small task.
-                        let guards = super::h1::ConnGuards::new(&rt, count);
-                        let (rt, name) = (rt.clone(), frontend.clone());
-                        let io = LazyTcp::new(stream);
-                        super::h1::spawn(rt, name, fe, io, (client, local), false, guards);
+                        let conn = serve::conn_info(&rt, &frontend, client, local);
+                        serve::spawn_relay(conn, fe, LazyTcp::new(stream), guards);
                         continue;
                     }
                     let stream = match TcpStream::from_std(stream) {
@@ -163,20 +159,15 @@ pub fn spawn(
                         let (client, local) = if fe.config.accept_proxy {
                             match Box::pin(read_proxy_header(&fe, &mut stream, client)).await {
                                 Some(addrs) => addrs,
-                                None => return drop(count),
+                                None => return drop(guards),
                             }
                         } else {
                             (client, local)
                         };
+                        let conn = serve::conn_info(&rt, &name, client, local);
                         match mode {
-                            Mode::Http => {
-                                super::http::serve(rt, name, fe, stream, client, local, count).await
-                            }
-                            Mode::Tcp => {
-                                let _count = count;
-                                Box::pin(super::tcp::serve(rt, name, fe, stream, client, local))
-                                    .await
-                            }
+                            Mode::Http => serve::http(conn, fe, stream, guards).await,
+                            Mode::Tcp => serve::tcp(conn, fe, stream, guards).await,
                         }
                     });
                 }

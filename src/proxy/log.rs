@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::config::types::AccessLog;
 use crate::log::access::emit;
 use crate::runtime::server::ActiveGuard;
-use crate::runtime::stats::BackendStats;
+use crate::runtime::stats::{BackendStats, FrontendStats};
 
 /// An in-flight request whose log line is written when it finishes. It also
 /// holds the server's active-connection guard, so "active" covers the whole
@@ -21,6 +21,8 @@ pub struct Pending {
     pub backend: Arc<str>,
     /// The backend's counters (request duration histogram).
     pub stats: Arc<BackendStats>,
+    /// The counters of the frontend the request came in on (responses by server).
+    pub frontend_stats: Arc<FrontendStats>,
     pub guard: ActiveGuard,
     pub method: http::Method,
     pub uri: http::Uri,
@@ -40,6 +42,9 @@ impl Pending {
     pub fn finish(self, bytes: u64, complete: bool) {
         let srv = self.guard.server();
         srv.record_status(self.status);
+        self.frontend_stats
+            .responses
+            .add(&self.backend, srv.name(), self.status);
         srv.add_bytes(0, bytes);
         let tt = self.start.elapsed();
         self.stats.duration.observe(tt);

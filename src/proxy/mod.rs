@@ -1,10 +1,14 @@
 //! The data path: listeners, the HTTP reverse proxy, L4 TCP proxying, the
 //! upstream connection pool, forwarded headers and the access log.
 
+pub mod answer;
 pub mod attempts;
 pub mod batch;
 pub mod body;
+pub mod conn;
+pub mod decide;
 pub mod edge;
+pub mod error;
 pub mod h1;
 pub mod headers;
 pub mod http;
@@ -15,6 +19,8 @@ pub mod log;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod ratelimit;
+pub mod route;
+pub mod serve;
 pub mod tcp;
 
 /// While draining (stop or upgrade), how long an idle keep-alive connection

@@ -1,142 +1,166 @@
-//! L4 proxying: pick a server, connect (retrying other servers on failure),
-//! then copy bytes both ways until both sides are done.
+//! L4 proxying: `decide` picks the backend and balancing key, the shared
+//! attempt loop (`proxy::attempts`: queue at maxconn, retries on other
+//! servers, passive health) gets a connection through [`TcpUp`], then bytes
+//! are copied both ways until both sides are done.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::attempts::{attempt, Upstream, Won};
+use super::conn::ConnInfo;
+use super::decide::{self, Decision, Kind, NoHeaders, RequestFacts};
+use super::error::{AttemptError, Retry, Stage};
 use super::idle::IdleTimeout;
 use super::log;
-use crate::balance::hash_key;
-use crate::config::types::{Algorithm, OnRoleChange, RoleFilter};
+use super::pool::ConnectError;
+use crate::config::types::{OnRoleChange, ProxyVersion, RoleFilter};
 use crate::runtime::server::{Role, ServerState};
-use crate::runtime::{FrontendRt, Runtime};
+use crate::runtime::FrontendRt;
 
-/// Serve one TCP client connection.
-pub(crate) async fn serve(
-    rt: Arc<Runtime>,
-    frontend: Arc<str>,
-    fe: Arc<FrontendRt>,
-    client_stream: TcpStream,
-    client: SocketAddr,
-    local: SocketAddr,
-) {
-    let _open = rt.conns.track();
-    fe.stats
-        .requests
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let start = Instant::now();
-    let format = rt.snapshot().config.log.access;
-    let backend = fe.default.clone();
-    let Some(backend) = backend else { return };
-    let cfg = &backend.config;
-    let hash = match cfg.balance {
-        Algorithm::Source | Algorithm::Uri => Some(match client.ip() {
-            std::net::IpAddr::V4(v4) => hash_key(&v4.octets()),
-            std::net::IpAddr::V6(v6) => hash_key(&v6.octets()),
-        }),
-        _ => None,
-    };
-    let mut tried = Vec::new();
-    for _ in 0..=cfg.retries {
-        let Some(server) = backend.pick(hash, &tried).cloned() else {
-            break;
-        };
-        let idx = backend.index_of(&server).unwrap_or(usize::MAX);
-        let guard = server.begin();
-        let tc_start = Instant::now();
-        let upstream =
-            match tokio::time::timeout(cfg.timeouts.connect, TcpStream::connect(server.address()))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(server = %server.name(), error = %e, "tcp connect failed");
-                    server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
-                    tried.push(idx);
-                    continue;
-                }
-                Err(_) => {
-                    server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
-                    tried.push(idx);
-                    continue;
-                }
-            };
-        let mut upstream = upstream;
-        if let Some(v) = cfg.proxy_protocol {
-            use tokio::io::AsyncWriteExt;
-            let header = super::pool::proxy_header(v, client, local);
-            if let Err(e) = upstream.write_all(&header).await {
+/// TCP's side of the attempts: a new connection per session, with the PROXY
+/// header first when the backend asks for one.
+struct TcpUp<'a> {
+    conn: &'a ConnInfo,
+    connect: Duration,
+    proxy_protocol: Option<ProxyVersion>,
+}
+
+impl Upstream for TcpUp<'_> {
+    type Conn = TcpStream;
+    type Answer = TcpStream;
+
+    async fn connect(
+        &mut self,
+        server: &Arc<ServerState>,
+    ) -> Result<(TcpStream, bool), AttemptError> {
+        let r = tokio::time::timeout(self.connect, TcpStream::connect(server.address())).await;
+        match r {
+            Ok(Ok(s)) => Ok((s, false)),
+            Ok(Err(e)) => {
+                tracing::debug!(server = %server.name(), error = %e, "tcp connect failed");
+                Err(AttemptError::connect(server, &ConnectError::Io(e)))
+            }
+            Err(_) => Err(AttemptError::connect(
+                server,
+                &ConnectError::Timeout(self.connect),
+            )),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        server: &Arc<ServerState>,
+        mut up: TcpStream,
+        _: bool,
+        _: bool,
+    ) -> Result<TcpStream, AttemptError> {
+        if let Some(v) = self.proxy_protocol {
+            let header = super::pool::proxy_header(v, self.conn.client, self.conn.local);
+            if let Err(e) = up.write_all(&header).await {
                 tracing::debug!(server = %server.name(), error = %e, "sending the PROXY header failed");
-                server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
-                tried.push(idx);
-                continue;
+                return Err(AttemptError::server(Stage::Send, Retry::Another, e));
             }
         }
-        server.record_success();
-        let tc = tc_start.elapsed();
-        let _ = upstream.set_nodelay(true);
-        // Subscribed before the role is read, so no change is missed.
-        let mut changes = server.watch_changes();
-        let role_at_connect = server.role();
-        let close_on_change =
-            cfg.role.want != RoleFilter::Any && cfg.role.on_change == OnRoleChange::Close;
-        let mut c = Counted::new(IdleTimeout::new(
-            client_stream,
-            fe.config.timeouts.client_idle,
-        ));
-        let mut u = Counted::new(IdleTimeout::new(upstream, fe.config.timeouts.client_idle));
-        let copied = tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut c, &mut u) => Some(r),
-            _ = role_lost(&server, role_at_connect, &mut changes), if close_on_change => None,
-        };
-        let (inb, outb, end) = match copied {
-            Some(Ok((a, b))) => (a, b, "--"),
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                (c.read, u.read, "idle-timeout")
-            }
-            Some(Err(_)) => (c.read, u.read, "reset"),
-            None => {
-                tracing::info!(
-                    backend = %cfg.name,
-                    server = %server.name(),
-                    client = %client,
-                    "closing connection: server is now {} (was {role_at_connect}) or down",
-                    server.role()
-                );
-                (c.read, u.read, "role-change")
-            }
-        };
-        server.add_bytes(inb, outb);
+        Ok(up)
+    }
+}
+
+/// Serve one TCP client connection.
+pub(crate) async fn serve(conn: ConnInfo, fe: Arc<FrontendRt>, client_stream: TcpStream) {
+    let start = Instant::now();
+    let format = conn.rt.snapshot().config.log.access;
+    let facts = RequestFacts {
+        kind: Kind::Tcp,
+        host: None,
+        path: "",
+        path_and_query: "",
+        content_length: None,
+        peer: conn.client.ip(),
+        headers: &NoHeaders,
+        now: start,
+    };
+    let f = match decide::decide(Some(&fe), &facts) {
+        Decision::Forward(f) => f,
+        Decision::Answer(_) => return,
+    };
+    let backend = f.backend.clone();
+    let cfg = &backend.config;
+    let mut up = TcpUp {
+        conn: &conn,
+        connect: cfg.timeouts.connect,
+        proxy_protocol: cfg.proxy_protocol,
+    };
+    let won = attempt(&backend, &fe.stats, (f.hash, None), None, &mut up).await;
+    let Ok(Won {
+        answer: upstream,
+        server,
+        guard,
+        tc,
+        ..
+    }) = won
+    else {
         log::tcp(
             format,
-            client,
-            &frontend,
+            conn.client,
+            &conn.frontend,
             &cfg.name,
-            guard.server().name(),
-            tc,
+            "<NOSRV>",
+            Duration::ZERO,
             start.elapsed(),
-            inb,
-            outb,
-            end,
+            0,
+            0,
+            "no-server",
         );
         return;
-    }
+    };
+    let _ = upstream.set_nodelay(true);
+    // Subscribed before the role is read, so no change is missed.
+    let mut changes = server.watch_changes();
+    let role_at_connect = server.role();
+    let close_on_change =
+        cfg.role.want != RoleFilter::Any && cfg.role.on_change == OnRoleChange::Close;
+    let mut c = Counted::new(IdleTimeout::new(
+        client_stream,
+        fe.config.timeouts.client_idle,
+    ));
+    let mut u = Counted::new(IdleTimeout::new(upstream, fe.config.timeouts.client_idle));
+    let copied = tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut c, &mut u) => Some(r),
+        _ = role_lost(&server, role_at_connect, &mut changes), if close_on_change => None,
+    };
+    let (inb, outb, end) = match copied {
+        Some(Ok((a, b))) => (a, b, "--"),
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+            (c.read, u.read, "idle-timeout")
+        }
+        Some(Err(_)) => (c.read, u.read, "reset"),
+        None => {
+            tracing::info!(
+                backend = %cfg.name,
+                server = %server.name(),
+                client = %conn.client,
+                "closing connection: server is now {} (was {role_at_connect}) or down",
+                server.role()
+            );
+            (c.read, u.read, "role-change")
+        }
+    };
+    server.add_bytes(inb, outb);
     log::tcp(
         format,
-        client,
-        &frontend,
+        conn.client,
+        &conn.frontend,
         &cfg.name,
-        "<NOSRV>",
-        Duration::ZERO,
+        guard.server().name(),
+        tc,
         start.elapsed(),
-        0,
-        0,
-        "no-server",
+        inb,
+        outb,
+        end,
     );
 }
 

@@ -5,11 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::balance::{Balancer, ServerView};
-use crate::config::types::{BackendConfig, Config, FrontendConfig, HostMatch, RoleFilter, Route};
+#[cfg(test)]
+use crate::config::types::HostMatch;
+use crate::config::types::{BackendConfig, Config, FrontendConfig, RoleFilter, Route};
 
 use super::server::{Role, ServerState};
 use super::stats::{BackendStats, FrontendStats};
 use crate::proxy::ratelimit::RateLimiter;
+use crate::proxy::route::RouteIndex;
 
 /// One published generation of the live configuration.
 #[derive(Debug)]
@@ -40,7 +43,8 @@ pub struct FrontendRt {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Counters kept across reloads.
     pub stats: Arc<FrontendStats>,
-    pub routes: Vec<RouteRt>,
+    /// The routes in config order, with their index (built with the snapshot).
+    pub routes: Routes,
     pub default: Option<Arc<BackendRt>>,
     /// The frontend-wide rate limiter (buckets kept across reloads when unchanged).
     pub limiter: Option<Arc<RateLimiter>>,
@@ -65,29 +69,64 @@ impl std::fmt::Debug for FrontendRt {
 
 impl FrontendRt {
     /// The backend for a request with this host (may include a port) and
-    /// path, with the matching route's rate limiter.
+    /// path, with the matching route's rate limiter: the first route that
+    /// matches (found by index, see `proxy::route`), else the default backend.
     pub fn route(
         &self,
         host: Option<&str>,
         path: &str,
     ) -> Option<(&Arc<BackendRt>, Option<&Arc<RateLimiter>>)> {
-        let host = host.map(strip_port);
-        for rt in &self.routes {
-            let r = &rt.route;
-            if let Some(hm) = &r.host {
-                match host {
-                    Some(h) if host_matches(hm, h) => {}
-                    _ => continue,
-                }
-            }
-            if let Some(p) = &r.path_prefix {
-                if !path.starts_with(p.as_str()) {
-                    continue;
-                }
-            }
-            return Some((&rt.backend, rt.limiter.as_ref()));
+        let found = self.routes.index.lookup(host.map(strip_port), path);
+        match found.and_then(|i| self.routes.list.get(i)) {
+            Some(rt) => Some((&rt.backend, rt.limiter.as_ref())),
+            None => self.default.as_ref().map(|b| (b, None)),
         }
-        self.default.as_ref().map(|b| (b, None))
+    }
+}
+
+/// A frontend's routes in config order and the index that finds the first
+/// match without a scan. Collected from `RouteRt`s (the index is built then).
+#[derive(Debug, Default)]
+pub struct Routes {
+    list: Vec<RouteRt>,
+    index: RouteIndex,
+    /// The distinct backends the routes lead to (a frontend's 10 000 routes
+    /// usually share a few), for checks over "every backend of a frontend".
+    backends: Vec<Arc<BackendRt>>,
+}
+
+impl Routes {
+    /// The distinct backends these routes lead to.
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<BackendRt>> {
+        self.backends.iter()
+    }
+}
+
+impl FromIterator<RouteRt> for Routes {
+    fn from_iter<T: IntoIterator<Item = RouteRt>>(iter: T) -> Self {
+        let list: Vec<RouteRt> = iter.into_iter().collect();
+        let index = RouteIndex::build(
+            list.iter()
+                .map(|r| (r.route.host.as_ref(), r.route.path_prefix.as_deref())),
+        );
+        let mut seen = std::collections::HashSet::new();
+        let backends = list
+            .iter()
+            .filter(|r| seen.insert(Arc::as_ptr(&r.backend)))
+            .map(|r| r.backend.clone())
+            .collect();
+        Routes {
+            list,
+            index,
+            backends,
+        }
+    }
+}
+
+impl std::ops::Deref for Routes {
+    type Target = [RouteRt];
+    fn deref(&self) -> &[RouteRt] {
+        &self.list
     }
 }
 
@@ -105,6 +144,8 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// The linear scan's host rule, kept as the reference for the tests below.
+#[cfg(test)]
 fn host_matches(m: &HostMatch, host: &str) -> bool {
     let host = host.strip_suffix('.').unwrap_or(host);
     match m {

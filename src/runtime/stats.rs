@@ -72,8 +72,55 @@ pub struct FrontendStats {
     pub tls_handshakes: AtomicU64,
     pub tls_resumptions: AtomicU64,
     pub tls_failures: AtomicU64,
+    /// Requests that failed by the client's fault (body aborted or
+    /// malformed, client gone): never counted against a server.
+    pub client_errors: AtomicU64,
     /// Signalled when a client connection closes (for `maxconn`).
     pub closed: tokio::sync::Notify,
+    /// Responses this frontend's requests got, by backend and server: the
+    /// `frontend` label of `fulcrum_requests_total` (a backend reached from
+    /// two frontends is split between them as the requests were).
+    pub responses: ResponseCounts,
+}
+
+/// Response counts by (backend, server) and status class (1xx..5xx).
+#[derive(Debug, Default)]
+pub struct ResponseCounts(std::sync::RwLock<std::collections::HashMap<Box<str>, ByServer>>);
+
+/// One backend's response counts by server name.
+type ByServer = std::collections::HashMap<Box<str>, [AtomicU64; 5]>;
+
+impl ResponseCounts {
+    /// Count one response with `status` from `backend`/`server`.
+    pub fn add(&self, backend: &str, server: &str, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        let bump = |c: &[AtomicU64; 5]| {
+            if let Some(n) = c.get(class) {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        // The pair exists after its first response: a shared lock only.
+        if let Ok(m) = self.0.read() {
+            if let Some(c) = m.get(backend).and_then(|b| b.get(server)) {
+                return bump(c);
+            }
+        }
+        if let Ok(mut m) = self.0.write() {
+            let b = m.entry(backend.into()).or_default();
+            bump(b.entry(server.into()).or_default());
+        }
+    }
+
+    /// The counts of `backend`/`server` (zeros before its first response).
+    pub fn get(&self, backend: &str, server: &str) -> [u64; 5] {
+        let Ok(m) = self.0.read() else {
+            return [0; 5];
+        };
+        match m.get(backend).and_then(|b| b.get(server)) {
+            Some(c) => std::array::from_fn(|i| c[i].load(Ordering::Relaxed)),
+            None => [0; 5],
+        }
+    }
 }
 
 /// Traffic through one backend.

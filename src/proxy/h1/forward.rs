@@ -1,9 +1,9 @@
-//! Forwarding one request on the relay: pick a server, send, retry onto
-//! another server when that is safe, relay the response.
+//! Forwarding one request on the relay: the relay's [`Upstream`] (take a
+//! pooled connection or dial, write the head and body, read the answer's
+//! head), driven by the shared attempt loop; then the answer is relayed.
 
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -12,17 +12,20 @@ use super::head::{Framing, Kind};
 use super::{
     give_buf, take_buf, write_all, ChunkScanner, ClientIo, Exchange, Fallback, Next, Relay,
 };
-use crate::config::types::AccessLog;
-use crate::proxy::attempts::Attempts;
+use crate::proxy::attempts::{attempt, Lost, Upstream, Won};
+use crate::proxy::conn::ReqCtx;
+use crate::proxy::decide::{Answer, Forward, RequestId};
+use crate::proxy::error::{AttemptError, Retry, Stage};
 use crate::proxy::log::Pending;
 use crate::proxy::pool;
 use crate::runtime::{BackendRt, ServerState};
 
-/// Why sending a request or reading its response head failed.
+/// Why sending a request or reading its response head failed, as the relay
+/// sees it; [`SendError::into_attempt`] says what that means for a retry.
 enum SendError {
     /// Writing the request failed: the server had closed the connection, so
     /// it cannot have acted on the request (on a reused connection, the
-    /// keep-alive race). Safe to send again.
+    /// keep-alive race).
     NotSent(std::io::Error),
     /// The server closed or reset the connection after the request went out,
     /// before any byte of an answer.
@@ -33,175 +36,193 @@ enum SendError {
     ClientGone,
 }
 
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl SendError {
+    /// The shared form: whose fault, and whether the request may go again
+    /// (`sent`: how far this attempt got; `cl`: the body's length).
+    fn into_attempt(self, sent: &Sent, cl: u64) -> AttemptError {
+        // The body went out (the server may have acted on it), or the
+        // client already has an interim answer: not again.
+        let committed = sent.body || sent.answered;
         match self {
-            SendError::NotSent(e) | SendError::Closed(e) => e.fmt(f),
-            SendError::Bad(why) => f.write_str(why),
-            SendError::ClientGone => f.write_str("the client went away"),
+            SendError::ClientGone => AttemptError::client(Stage::Body, "the client went away"),
+            // Never written: safe everywhere, without an attempt on reuse.
+            SendError::NotSent(e) => AttemptError::server(Stage::Send, Retry::Stale, e),
+            // The hyper path's rule: a reused connection closed under a
+            // request without a body is the keep-alive race (a pooled
+            // connection is checked for a close before a body goes on it).
+            SendError::Closed(e) if cl == 0 && !sent.answered => {
+                AttemptError::server(Stage::Head, Retry::Stale, e)
+            }
+            SendError::Closed(e) => AttemptError::server(
+                Stage::Head,
+                if committed {
+                    Retry::Never
+                } else {
+                    Retry::Another
+                },
+                e,
+            ),
+            SendError::Bad(why) => AttemptError::server(
+                Stage::Head,
+                if committed {
+                    Retry::Never
+                } else {
+                    Retry::Another
+                },
+                why,
+            ),
+        }
+    }
+}
+
+/// The relay's side of one request's attempts.
+struct RelayUp<'a, I> {
+    relay: &'a mut Relay<I>,
+    backend: &'a BackendRt,
+    h: &'a mut Exchange,
+    /// Body bytes that came with the head (sent from `inbuf`).
+    buffered: usize,
+    head_request: bool,
+    sent: Sent,
+}
+
+impl<I: ClientIo> Upstream for RelayUp<'_, I> {
+    type Conn = TcpStream;
+    /// The server connection and the length of the answer's head in `upbuf`.
+    type Answer = (TcpStream, usize);
+
+    async fn connect(
+        &mut self,
+        server: &Arc<ServerState>,
+    ) -> Result<(TcpStream, bool), AttemptError> {
+        let t = &self.backend.config.timeouts;
+        if let Some(s) = take_alive(server, t.pool_idle, self.h.req.content_length > 0) {
+            return Ok((s, true));
+        }
+        match pool::dial(server.address(), t.connect).await {
+            Ok(s) => Ok((s, false)),
+            Err(e) => Err(AttemptError::connect(server, &e)),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        server: &Arc<ServerState>,
+        mut up: TcpStream,
+        _reused: bool,
+        _again: bool,
+    ) -> Result<(TcpStream, usize), AttemptError> {
+        let cl = self.h.req.content_length;
+        match self
+            .relay
+            .send(
+                self.h,
+                &mut up,
+                server,
+                self.buffered,
+                self.head_request,
+                &mut self.sent,
+            )
+            .await
+        {
+            Ok(n) => Ok((up, n)),
+            Err(e) => Err(e.into_attempt(&self.sent, cl)),
         }
     }
 }
 
 impl<I: ClientIo> Relay<I> {
-    /// Forward the current request to `backend` and relay the answer.
+    /// Forward the current request as `f` says and relay the answer.
     pub(super) async fn forward(
         &mut self,
         h: &mut Exchange,
-        backend: Arc<BackendRt>,
-        client_ip: IpAddr,
-        format: AccessLog,
-        start: Instant,
-        tq: Duration,
+        f: Forward,
+        mut ctx: ReqCtx,
     ) -> Result<Next, Fallback> {
+        let backend: Arc<BackendRt> = f.backend.clone();
         let cfg = &backend.config;
-        let t = &self.inbuf[h.req.target.clone()];
-        let path = &t[..t.iter().position(|&b| b == b'?').unwrap_or(t.len())];
-        let hash = crate::balance::request_key(cfg.balance, client_ip, path);
         let head_len = h.len;
         let head_request = &self.inbuf[h.req.method.clone()] == b"HEAD";
         // Taken now: a streamed body replaces the head in `inbuf`.
-        let mut method_uri = Some(self.method_uri(h, format));
+        (ctx.method, ctx.uri) = self.method_uri(h, ctx.format);
         let cl = h.req.content_length;
         let buffered = ((self.inbuf.len() - head_len) as u64).min(cl) as usize;
-        self.build_request(h);
-        let mut sent = Sent::default();
-        let mut att = Attempts::new(&backend, hash, None);
-        while let Some((server, idx)) = att.next_server().await {
-            let guard = server.begin_in(&backend.stats);
-            let tc_start = Instant::now();
-            let pooled = take_alive(&server, cfg.timeouts.pool_idle, cl > 0);
-            let (mut up, reused) = match pooled {
-                Some(s) => (s, true),
-                None => match pool::dial(server.address(), cfg.timeouts.connect).await {
-                    Ok(s) => (s, false),
-                    Err(e) => {
-                        att.connect_failed(&server, idx, &e);
-                        continue;
-                    }
-                },
-            };
-            let tc = if reused {
-                Duration::ZERO
-            } else {
-                tc_start.elapsed()
-            };
-            let tr_start = Instant::now();
-            let outcome = tokio::time::timeout(
-                cfg.timeouts.response,
-                self.send(h, &mut up, &server, buffered, head_request, &mut sent),
-            )
-            .await;
-            let resp_len = match outcome {
-                Ok(Ok(n)) => n,
-                Err(_) => {
-                    server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
-                    server.record_status(504);
-                    let why = format!(
-                        "server {}/{} did not answer within {:?}",
-                        cfg.name,
-                        server.name(),
-                        cfg.timeouts.response
-                    );
-                    drop(guard);
-                    let mu = method_uri.take();
-                    let streamed = sent.streamed;
-                    return self
-                        .fail(h, format, start, &cfg.name, (504, &why), streamed, mu)
-                        .await;
-                }
-                Ok(Err(SendError::ClientGone)) => return Ok(Next::Close),
-                // The server closed this idle connection as we reused it:
-                // again on another connection, when the request cannot have
-                // been acted on — never written, or written without a body
-                // (the hyper path's rule; a pooled connection is checked for
-                // a close before a request with a body goes on it).
-                Ok(Err(SendError::NotSent(_))) if reused && att.retry_stale() => continue,
-                Ok(Err(SendError::Closed(_)))
-                    if reused && cl == 0 && !sent.answered && att.retry_stale() =>
-                {
-                    continue
-                }
-                Ok(Err(err)) => {
-                    att.send_failed(&server, idx, err);
-                    if sent.body || sent.answered {
-                        // The body went out (the server may have acted on it),
-                        // or the client already has an interim answer.
-                        break;
-                    }
-                    continue;
-                }
-            };
-            server.record_success();
-            let (method, uri) = method_uri.take().unwrap_or_default();
-            let pending = Pending {
-                format,
-                client: self.client,
-                frontend: self.frontend.clone(),
-                backend: backend.name.clone(),
-                stats: backend.stats.clone(),
-                guard,
-                method,
-                uri,
-                status: h.resp.status,
-                tq,
-                start,
-                tc,
-                tr: tr_start.elapsed(),
-                retries: att.retries(),
-            };
-            if !sent.streamed {
-                self.inbuf.drain(..head_len + buffered);
-            }
-            return Ok(self
-                .relay_response(
-                    h,
-                    up,
-                    resp_len,
-                    &server,
-                    (cfg.pool_max_idle, cfg.timeouts.pool_idle),
-                    cfg.timeouts.response,
-                    pending,
-                )
-                .await);
-        }
-        let f = att.give_up();
-        self.fail(
+        self.build_request(h, &f.request_id);
+        let fe = self.fe.clone();
+        let mut up = RelayUp {
+            relay: self,
+            backend: &backend,
             h,
-            format,
-            start,
-            &cfg.name,
-            (f.status.as_u16(), &f.why),
-            sent.streamed,
-            method_uri,
+            buffered,
+            head_request,
+            sent: Sent::default(),
+        };
+        let won = attempt(
+            &backend,
+            &fe.stats,
+            (f.hash, f.sticky),
+            Some(cfg.timeouts.response),
+            &mut up,
         )
-        .await
-    }
-
-    /// Answer a failed request locally; the connection closes when part of
-    /// its body is unread or was consumed by a failed attempt.
-    #[allow(clippy::too_many_arguments)]
-    async fn fail(
-        &mut self,
-        h: &mut Exchange,
-        format: AccessLog,
-        start: Instant,
-        backend: &str,
-        (status, why): (u16, &str),
-        streamed: bool,
-        method_uri: Option<(http::Method, http::Uri)>,
-    ) -> Result<Next, Fallback> {
-        if streamed {
-            h.req.close = true;
+        .await;
+        let streamed = up.sent.streamed;
+        let Won {
+            answer: (conn, resp_len),
+            server,
+            guard,
+            tc,
+            tr,
+            retries,
+            ..
+        } = match won {
+            Ok(w) => w,
+            // Gone: nothing to answer (and nothing blamed on the server).
+            Err(Lost::Client(_)) => return Ok(Next::Close),
+            Err(Lost::Server(failure)) => {
+                if streamed {
+                    // Part of the body is unread or was consumed by a failed attempt.
+                    h.req.close = true;
+                }
+                let a = Answer {
+                    status: failure.status,
+                    why: failure.why.into(),
+                    retry_after: None,
+                    location: None,
+                    backend: Some(backend.name.clone()),
+                    error: true,
+                };
+                return self.local(h, ctx, &a, false).await;
+            }
+        };
+        let pending = Pending {
+            format: ctx.format,
+            client: self.conn.client,
+            frontend: self.conn.frontend.clone(),
+            backend: backend.name.clone(),
+            stats: backend.stats.clone(),
+            frontend_stats: fe.stats.clone(),
+            guard,
+            method: ctx.method,
+            uri: ctx.uri,
+            status: h.resp.status,
+            tq: ctx.tq,
+            start: ctx.start,
+            tc,
+            tr,
+            retries,
+        };
+        if !streamed {
+            self.inbuf.drain(..head_len + buffered);
         }
-        self.local(h, format, start, backend, (status, why), None, method_uri)
-            .await
+        Ok(self
+            .relay_response(h, conn, resp_len, &server, &backend, pending)
+            .await)
     }
 
     /// The request head as the server gets it, in `out`: request line, the
     /// client's fields minus hop-by-hop ones, forwarded fields, a request id.
     /// (The part of the body that came with the head is sent from `inbuf`.)
-    fn build_request(&mut self, h: &mut Exchange) {
+    fn build_request(&mut self, h: &mut Exchange, id: &RequestId) {
         let buf = &self.inbuf;
         let req = &h.req;
         let out = &mut h.out;
@@ -236,8 +257,11 @@ impl<I: ClientIo> Relay<I> {
             out.extend_from_slice(b", ");
         }
         let mut ip = [0u8; 64];
-        out.extend_from_slice(crate::proxy::headers::fmt_ip(self.client.ip(), &mut ip));
-        out.extend_from_slice(if self.https {
+        out.extend_from_slice(crate::proxy::headers::fmt_ip(
+            self.conn.client.ip(),
+            &mut ip,
+        ));
+        out.extend_from_slice(if self.conn.https {
             b"\r\nx-forwarded-proto: https"
         } else {
             b"\r\nx-forwarded-proto: http"
@@ -246,11 +270,10 @@ impl<I: ClientIo> Relay<I> {
             out.extend_from_slice(b"\r\nx-forwarded-host: ");
             out.extend_from_slice(&buf[h]);
         }
-        if self.fe.config.request_id && !has_id {
-            let mut id = [0u8; 32];
-            crate::proxy::edge::write_request_id(&mut id);
+        // `decide` saw the same fields: a new id only when none came.
+        if let (RequestId::New(id), false) = (id, has_id) {
             out.extend_from_slice(b"\r\nx-request-id: ");
-            out.extend_from_slice(&id);
+            out.extend_from_slice(id);
         }
         out.extend_from_slice(b"\r\n\r\n");
     }
@@ -365,21 +388,22 @@ impl<I: ClientIo> Relay<I> {
 
     /// Write the response to the client, streaming its body; give the server
     /// connection back to the pool when the exchange ended cleanly.
-    #[allow(clippy::too_many_arguments)]
     async fn relay_response(
         &mut self,
         h: &mut Exchange,
         mut up: TcpStream,
         head_len: usize,
         server: &Arc<ServerState>,
-        (max_idle, max_age): (usize, Duration),
-        server_idle: Duration,
+        backend: &BackendRt,
         pending: Pending,
     ) -> Next {
+        let t = &backend.config.timeouts;
+        let (max_idle, max_age, server_idle) =
+            (backend.config.pool_max_idle, t.pool_idle, t.response);
         let framing = h.resp.framing;
         // Draining: tell the client this is the last answer (HAProxy too).
         let close =
-            h.req.close || self.closing || self.rt.is_draining() || framing == Framing::Close;
+            h.req.close || self.closing || self.conn.rt.is_draining() || framing == Framing::Close;
         let mut out = std::mem::take(&mut h.out);
         out.clear();
         self.write_response_head(h, &mut out, close);

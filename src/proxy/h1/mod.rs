@@ -9,12 +9,16 @@
 //! second task per exchange, no header map: this is what HAProxy does, and it
 //! halves the CPU per request (see README, Performance).
 //!
+//! Policy is not here: each request's facts go to `proxy::decide`, and the
+//! forwarding to `proxy::attempts` (this module implements its `Upstream`).
+//!
 //! Whatever the relay does not handle itself — HTTP/1.0, upgrades,
 //! `Expect`, chunked requests, malformed or oversized heads, and frontends or
 //! backends with TLS to servers, HTTP/2, PROXY headers to servers, sticky
-//! cookies, redirects or header rules — is handed, with the bytes already
-//! read, to the general hyper path (`proxy::http`) for the rest of the
-//! connection, so both paths answer such requests identically.
+//! cookies, redirects or header rules ([`eligible`]) — is handed back, with
+//! the bytes already read ([`Handover`]), to `proxy::serve`, which gives the
+//! rest of the connection to the general hyper path, so both paths answer
+//! such requests identically.
 
 mod chunked;
 mod forward;
@@ -26,8 +30,6 @@ pub use head::{Framing, Parsed, ReqHead, RespHead};
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -35,11 +37,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use self::head::Kind;
+use self::head::{Field, Kind};
+use super::answer;
+use super::conn::{ConnGuards, ConnInfo, ReqCtx};
+use super::decide::{self, Answer, Decision, RequestFacts};
 use super::lazy::LazyTcp;
-use super::log;
 use crate::config::types::AccessLog;
-use crate::runtime::{BackendRt, FrontendRt, Runtime};
+use crate::runtime::{BackendRt, FrontendRt};
 
 /// Read buffer size (one per direction, taken only while a request is in flight).
 const BUF: usize = 16 * 1024;
@@ -86,19 +90,76 @@ impl ClientIo for crate::tls::alert_flush::AlertFlush {
     }
 }
 
-/// True when every request of this frontend may take the relay (the backend
-/// is checked per request).
-pub(crate) fn frontend_eligible(fe: &FrontendRt) -> bool {
+/// True when the relay can serve every request of this frontend that it
+/// can parse: nothing the frontend or any of its backends asks for needs
+/// the general path. Decided when the connection is accepted
+/// (`proxy::serve`), and again by a relay connection when a new snapshot
+/// comes (then it hands the connection over before deciding the request).
+pub(crate) fn eligible(fe: &FrontendRt) -> bool {
     let c = &fe.config;
-    !c.h2c
+    enabled()
+        && !c.h2c
         && c.redirect_https.is_none()
         && c.request_headers.is_empty()
         && c.response_headers.is_empty()
+        && fe.default.as_deref().is_none_or(backend_eligible)
+        && fe.routes.backends().all(|b| backend_eligible(b))
+}
+
+/// False when the environment says `FULCRUM_RELAY=off` (read once): every
+/// HTTP connection then takes the hyper path — to compare the two paths
+/// (the parity test does) or to rule the relay out when chasing a problem.
+fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FULCRUM_RELAY").is_none_or(|v| v != "off"))
 }
 
 fn backend_eligible(b: &BackendRt) -> bool {
     let c = &b.config;
     b.tls.is_none() && !c.http2 && c.proxy_protocol.is_none() && c.sticky.is_none()
+}
+
+/// The request headers `decide` reads, over the relay's parsed head.
+struct HeadFields<'a> {
+    buf: &'a [u8],
+    fields: &'a [Field],
+}
+
+impl decide::Headers for HeadFields<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|f| {
+                self.buf
+                    .get(f.name.clone())
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+            })
+            .and_then(|f| self.buf.get(f.value.clone()))
+    }
+    fn forwarded_for(&self) -> impl DoubleEndedIterator<Item = &[u8]> {
+        self.fields
+            .iter()
+            .filter(|f| f.kind == Kind::XForwardedFor)
+            .filter_map(|f| self.buf.get(f.value.clone()))
+    }
+    fn has_request_id(&self) -> bool {
+        self.fields.iter().any(|f| f.kind == Kind::XRequestId)
+    }
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .filter(|f| {
+                self.buf
+                    .get(f.name.clone())
+                    .is_some_and(|n| n.eq_ignore_ascii_case(b"cookie"))
+            })
+            .filter_map(|f| self.buf.get(f.value.clone()))
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.trim())
+    }
 }
 
 thread_local! {
@@ -156,16 +217,11 @@ fn give_buf(mut buf: Vec<u8>) {
     });
 }
 
-/// Per-connection state.
-struct Relay<I> {
-    rt: Arc<Runtime>,
-    frontend: Arc<str>,
+/// Per-connection state (boxed once, so the connection's task holds a pointer).
+pub(crate) struct Relay<I> {
+    conn: ConnInfo,
     fe: Arc<FrontendRt>,
     io: I,
-    client: SocketAddr,
-    local: SocketAddr,
-    /// The client came over TLS (`X-Forwarded-Proto: https`).
-    https: bool,
     /// Bytes from the client not consumed yet.
     inbuf: Vec<u8>,
     /// The snapshot generation `fe` was taken from.
@@ -183,70 +239,28 @@ enum Next {
     Close,
 }
 
-/// Guards a client connection holds for its whole life, whichever task
-/// serves it: the frontend's connection count (maxconn) and the process's
-/// open-connection count (graceful stop).
-pub(crate) struct ConnGuards {
-    _count: super::http::ConnCount,
-    _open: crate::runtime::conns::ConnGuard,
+/// A connection the relay hands to the general path: the stream with the
+/// bytes already read put back in front.
+pub(crate) struct Handover<I> {
+    pub(crate) guards: ConnGuards,
+    pub(crate) conn: ConnInfo,
+    pub(crate) fe: Arc<FrontendRt>,
+    pub(crate) io: rewind::Rewind<I>,
 }
 
-impl ConnGuards {
-    pub(crate) fn new(rt: &Runtime, count: super::http::ConnCount) -> Self {
-        ConnGuards {
-            _count: count,
-            _open: rt.conns.track(),
-        }
-    }
-}
-
-/// Start serving a plain client connection with the relay in its own task.
-/// The task holds little more than the wait for the next request: its
-/// state is boxed once, and the exchange is boxed per request, so an idle
-/// keep-alive connection costs a few hundred bytes plus its socket.
-pub(crate) fn spawn<I: ClientIo>(
-    rt: Arc<Runtime>,
-    frontend: Arc<str>,
+/// A relay for a client connection, to [`run`]. The state is boxed once and
+/// the exchange is boxed per request, so an idle keep-alive connection costs
+/// a few hundred bytes plus its socket.
+pub(crate) fn relay<I: ClientIo>(
+    conn: ConnInfo,
     fe: Arc<FrontendRt>,
     io: I,
-    addrs: (SocketAddr, SocketAddr),
-    https: bool,
-    guards: ConnGuards,
-) {
-    tokio::spawn(run(relay(rt, frontend, fe, io, addrs, https, guards)));
-}
-
-/// Serve a client connection with the relay in the current task, handing it
-/// to the general path when a request needs it.
-pub(crate) async fn serve<I: ClientIo>(
-    rt: Arc<Runtime>,
-    frontend: Arc<str>,
-    fe: Arc<FrontendRt>,
-    io: I,
-    addrs: (SocketAddr, SocketAddr),
-    https: bool,
-    guards: ConnGuards,
-) {
-    run(relay(rt, frontend, fe, io, addrs, https, guards)).await
-}
-
-fn relay<I: ClientIo>(
-    rt: Arc<Runtime>,
-    frontend: Arc<str>,
-    fe: Arc<FrontendRt>,
-    io: I,
-    (client, local): (SocketAddr, SocketAddr),
-    https: bool,
     guards: ConnGuards,
 ) -> Box<Relay<I>> {
     Box::new(Relay {
-        rt,
-        frontend,
+        conn,
         fe,
         io,
-        client,
-        local,
-        https,
         inbuf: Vec::new(),
         generation: 0,
         closing: false,
@@ -256,8 +270,9 @@ fn relay<I: ClientIo>(
     })
 }
 
-/// The request loop of a connection.
-async fn run<I: ClientIo>(mut r: Box<Relay<I>>) {
+/// Serve a client connection with the relay until it ends, or until a
+/// request needs the general path: then the connection is handed back.
+pub(crate) async fn run<I: ClientIo>(mut r: Box<Relay<I>>) -> Option<Handover<I>> {
     loop {
         if r.inbuf.is_empty() {
             r.release_buffers();
@@ -268,10 +283,10 @@ async fn run<I: ClientIo>(mut r: Box<Relay<I>>) {
                 t.client_header.min(t.client_idle)
             };
             if !r.next_request(wait).await {
-                return;
+                return None;
             }
         }
-        r.closing = r.rt.is_draining();
+        r.closing = r.conn.rt.is_draining();
         // Boxed: the task of a connection waiting for its next request holds
         // only the waiting state, not the largest state of an exchange.
         match Box::pin(r.request()).await {
@@ -279,9 +294,8 @@ async fn run<I: ClientIo>(mut r: Box<Relay<I>>) {
             // began kept the connection open, and the client may be sending
             // its next request already; `next_request` lingers for it.
             Step::KeepAlive => {}
-            Step::Close => return,
-            // Boxed too: rare, and large (it holds the whole connection).
-            Step::Fallback => return Box::pin(r.fallback()).await,
+            Step::Close => return None,
+            Step::Fallback => return Some((*r).handover()),
         }
     }
 }
@@ -365,8 +379,8 @@ impl<I: ClientIo> Relay<I> {
             // TLS may hold decrypted bytes above the socket: read through it.
             return Box::pin(self.fill_within(wait)).await;
         }
-        let rt = self.rt.clone();
-        let mut drained = std::pin::pin!(rt.drained(usize::from(self.client.port())));
+        let rt = self.conn.rt.clone();
+        let mut drained = std::pin::pin!(rt.drained(usize::from(self.conn.client.port())));
         drained.as_mut().enable();
         let mut timer = std::pin::pin!(tokio::time::sleep(wait));
         // Draining: a request may already be on its way; wait a little for
@@ -419,7 +433,7 @@ impl<I: ClientIo> Relay<I> {
     /// `fill` within `wait`; once the process drains, within
     /// [`super::DRAIN_IDLE_LINGER`] at most.
     async fn fill_within(&mut self, wait: Duration) -> bool {
-        let (rt, key) = (self.rt.clone(), usize::from(self.client.port()));
+        let (rt, key) = (self.conn.rt.clone(), usize::from(self.conn.client.port()));
         let deadline = tokio::time::Instant::now() + wait;
         let fill = self.fill();
         let mut fill = std::pin::pin!(fill);
@@ -485,23 +499,16 @@ impl<I: ClientIo> Relay<I> {
     }
 
     /// Give the connection, with what was read of it, to the hyper path.
-    async fn fallback(self: Box<Self>) {
-        let this = *self;
-        let _guards = this.guards;
-        let io = rewind::Rewind::new(this.inbuf, this.io);
-        Box::pin(super::http::serve_io(
-            this.rt,
-            this.frontend,
-            this.fe,
-            io,
-            (this.client, this.local),
-            this.https,
-            super::http::Proto::Http1,
-        ))
-        .await;
+    fn handover(self) -> Handover<I> {
+        Handover {
+            guards: self.guards,
+            conn: self.conn,
+            fe: self.fe,
+            io: rewind::Rewind::new(self.inbuf, self.io),
+        }
     }
 
-    /// One request: route, forward, relay the answer.
+    /// One request: decide, forward, relay the answer.
     async fn exchange(
         &mut self,
         h: &mut Exchange,
@@ -511,35 +518,26 @@ impl<I: ClientIo> Relay<I> {
         // The frontend as the current snapshot has it, so a reload or a
         // runtime change (servers added, removed, routes) reaches keep-alive
         // connections too; looked up again only when the snapshot changed.
-        let format = {
-            let snap = self.rt.snapshot();
+        let (format, removed) = {
+            let snap = self.conn.rt.snapshot();
+            let mut removed = false;
             if snap.generation != self.generation {
-                match snap.frontends.get(&*self.frontend) {
-                    Some(fe) => self.fe = fe.clone(),
-                    None => {
-                        drop(snap);
-                        return self
-                            .local(
-                                h,
-                                AccessLog::Off,
-                                start,
-                                "-",
-                                (503, "this frontend is being removed"),
-                                None,
-                                None,
-                            )
-                            .await
-                            .map(|_| Next::Close);
+                match snap.frontends.get(&*self.conn.frontend) {
+                    Some(fe) => {
+                        if !eligible(fe) {
+                            // The new snapshot needs the general path: hand
+                            // over before deciding, so nothing counts twice.
+                            return Err(Fallback);
+                        }
+                        self.fe = fe.clone();
+                        self.generation = snap.generation;
                     }
+                    None => removed = true,
                 }
-                self.generation = snap.generation;
             }
-            snap.config.log.access
+            (snap.config.log.access, removed)
         };
         let fe = self.fe.clone();
-        if !frontend_eligible(&fe) {
-            return Err(Fallback);
-        }
         let buf = &self.inbuf;
         let req = &h.req;
         let host = req
@@ -552,103 +550,58 @@ impl<I: ClientIo> Relay<I> {
             .position(|&b| b == b'?')
             .unwrap_or(target.len());
         let path = std::str::from_utf8(&target[..path_end]).unwrap_or("");
-        if fe
-            .config
-            .max_body_bytes
-            .is_some_and(|max| req.content_length > max)
-        {
-            return Err(Fallback);
-        }
-        let Some((backend, limiter)) = fe.route(host, path) else {
-            fe.stats.requests.fetch_add(1, Ordering::Relaxed);
-            return self
-                .local(
-                    h,
-                    format,
-                    start,
-                    "-",
-                    (503, "no backend is configured for this host and path"),
-                    None,
-                    None,
-                )
-                .await;
+        let facts = RequestFacts {
+            kind: decide::Kind::Http,
+            host,
+            path,
+            path_and_query: std::str::from_utf8(target).unwrap_or(""),
+            content_length: Some(req.content_length),
+            peer: self.conn.client.ip(),
+            headers: &HeadFields {
+                buf,
+                fields: &req.fields,
+            },
+            now: start,
         };
-        if !backend_eligible(backend) {
-            return Err(Fallback);
-        }
-        let (backend, limiter) = (backend.clone(), limiter.cloned());
-        fe.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let client_ip = if fe.config.trusted_proxies.is_empty() {
-            self.client.ip()
-        } else {
-            super::edge::client_ip_from(
-                self.client.ip(),
-                req.fields
-                    .iter()
-                    .filter(|f| f.kind == Kind::XForwardedFor)
-                    .map(|f| &buf[f.value.clone()]),
-                &fe.config.trusted_proxies,
-            )
+        let decision = decide::decide((!removed).then_some(&*fe), &facts);
+        let ctx = ReqCtx {
+            format,
+            start,
+            tq,
+            method: http::Method::GET,
+            uri: http::Uri::default(),
         };
-        for limiter in [fe.limiter.as_ref(), limiter.as_ref()]
-            .into_iter()
-            .flatten()
-        {
-            let key = super::edge::rate_key(&limiter.config.key, client_ip, |name| {
-                req.fields
-                    .iter()
-                    .find(|f| buf[f.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
-                    .map(|f| &buf[f.value.clone()])
-            });
-            if let Err(wait) = limiter.check(&key, Instant::now()) {
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                self.fe.stats.denied.fetch_add(1, Ordering::Relaxed);
-                return self
-                    .local(
-                        h,
-                        format,
-                        start,
-                        &backend.config.name,
-                        (429, "rate limit exceeded; slow down"),
-                        Some(secs),
-                        None,
-                    )
-                    .await;
+        match decision {
+            Decision::Answer(a) => {
+                let close = removed;
+                self.local(h, ctx, &a, close).await
             }
+            Decision::Forward(f) => self.forward(h, f, ctx).await,
         }
-        self.forward(h, backend, client_ip, format, start, tq).await
     }
 
-    /// Answer locally (no server) and log it; closes the connection when the
-    /// request's body was not read.
-    #[allow(clippy::too_many_arguments)]
+    /// Answer locally (no server) and log it when it is an error; closes the
+    /// connection when the request's body was not read (or `close`).
     async fn local(
         &mut self,
         h: &mut Exchange,
-        format: AccessLog,
-        start: Instant,
-        backend: &str,
-        (status, why): (u16, &str),
-        retry_after: Option<u64>,
-        method_uri: Option<(http::Method, http::Uri)>,
+        mut ctx: ReqCtx,
+        a: &Answer,
+        close: bool,
     ) -> Result<Next, Fallback> {
-        self.fe.stats.local_errors.fetch_add(1, Ordering::Relaxed);
-        if format != AccessLog::Off {
-            let (m, u) = method_uri.unwrap_or_else(|| self.method_uri(h, format));
-            log::local(
-                format,
-                self.client,
-                &self.frontend,
-                backend,
-                &m,
-                &u,
-                status,
-                start,
-                why,
+        if a.error && ctx.format != AccessLog::Off {
+            if ctx.uri == http::Uri::default() {
+                (ctx.method, ctx.uri) = self.method_uri(h, ctx.format);
+            }
+            ctx.log_local(
+                &self.conn,
+                a.backend.as_deref().unwrap_or("-"),
+                a.status.as_u16(),
+                &a.why,
             );
         }
-        let close = h.req.close || h.req.content_length > 0;
-        write_local(&mut h.out, status, why, retry_after, close);
+        let close = close || h.req.close || h.req.content_length > 0;
+        answer::write(&mut h.out, a, close);
         let ok = write_all(
             &mut self.io,
             &h.out,
@@ -676,28 +629,6 @@ impl<I: ClientIo> Relay<I> {
         };
         (m, u)
     }
-}
-
-/// A short local answer, like `proxy::http::local_response`.
-fn write_local(out: &mut Vec<u8>, status: u16, why: &str, retry_after: Option<u64>, close: bool) {
-    use std::io::Write;
-    let code = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-    let reason = code.canonical_reason().unwrap_or("");
-    let body = super::http::local_body(code, why);
-    out.clear();
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    if let Some(s) = retry_after {
-        let _ = write!(out, "retry-after: {s}\r\n");
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
 }
 
 /// Write `head` then `body`: at once when the socket has room (one `writev`,
