@@ -276,7 +276,7 @@ async fn reload(rt: &Arc<Runtime>, path: Option<&std::path::Path>) {
                 errors.0.len()
             );
         }
-        Ok(cfg) => match rt.apply(Change::Reload(Box::new(cfg))).await {
+        Ok(cfg) => match rt.apply_by(Change::Reload(Box::new(cfg)), "sighup").await {
             Ok(generation) => tracing::info!(generation, "reloaded {}", path.display()),
             Err(e) => {
                 tracing::error!("reload refused: {e}; the running configuration stays in force")

@@ -61,6 +61,10 @@ impl AdminState {
     }
 }
 
+/// The address of the admin client that sent a request (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Bind the admin listener and serve it in the background. Returns the bound address.
 pub async fn start(
     rt: Arc<Runtime>,
@@ -88,7 +92,7 @@ pub async fn start(
     tracing::info!(addr = %local, "admin listener (dashboard, API, metrics)");
     tokio::spawn(async move {
         loop {
-            let (stream, _) = match listener.accept().await {
+            let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
@@ -98,7 +102,8 @@ pub async fn start(
             };
             let state = state.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
+                let svc = service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(ClientAddr(peer));
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(api::handle(&state, req).await) }
                 });

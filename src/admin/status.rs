@@ -95,6 +95,9 @@ pub struct ServerStatus {
     pub request_rate: f64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Where the server comes from: `file`, `inventory`, `dns`, `discovery` or `api`.
+    #[serde(default)]
+    pub source: String,
     pub last_check: Option<CheckStatus>,
     /// Recent checks, oldest first.
     pub check_history: Vec<CheckStatus>,
@@ -179,6 +182,7 @@ pub fn server_status(s: &ServerState) -> ServerStatus {
         request_rate: s.request_rate(),
         bytes_in,
         bytes_out,
+        source: s.source().as_str().to_string(),
         last_check: s.last_check().map(check),
         check_history: s.check_history().into_iter().map(check).collect(),
     }
@@ -243,7 +247,7 @@ pub fn status(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>) -> Status {
     Status {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_seconds: rt.uptime().as_secs_f64(),
-        generation: snap.generation,
+        generation: rt.generation(),
         config_file: snap.config.source.as_ref().map(|p| p.display().to_string()),
         frontends,
         backends: snap

@@ -31,6 +31,7 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGlobal {
     pub threads: Option<S<i64>>,
+    pub state_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::duration::parse_duration;
@@ -267,6 +268,19 @@ fn build(cx: &mut Ctx<'_>, raw: RawConfig) -> Config {
                 .as_ref()
                 .map(|_| cx.int(&g.threads, "threads", 1, 1024, 1) as usize)
         }),
+        state_file: match raw.global.as_ref().and_then(|g| g.state_file.as_ref()) {
+            None => StateFile::Default,
+            Some(v) if v.get_ref() == "off" => StateFile::Off,
+            Some(v) if v.get_ref().is_empty() => {
+                cx.err(
+                    v,
+                    "empty state_file",
+                    Some("give a path, or \"off\" to keep no state file"),
+                );
+                StateFile::Default
+            }
+            Some(v) => StateFile::Path(PathBuf::from(v.get_ref())),
+        },
     };
     let vrrp = crate::vrrp::config::validate(&cx.loc, raw.vrrp.as_ref(), &mut cx.errors);
     Config {

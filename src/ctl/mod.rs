@@ -71,7 +71,13 @@ pub enum CtlCmd {
         force: bool,
     },
     /// Re-read the configuration file; prints the errors if it is bad.
-    Reload,
+    /// Runtime edits (drain, weight, servers added or removed) are kept
+    /// unless the file changed that same server.
+    Reload {
+        /// Drop every runtime edit: the pool becomes exactly the file's (and discovery's).
+        #[arg(long)]
+        reset: bool,
+    },
     /// VRRP instances: state, master, priority, packet counters.
     Vrrp,
 }
@@ -254,8 +260,13 @@ pub async fn run(args: CtlArgs) -> Result<i32> {
             .await;
             Ok(i32::from(!ok))
         }
-        CtlCmd::Reload => {
-            let ok = change_all(&nodes, token, "POST", "/api/v1/reload", None).await;
+        CtlCmd::Reload { reset } => {
+            let path = if *reset {
+                "/api/v1/reload?reset=true"
+            } else {
+                "/api/v1/reload"
+            };
+            let ok = change_all(&nodes, token, "POST", path, None).await;
             Ok(i32::from(!ok))
         }
     }
@@ -431,6 +442,7 @@ pub fn render_servers(v: &Value) -> String {
         "BACKEND",
         "SERVER",
         "ADDRESS",
+        "SOURCE",
         "ADMIN",
         "HEALTH",
         "WEIGHT",
@@ -464,6 +476,7 @@ pub fn render_servers(v: &Value) -> String {
                 s(b, "name").into(),
                 s(sv, "name").into(),
                 s(sv, "address").into(),
+                s(sv, "source").into(),
                 s(sv, "admin").into(),
                 health,
                 n(sv, "weight").to_string(),
