@@ -114,6 +114,33 @@ servers = [{{ name = "web-f", address = "{af}" }}]
         row("web-f", "ready", "file", 3),
     ];
     assert_eq!(pool(admin), left);
+    // The read side: compact, filtered, paged.
+    let drained = get(admin, "/api/v1/status?compact=true&state=drain")
+        .expect("status")
+        .json();
+    let names: Vec<_> = drained["backends"][0]["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names, ["web-2"], "{drained}");
+    assert!(drained["backends"][0]["servers"][0]
+        .get("check_history")
+        .is_none());
+    let page = get(admin, "/api/v1/status?backend=web&limit=2")
+        .expect("status")
+        .json();
+    assert_eq!(page["page"]["servers_matched"], 3, "{page}");
+    assert_eq!(page["page"]["next_offset"], 2, "{page}");
+    assert_eq!(
+        page["backends"][0]["servers"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let r = get(admin, "/api/v1/status?state=sideways").expect("status");
+    assert_eq!(r.status, 400, "{}", r.body);
+    let out = ok(&["--admin", &url, "servers", "web", "--state", "drain"]);
+    assert!(out.contains("web-2") && !out.contains("web-3"), "{out}");
     let out = ok(&["--admin", &url, "servers"]);
     assert!(out.contains("SOURCE") && out.contains("inventory"), "{out}");
 

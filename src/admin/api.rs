@@ -75,7 +75,18 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
             super::metrics::render(&st.rt),
         ),
         (Method::GET, ["api", "v1", "status"]) => {
-            json_resp(200, &status::status(&st.rt, st.vrrp_json()))
+            match super::status_query::StatusQuery::parse(&query) {
+                Ok(q) if q == super::status_query::StatusQuery::full() => {
+                    json_resp(200, &status::status(&st.rt, st.vrrp_json()))
+                }
+                // Filtered or compact answers are for programs: no pretty-printing.
+                Ok(q) => {
+                    let doc = status::status_for(&st.rt, st.vrrp_json(), &q);
+                    let body = serde_json::to_vec(&doc).unwrap_or_else(|_| b"{}".to_vec());
+                    respond(200, "application/json", body)
+                }
+                Err(e) => error(400, e),
+            }
         }
         (Method::GET, ["api", "v1", "vrrp"]) => json_resp(200, &st.vrrp_json()),
         (Method::GET, ["api", "v1", "backends", b, "servers", s]) => {

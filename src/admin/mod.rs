@@ -7,6 +7,7 @@
 pub mod api;
 pub mod metrics;
 pub mod status;
+pub mod status_query;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

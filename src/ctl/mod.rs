@@ -33,8 +33,14 @@ pub struct CtlArgs {
 pub enum CtlCmd {
     /// Version, uptime, config generation, frontends and backends.
     Status,
-    /// Every server as an aligned table.
-    Servers,
+    /// Every server as an aligned table (from the compact status form).
+    Servers {
+        /// Only this backend's servers.
+        backend: Option<String>,
+        /// Only servers in this state: up, down, ready, drain, maint, usable, unusable, ejected.
+        #[arg(long)]
+        state: Option<String>,
+    },
     /// Stop new traffic to BACKEND/SERVER; in-flight requests finish.
     Drain {
         target: String,
@@ -145,21 +151,30 @@ pub async fn run(args: CtlArgs) -> Result<i32> {
     let token = token.as_deref();
     let many = nodes.len() > 1;
     match &args.cmd {
-        CtlCmd::Status | CtlCmd::Servers | CtlCmd::Vrrp => {
+        CtlCmd::Status | CtlCmd::Servers { .. } | CtlCmd::Vrrp => {
             let mut failed = false;
             for n in &nodes {
                 if many {
                     println!("== {}", n.url);
                 }
-                let path = if matches!(args.cmd, CtlCmd::Vrrp) {
-                    "/api/v1/vrrp"
-                } else {
-                    "/api/v1/status"
+                let path = match &args.cmd {
+                    CtlCmd::Vrrp => "/api/v1/vrrp".to_string(),
+                    CtlCmd::Servers { backend, state } => {
+                        let mut p = "/api/v1/status?compact=true".to_string();
+                        if let Some(b) = backend {
+                            p += &format!("&backend={}", query_escape(b));
+                        }
+                        if let Some(s) = state {
+                            p += &format!("&state={}", query_escape(s));
+                        }
+                        p
+                    }
+                    _ => "/api/v1/status".to_string(),
                 };
-                match call(n, token, "GET", path, None).await {
+                match call(n, token, "GET", &path, None).await {
                     Ok(a) if a.status == 200 => match args.cmd {
                         CtlCmd::Status => print!("{}", render_status(&a.json)),
-                        CtlCmd::Servers => print!("{}", render_servers(&a.json)),
+                        CtlCmd::Servers { .. } => print!("{}", render_servers(&a.json)),
                         _ => print!("{}", render_vrrp(&a.json)),
                     },
                     Ok(a) => {
@@ -434,6 +449,19 @@ pub fn render_status(v: &Value) -> String {
         out += &format!("vrrp     {:<16} {}\n", s(i, "name"), s(i, "state"));
     }
     out
+}
+
+/// Percent-encode a query value (names are letters, digits, `-_.`; anything else is escaped).
+fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.,".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// `ctl servers` table.
