@@ -59,6 +59,8 @@ pub struct CompactServer {
     pub weight: u32,
     pub active: u32,
     pub total: u64,
+    /// Responses by class.
+    pub responses: ResponseCounts,
     /// Requests per second over the last second.
     pub request_rate: f64,
     pub last_check: Option<CheckStatus>,
@@ -205,8 +207,20 @@ pub fn compact_server(s: &ServerState) -> CompactServer {
         weight: s.weight(),
         active: s.active(),
         total: s.total(),
+        responses: response_counts(s),
         request_rate: s.request_rate(),
         last_check: s.last_check().map(|c| check_status(s, c)),
+    }
+}
+
+fn response_counts(s: &ServerState) -> ResponseCounts {
+    let r = s.responses();
+    ResponseCounts {
+        c1: r[0],
+        c2: r[1],
+        c3: r[2],
+        c4: r[3],
+        c5: r[4],
     }
 }
 
