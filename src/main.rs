@@ -240,12 +240,20 @@ async fn serve_signals(
     grace: Duration,
     vrrp: fulcrum::vrrp::Vrrp,
 ) -> Result<()> {
+    let mut vrrp = vrrp;
+    // SIGHUP and API reloads alike: VRRP follows the applied configuration.
+    let mut reloads = rt.watch_reloads();
+    reloads.borrow_and_update();
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = hup.recv() => reload(&rt, config.as_deref()).await,
+            Ok(()) = reloads.changed() => {
+                let cfg = reloads.borrow_and_update().clone();
+                vrrp.reconcile(&cfg.vrrp, Some(fulcrum::vrrp::frontends_probe(rt.clone()))).await;
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

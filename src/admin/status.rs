@@ -41,7 +41,7 @@ pub struct Page {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ServerEntry {
-    Full(Box<ServerStatus>),
+    Full(ServerStatus),
     Compact(CompactServer),
 }
 
@@ -316,7 +316,7 @@ fn select(
         if q.compact {
             ServerEntry::Compact(compact_server(s))
         } else {
-            ServerEntry::Full(Box::new(server_status_with(s, q.history)))
+            ServerEntry::Full(server_status_with(s, q.history))
         }
     };
     let end = q.limit.map_or(usize::MAX, |l| q.offset.saturating_add(l));

@@ -183,6 +183,9 @@ pub struct Runtime {
     started: SystemTime,
     control: Mutex<Control>,
     persist: Option<Arc<Persist>>,
+    /// The configuration of the last applied reload, for the tasks that follow
+    /// it outside the runtime (VRRP).
+    reloaded: tokio::sync::watch::Sender<Arc<Config>>,
     /// Open client connections, for graceful shutdown.
     pub conns: ConnTracker,
     /// Set when draining starts: read per request, so an atomic.
@@ -250,6 +253,7 @@ impl Runtime {
             started: SystemTime::now(),
             control: Mutex::new(control),
             persist,
+            reloaded: tokio::sync::watch::Sender::new(Arc::new(config.clone())),
             conns: ConnTracker::default(),
             drain_started: AtomicBool::new(false),
             drain: std::array::from_fn(|_| tokio::sync::Notify::new()),
@@ -286,6 +290,12 @@ impl Runtime {
     /// Time since the runtime started.
     pub fn uptime(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// Sees the configuration of every applied reload (SIGHUP or API), so
+    /// what runs beside the runtime (VRRP) re-applies its section.
+    pub fn watch_reloads(&self) -> tokio::sync::watch::Receiver<Arc<Config>> {
+        self.reloaded.subscribe()
     }
 
     /// The state file runtime edits are kept in, if any.
@@ -744,6 +754,7 @@ impl Runtime {
         control.tasks.retire_checkers(&next);
         control.tasks.sync_discovery(self, &next);
         self.persist(control);
+        self.reloaded.send_replace(next.config.clone());
         tracing::info!(generation, backends_kept = kept, backends_rebuilt = rebuilt.len(), frontends_kept, %by, "configuration applied");
         Ok(generation)
     }
