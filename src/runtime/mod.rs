@@ -753,7 +753,10 @@ impl Runtime {
         }
         control.tasks.retire_checkers(&next);
         control.tasks.sync_discovery(self, &next);
-        self.persist(control);
+        // At start, an empty state is not worth a file.
+        if current.generation > 0 || !control.overlay.is_empty() {
+            self.persist(control);
+        }
         self.reloaded.send_replace(next.config.clone());
         tracing::info!(generation, backends_kept = kept, backends_rebuilt = rebuilt.len(), frontends_kept, %by, "configuration applied");
         Ok(generation)
