@@ -81,10 +81,9 @@ def main():
     # One state change, 20 times each way, interleaved.
     f_ms, h_ms = [], []
     for i in range(20):
-        st_f = "drain" if i % 2 == 0 else "ready"
-        st_h = "drain" if i % 2 == 0 else "ready"
-        f_ms += timed(lambda: fu.state(b, s, st_f), 1)
-        h_ms += timed(lambda: ha.state(b, s, st_h), 1)
+        st = "drain" if i % 2 == 0 else "ready"
+        f_ms += timed(lambda: fu.state(b, s, st), 1)
+        h_ms += timed(lambda: ha.state(b, s, st), 1)
     out["state_change"] = {"fulcrum": summary(f_ms), "haproxy": summary(h_ms)}
 
     # 100 x drain + ready through the command-line tools.

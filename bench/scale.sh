@@ -88,6 +88,14 @@ for N in $SIZES; do
     haproxy -f "$h" >"$WORK/haproxy-$N.log" 2>&1 &
     HPID=$!; track $HPID
     wait_http "http://127.0.0.1:$ADMIN/api/v1/status?compact=true&limit=1" 60
+    python3 -c 'import socket, sys, time
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close(); sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit("haproxy stats socket not ready")' "$STATS" || { tail -5 "$WORK/haproxy-$N.log"; die "haproxy did not start"; }
     log "N=$N: letting checks settle for ${SETTLE}s"
     sleep "$SETTLE"
     out=$(python3 "$BENCH_DIR/scale.py" admin="127.0.0.1:$ADMIN" stats="127.0.0.1:$STATS" \
