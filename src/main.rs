@@ -342,7 +342,12 @@ async fn run(
     // What the file said, to tell servers added through the API from configured ones.
     let file_cfg = args.config.as_ref().map(|_| cfg.clone());
     if let Some(i) = inherit.as_ref() {
-        fulcrum::upgrade::state::apply_to_config(&mut cfg, &i.handed.servers);
+        // With a state file the runtime edits come from it (the old process
+        // wrote it before handing over), as the file's own layer stays the
+        // file's; without one, the handed state carries them.
+        if cfg.state_file_path().is_none() {
+            fulcrum::upgrade::state::apply_to_config(&mut cfg, &i.handed.servers);
+        }
     }
     let hard_stop = cfg.global.hard_stop_after.unwrap_or(args.grace);
     let admin = cfg.admin.clone();
@@ -404,8 +409,12 @@ struct Serve {
 }
 
 /// SIGHUP reloads the file; SIGUSR2 and `fulcrum upgrade` hand over to a new
-/// binary; SIGTERM/SIGINT drain and return.
+/// binary; SIGTERM/SIGINT drain and return. SIGHUP and API reloads alike
+/// re-apply `[vrrp]`.
 async fn serve_signals(mut s: Serve, vrrp: fulcrum::vrrp::Vrrp) -> Result<()> {
+    let mut vrrp = vrrp;
+    let mut reloads = s.rt.watch_reloads();
+    reloads.borrow_and_update();
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -429,6 +438,10 @@ async fn serve_signals(mut s: Serve, vrrp: fulcrum::vrrp::Vrrp) -> Result<()> {
                     None => "serving (last reload refused)",
                 };
                 fulcrum::systemd::reloaded(status);
+            }
+            Ok(()) = reloads.changed() => {
+                let cfg = reloads.borrow_and_update().clone();
+                vrrp.reconcile(&cfg.vrrp, Some(fulcrum::vrrp::frontends_probe(s.rt.clone()))).await;
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -514,7 +527,10 @@ async fn reload(
             );
             None
         }
-        Ok(cfg) => match rt.apply(Change::Reload(Box::new(cfg.clone()))).await {
+        Ok(cfg) => match rt
+            .apply_by(Change::Reload(Box::new(cfg.clone())), "sighup")
+            .await
+        {
             Ok(generation) => {
                 tracing::info!(generation, "reloaded {}", path.display());
                 Some(cfg)

@@ -27,7 +27,7 @@ fn error(status: u16, msg: impl Into<String>) -> Resp {
 
 fn apply_error(e: &ApplyError) -> Resp {
     let status = match e {
-        ApplyError::UnknownBackend(_) | ApplyError::UnknownServer(..) => 404,
+        ApplyError::UnknownBackend { .. } | ApplyError::UnknownServer { .. } => 404,
         ApplyError::Busy { .. } => 409,
         ApplyError::Invalid(_) => 400,
         ApplyError::Bind { .. } => 409,
@@ -58,6 +58,7 @@ pub async fn handle(st: &AdminState, peer: std::net::SocketAddr, req: Request<In
             return r;
         }
     }
+    let by = client_label(&req);
     let segs: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -98,29 +99,40 @@ pub async fn handle(st: &AdminState, peer: std::net::SocketAddr, req: Request<In
             }
         }
         (Method::GET, ["api", "v1", "status"]) => {
-            json_resp(200, &status::status(&st.rt, st.vrrp_json()))
+            match super::status_query::StatusQuery::parse(&query) {
+                Ok(q) if q == super::status_query::StatusQuery::full() => {
+                    json_resp(200, &status::status(&st.rt, st.vrrp_json()))
+                }
+                // Filtered or compact answers are for programs: no pretty-printing.
+                Ok(q) => {
+                    let doc = status::status_for(&st.rt, st.vrrp_json(), &q);
+                    let body = serde_json::to_vec(&doc).unwrap_or_else(|_| b"{}".to_vec());
+                    respond(200, "application/json", body)
+                }
+                Err(e) => error(400, e),
+            }
         }
         (Method::GET, ["stats;csv"] | ["api", "v1", "stats.csv"]) => {
             respond(200, super::csv::CONTENT_TYPE, super::csv::render(&st.rt))
         }
         (Method::GET, ["api", "v1", "vrrp"]) => json_resp(200, &st.vrrp_json()),
         (Method::GET, ["api", "v1", "backends", b, "servers", s]) => {
-            match st.rt.snapshot().server(b, s) {
-                Some(srv) => json_resp(200, &status::server_status(srv)),
-                None => error(404, format!("unknown server `{b}/{s}`")),
+            match crate::runtime::find_server(&st.rt.snapshot(), b, s) {
+                Ok(srv) => json_resp(200, &status::server_status(srv)),
+                Err(e) => apply_error(&e),
             }
         }
-        (Method::POST, ["api", "v1", "backends", b, "servers"]) => add_server(st, b, req).await,
+        (Method::POST, ["api", "v1", "backends", b, "servers"]) => {
+            add_server(st, b, req, &by).await
+        }
         (Method::DELETE, ["api", "v1", "backends", b, "servers", s]) => {
-            let force = query
-                .split('&')
-                .any(|kv| kv == "force" || kv == "force=true" || kv == "force=1");
+            let force = query_flag(&query, "force");
             let change = Change::RemoveServer {
                 backend: b.to_string(),
                 server: s.to_string(),
                 force,
             };
-            match st.rt.apply(change).await {
+            match st.rt.apply_by(change, &by).await {
                 Ok(generation) => json_resp(
                     200,
                     &json!({ "removed": format!("{b}/{s}"), "generation": generation }),
@@ -129,12 +141,12 @@ pub async fn handle(st: &AdminState, peer: std::net::SocketAddr, req: Request<In
             }
         }
         (Method::PUT | Method::POST, ["api", "v1", "backends", b, "servers", s, "state"]) => {
-            set_state(st, b, s, req).await
+            set_state(st, b, s, req, &by).await
         }
         (Method::PUT | Method::POST, ["api", "v1", "backends", b, "servers", s, "weight"]) => {
-            set_weight(st, b, s, req).await
+            set_weight(st, b, s, req, &by).await
         }
-        (Method::POST, ["api", "v1", "reload"]) => reload(st).await,
+        (Method::POST, ["api", "v1", "reload"]) => reload(st, &query, &by).await,
         (_, segs) if known_path(segs) => {
             let mut r = error(405, format!("{method} is not allowed on {path}"));
             r.headers_mut().insert(
@@ -213,7 +225,7 @@ struct StateBody {
     state: String,
 }
 
-async fn set_state(st: &AdminState, b: &str, s: &str, req: Request<Incoming>) -> Resp {
+async fn set_state(st: &AdminState, b: &str, s: &str, req: Request<Incoming>, by: &str) -> Resp {
     let body: StateBody = match read_json(req).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -229,7 +241,7 @@ async fn set_state(st: &AdminState, b: &str, s: &str, req: Request<Incoming>) ->
         server: s.to_string(),
         state,
     };
-    after_change(st, b, s, change).await
+    after_change(st, b, s, change, by).await
 }
 
 #[derive(Deserialize)]
@@ -238,7 +250,7 @@ struct WeightBody {
     weight: i64,
 }
 
-async fn set_weight(st: &AdminState, b: &str, s: &str, req: Request<Incoming>) -> Resp {
+async fn set_weight(st: &AdminState, b: &str, s: &str, req: Request<Incoming>, by: &str) -> Resp {
     let body: WeightBody = match read_json(req).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -257,14 +269,14 @@ async fn set_weight(st: &AdminState, b: &str, s: &str, req: Request<Incoming>) -
         server: s.to_string(),
         weight: body.weight as u32,
     };
-    after_change(st, b, s, change).await
+    after_change(st, b, s, change, by).await
 }
 
-async fn after_change(st: &AdminState, b: &str, s: &str, change: Change) -> Resp {
-    match st.rt.apply(change).await {
-        Ok(_) => match st.rt.snapshot().server(b, s) {
-            Some(srv) => json_resp(200, &status::server_status(srv)),
-            None => error(404, format!("unknown server `{b}/{s}`")),
+async fn after_change(st: &AdminState, b: &str, s: &str, change: Change, by: &str) -> Resp {
+    match st.rt.apply_by(change, by).await {
+        Ok(_) => match crate::runtime::find_server(&st.rt.snapshot(), b, s) {
+            Ok(srv) => json_resp(200, &status::server_status(srv)),
+            Err(e) => apply_error(&e),
         },
         Err(e) => apply_error(&e),
     }
@@ -285,7 +297,7 @@ struct AddBody {
     state: Option<String>,
 }
 
-async fn add_server(st: &AdminState, b: &str, req: Request<Incoming>) -> Resp {
+async fn add_server(st: &AdminState, b: &str, req: Request<Incoming>, by: &str) -> Resp {
     let body: AddBody = match read_json(req).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -341,10 +353,13 @@ async fn add_server(st: &AdminState, b: &str, req: Request<Incoming>) -> Resp {
     };
     match st
         .rt
-        .apply(Change::AddServer {
-            backend: b.to_string(),
-            server,
-        })
+        .apply_by(
+            Change::AddServer {
+                backend: b.to_string(),
+                server,
+            },
+            by,
+        )
         .await
     {
         Ok(_) => match st.rt.snapshot().server(b, &body.name) {
@@ -355,7 +370,8 @@ async fn add_server(st: &AdminState, b: &str, req: Request<Incoming>) -> Resp {
     }
 }
 
-async fn reload(st: &AdminState) -> Resp {
+async fn reload(st: &AdminState, query: &str, by: &str) -> Resp {
+    let reset = query_flag(query, "reset");
     let Some(path) = st.rt.snapshot().config.source.clone() else {
         return error(
             409,
@@ -375,15 +391,45 @@ async fn reload(st: &AdminState) -> Resp {
                 &json!({ "error": format!("{} has {} error(s); the running configuration stays in force", path.display(), list.len()), "errors": list }),
             )
         }
-        Ok(cfg) => match st.rt.apply(Change::Reload(Box::new(cfg))).await {
-            Ok(generation) => {
-                tracing::info!(generation, "reloaded {} through the API", path.display());
-                json_resp(
-                    200,
-                    &json!({ "generation": generation, "config_file": path.display().to_string() }),
-                )
+        Ok(cfg) => {
+            let change = if reset {
+                Change::ReloadReset(Box::new(cfg))
+            } else {
+                Change::Reload(Box::new(cfg))
+            };
+            match st.rt.apply_by(change, by).await {
+                Ok(generation) => {
+                    tracing::info!(
+                        generation,
+                        reset,
+                        "reloaded {} through the API",
+                        path.display()
+                    );
+                    json_resp(
+                        200,
+                        &json!({ "generation": generation, "config_file": path.display().to_string(), "reset": reset }),
+                    )
+                }
+                Err(e) => apply_error(&e),
             }
-            Err(e) => apply_error(&e),
-        },
+        }
+    }
+}
+
+/// True when `name`, `name=true` or `name=1` is in the query string.
+fn query_flag(query: &str, name: &str) -> bool {
+    query.split('&').any(|kv| {
+        kv == name
+            || kv
+                .strip_prefix(name)
+                .is_some_and(|v| v == "=true" || v == "=1")
+    })
+}
+
+/// The admin client's address (put on the request by the listener), for the log.
+fn client_label(req: &Request<Incoming>) -> String {
+    match req.extensions().get::<super::ClientAddr>() {
+        Some(a) => format!("api {}", a.0),
+        None => "api".to_string(),
     }
 }

@@ -12,6 +12,7 @@ pub mod metrics;
 mod metrics_server;
 pub mod process;
 pub mod status;
+pub mod status_query;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -60,6 +61,10 @@ impl AdminState {
     }
 }
 
+/// The address of the admin client that sent a request (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Bind the admin listener and serve it in the background. Returns the bound address.
 pub async fn start(
     rt: Arc<Runtime>,
@@ -104,7 +109,8 @@ pub async fn start(
             };
             let state = state.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
+                let svc = service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(ClientAddr(peer));
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(api::handle(&state, peer, req).await) }
                 });

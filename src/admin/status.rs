@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::status_query::StatusQuery;
 use crate::config::types::{AdminState, Algorithm, HostMatch, Mode};
 use crate::runtime::{BackendRt, Runtime, ServerState};
 
@@ -20,6 +21,49 @@ pub struct Status {
     pub backends: Vec<BackendStatus>,
     /// VRRP instances on this node (empty when none are configured).
     pub vrrp: Vec<serde_json::Value>,
+    /// Which servers this answer holds, when the query selected some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<Page>,
+}
+
+/// The servers a filtered or paged status answer holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page {
+    /// Servers matching the filters, in all pages.
+    pub servers_matched: usize,
+    pub offset: usize,
+    pub limit: Option<usize>,
+    /// Offset of the next page, or null on the last one.
+    pub next_offset: Option<usize>,
+}
+
+/// A server in the status document: full, or compact (`?compact=true`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ServerEntry {
+    Full(ServerStatus),
+    Compact(CompactServer),
+}
+
+/// A server in the compact status document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompactServer {
+    pub name: String,
+    pub address: String,
+    pub source: String,
+    pub admin: String,
+    pub health: String,
+    pub usable: bool,
+    pub ejected: bool,
+    pub backup: bool,
+    pub weight: u32,
+    pub active: u32,
+    pub total: u64,
+    /// Responses by class.
+    pub responses: ResponseCounts,
+    /// Requests per second over the last second.
+    pub request_rate: f64,
+    pub last_check: Option<CheckStatus>,
 }
 
 /// One frontend.
@@ -66,7 +110,7 @@ pub struct BackendStatus {
     pub queue_max: u64,
     #[serde(default)]
     pub queue_limit: u64,
-    pub servers: Vec<ServerStatus>,
+    pub servers: Vec<ServerEntry>,
     /// The live discovery source, when the backend has one.
     pub discovery: Option<DiscoveryStatus>,
 }
@@ -129,6 +173,9 @@ pub struct ServerStatus {
     /// Total seconds down since start (HAProxy downtime).
     #[serde(default)]
     pub downtime_seconds: f64,
+    /// Where the server comes from: `file`, `inventory`, `dns`, `discovery` or `api`.
+    #[serde(default)]
+    pub source: String,
     pub last_check: Option<CheckStatus>,
     /// Recent checks, oldest first.
     pub check_history: Vec<CheckStatus>,
@@ -180,8 +227,52 @@ pub fn algorithm_name(a: Algorithm) -> &'static str {
     }
 }
 
-/// Status of one server.
+/// Compact status of one server.
+pub fn compact_server(s: &ServerState) -> CompactServer {
+    CompactServer {
+        name: s.name().to_string(),
+        address: s.address().to_string(),
+        source: s.source().as_str().to_string(),
+        admin: admin_name(s.admin()).to_string(),
+        health: if s.is_up() { "up" } else { "down" }.to_string(),
+        usable: s.is_usable(),
+        ejected: s.is_ejected(),
+        backup: s.is_backup(),
+        weight: s.weight(),
+        active: s.active(),
+        total: s.total(),
+        responses: response_counts(s),
+        request_rate: s.request_rate(),
+        last_check: s.last_check().map(|c| check_status(s, c)),
+    }
+}
+
+fn response_counts(s: &ServerState) -> ResponseCounts {
+    let r = s.responses();
+    ResponseCounts {
+        c1: r[0],
+        c2: r[1],
+        c3: r[2],
+        c4: r[3],
+        c5: r[4],
+    }
+}
+
+fn check_status(s: &ServerState, c: crate::runtime::server::CheckReport) -> CheckStatus {
+    CheckStatus {
+        ok: c.ok,
+        detail: c.detail,
+        latency_ms: c.latency.as_secs_f64() * 1000.0,
+        age_ms: s.since_epoch().saturating_sub(c.at).as_millis() as u64,
+    }
+}
+
+/// Status of one server, with its check history.
 pub fn server_status(s: &ServerState) -> ServerStatus {
+    server_status_with(s, true)
+}
+
+fn server_status_with(s: &ServerState, history: bool) -> ServerStatus {
     let now = s.since_epoch();
     let check = |c: crate::runtime::server::CheckReport| CheckStatus {
         ok: c.ok,
@@ -226,12 +317,17 @@ pub fn server_status(s: &ServerState) -> ServerStatus {
             .load(std::sync::atomic::Ordering::Relaxed),
         last_change_seconds: s.seconds_since_change(),
         downtime_seconds: s.downtime_seconds(),
+        source: s.source().as_str().to_string(),
         last_check: s.last_check().map(check),
-        check_history: s.check_history().into_iter().map(check).collect(),
+        check_history: if history {
+            s.check_history().into_iter().map(check).collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
-fn backend_status(rt: &Arc<Runtime>, b: &BackendRt) -> BackendStatus {
+fn backend_status(rt: &Arc<Runtime>, b: &BackendRt, servers: Vec<ServerEntry>) -> BackendStatus {
     use std::sync::atomic::Ordering::Relaxed;
     let health_check = b.config.health.check.as_ref().map(|c| c.describe());
     BackendStatus {
@@ -245,7 +341,7 @@ fn backend_status(rt: &Arc<Runtime>, b: &BackendRt) -> BackendStatus {
         queue_current: b.stats.queued.load(Relaxed) as u64,
         queue_max: b.stats.queue_max.load(Relaxed) as u64,
         queue_limit: b.config.max_queue as u64,
-        servers: b.servers.iter().map(|s| server_status(s)).collect(),
+        servers,
         discovery: crate::discovery::status(rt, &b.config.name).map(|d| DiscoveryStatus {
             source: d.source,
             last_error: d.last_error,
@@ -255,8 +351,55 @@ fn backend_status(rt: &Arc<Runtime>, b: &BackendRt) -> BackendStatus {
     }
 }
 
-/// Build the status document.
+/// Build the full status document.
 pub fn status(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>) -> Status {
+    status_for(rt, vrrp, &StatusQuery::full())
+}
+
+/// The backends and servers `q` asks for, with the page it makes.
+fn select(
+    rt: &Arc<Runtime>,
+    snap: &crate::runtime::Snapshot,
+    q: &StatusQuery,
+) -> (Vec<BackendStatus>, Option<Page>) {
+    let entry = |s: &ServerState| {
+        if q.compact {
+            ServerEntry::Compact(compact_server(s))
+        } else {
+            ServerEntry::Full(server_status_with(s, q.history))
+        }
+    };
+    let end = q.limit.map_or(usize::MAX, |l| q.offset.saturating_add(l));
+    let mut matched = 0usize;
+    let mut out = Vec::new();
+    for b in snap.backends.values().filter(|b| q.wants_backend(&b.name)) {
+        let mut servers = Vec::new();
+        for s in b.servers.iter().filter(|s| q.wants_server(&b.name, s)) {
+            if matched >= q.offset && matched < end {
+                servers.push(entry(s));
+            }
+            matched += 1;
+        }
+        if servers.is_empty() && q.selects_servers() {
+            continue;
+        }
+        let mut bs = backend_status(rt, b, servers);
+        if q.compact {
+            bs.discovery = None;
+        }
+        out.push(bs);
+    }
+    let page = q.selects_servers().then(|| Page {
+        servers_matched: matched,
+        offset: q.offset,
+        limit: q.limit,
+        next_offset: (end < matched).then_some(end),
+    });
+    (out, page)
+}
+
+/// Build the status document `q` asks for (see [`super::status_query`]).
+pub fn status_for(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>, q: &StatusQuery) -> Status {
     use std::sync::atomic::Ordering::Relaxed;
     let snap = rt.snapshot_arc();
     let mut frontends: Vec<FrontendStatus> = snap
@@ -296,17 +439,15 @@ pub fn status(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>) -> Status {
         })
         .collect();
     frontends.sort_by(|a, b| a.name.cmp(&b.name));
+    let (backends, page) = select(rt, &snap, q);
     Status {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_seconds: rt.uptime().as_secs_f64(),
-        generation: snap.generation,
+        generation: rt.generation(),
         config_file: snap.config.source.as_ref().map(|p| p.display().to_string()),
         frontends,
-        backends: snap
-            .backends
-            .values()
-            .map(|b| backend_status(rt, b))
-            .collect(),
+        backends,
         vrrp,
+        page,
     }
 }

@@ -33,6 +33,7 @@ pub(crate) struct RawGlobal {
     pub threads: Option<S<i64>>,
     #[serde(default)]
     pub hard_stop_after: Option<S<String>>,
+    pub state_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

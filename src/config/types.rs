@@ -37,6 +37,41 @@ pub struct GlobalConfig {
     /// connections before it exits anyway (HAProxy `hard-stop-after`);
     /// None: `fulcrum run --grace` (30 s by default).
     pub hard_stop_after: Option<Duration>,
+    /// Where runtime edits are kept across restarts (`state_file`).
+    pub state_file: StateFile,
+}
+
+/// The `[global] state_file` setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StateFile {
+    /// `<config dir>/<config stem>.state.json` when running from a file; none otherwise.
+    #[default]
+    Default,
+    /// `state_file = "off"`: runtime edits last until the process ends.
+    Off,
+    /// An explicit path (relative paths are taken from the config file's directory).
+    Path(PathBuf),
+}
+
+impl Config {
+    /// The state file this configuration asks for, if any.
+    pub fn state_file_path(&self) -> Option<PathBuf> {
+        let dir = self
+            .source
+            .as_ref()
+            .and_then(|s| s.parent())
+            .map(std::path::Path::to_path_buf);
+        match &self.global.state_file {
+            StateFile::Off => None,
+            StateFile::Path(p) if p.is_absolute() => Some(p.clone()),
+            StateFile::Path(p) => Some(dir.unwrap_or_default().join(p)),
+            StateFile::Default => {
+                let src = self.source.as_ref()?;
+                let stem = src.file_stem()?.to_string_lossy().into_owned();
+                Some(dir.unwrap_or_default().join(format!("{stem}.state.json")))
+            }
+        }
+    }
 }
 
 /// The nodes `fulcrum ctl` applies a change to, besides `--admin`.

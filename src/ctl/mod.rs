@@ -33,8 +33,14 @@ pub struct CtlArgs {
 pub enum CtlCmd {
     /// Version, uptime, config generation, frontends and backends.
     Status,
-    /// Every server as an aligned table.
-    Servers,
+    /// Every server as an aligned table (from the compact status form).
+    Servers {
+        /// Only this backend's servers.
+        backend: Option<String>,
+        /// Only servers in this state: up, down, ready, drain, maint, usable, unusable, ejected.
+        #[arg(long)]
+        state: Option<String>,
+    },
     /// Stop new traffic to BACKEND/SERVER; in-flight requests finish.
     Drain {
         target: String,
@@ -71,7 +77,13 @@ pub enum CtlCmd {
         force: bool,
     },
     /// Re-read the configuration file; prints the errors if it is bad.
-    Reload,
+    /// Runtime edits (drain, weight, servers added or removed) are kept
+    /// unless the file changed that same server.
+    Reload {
+        /// Drop every runtime edit: the pool becomes exactly the file's (and discovery's).
+        #[arg(long)]
+        reset: bool,
+    },
     /// VRRP instances: state, master, priority, packet counters.
     Vrrp,
 }
@@ -139,21 +151,30 @@ pub async fn run(args: CtlArgs) -> Result<i32> {
     let token = token.as_deref();
     let many = nodes.len() > 1;
     match &args.cmd {
-        CtlCmd::Status | CtlCmd::Servers | CtlCmd::Vrrp => {
+        CtlCmd::Status | CtlCmd::Servers { .. } | CtlCmd::Vrrp => {
             let mut failed = false;
             for n in &nodes {
                 if many {
                     println!("== {}", n.url);
                 }
-                let path = if matches!(args.cmd, CtlCmd::Vrrp) {
-                    "/api/v1/vrrp"
-                } else {
-                    "/api/v1/status"
+                let path = match &args.cmd {
+                    CtlCmd::Vrrp => "/api/v1/vrrp".to_string(),
+                    CtlCmd::Servers { backend, state } => {
+                        let mut p = "/api/v1/status?compact=true".to_string();
+                        if let Some(b) = backend {
+                            p += &format!("&backend={}", query_escape(b));
+                        }
+                        if let Some(s) = state {
+                            p += &format!("&state={}", query_escape(s));
+                        }
+                        p
+                    }
+                    _ => "/api/v1/status".to_string(),
                 };
-                match call(n, token, "GET", path, None).await {
+                match call(n, token, "GET", &path, None).await {
                     Ok(a) if a.status == 200 => match args.cmd {
                         CtlCmd::Status => print!("{}", render_status(&a.json)),
-                        CtlCmd::Servers => print!("{}", render_servers(&a.json)),
+                        CtlCmd::Servers { .. } => print!("{}", render_servers(&a.json)),
                         _ => print!("{}", render_vrrp(&a.json)),
                     },
                     Ok(a) => {
@@ -254,8 +275,13 @@ pub async fn run(args: CtlArgs) -> Result<i32> {
             .await;
             Ok(i32::from(!ok))
         }
-        CtlCmd::Reload => {
-            let ok = change_all(&nodes, token, "POST", "/api/v1/reload", None).await;
+        CtlCmd::Reload { reset } => {
+            let path = if *reset {
+                "/api/v1/reload?reset=true"
+            } else {
+                "/api/v1/reload"
+            };
+            let ok = change_all(&nodes, token, "POST", path, None).await;
             Ok(i32::from(!ok))
         }
     }
@@ -425,12 +451,26 @@ pub fn render_status(v: &Value) -> String {
     out
 }
 
+/// Percent-encode a query value (names are letters, digits, `-_.`; anything else is escaped).
+fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.,".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// `ctl servers` table.
 pub fn render_servers(v: &Value) -> String {
     let header = [
         "BACKEND",
         "SERVER",
         "ADDRESS",
+        "SOURCE",
         "ADMIN",
         "HEALTH",
         "WEIGHT",
@@ -464,6 +504,7 @@ pub fn render_servers(v: &Value) -> String {
                 s(b, "name").into(),
                 s(sv, "name").into(),
                 s(sv, "address").into(),
+                s(sv, "source").into(),
                 s(sv, "admin").into(),
                 health,
                 n(sv, "weight").to_string(),

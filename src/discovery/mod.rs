@@ -88,6 +88,8 @@ pub fn last_error(rt: &Arc<Runtime>, backend: &str) -> Option<String> {
 pub(crate) struct Reporter {
     rt: Arc<Runtime>,
     backend: String,
+    /// The source, for the log (e.g. `file /etc/fulcrum/web.json`).
+    source: String,
     task: u64,
     /// The list last applied; `None` before the first one.
     applied: Option<Vec<ServerConfig>>,
@@ -104,7 +106,7 @@ impl Reporter {
                 runtime: Arc::downgrade(&rt),
                 task,
                 status: SourceStatus {
-                    source,
+                    source: source.clone(),
                     ..SourceStatus::default()
                 },
             },
@@ -113,6 +115,7 @@ impl Reporter {
         Reporter {
             rt,
             backend,
+            source: format!("discovery {source}"),
             task,
             applied: None,
         }
@@ -140,9 +143,9 @@ impl Reporter {
             backend: self.backend.clone(),
             servers: servers.clone(),
         };
-        match self.rt.apply(change).await {
+        match self.rt.apply_by(change, &self.source).await {
             Ok(generation) => {
-                tracing::info!(backend = %self.backend, servers = servers.len(), generation, "discovered servers applied");
+                tracing::debug!(backend = %self.backend, servers = servers.len(), generation, "discovered servers applied");
                 let n = servers.len();
                 self.applied = Some(servers);
                 self.edit(|s| {

@@ -151,11 +151,11 @@ impl<'a> Attempts<'a> {
         })
     }
 
-    /// Count a failure against `server`; warn when that ejects it.
+    /// Count a failure against `server` (the server logs an ejection).
     fn eject_check(&self, server: &ServerState, err: &dyn Display) {
         let cfg = &self.backend.config;
         if server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout) {
-            tracing::warn!(backend = %cfg.name, server = %server.name(), error = %err, "server ejected by passive health check");
+            tracing::debug!(backend = %cfg.name, server = %server.name(), error = %err, "ejecting failure");
         }
     }
 }

@@ -1,35 +1,59 @@
-//! Live state: the snapshot read per request, per-server atomics, and
+//! Live state: the snapshot read per request, per-server atomics, the
+//! desired state (sources merged with the runtime overlay), and
 //! [`Runtime::apply`], the one function through which every change goes.
+//!
+//! A change costs what it touches (see [`Change`]): admin state and weight
+//! are atomic stores plus a record in the overlay; adding or removing a
+//! server rebuilds that backend; a reload diffs the new file against the
+//! running snapshot and keeps every backend and frontend that did not change
+//! (their servers, checkers and listeners stay as they are). Runtime edits are
+//! kept in a state file ([`statefile`]) so a restart starts from them.
 
+pub mod build;
 pub mod change;
 pub mod conns;
+pub mod desired;
 pub mod server;
 pub mod snapshot;
+pub mod statefile;
 pub mod stats;
+mod tasks;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
 
-use crate::balance::Balancer;
-use crate::config::types::{Config, DiscoveryConfig, HealthConfig, Mode, ServerConfig};
+use crate::config::types::{AdminState, BackendConfig, Config, ServerConfig};
 
 pub use change::Change;
 pub use conns::ConnTracker;
+pub use desired::{Overlay, ServerSource};
 pub use server::{ServerKey, ServerState};
 pub use snapshot::{BackendRt, FrontendRt, RouteRt, Snapshot};
+
+use desired::Member;
+use tasks::Tasks;
 
 /// Why a change was refused. Nothing was changed when this is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("unknown backend `{0}`")]
-    UnknownBackend(String),
-    #[error("unknown server `{0}/{1}`")]
-    UnknownServer(String, String),
+    #[error("unknown backend `{name}`; backends: {}", name_list(known))]
+    UnknownBackend { name: String, known: Vec<String> },
+    #[error(
+        "unknown server `{backend}/{server}`; servers of `{backend}`: {}",
+        name_list(known)
+    )]
+    UnknownServer {
+        backend: String,
+        server: String,
+        known: Vec<String>,
+    },
     #[error("server `{backend}/{server}` still has {active} active connection(s); drain it first or use force")]
     Busy {
         backend: String,
@@ -46,26 +70,106 @@ pub enum ApplyError {
     },
 }
 
-struct ListenerEntry {
-    frontend: String,
-    mode: Mode,
-    stop: watch::Sender<bool>,
+/// "a, b, c" — at most 20 names, then how many more.
+fn name_list(names: &[String]) -> String {
+    const SHOWN: usize = 20;
+    if names.is_empty() {
+        return "(none)".to_string();
+    }
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" … ({} more)", names.len() - SHOWN));
+    }
+    s
 }
 
-struct CheckerEntry {
-    health: HealthConfig,
-    stop: watch::Sender<bool>,
+/// The backend `name` of `snap`, or the error listing the known ones.
+pub fn find_backend<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Arc<BackendRt>, ApplyError> {
+    snap.backends
+        .get(name)
+        .ok_or_else(|| ApplyError::UnknownBackend {
+            name: name.to_string(),
+            known: snap.backends.keys().cloned().collect(),
+        })
 }
 
-/// What only `apply` touches: running listeners and health checkers.
+/// The server `backend/server` of `snap`, or the error listing the known names.
+pub fn find_server<'a>(
+    snap: &'a Snapshot,
+    backend: &str,
+    server: &str,
+) -> Result<&'a Arc<ServerState>, ApplyError> {
+    let b = find_backend(snap, backend)?;
+    b.servers
+        .iter()
+        .find(|s| s.name() == server)
+        .ok_or_else(|| ApplyError::UnknownServer {
+            backend: backend.to_string(),
+            server: server.to_string(),
+            known: b.servers.iter().map(|s| s.name().to_string()).collect(),
+        })
+}
+
+fn admin_name(a: AdminState) -> &'static str {
+    match a {
+        AdminState::Ready => "ready",
+        AdminState::Drain => "drain",
+        AdminState::Maint => "maint",
+    }
+}
+
+/// What only `apply` touches (under the control lock).
 #[derive(Default)]
 struct Control {
-    listeners: HashMap<SocketAddr, ListenerEntry>,
-    checkers: HashMap<ServerKey, CheckerEntry>,
-    /// Servers found by each backend's discovery source, by backend name.
-    discovered: HashMap<String, Vec<ServerConfig>>,
-    /// Running discovery tasks by backend, with the settings they run with.
-    discoverers: HashMap<String, (DiscoveryConfig, watch::Sender<bool>)>,
+    tasks: Tasks,
+    /// Runtime edits by backend.
+    overlay: BTreeMap<String, Overlay>,
+}
+
+/// Where runtime edits are written; writes are coalesced by a background task.
+struct Persist {
+    path: PathBuf,
+    config_file: Option<PathBuf>,
+    pending: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Wakes the writer task (capacity one: a pending wake-up covers later edits).
+    wake: tokio::sync::mpsc::Sender<()>,
+    failing: AtomicBool,
+}
+
+impl Persist {
+    fn write_pending(&self) {
+        let bytes = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(bytes) = bytes else { return };
+        match statefile::write_atomic(&self.path, &bytes) {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(file = %self.path.display(), "state file written again");
+                }
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(file = %self.path.display(), "cannot write the state file: {e}; runtime edits will not survive a restart");
+                }
+            }
+        }
+    }
+}
+
+/// Writes the state file whenever woken; ends when the runtime is dropped.
+async fn persist_loop(p: std::sync::Weak<Persist>, mut wake: tokio::sync::mpsc::Receiver<()>) {
+    while wake.recv().await.is_some() {
+        let Some(strong) = p.upgrade() else { return };
+        let _ = tokio::task::spawn_blocking(move || strong.write_pending()).await;
+    }
 }
 
 const DRAIN_SHARDS: usize = 8;
@@ -73,13 +177,19 @@ const DRAIN_SHARDS: usize = 8;
 /// The running load balancer's state.
 pub struct Runtime {
     snapshot: ArcSwap<Snapshot>,
+    /// Bumped by every applied change (a snapshot carries the value it was built at).
+    generation: AtomicU64,
     epoch: Instant,
     started: SystemTime,
     control: Mutex<Control>,
+    persist: Option<Arc<Persist>>,
+    /// The configuration of the last applied reload, for the tasks that follow
+    /// it outside the runtime (VRRP).
+    reloaded: tokio::sync::watch::Sender<Arc<Config>>,
     /// Open client connections, for graceful shutdown.
     pub conns: ConnTracker,
     /// Set when draining starts: read per request, so an atomic.
-    drain_started: std::sync::atomic::AtomicBool,
+    drain_started: AtomicBool,
     /// Woken when draining starts, after `drain_started` is set. Sharded:
     /// every idle keep-alive wait registers here, from every worker thread.
     /// (One mechanism for every wait: a watch channel used before it cost a
@@ -91,13 +201,14 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("generation", &self.snapshot.load().generation)
+            .field("generation", &self.generation())
             .finish()
     }
 }
 
 impl Runtime {
-    /// Start with `config`: bind its listeners, start health checks.
+    /// Start with `config`: load the runtime edits its state file keeps, bind
+    /// its listeners, start health checks.
     pub async fn start(config: Config) -> Result<Arc<Runtime>, ApplyError> {
         let empty = Snapshot {
             generation: 0,
@@ -111,19 +222,47 @@ impl Runtime {
                 cluster: Default::default(),
                 vrrp: Default::default(),
             }),
-            frontends: HashMap::new(),
+            frontends: Default::default(),
             backends: BTreeMap::new(),
         };
+        let mut control = Control::default();
+        let (wake, wake_rx) = tokio::sync::mpsc::channel(1);
+        let persist = config.state_file_path().map(|path| {
+            control.overlay = statefile::load(&path, config.source.as_deref());
+            let unknown: Vec<String> = control
+                .overlay
+                .keys()
+                .filter(|b| !config.backends.contains_key(*b))
+                .cloned()
+                .collect();
+            if !unknown.is_empty() {
+                tracing::warn!(file = %path.display(), backends = ?unknown, "state file: edits of backends the configuration no longer has are dropped");
+            }
+            Arc::new(Persist {
+                path,
+                config_file: config.source.clone(),
+                pending: Default::default(),
+                wake,
+                failing: AtomicBool::new(false),
+            })
+        });
         let rt = Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(empty),
+            generation: AtomicU64::new(0),
             epoch: Instant::now(),
             started: SystemTime::now(),
-            control: Mutex::new(Control::default()),
+            control: Mutex::new(control),
+            persist,
+            reloaded: tokio::sync::watch::Sender::new(Arc::new(config.clone())),
             conns: ConnTracker::default(),
-            drain_started: std::sync::atomic::AtomicBool::new(false),
+            drain_started: AtomicBool::new(false),
             drain: std::array::from_fn(|_| tokio::sync::Notify::new()),
         });
-        rt.apply(Change::Reload(Box::new(config))).await?;
+        if let Some(p) = &rt.persist {
+            tokio::spawn(persist_loop(Arc::downgrade(p), wake_rx));
+        }
+        rt.apply_by(Change::Reload(Box::new(config)), "start")
+            .await?;
         tokio::spawn(sample_rates(Arc::downgrade(&rt)));
         Ok(rt)
     }
@@ -138,6 +277,11 @@ impl Runtime {
         self.snapshot.load_full()
     }
 
+    /// Increases with every applied change (reload, API edit, discovery update).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// When the process started.
     pub fn started(&self) -> SystemTime {
         self.started
@@ -148,10 +292,22 @@ impl Runtime {
         self.epoch.elapsed()
     }
 
+    /// Sees the configuration of every applied reload (SIGHUP or API), so
+    /// what runs beside the runtime (VRRP) re-applies its section.
+    pub fn watch_reloads(&self) -> tokio::sync::watch::Receiver<Arc<Config>> {
+        self.reloaded.subscribe()
+    }
+
+    /// The state file runtime edits are kept in, if any.
+    pub fn state_file(&self) -> Option<&std::path::Path> {
+        self.persist.as_deref().map(|p| p.path.as_path())
+    }
+
     /// Addresses actually bound, by frontend (useful when a config asked for port 0).
     pub async fn bound_addresses(&self) -> Vec<(String, SocketAddr)> {
         let c = self.control.lock().await;
         let mut v: Vec<_> = c
+            .tasks
             .listeners
             .iter()
             .map(|(a, l)| (l.frontend.clone(), *a))
@@ -162,7 +318,7 @@ impl Runtime {
 
     /// True once the process has started draining for shutdown.
     pub fn is_draining(&self) -> bool {
-        self.drain_started.load(std::sync::atomic::Ordering::SeqCst)
+        self.drain_started.load(Ordering::SeqCst)
     }
 
     /// Resolves when draining starts after it was `enable`d: enable it, then
@@ -183,329 +339,445 @@ impl Runtime {
         drained.await
     }
 
-    /// Apply one change: build the next snapshot from the current one, bind new
-    /// listeners, publish, then retire what is no longer needed. Server state
-    /// (health, counters, connections) survives when a server's identity
-    /// (backend, name, address) is unchanged. On error nothing changes.
+    /// Apply one change (see [`Runtime::apply_by`]), logged as from "runtime".
     pub async fn apply(self: &Arc<Self>, change: Change) -> Result<u64, ApplyError> {
+        self.apply_by(change, "runtime").await
+    }
+
+    /// Apply one change on behalf of `by` (an admin client address, a
+    /// discovery source, "sighup"…, for the log). Changes are serialised: two
+    /// concurrent writers of one server end as one of them after the other.
+    /// Returns the generation after the change; on error nothing changed.
+    pub async fn apply_by(self: &Arc<Self>, change: Change, by: &str) -> Result<u64, ApplyError> {
         let mut control = self.control.lock().await;
         let current = self.snapshot.load_full();
-        let reload = matches!(change, Change::Reload(_));
-        let rediscovered = matches!(change, Change::SetDiscovered { .. });
-        if let Change::SetDiscovered { backend, servers } = &change {
-            if !current.config.backends.contains_key(backend) {
-                return Err(ApplyError::UnknownBackend(backend.clone()));
+        let kind = change.kind();
+        let result = match change {
+            Change::Reload(c) => self.reload(&mut control, &current, *c, false, by),
+            Change::ReloadReset(c) => self.reload(&mut control, &current, *c, true, by),
+            Change::SetAdmin {
+                backend,
+                server,
+                state,
+            } => self.set_admin(&mut control, &current, &backend, &server, state, by),
+            Change::SetWeight {
+                backend,
+                server,
+                weight,
+            } => self.set_weight(&mut control, &current, &backend, &server, weight, by),
+            Change::AddServer { backend, server } => {
+                self.add_server(&mut control, &current, &backend, server, by)
             }
-            control.discovered.insert(backend.clone(), servers.clone());
-        }
-        let mut config = change::next_config(&current, change)?;
-        if reload && current.generation > 0 && config.global != current.config.global {
-            tracing::warn!("[global] settings (threads) take effect at the next start; keeping the running ones");
-            config.global = current.config.global.clone();
-        }
-        let tls = TlsMaterial {
-            acceptors: load_tls(&current, &config, reload)?,
-            clients: load_upstream_tls(&current, &config, reload)?,
+            Change::RemoveServer {
+                backend,
+                server,
+                force,
+            } => self.remove_server(&mut control, &current, &backend, &server, force, by),
+            Change::SetDiscovered { backend, servers } => {
+                self.set_discovered(&mut control, &current, &backend, servers, by)
+            }
         };
-        let next = self.build_snapshot(
-            &current,
-            config,
-            reload,
-            rediscovered,
-            &control.discovered,
-            tls,
-        );
+        if let Err(e) = &result {
+            tracing::info!(change = kind, %by, error = %e, "change refused");
+        }
+        result
+    }
 
-        // Bind every new listen address before publishing, so a port that is
-        // taken refuses the whole change instead of half-applying it.
-        let mut desired: HashMap<SocketAddr, (String, Mode)> = HashMap::new();
-        for fe in next.config.frontends.values() {
-            for a in &fe.listen {
-                desired.insert(*a, (fe.name.clone(), fe.mode));
-            }
-        }
-        let mut to_stop = Vec::new();
-        for (addr, entry) in &control.listeners {
-            match desired.get(addr) {
-                Some((name, mode)) if *name == entry.frontend && *mode == entry.mode => {}
-                _ => to_stop.push(*addr),
-            }
-        }
-        // A listener whose address is reused by another frontend must let go first.
-        for addr in &to_stop {
-            if desired.contains_key(addr) {
-                if let Some(e) = control.listeners.remove(addr) {
-                    let _ = e.stop.send(true);
-                }
-            }
-        }
-        let mut bound = Vec::new();
-        for (addr, (name, mode)) in &desired {
-            if control.listeners.contains_key(addr) {
-                continue;
-            }
-            match crate::proxy::listener::bind(*addr) {
-                Ok(l) => bound.push((*addr, name.clone(), *mode, l)),
-                Err(source) => {
-                    return Err(ApplyError::Bind {
-                        addr: *addr,
-                        frontend: name.clone(),
-                        source,
-                    })
-                }
-            }
-        }
+    fn bump(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
 
-        let generation = next.generation;
-        self.snapshot.store(Arc::new(next));
+    /// Queue the overlay for the state file (written off this task, coalesced).
+    fn persist(&self, control: &Control) {
+        let Some(p) = &self.persist else { return };
+        let bytes = statefile::encode(p.config_file.as_deref(), &control.overlay);
+        *p.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
+        let _ = p.wake.try_send(());
+    }
 
-        for addr in to_stop {
-            if let Some(e) = control.listeners.remove(&addr) {
-                let _ = e.stop.send(true);
-            }
+    /// The settings the source defining `backend/server` gives it.
+    fn source_settings<'a>(
+        control: &'a Control,
+        current: &'a Snapshot,
+        backend: &str,
+        server: &str,
+        source: ServerSource,
+    ) -> Option<&'a ServerConfig> {
+        let list: &[ServerConfig] = match source {
+            ServerSource::File => &current.config.backends.get(backend)?.servers,
+            ServerSource::Api => &control.overlay.get(backend)?.added,
+            _ => control.tasks.discovered.get(backend)?,
+        };
+        list.iter().find(|s| s.name == server)
+    }
+
+    /// A backend's merged server list; logs the runtime edits a source superseded.
+    fn members(control: &mut Control, file: &BackendConfig) -> Vec<Member> {
+        let discovered: &[ServerConfig] = match &file.discovery {
+            Some(_) => control
+                .tasks
+                .discovered
+                .get(&file.name)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+            None => &[],
+        };
+        let kind = file
+            .discovery
+            .as_ref()
+            .map_or(ServerSource::Discovery, ServerSource::of_discovery);
+        let overlay = control.overlay.entry(file.name.clone()).or_default();
+        let (members, dropped) = desired::merge(&file.servers, discovered, kind, overlay);
+        for d in dropped {
+            tracing::info!(backend = %file.name, server = %d.server, "runtime edit superseded: {}", d.what);
         }
-        for (addr, frontend, mode, listener) in bound {
-            let (stop, stop_rx) = watch::channel(false);
-            let local = listener.local_addr().unwrap_or(addr);
-            crate::proxy::listener::spawn(self.clone(), frontend.clone(), mode, listener, stop_rx);
-            // Key by the configured address; port 0 resolves to `local` in logs.
-            if local != addr {
-                tracing::info!(%local, %frontend, "listening (ephemeral port)");
-            }
-            control.listeners.insert(
-                addr,
-                ListenerEntry {
-                    frontend,
-                    mode,
-                    stop,
-                },
-            );
+        if overlay.is_empty() {
+            control.overlay.remove(&file.name);
         }
-        self.sync_checkers(&mut control);
-        self.sync_discovery(&mut control);
-        tracing::info!(generation, "configuration applied");
+        members
+    }
+
+    fn set_admin(
+        self: &Arc<Self>,
+        control: &mut Control,
+        current: &Snapshot,
+        backend: &str,
+        server: &str,
+        state: AdminState,
+        by: &str,
+    ) -> Result<u64, ApplyError> {
+        let s = find_server(current, backend, server)?;
+        let before = s.admin();
+        let source = s.source();
+        let base = Self::source_settings(control, current, backend, server, source)
+            .map_or(before, |c| c.admin);
+        let overlay = control.overlay.entry(backend.to_string()).or_default();
+        overlay.set_admin(server, state, base, source == ServerSource::Api);
+        if overlay.is_empty() {
+            control.overlay.remove(backend);
+        }
+        s.set_admin(state);
+        let generation = self.bump();
+        tracing::info!(%backend, %server, source = source.as_str(), %by, "admin state {} → {}", admin_name(before), admin_name(state));
+        self.persist(control);
         Ok(generation)
     }
 
-    fn build_snapshot(
-        &self,
+    fn set_weight(
+        self: &Arc<Self>,
+        control: &mut Control,
+        current: &Snapshot,
+        backend: &str,
+        server: &str,
+        weight: u32,
+        by: &str,
+    ) -> Result<u64, ApplyError> {
+        change::check_weight(weight)?;
+        let s = find_server(current, backend, server)?;
+        let before = s.weight();
+        let source = s.source();
+        let base = Self::source_settings(control, current, backend, server, source)
+            .map_or(before, |c| c.weight);
+        let overlay = control.overlay.entry(backend.to_string()).or_default();
+        overlay.set_weight(server, weight, base, source == ServerSource::Api);
+        if overlay.is_empty() {
+            control.overlay.remove(backend);
+        }
+        s.set_weight(weight);
+        let hashed =
+            find_backend(current, backend).is_ok_and(|b| build::caches_weights(b.config.balance));
+        tracing::info!(%backend, %server, source = source.as_str(), %by, "weight {before} → {weight}");
+        // The hash ring lays points out by weight: that backend is rebuilt.
+        let generation = if hashed {
+            self.rebuild_backend(control, current, backend)?
+        } else {
+            self.bump()
+        };
+        self.persist(control);
+        Ok(generation)
+    }
+
+    fn add_server(
+        self: &Arc<Self>,
+        control: &mut Control,
+        current: &Snapshot,
+        backend: &str,
+        server: ServerConfig,
+        by: &str,
+    ) -> Result<u64, ApplyError> {
+        let b = find_backend(current, backend)?;
+        if b.servers.iter().any(|s| s.name() == server.name) {
+            return Err(ApplyError::Invalid(format!(
+                "backend `{backend}` already has a server named `{}`",
+                server.name
+            )));
+        }
+        if !(1..=256).contains(&server.weight) {
+            return Err(ApplyError::Invalid(format!(
+                "weight {} is out of range; use 1..=256",
+                server.weight
+            )));
+        }
+        tracing::info!(%backend, server = %server.name, address = %server.address, weight = server.weight, admin = admin_name(server.admin), %by, "server added");
+        control
+            .overlay
+            .entry(backend.to_string())
+            .or_default()
+            .add(server);
+        let generation = self.rebuild_backend(control, current, backend)?;
+        self.persist(control);
+        Ok(generation)
+    }
+
+    fn remove_server(
+        self: &Arc<Self>,
+        control: &mut Control,
+        current: &Snapshot,
+        backend: &str,
+        server: &str,
+        force: bool,
+        by: &str,
+    ) -> Result<u64, ApplyError> {
+        let s = find_server(current, backend, server)?;
+        let active = s.active();
+        if active > 0 && !force {
+            return Err(ApplyError::Busy {
+                backend: backend.to_string(),
+                server: server.to_string(),
+                active,
+            });
+        }
+        let source = s.source();
+        tracing::info!(%backend, %server, address = %s.address(), source = source.as_str(), active, %by, "server removed");
+        control
+            .overlay
+            .entry(backend.to_string())
+            .or_default()
+            .remove(server, s.address(), source);
+        let generation = self.rebuild_backend(control, current, backend)?;
+        self.persist(control);
+        Ok(generation)
+    }
+
+    fn set_discovered(
+        self: &Arc<Self>,
+        control: &mut Control,
+        current: &Snapshot,
+        backend: &str,
+        servers: Vec<ServerConfig>,
+        by: &str,
+    ) -> Result<u64, ApplyError> {
+        if !current.config.backends.contains_key(backend) {
+            return Err(ApplyError::UnknownBackend {
+                name: backend.to_string(),
+                known: current.config.backends.keys().cloned().collect(),
+            });
+        }
+        let old = control
+            .tasks
+            .discovered
+            .insert(backend.to_string(), servers)
+            .unwrap_or_default();
+        let new = control.tasks.discovered.get(backend).map_or(&[][..], |v| v);
+        let key = |s: &ServerConfig| (s.name.clone(), s.address);
+        let before: HashSet<_> = old.iter().map(key).collect();
+        let after: HashSet<_> = new.iter().map(key).collect();
+        let show = |v: &[&(String, SocketAddr)]| {
+            name_list(
+                &v.iter()
+                    .map(|(n, a)| format!("{n} {a}"))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let added: Vec<_> = after.difference(&before).collect();
+        let removed: Vec<_> = before.difference(&after).collect();
+        if !added.is_empty() || !removed.is_empty() {
+            tracing::info!(%backend, %by, added = added.len(), removed = removed.len(), "discovery: added {}; removed {}", show(&added), show(&removed));
+        }
+        self.rebuild_backend(control, current, backend)
+    }
+
+    /// Publish a snapshot where only `backend` (and the frontends routing to
+    /// it) is rebuilt; everything else is shared with `current`.
+    fn rebuild_backend(
+        self: &Arc<Self>,
+        control: &mut Control,
+        current: &Snapshot,
+        backend: &str,
+    ) -> Result<u64, ApplyError> {
+        let file =
+            current
+                .config
+                .backends
+                .get(backend)
+                .ok_or_else(|| ApplyError::UnknownBackend {
+                    name: backend.to_string(),
+                    known: current.config.backends.keys().cloned().collect(),
+                })?;
+        let members = Self::members(control, file);
+        let old = current.backends.get(backend);
+        let tls = old.and_then(|o| o.tls.clone());
+        let next = Arc::new(build::backend(
+            file,
+            &members,
+            old.map(|o| &**o),
+            tls,
+            self.epoch,
+        ));
+        let mut backends = current.backends.clone();
+        backends.insert(backend.to_string(), next.clone());
+        let frontends = current
+            .frontends
+            .iter()
+            .map(|(name, f)| {
+                let f = if build::routes_to(f, backend) {
+                    Arc::new(build::frontend(
+                        &f.config,
+                        &backends,
+                        Some(f),
+                        f.tls.clone(),
+                    ))
+                } else {
+                    f.clone()
+                };
+                (name.clone(), f)
+            })
+            .collect();
+        let generation = self.bump();
+        self.snapshot.store(Arc::new(Snapshot {
+            generation,
+            config: current.config.clone(),
+            frontends,
+            backends,
+        }));
+        control.tasks.sync_checkers(&next);
+        Ok(generation)
+    }
+
+    /// Apply a configuration file: diff it against the running snapshot, keep
+    /// what did not change, bind new listeners before publishing.
+    fn reload(
+        self: &Arc<Self>,
+        control: &mut Control,
+        current: &Snapshot,
+        mut config: Config,
+        reset: bool,
+        by: &str,
+    ) -> Result<u64, ApplyError> {
+        if current.generation > 0 && config.global != current.config.global {
+            tracing::warn!("[global] settings (threads, state_file) take effect at the next start; keeping the running ones");
+            config.global = current.config.global.clone();
+        }
+        let saved = control.overlay.clone();
+        let result = self.reload_inner(control, current, config, reset, by);
+        if result.is_err() {
+            control.overlay = saved;
+        }
+        result
+    }
+
+    fn reload_inner(
+        self: &Arc<Self>,
+        control: &mut Control,
         current: &Snapshot,
         config: Config,
-        reload: bool,
-        rediscovered: bool,
-        discovered: &HashMap<String, Vec<ServerConfig>>,
-        mut tls: TlsMaterial,
-    ) -> Snapshot {
-        let mut backends = BTreeMap::new();
-        for (name, bc) in &config.backends {
-            // Discovered servers follow the configured ones; a name already
-            // configured wins over a discovered server of the same name.
-            let configured = bc.servers.len();
-            let mut bc = bc.clone();
-            if bc.discovery.is_some() {
-                for d in discovered.get(name).map(Vec::as_slice).unwrap_or(&[]) {
-                    if !bc.servers.iter().any(|s| s.name == d.name) {
-                        bc.servers.push(d.clone());
-                    }
-                }
+        reset: bool,
+        by: &str,
+    ) -> Result<u64, ApplyError> {
+        if reset && !control.overlay.is_empty() {
+            tracing::info!(%by, backends = control.overlay.len(), "runtime edits dropped (reload --reset)");
+            control.overlay.clear();
+        }
+        control.overlay.retain(|b, _| {
+            let keep = config.backends.contains_key(b);
+            if !keep {
+                tracing::info!(backend = %b, "runtime edits dropped: the backend is gone from the configuration");
             }
-            let bc = &bc;
-            let old_backend = current.backends.get(name);
-            let checks_on = bc.health.check.is_some();
-            let servers: Vec<Arc<ServerState>> = bc
-                .servers
-                .iter()
-                .enumerate()
-                .map(|(i, sc)| {
-                    let reuse = old_backend.and_then(|ob| {
-                        ob.servers
-                            .iter()
-                            .find(|s| s.name() == sc.name && s.address() == sc.address)
-                    });
-                    match reuse {
-                        Some(s) => {
-                            s.update_settings(sc);
-                            // A reload applies the file's admin state only when the
-                            // file changed it, so a drain done through the API
-                            // survives an unrelated reload.
-                            // A discovered server's drain flag comes from its source.
-                            if i >= configured && (reload || rediscovered) {
-                                s.set_admin(sc.admin);
-                            } else if reload {
-                                let file_before = current
-                                    .config
-                                    .backends
-                                    .get(name)
-                                    .and_then(|b| b.servers.iter().find(|o| o.name == sc.name))
-                                    .map(|o| o.admin);
-                                if file_before != Some(sc.admin) {
-                                    s.set_admin(sc.admin);
-                                }
-                            }
-                            if !checks_on {
-                                s.set_up(true);
-                            }
-                            s.clone()
-                        }
-                        None => {
-                            let s = ServerState::new(name, sc, self.epoch, !checks_on);
-                            // After an upgrade: the old process's last health result.
-                            if checks_on {
-                                crate::upgrade::state::seed(&s);
-                            }
-                            Arc::new(s)
-                        }
-                    }
-                })
-                .collect();
-            let weights: Vec<u32> = bc.servers.iter().map(|s| s.weight).collect();
-            let ids: Vec<u64> = bc
-                .servers
-                .iter()
-                .map(|s| crate::balance::hash_key(s.name.as_bytes()))
-                .collect();
-            backends.insert(
-                name.clone(),
-                Arc::new(BackendRt {
-                    name: Arc::from(name.as_str()),
-                    tls: tls.clients.remove(name),
-                    sticky_ids: bc
-                        .servers
-                        .iter()
-                        .map(|s| crate::proxy::edge::sticky_id(name, &s.name))
-                        .collect(),
-                    stats: old_backend.map(|b| b.stats.clone()).unwrap_or_default(),
-                    config: bc.clone(),
-                    balancer: Balancer::with_ids(bc.balance, &weights, &ids),
-                    servers,
-                }),
-            );
+            keep
+        });
+        let mut tls = build_tls(&config)?;
+        let mut backends = BTreeMap::new();
+        let mut rebuilt = Vec::new();
+        for (name, file) in &config.backends {
+            let members = Self::members(control, file);
+            let old = current.backends.get(name);
+            let b = match old {
+                Some(o) if build::keep_backend(o, file, &members) => o.clone(),
+                _ => {
+                    let b = Arc::new(build::backend(
+                        file,
+                        &members,
+                        old.map(|o| &**o),
+                        tls.clients.remove(name),
+                        self.epoch,
+                    ));
+                    rebuilt.push(b.clone());
+                    b
+                }
+            };
+            backends.insert(name.clone(), b);
         }
         let mut frontends = HashMap::new();
+        let mut frontends_kept = 0;
         for (name, fc) in &config.frontends {
-            let old_fe = current.frontends.get(name);
-            let routes = fc
-                .routes
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| {
-                    let backend = Arc::clone(backends.get(&r.backend)?);
-                    let old = old_fe
-                        .and_then(|f| f.routes.get(i))
-                        .and_then(|o| o.limiter.as_ref());
-                    let limiter = r.rate_limit.as_ref().map(|rl| reuse_limiter(old, rl));
-                    Some(RouteRt {
-                        route: r.clone(),
-                        backend,
-                        limiter,
-                    })
-                })
-                .collect();
-            let limiter = fc
-                .rate_limit
-                .as_ref()
-                .map(|rl| reuse_limiter(old_fe.and_then(|f| f.limiter.as_ref()), rl));
-            let default = fc.backend.as_ref().and_then(|b| backends.get(b)).cloned();
-            frontends.insert(
-                name.clone(),
-                Arc::new(FrontendRt {
-                    tls: tls.acceptors.remove(name),
-                    limiter,
-                    stats: current
-                        .frontends
-                        .get(name)
-                        .map(|f| f.stats.clone())
-                        .unwrap_or_default(),
-                    config: fc.clone(),
-                    routes,
-                    default,
-                }),
-            );
+            let old = current.frontends.get(name);
+            let f = match old {
+                Some(o) if build::keep_frontend(o, fc, &backends) => {
+                    frontends_kept += 1;
+                    o.clone()
+                }
+                _ => Arc::new(build::frontend(
+                    fc,
+                    &backends,
+                    old.map(|o| &**o),
+                    tls.acceptors.remove(name),
+                )),
+            };
+            frontends.insert(name.clone(), f);
         }
-        Snapshot {
-            generation: current.generation + 1,
+        let generation = self.generation() + 1;
+        let next = Snapshot {
+            generation,
             config: Arc::new(config),
             frontends,
             backends,
+        };
+        let plan = control.tasks.bind_listeners(&next)?;
+        self.generation.store(generation, Ordering::SeqCst);
+        let kept = next.backends.len() - rebuilt.len();
+        let next = Arc::new(next);
+        self.snapshot.store(next.clone());
+        control.tasks.start_listeners(self, plan);
+        for b in &rebuilt {
+            control.tasks.sync_checkers(b);
+        }
+        control.tasks.retire_checkers(&next);
+        control.tasks.sync_discovery(self, &next);
+        // At start, an empty state is not worth a file.
+        if current.generation > 0 || !control.overlay.is_empty() {
+            self.persist(control);
+        }
+        self.reloaded.send_replace(next.config.clone());
+        tracing::info!(generation, backends_kept = kept, backends_rebuilt = rebuilt.len(), frontends_kept, %by, "configuration applied");
+        Ok(generation)
+    }
+
+    /// Write pending runtime edits to the state file now (before an upgrade
+    /// hands over: the next process starts from the file).
+    pub fn flush_state(&self) {
+        if let Some(p) = &self.persist {
+            p.write_pending();
         }
     }
 
-    /// Start checkers for new servers or changed health settings; stop the rest.
-    fn sync_checkers(&self, control: &mut Control) {
-        let snap = self.snapshot.load();
-        let mut wanted: HashMap<ServerKey, (Arc<ServerState>, HealthConfig)> = HashMap::new();
-        for b in snap.backends.values() {
-            if b.config.health.check.is_none() {
-                continue;
-            }
-            for s in &b.servers {
-                wanted.insert(s.key.clone(), (s.clone(), b.config.health.clone()));
-            }
-        }
-        control.checkers.retain(|key, entry| {
-            let keep = wanted.get(key).is_some_and(|(_, h)| *h == entry.health);
-            if !keep {
-                let _ = entry.stop.send(true);
-            }
-            keep
-        });
-        for (key, (server, health)) in wanted {
-            if control.checkers.contains_key(&key) {
-                continue;
-            }
-            let (stop, stop_rx) = watch::channel(false);
-            crate::health::spawn_checker(server, health.clone(), stop_rx);
-            control.checkers.insert(key, CheckerEntry { health, stop });
-        }
-    }
-
-    /// One discovery task per backend that has a source; restarted when its
-    /// settings change, stopped when the backend or its source goes away.
-    fn sync_discovery(self: &Arc<Self>, control: &mut Control) {
-        let snap = self.snapshot.load();
-        let wanted: HashMap<String, DiscoveryConfig> = snap
-            .config
-            .backends
-            .iter()
-            .filter_map(|(name, b)| b.discovery.clone().map(|d| (name.clone(), d)))
-            .collect();
-        control.discoverers.retain(|name, (cfg, stop)| {
-            let keep = wanted.get(name) == Some(cfg);
-            if !keep {
-                let _ = stop.send(true);
-            }
-            keep
-        });
-        control
-            .discovered
-            .retain(|name, _| wanted.contains_key(name));
-        for (name, cfg) in wanted {
-            if control.discoverers.contains_key(&name) {
-                continue;
-            }
-            let (stop, stop_rx) = watch::channel(false);
-            crate::discovery::spawn(self.clone(), name.clone(), cfg.clone(), stop_rx);
-            control.discoverers.insert(name, (cfg, stop));
-        }
-    }
-
-    /// Graceful stop: close listeners, stop checks, let open connections
-    /// finish their current request (up to `grace`), then return.
+    /// Graceful stop: close listeners, stop checks, write the state file,
+    /// let open connections finish their current request (up to `grace`), then return.
     pub async fn shutdown(&self, grace: Duration) {
-        {
-            let mut control = self.control.lock().await;
-            for (_, l) in control.listeners.drain() {
-                let _ = l.stop.send(true);
-            }
-            for (_, c) in control.checkers.drain() {
-                let _ = c.stop.send(true);
-            }
-            for (_, (_, stop)) in control.discoverers.drain() {
-                let _ = stop.send(true);
-            }
+        self.control.lock().await.tasks.stop_all();
+        if let Some(p) = &self.persist {
+            p.write_pending();
         }
-        self.drain_started
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.drain_started.store(true, Ordering::SeqCst);
         for n in &self.drain {
             n.notify_waiters();
         }
@@ -549,67 +821,22 @@ struct TlsMaterial {
     clients: HashMap<String, Arc<crate::tls::UpstreamTlsRt>>,
 }
 
-/// TLS acceptors for the next snapshot: certificates are (re)read from disk on
-/// a reload; other changes keep the loaded ones.
-fn load_tls(
-    current: &Snapshot,
-    config: &Config,
-    reload: bool,
-) -> Result<HashMap<String, tokio_rustls::TlsAcceptor>, ApplyError> {
-    let mut out = HashMap::new();
+/// TLS for a reload: certificates and CA files are re-read from disk (that
+/// is how certificates are rotated); other changes keep the loaded ones.
+fn build_tls(config: &Config) -> Result<TlsMaterial, ApplyError> {
+    let mut acceptors = HashMap::new();
     for (name, fe) in &config.frontends {
         let Some(tls) = &fe.tls else { continue };
-        let kept = current
-            .frontends
-            .get(name)
-            .filter(|old| !reload && old.config.tls.as_ref() == Some(tls))
-            .and_then(|old| old.tls.clone());
-        let acceptor = match kept {
-            Some(a) => a,
-            None => {
-                let sc = crate::tls::server_config(tls)
-                    .map_err(|e| ApplyError::Invalid(format!("frontend `{name}`: {e}")))?;
-                tokio_rustls::TlsAcceptor::from(sc)
-            }
-        };
-        out.insert(name.clone(), acceptor);
+        let sc = crate::tls::server_config(tls)
+            .map_err(|e| ApplyError::Invalid(format!("frontend `{name}`: {e}")))?;
+        acceptors.insert(name.clone(), tokio_rustls::TlsAcceptor::from(sc));
     }
-    Ok(out)
-}
-
-/// Keep a limiter's buckets when its settings did not change.
-fn reuse_limiter(
-    old: Option<&Arc<crate::proxy::ratelimit::RateLimiter>>,
-    cfg: &crate::config::types::RateLimit,
-) -> Arc<crate::proxy::ratelimit::RateLimiter> {
-    match old {
-        Some(l) if l.config == *cfg => l.clone(),
-        _ => Arc::new(crate::proxy::ratelimit::RateLimiter::new(cfg)),
-    }
-}
-
-/// TLS client settings per backend: re-read (CA files) on reload, kept otherwise.
-fn load_upstream_tls(
-    current: &Snapshot,
-    config: &Config,
-    reload: bool,
-) -> Result<HashMap<String, Arc<crate::tls::UpstreamTlsRt>>, ApplyError> {
-    let mut out = HashMap::new();
+    let mut clients = HashMap::new();
     for (name, b) in &config.backends {
         let Some(t) = &b.tls else { continue };
-        let kept = current
-            .backends
-            .get(name)
-            .and_then(|old| old.tls.clone())
-            .filter(|old| !reload && old.config == *t && old.h2 == b.http2);
-        let rt = match kept {
-            Some(k) => k,
-            None => Arc::new(
-                crate::tls::upstream(t, b.http2)
-                    .map_err(|e| ApplyError::Invalid(format!("backend `{name}`: {e}")))?,
-            ),
-        };
-        out.insert(name.clone(), rt);
+        let rt = crate::tls::upstream(t, b.http2)
+            .map_err(|e| ApplyError::Invalid(format!("backend `{name}`: {e}")))?;
+        clients.insert(name.clone(), Arc::new(rt));
     }
-    Ok(out)
+    Ok(TlsMaterial { acceptors, clients })
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::desired::ServerSource;
 use crate::config::types::{AdminState, ServerConfig};
 
 /// Active check results kept per server for the dashboard.
@@ -108,6 +109,8 @@ pub struct ServerState {
     pub pool: crate::proxy::pool::Pool,
     /// Last reported database [`Role`] (as u8).
     role: AtomicU8,
+    /// Which source defines the server ([`ServerSource`] as u8).
+    source: AtomicU8,
     /// Bumped whenever the role or the up/down state changes, so open
     /// connections can react (`on_role_change = "close"`).
     changes: tokio::sync::watch::Sender<u64>,
@@ -182,6 +185,7 @@ impl ServerState {
             checks_failed: AtomicU64::new(0),
             pool: Default::default(),
             role: AtomicU8::new(Role::Unknown.to_u8()),
+            source: AtomicU8::new(ServerSource::File.to_u8()),
             changes: tokio::sync::watch::Sender::new(0),
             history: ServerHistory {
                 down_since_ms: AtomicU64::new(u64::from(!initially_up)),
@@ -218,6 +222,16 @@ impl ServerState {
         self.backup.store(cfg.backup, Ordering::Relaxed);
         self.maxconn
             .store(cfg.maxconn.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Which source defines the server (file, inventory, dns, api, …).
+    pub fn source(&self) -> ServerSource {
+        ServerSource::from_u8(self.source.load(Ordering::Relaxed))
+    }
+
+    /// Set when the merged server list is applied.
+    pub fn set_source(&self, s: ServerSource) {
+        self.source.store(s.to_u8(), Ordering::Relaxed);
     }
 
     pub fn name(&self) -> &str {
@@ -370,6 +384,7 @@ impl ServerState {
             let until = self.now_ms() + fail_timeout.as_millis() as u64;
             self.ejected_until_ms.store(until.max(1), Ordering::Relaxed);
             self.consecutive_fails.store(0, Ordering::Relaxed);
+            tracing::warn!(backend = %self.key.backend, server = %self.key.name, failures = n, "passive health: server ejected for {fail_timeout:?}");
             return true;
         }
         false

@@ -19,7 +19,8 @@ use crate::proxy::route::RouteIndex;
 pub struct Snapshot {
     /// Increases by one with every applied change.
     pub generation: u64,
-    /// The configuration this snapshot was built from (including runtime edits).
+    /// The configuration file as loaded (runtime edits are in the overlay;
+    /// each backend's merged servers are in its `BackendRt`).
     pub config: Arc<Config>,
     pub frontends: HashMap<String, Arc<FrontendRt>>,
     pub backends: BTreeMap<String, Arc<BackendRt>>,

@@ -357,6 +357,9 @@ async fn hand_over_inner(
     binary: &Path,
     timeout: Duration,
 ) -> Result<u32, String> {
+    // The next process reads runtime edits from the state file (when one is
+    // kept): it must hold every edit made so far.
+    rt.flush_state();
     let live = fds::live();
     if live.len() > fds::MAX_FDS {
         return Err(format!(

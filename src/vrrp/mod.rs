@@ -39,23 +39,26 @@ pub use packet::{
 pub use task::{InstanceStatus, SharedStatus};
 pub use track::{frontends_probe, HealthProbe};
 
-/// Every VRRP instance of this node.
+/// Every VRRP instance of this node, by name, with the settings it runs with.
 #[derive(Debug, Default)]
 pub struct Vrrp {
-    instances: Vec<task::InstanceHandle>,
+    instances: std::collections::BTreeMap<String, (config::InstanceConfig, task::InstanceHandle)>,
+    /// The status views handed out by [`Vrrp::status`], kept current by [`Vrrp::reconcile`].
+    shared: std::sync::Arc<std::sync::Mutex<Vec<SharedStatus>>>,
 }
 
-/// A cloneable view of all instances' status, for the admin API.
+/// A cloneable view of all instances' status, for the admin API. It follows
+/// the instances a reload starts or stops.
 #[derive(Debug, Clone, Default)]
 pub struct VrrpStatus {
-    instances: Vec<SharedStatus>,
+    instances: std::sync::Arc<std::sync::Mutex<Vec<SharedStatus>>>,
 }
 
 impl VrrpStatus {
-    /// Current status of every instance, in config order.
+    /// Current status of every instance, in name order.
     pub fn get(&self) -> Vec<InstanceStatus> {
-        self.instances
-            .iter()
+        let list = self.instances.lock().map(|l| l.clone()).unwrap_or_default();
+        list.iter()
             .filter_map(|s| s.lock().ok().map(|s| s.clone()))
             .collect()
     }
@@ -84,14 +87,69 @@ impl Vrrp {
         let mut started = Vrrp::default();
         for ic in cfg.instances.values() {
             match task::start(ic.clone(), probe.clone()).await {
-                Ok(h) => started.instances.push(h),
+                Ok(h) => {
+                    started.instances.insert(ic.name.clone(), (ic.clone(), h));
+                }
                 Err(e) => {
                     started.shutdown().await;
                     return Err(e);
                 }
             }
         }
+        started.publish();
         Ok(started)
+    }
+
+    fn publish(&self) {
+        let list = self.instances.values().map(|(_, h)| h.status()).collect();
+        if let Ok(mut g) = self.shared.lock() {
+            *g = list;
+        }
+    }
+
+    /// Re-apply `[vrrp]` after a reload: an instance whose settings did not
+    /// change keeps running untouched (no flap, no advert missed); a changed
+    /// one is stopped gracefully (a master hands its VIPs over) and started
+    /// with the new settings; a removed one is stopped; a new one starts. An
+    /// instance that cannot start is logged and left out; the others run on.
+    pub async fn reconcile(&mut self, cfg: &config::VrrpConfig, probe: Option<HealthProbe>) {
+        let stale: Vec<String> = self
+            .instances
+            .iter()
+            .filter(|(name, (old, _))| cfg.instances.get(*name) != Some(old))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut stopping = Vec::new();
+        for name in &stale {
+            if let Some((_, h)) = self.instances.remove(name) {
+                let what = if cfg.instances.contains_key(name) {
+                    "restarting with its new settings"
+                } else {
+                    "removed from the configuration"
+                };
+                tracing::info!(instance = %name, "vrrp: {what}");
+                stopping.push(h.shutdown());
+            }
+        }
+        futures_util::future::join_all(stopping).await;
+        for (name, ic) in &cfg.instances {
+            if self.instances.contains_key(name) {
+                continue;
+            }
+            match task::start(ic.clone(), probe.clone()).await {
+                Ok(h) => {
+                    tracing::info!(instance = %name, "vrrp: instance started");
+                    self.instances.insert(name.clone(), (ic.clone(), h));
+                }
+                Err(e) => tracing::error!(instance = %name, "vrrp: cannot start: {e}"),
+            }
+        }
+        tracing::info!(
+            running = self.instances.len(),
+            restarted_or_removed = stale.len(),
+            "vrrp re-applied"
+        );
+        self.publish();
     }
 
     /// True when no instance runs.
@@ -102,13 +160,13 @@ impl Vrrp {
     /// A cloneable status view.
     pub fn status(&self) -> VrrpStatus {
         VrrpStatus {
-            instances: self.instances.iter().map(|h| h.status()).collect(),
+            instances: self.shared.clone(),
         }
     }
 
     /// Graceful stop of every instance at once: masters hand their VIPs over first.
     pub async fn shutdown(self) {
-        let all = self.instances.into_iter().map(|h| h.shutdown());
+        let all = self.instances.into_values().map(|(_, h)| h.shutdown());
         futures_util::future::join_all(all).await;
     }
 }

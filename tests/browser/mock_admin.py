@@ -119,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/":
             self.send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
-        elif self.path == "/api/v1/status":
+        elif self.path.split("?")[0] == "/api/v1/status":
             if self.authed():
                 tick()
                 self.send(200, status(self.vrrp))

@@ -138,6 +138,21 @@ impl Lb {
     pub fn config_path(&self) -> &Path {
         &self.config
     }
+    /// Stop the process gracefully (SIGTERM, bounded wait) and start it again
+    /// with the same configuration file.
+    pub fn restart(&mut self, wait_for: SocketAddr) {
+        self.proc.signal(libc::SIGTERM);
+        assert!(
+            self.proc.wait_exit(Duration::from_secs(20)).is_some(),
+            "lb did not stop: {}",
+            self.proc.output()
+        );
+        self.proc = spawn(
+            "lb",
+            &["run", "--config", self.config.to_str().expect("utf8 path")],
+        );
+        wait_listening(wait_for);
+    }
 }
 
 /// A parsed HTTP response.
