@@ -48,6 +48,9 @@ enum Cmd {
     },
     /// Build the seeds' topologies in network namespaces and run failure drills (root).
     Lab(fulcrum::lab::LabArgs),
+    /// Register this app server in etcd under a lease until SIGTERM/SIGINT (for a systemd unit).
+    #[cfg(feature = "etcd")]
+    Register(fulcrum::cluster::register::RegisterArgs),
 }
 
 #[derive(clap::Args)]
@@ -114,6 +117,10 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Lab(args) => return fulcrum::lab::run(args),
+        #[cfg(feature = "etcd")]
+        Cmd::Register(args) => {
+            runtime().and_then(|rt| rt.block_on(fulcrum::cluster::register::run(args)))
+        }
         Cmd::Demo(opts) => runtime().and_then(|rt| rt.block_on(fulcrum::demo::run_demo(opts))),
         Cmd::Backend { listen, name } => runtime().and_then(|rt| {
             rt.block_on(fulcrum::demo::backend::run_backend(

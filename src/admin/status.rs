@@ -69,6 +69,16 @@ pub struct DiscoveryStatus {
     pub servers: usize,
     /// Changed lists applied so far.
     pub updates: u64,
+    /// etcd: whether the store can be read now (false: serving the last
+    /// known list); absent for file and DNS sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_reachable: Option<bool>,
+    /// Entries skipped in the last list because their value was bad.
+    #[serde(default)]
+    pub skipped: u64,
+    /// etcd: the store revision the applied list reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
 }
 
 /// One server.
@@ -201,6 +211,9 @@ fn backend_status(rt: &Arc<Runtime>, b: &BackendRt) -> BackendStatus {
             last_error: d.last_error,
             servers: d.servers,
             updates: d.updates,
+            store_reachable: d.connected,
+            skipped: d.skipped,
+            revision: d.revision,
         }),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod error;
+mod etcd;
 pub mod quick;
 mod raw;
 pub mod types;

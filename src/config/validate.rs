@@ -117,13 +117,18 @@ pub fn default_server(name: &str, address: SocketAddr) -> ServerConfig {
     }
 }
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     loc: Locator<'a>,
     errors: Vec<ConfigError>,
 }
 
 impl Ctx<'_> {
-    fn err<T>(&mut self, at: &S<T>, msg: impl Into<String>, hint: Option<&str>) {
+    /// Errors reported so far.
+    pub(super) fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub(super) fn err<T>(&mut self, at: &S<T>, msg: impl Into<String>, hint: Option<&str>) {
         let e = self
             .loc
             .error(at.span().start, msg, hint.map(str::to_string));
@@ -341,18 +346,29 @@ fn build_cluster(cx: &mut Ctx<'_>, raw: Option<&RawCluster>) -> ClusterConfig {
             );
         }
     }
-    ClusterConfig { peers }
+    let store = raw
+        .and_then(|r| r.store.as_ref())
+        .and_then(|s| super::etcd::build_store(cx, s));
+    ClusterConfig { peers, store }
 }
 
 fn build_discovery(cx: &mut Ctx<'_>, d: &S<RawDiscovery>) -> Option<DiscoveryConfig> {
     let r = d.get_ref();
-    let sources = [r.file.is_some(), r.dns.is_some(), r.srv.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let sources = [
+        r.file.is_some(),
+        r.dns.is_some(),
+        r.srv.is_some(),
+        r.etcd.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if sources != 1 {
-        cx.err(d, "discovery needs exactly one of `file`, `dns` or `srv`", Some("e.g. discovery = { file = \"/etc/fulcrum/web.json\" } or { dns = \"web.internal\", port = 80 }"));
+        cx.err(d, "discovery needs exactly one of `file`, `dns`, `srv` or `etcd`", Some("e.g. discovery = { file = \"/etc/fulcrum/web.json\" } or { dns = \"web.internal\", port = 80 }"));
         return None;
+    }
+    if let Some(e) = &r.etcd {
+        return super::etcd::build_discovery(cx, r, e).map(DiscoveryConfig::Etcd);
     }
     if let Some(f) = &r.file {
         for (present, key) in [
@@ -979,7 +995,12 @@ fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> BackendConf
             admin,
         });
     }
-    let discovery = r.discovery.as_ref().and_then(|d| build_discovery(cx, d));
+    let mut discovery = r.discovery.as_ref().and_then(|d| build_discovery(cx, d));
+    if let Some(DiscoveryConfig::Etcd(e)) = &mut discovery {
+        if e.prefix.is_empty() {
+            e.prefix = format!("/fulcrum/backends/{name}/");
+        }
+    }
     let sticky = r.sticky.as_ref().and_then(|st| {
         let c = &st.get_ref().cookie;
         let ok = !c.get_ref().is_empty()
