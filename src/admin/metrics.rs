@@ -48,6 +48,7 @@ pub fn render(rt: &Runtime) -> String {
     frontend_families(&mut out, &frontends);
     request_families(&mut out, &snap, &frontends, &servers);
     backend_families(&mut out, &backends);
+    discovery_families(&mut out, rt);
     server_families(&mut out, &servers);
     out.text
 }
@@ -216,6 +217,31 @@ fn backend_families(out: &mut Exposition, backends: &[&Arc<BackendRt>]) {
         Kind::Counter,
         "Attempts retried onto another server of a backend.",
         per_backend(&|b| b.stats.retries.load(Relaxed)),
+    );
+}
+
+/// Discovery sources: whether each can read its store (etcd), and how many
+/// entries of its last list were skipped as bad.
+fn discovery_families(out: &mut Exposition, rt: &Runtime) {
+    let sources = crate::discovery::all_of(rt);
+    let label = |b: &str| vec![("backend", b.to_string())];
+    out.family(
+        "fulcrum_discovery_source_up",
+        Kind::Gauge,
+        "1 when a backend's discovery source can read its store now; 0 while it serves the last known list (etcd only).",
+        sources
+            .iter()
+            .filter_map(|(b, s)| s.connected.map(|c| Sample::new(label(b), Value::Int(u64::from(c)))))
+            .collect(),
+    );
+    out.family(
+        "fulcrum_discovery_skipped_entries",
+        Kind::Gauge,
+        "Entries of a discovery source's last list skipped because their value was bad.",
+        sources
+            .iter()
+            .map(|(b, s)| Sample::new(label(b), Value::Int(s.skipped)))
+            .collect(),
     );
 }
 

@@ -89,6 +89,18 @@ pub fn all(rt: &Arc<Runtime>) -> Vec<(String, SourceStatus)> {
     v
 }
 
+/// Like [`all`], for a `&Runtime` (the metrics renderer has no `Arc`).
+pub fn all_of(rt: &Runtime) -> Vec<(String, SourceStatus)> {
+    let me = rt as *const Runtime as usize;
+    let mut v: Vec<_> = registry()
+        .iter()
+        .filter(|((ptr, _), r)| *ptr == me && r.runtime.strong_count() > 0)
+        .map(|((_, backend), r)| (backend.clone(), r.status.clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
 /// Why `backend`'s discovery source last failed, if its last attempt failed.
 pub fn last_error(rt: &Arc<Runtime>, backend: &str) -> Option<String> {
     status(rt, backend).and_then(|s| s.last_error)
