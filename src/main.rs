@@ -225,7 +225,15 @@ async fn run(args: RunArgs, cfg: config::types::Config) -> Result<()> {
     // Read the token before binding anything, so a bad token file fails fast.
     fulcrum::admin::read_token(&admin)?;
     let vrrp_cfg = cfg.vrrp.clone();
+    #[cfg(feature = "etcd")]
+    let store = cfg.cluster.store.clone();
     let rt = Runtime::start(cfg).await?;
+    // Shared runtime state: admin changes go through etcd and come back
+    // through its watch on every node (src/cluster/store.rs).
+    #[cfg(feature = "etcd")]
+    if let Some(store) = &store {
+        fulcrum::cluster::store::spawn(&rt, store).map_err(anyhow::Error::msg)?;
+    }
     // The admin API shows VRRP status once the instances run (they start after the listeners).
     let vrrp_status = Arc::new(std::sync::OnceLock::<fulcrum::vrrp::VrrpStatus>::new());
     fulcrum::admin::start(rt.clone(), &admin, vrrp_status.clone()).await?;

@@ -66,7 +66,9 @@ impl Cluster {
             c.spawn(i, "new");
         }
         assert!(
-            wait_until(Duration::from_secs(30), || c.ctl(&["endpoint", "health"]).is_some()
+            wait_until(Duration::from_secs(30), || c
+                .ctl(&["endpoint", "health"])
+                .is_some()
                 && c.ctl(&["put", "/probe", "1"]).is_some()),
             "etcd cluster did not become healthy"
         );
@@ -418,8 +420,7 @@ fn two_nodes_see_a_drain_and_a_restarted_node_catches_up() {
     let (_n1, _l1, admin1) = lb(&cluster);
     let (n2, _l2, admin2) = lb(&cluster);
     for admin in [admin1, admin2] {
-        assert!(wait_until(Duration::from_secs(10), || names(admin)
-            == ["web1", "web2"]));
+        assert!(wait_until(Duration::from_secs(10), || names(admin) == ["web1", "web2"]));
     }
     cluster.must(&[
         "put",
@@ -474,8 +475,7 @@ fn serving_continues_when_etcd_members_die_and_quorum_is_lost() {
     cluster.must(&["put", "/fulcrum/backends/web/web1", &value(a1, "")]);
     cluster.must(&["put", "/fulcrum/backends/web/web2", &value(a2, "")]);
     let (_lb, listen, admin) = lb(&cluster);
-    assert!(wait_until(Duration::from_secs(10), || names(admin)
-        == ["web1", "web2"]));
+    assert!(wait_until(Duration::from_secs(10), || names(admin) == ["web1", "web2"]));
     let load = Load::start(listen, 2, 20_000);
     load.wait_more(50);
 
@@ -497,8 +497,8 @@ fn serving_continues_when_etcd_members_die_and_quorum_is_lost() {
     // servers, and the status says the store is unreachable.
     cluster.kill(1);
     assert!(
-        wait_until(Duration::from_secs(30), || backend_status(admin)["discovery"]
-            ["store_reachable"]
+        wait_until(Duration::from_secs(30), || backend_status(admin)
+            ["discovery"]["store_reachable"]
             == false),
         "discovery: {}",
         backend_status(admin)["discovery"]
@@ -524,5 +524,129 @@ fn serving_continues_when_etcd_members_die_and_quorum_is_lost() {
     );
     load.wait_more(50);
     let (ok, failed) = load.finish();
-    assert_eq!(failed, 0, "failed requests while etcd members died ({ok} ok)");
+    assert_eq!(
+        failed, 0,
+        "failed requests while etcd members died ({ok} ok)"
+    );
+}
+
+fn store_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    cluster: &Cluster,
+    a1: SocketAddr,
+    a2: SocketAddr,
+) -> String {
+    format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[cluster]
+store = {{ etcd = {{ endpoints = [{eps}] }} }}
+
+[frontends.web]
+listen = ["{listen}"]
+backend = "web"
+
+[backends.web]
+servers = [
+  {{ name = "web1", address = "{a1}" }},
+  {{ name = "web2", address = "{a2}" }},
+]
+"#,
+        eps = cluster.endpoints_toml()
+    )
+}
+
+fn weight_of(admin: SocketAddr, name: &str) -> Option<u64> {
+    backend_status(admin)["servers"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)?["weight"]
+        .as_u64()
+}
+
+#[test]
+fn cluster_store_applies_admin_changes_on_every_node_and_a_returning_node_catches_up() {
+    let Some((etcd, ctl)) = tools() else { return };
+    let mut cluster = Cluster::start(etcd, ctl);
+    let (_b1, a1) = backend("web1");
+    let (_b2, a2) = backend("web2");
+    let (_b3, a3) = backend("web3");
+    let nodes: Vec<(SocketAddr, SocketAddr)> = (0..2).map(|_| (free_addr(), free_addr())).collect();
+    let start = |i: usize, cluster: &Cluster| {
+        let (listen, admin) = nodes[i];
+        let lb = Lb::start(&store_config(listen, admin, cluster, a1, a2), listen);
+        common::wait_listening(admin);
+        lb
+    };
+    let n1 = start(0, &cluster);
+    let n2 = start(1, &cluster);
+    let (admin1, admin2) = (nodes[0].1, nodes[1].1);
+    let url1 = format!("http://{admin1}");
+    assert!(wait_until(Duration::from_secs(10), || {
+        status(admin1)["cluster_store"]["reachable"] == true
+            && status(admin2)["cluster_store"]["reachable"] == true
+    }));
+
+    // `ctl drain` against one node: both apply it, and it is in etcd.
+    let (code, out) = common::ctl(&["--admin", &url1, "drain", "web/web1"]);
+    assert_eq!(code, 0, "{out}");
+    for admin in [admin1, admin2] {
+        assert!(
+            wait_until(Duration::from_secs(10), || servers(admin)
+                .contains(&("web1".into(), "drain".into()))),
+            "{:?}",
+            servers(admin)
+        );
+    }
+    assert!(cluster
+        .must(&["get", "/fulcrum/state/web/web1"])
+        .contains("\"drain\""));
+
+    // Node 2 is down while the weight changes and a server is added.
+    drop(n2);
+    let (code, out) = common::ctl(&["--admin", &url1, "weight", "web/web2", "7"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = common::ctl(&["--admin", &url1, "add", "web", "web3", &a3.to_string()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(weight_of(admin1, "web2"), Some(7));
+    let n2 = start(1, &cluster);
+    assert!(
+        wait_until(Duration::from_secs(10), || weight_of(admin2, "web2")
+            == Some(7)
+            && names(admin2) == ["web1", "web2", "web3"]
+            && servers(admin2).contains(&("web1".into(), "drain".into()))),
+        "returning node: {:?} weight {:?}",
+        servers(admin2),
+        weight_of(admin2, "web2")
+    );
+
+    // Removal goes everywhere too.
+    let (code, out) = common::ctl(&["--admin", &url1, "remove", "web/web3"]);
+    assert_eq!(code, 0, "{out}");
+    for admin in [admin1, admin2] {
+        assert!(wait_until(Duration::from_secs(10), || names(admin) == ["web1", "web2"]));
+    }
+
+    // Without quorum a change is refused (503) and applied nowhere; the
+    // nodes keep serving.
+    cluster.kill(0);
+    cluster.kill(1);
+    assert!(wait_until(Duration::from_secs(30), || status(admin1)
+        ["cluster_store"]["reachable"]
+        == false));
+    let r = common::send(
+        admin1,
+        "PUT",
+        "/api/v1/backends/web/servers/web2/state",
+        &[],
+        r#"{"state":"maint"}"#,
+    )
+    .expect("request");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(servers(admin1).contains(&("web2".into(), "ready".into())));
+    assert_eq!(get(nodes[0].0, "/").expect("serving").status, 200);
+    drop((n1, n2));
 }

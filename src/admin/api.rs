@@ -31,6 +31,7 @@ fn apply_error(e: &ApplyError) -> Resp {
         ApplyError::Busy { .. } => 409,
         ApplyError::Invalid(_) => 400,
         ApplyError::Bind { .. } => 409,
+        ApplyError::Unavailable(_) => 503,
     };
     error(status, e.to_string())
 }
@@ -93,7 +94,7 @@ pub async fn handle(st: &AdminState, req: Request<Incoming>) -> Resp {
                 server: s.to_string(),
                 force,
             };
-            match st.rt.apply(change).await {
+            match apply(st, change).await {
                 Ok(generation) => json_resp(
                     200,
                     &json!({ "removed": format!("{b}/{s}"), "generation": generation }),
@@ -224,8 +225,17 @@ async fn set_weight(st: &AdminState, b: &str, s: &str, req: Request<Incoming>) -
     after_change(st, b, s, change).await
 }
 
+/// Every server change of the API goes through here: to the cluster store
+/// when `[cluster] store` is set (every node applies it), else to this node.
+async fn apply(st: &AdminState, change: Change) -> Result<u64, ApplyError> {
+    #[cfg(feature = "etcd")]
+    return crate::cluster::store::apply(&st.rt, change).await;
+    #[cfg(not(feature = "etcd"))]
+    st.rt.apply(change).await
+}
+
 async fn after_change(st: &AdminState, b: &str, s: &str, change: Change) -> Resp {
-    match st.rt.apply(change).await {
+    match apply(st, change).await {
         Ok(_) => match st.rt.snapshot().server(b, s) {
             Some(srv) => json_resp(200, &status::server_status(srv)),
             None => error(404, format!("unknown server `{b}/{s}`")),
@@ -299,13 +309,14 @@ async fn add_server(st: &AdminState, b: &str, req: Request<Incoming>) -> Resp {
         maxconn: body.maxconn.filter(|m| *m > 0),
         admin,
     };
-    match st
-        .rt
-        .apply(Change::AddServer {
+    match apply(
+        st,
+        Change::AddServer {
             backend: b.to_string(),
             server,
-        })
-        .await
+        },
+    )
+    .await
     {
         Ok(_) => match st.rt.snapshot().server(b, &body.name) {
             Some(srv) => json_resp(201, &status::server_status(srv)),

@@ -234,6 +234,15 @@ fn discovery_families(out: &mut Exposition, rt: &Runtime) {
             .filter_map(|(b, s)| s.connected.map(|c| Sample::new(label(b), Value::Int(u64::from(c)))))
             .collect(),
     );
+    #[cfg(feature = "etcd")]
+    out.family(
+        "fulcrum_cluster_store_up",
+        Kind::Gauge,
+        "1 when the shared runtime-state store ([cluster] store) can be read now; 0 while admin changes are refused.",
+        crate::cluster::store::status(rt)
+            .map(|s| vec![Sample::new(vec![], Value::Int(u64::from(s.reachable)))])
+            .unwrap_or_default(),
+    );
     out.family(
         "fulcrum_discovery_skipped_entries",
         Kind::Gauge,

@@ -20,6 +20,10 @@ pub struct Status {
     pub backends: Vec<BackendStatus>,
     /// VRRP instances on this node (empty when none are configured).
     pub vrrp: Vec<serde_json::Value>,
+    /// The shared runtime-state store (`[cluster] store`), when configured:
+    /// `source`, `reachable`, `last_error`, `revision`, `applied`, `skipped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_store: Option<serde_json::Value>,
 }
 
 /// One frontend.
@@ -218,6 +222,16 @@ fn backend_status(rt: &Arc<Runtime>, b: &BackendRt) -> BackendStatus {
     }
 }
 
+#[cfg(feature = "etcd")]
+fn cluster_store(rt: &Runtime) -> Option<serde_json::Value> {
+    crate::cluster::store::status(rt).and_then(|s| serde_json::to_value(s).ok())
+}
+
+#[cfg(not(feature = "etcd"))]
+fn cluster_store(_: &Runtime) -> Option<serde_json::Value> {
+    None
+}
+
 /// Build the status document.
 pub fn status(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>) -> Status {
     use std::sync::atomic::Ordering::Relaxed;
@@ -265,5 +279,6 @@ pub fn status(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>) -> Status {
             .map(|b| backend_status(rt, b))
             .collect(),
         vrrp,
+        cluster_store: cluster_store(rt),
     }
 }

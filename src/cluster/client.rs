@@ -85,9 +85,8 @@ fn url(endpoint: &str, tls: bool) -> String {
 }
 
 fn tls_config(files: &TlsFiles) -> Result<ClientTlsConfig, String> {
-    let read = |p: &PathBuf| {
-        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-    };
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     let mut cfg = ClientTlsConfig::new();
     cfg = match &files.ca {
         Some(ca) => cfg.ca_certificate(Certificate::from_pem(read(ca)?)),
@@ -424,7 +423,9 @@ impl PrefixMirror {
                         self.revision = rev;
                         on(self);
                     }
-                    Err(e) => return format!("read of {} from {}: {e}", self.prefix, client.endpoint),
+                    Err(e) => {
+                        return format!("read of {} from {}: {e}", self.prefix, client.endpoint)
+                    }
                 }
             } else {
                 // Resuming: check that the member can serve a linearizable
@@ -436,11 +437,11 @@ impl PrefixMirror {
                 // until the watch says otherwise).
                 on(self);
             }
-            let (_keep, mut stream) = match client.watch_prefix(&self.prefix, self.revision + 1).await
-            {
-                Ok(w) => w,
-                Err(e) => return format!("watch on {}: {e}", client.endpoint),
-            };
+            let (_keep, mut stream) =
+                match client.watch_prefix(&self.prefix, self.revision + 1).await {
+                    Ok(w) => w,
+                    Err(e) => return format!("watch on {}: {e}", client.endpoint),
+                };
             loop {
                 let msg = match stream.message().await {
                     Ok(Some(m)) => m,
@@ -455,7 +456,10 @@ impl PrefixMirror {
                     break;
                 }
                 if msg.canceled {
-                    return format!("watch canceled by {}: {}", client.endpoint, msg.cancel_reason);
+                    return format!(
+                        "watch canceled by {}: {}",
+                        client.endpoint, msg.cancel_reason
+                    );
                 }
                 if msg.events.is_empty() {
                     if let Some(h) = &msg.header {
@@ -468,7 +472,9 @@ impl PrefixMirror {
                 }
                 for ev in &msg.events {
                     let Some(kv) = &ev.kv else { continue };
-                    let Some(k) = self.strip(&kv.key) else { continue };
+                    let Some(k) = self.strip(&kv.key) else {
+                        continue;
+                    };
                     if ev.r#type == pb::EVENT_DELETE {
                         self.keys.remove(&k);
                     } else {

@@ -12,3 +12,5 @@ pub mod client;
 pub mod pb;
 #[cfg(feature = "etcd")]
 pub mod register;
+#[cfg(feature = "etcd")]
+pub mod store;

@@ -234,7 +234,9 @@ pub async fn run(args: RegisterArgs) -> anyhow::Result<()> {
         };
         match tokio::time::timeout(Duration::from_secs(5), revoke).await {
             Ok(Ok(())) => tracing::info!(key = %key, "lease revoked; deregistered"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not revoke the lease; the key goes when it expires"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not revoke the lease; the key goes when it expires")
+            }
             Err(_) => tracing::warn!("revoking the lease timed out; the key goes when it expires"),
         }
     }

@@ -147,7 +147,11 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        for ok in ["127.0.0.1:2379", "http://h:1", "https://etcd.internal:2379/"] {
+        for ok in [
+            "127.0.0.1:2379",
+            "http://h:1",
+            "https://etcd.internal:2379/",
+        ] {
             assert!(endpoint_ok(ok), "{ok}");
         }
         for bad in ["", "h", "http://h", "h:0", "h:99999", "http://h:1/x", ":1"] {

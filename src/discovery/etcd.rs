@@ -64,7 +64,9 @@ pub fn parse_entry(key: &str, value: &[u8]) -> Result<ServerConfig, String> {
         .map_err(|_| format!("key `{key}`: bad address `{}`; write IP:PORT", e.address))?;
     let weight = e.weight.unwrap_or(1);
     if !(1..=256).contains(&weight) {
-        return Err(format!("key `{key}`: weight {weight} is out of range 1..=256"));
+        return Err(format!(
+            "key `{key}`: weight {weight} is out of range 1..=256"
+        ));
     }
     let admin = match e.state.as_deref().unwrap_or("ready") {
         "ready" => AdminState::Ready,
@@ -115,9 +117,7 @@ pub fn parse_all(keys: &BTreeMap<String, Vec<u8>>) -> (Vec<ServerConfig>, Vec<St
 }
 
 /// The client's connect options from the config (reads the password file).
-pub fn connect_options(
-    cfg: &EtcdConfig,
-) -> Result<crate::cluster::client::ConnectOptions, String> {
+pub fn connect_options(cfg: &EtcdConfig) -> Result<crate::cluster::client::ConnectOptions, String> {
     let password = match &cfg.password_file {
         Some(p) => Some(
             std::fs::read_to_string(p)
@@ -235,7 +235,10 @@ mod tests {
             br#"{"address":"127.0.0.1:80","weight":7,"state":"drain","name":"a1","metadata":{"az":"b"}}"#,
         )
         .unwrap();
-        assert_eq!((s.name.as_str(), s.weight, s.admin), ("a1", 7, AdminState::Drain));
+        assert_eq!(
+            (s.name.as_str(), s.weight, s.admin),
+            ("a1", 7, AdminState::Drain)
+        );
     }
 
     #[test]
@@ -248,7 +251,11 @@ mod tests {
             br#"{"address":"127.0.0.1:80","state":"down"}"#,
             br#"{"address":"127.0.0.1:80","name":"a b"}"#,
         ] {
-            assert!(parse_entry("k", bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_entry("k", bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -44,6 +44,9 @@ pub enum ApplyError {
         frontend: String,
         source: std::io::Error,
     },
+    /// The shared store a change must go through cannot take it now.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 struct ListenerEntry {
