@@ -225,9 +225,15 @@ async fn run(args: RunArgs, cfg: config::types::Config) -> Result<()> {
     // Read the token before binding anything, so a bad token file fails fast.
     fulcrum::admin::read_token(&admin)?;
     let vrrp_cfg = cfg.vrrp.clone();
+    // `[cluster] config`: the file is a bootstrap; the configuration is the
+    // etcd key's when it can be read and is valid.
     #[cfg(feature = "etcd")]
-    let store = cfg.cluster.store.clone();
+    let cfg = fulcrum::cluster::config_source::initial(cfg).await;
+    #[cfg(feature = "etcd")]
+    let (store, started) = (cfg.cluster.store.clone(), cfg.clone());
     let rt = Runtime::start(cfg).await?;
+    #[cfg(feature = "etcd")]
+    fulcrum::cluster::config_source::spawn(&rt, &started);
     // Shared runtime state: admin changes go through etcd and come back
     // through its watch on every node (src/cluster/store.rs).
     #[cfg(feature = "etcd")]
@@ -277,6 +283,16 @@ async fn serve_signals(
 }
 
 async fn reload(rt: &Arc<Runtime>, path: Option<&std::path::Path>) {
+    #[cfg(feature = "etcd")]
+    if let Some(r) = fulcrum::cluster::config_source::reload(rt).await {
+        match r {
+            Ok(generation) => tracing::info!(generation, "reloaded the configuration from etcd"),
+            Err(e) => {
+                tracing::error!("reload refused: {e}; the running configuration stays in force")
+            }
+        }
+        return;
+    }
     let Some(path) = path else {
         tracing::warn!("SIGHUP ignored: quick mode has no configuration file");
         return;

@@ -650,3 +650,86 @@ fn cluster_store_applies_admin_changes_on_every_node_and_a_returning_node_catche
     assert_eq!(get(nodes[0].0, "/").expect("serving").status, 200);
     drop((n1, n2));
 }
+
+fn config_with(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    cluster: &Cluster,
+    server: SocketAddr,
+) -> String {
+    format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[cluster]
+config = {{ etcd = {{ endpoints = [{eps}], key = "/fulcrum/config/lb" }} }}
+
+[frontends.web]
+listen = ["{listen}"]
+backend = "web"
+
+[backends.web]
+servers = [ {{ name = "only", address = "{server}" }} ]
+"#,
+        eps = cluster.endpoints_toml()
+    )
+}
+
+#[test]
+fn configuration_from_etcd_is_validated_like_a_reload() {
+    let Some((etcd, ctl)) = tools() else { return };
+    let cluster = Cluster::start(etcd, ctl);
+    let (_b1, a1) = backend("web1");
+    let (_b2, a2) = backend("web2");
+    let (listen, admin) = (free_addr(), free_addr());
+    // No key yet: the bootstrap file's configuration serves.
+    let lb = Lb::start(&config_with(listen, admin, &cluster, a1), listen);
+    common::wait_listening(admin);
+    assert_eq!(get(listen, "/").expect("request").server(), "web1");
+
+    // A valid configuration under the key replaces it.
+    cluster.must(&[
+        "put",
+        "/fulcrum/config/lb",
+        &config_with(listen, admin, &cluster, a2),
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || get(listen, "/")
+            .map(|r| r.server() == "web2")
+            .unwrap_or(false)),
+        "config_source: {}",
+        status(admin)["config_source"]
+    );
+
+    // A bad one is refused with file:line:col and the running one stays.
+    // (A second `[backends.web]` table: a TOML error.)
+    let bad = config_with(listen, admin, &cluster, a1) + "\n[backends.web]\nretries = \"many\"\n";
+    cluster.must(&["put", "/fulcrum/config/lb", &bad]);
+    assert!(
+        wait_until(Duration::from_secs(10), || status(admin)["config_source"]
+            ["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("etcd:/fulcrum/config/lb:"))),
+        "config_source: {}",
+        status(admin)["config_source"]
+    );
+    for _ in 0..5 {
+        assert_eq!(get(listen, "/").expect("request").server(), "web2");
+    }
+
+    // A restarted node starts from the key's value, not from its file.
+    cluster.must(&[
+        "put",
+        "/fulcrum/config/lb",
+        &config_with(listen, admin, &cluster, a2),
+    ]);
+    assert!(wait_until(Duration::from_secs(10), || status(admin)
+        ["config_source"]["last_error"]
+        .is_null()));
+    let path = lb.config_path().to_path_buf();
+    let text = std::fs::read_to_string(&path).expect("bootstrap");
+    drop(lb);
+    let _lb = Lb::start(&text, listen);
+    assert_eq!(get(listen, "/").expect("request").server(), "web2");
+}

@@ -327,6 +327,19 @@ async fn add_server(st: &AdminState, b: &str, req: Request<Incoming>) -> Resp {
 }
 
 async fn reload(st: &AdminState) -> Resp {
+    #[cfg(feature = "etcd")]
+    if let Some(r) = crate::cluster::config_source::reload(&st.rt).await {
+        return match r {
+            Ok(generation) => json_resp(
+                200,
+                &json!({ "generation": generation, "config_source": "etcd" }),
+            ),
+            Err(e) => json_resp(
+                422,
+                &json!({ "error": format!("{e}; the running configuration stays in force"), "errors": [] }),
+            ),
+        };
+    }
     let Some(path) = st.rt.snapshot().config.source.clone() else {
         return error(
             409,

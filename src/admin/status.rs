@@ -24,6 +24,10 @@ pub struct Status {
     /// `source`, `reachable`, `last_error`, `revision`, `applied`, `skipped`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_store: Option<serde_json::Value>,
+    /// The configuration's etcd key (`[cluster] config`), when configured:
+    /// `source`, `reachable`, `last_error` (a refused value's errors), `applied_revision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_source: Option<serde_json::Value>,
 }
 
 /// One frontend.
@@ -232,6 +236,16 @@ fn cluster_store(_: &Runtime) -> Option<serde_json::Value> {
     None
 }
 
+#[cfg(feature = "etcd")]
+fn config_source(rt: &Runtime) -> Option<serde_json::Value> {
+    crate::cluster::config_source::status(rt).and_then(|s| serde_json::to_value(s).ok())
+}
+
+#[cfg(not(feature = "etcd"))]
+fn config_source(_: &Runtime) -> Option<serde_json::Value> {
+    None
+}
+
 /// Build the status document.
 pub fn status(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>) -> Status {
     use std::sync::atomic::Ordering::Relaxed;
@@ -280,5 +294,6 @@ pub fn status(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>) -> Status {
             .collect(),
         vrrp,
         cluster_store: cluster_store(rt),
+        config_source: config_source(rt),
     }
 }

@@ -1,6 +1,8 @@
 //! fulcrum on etcd v3: the client ([`client`], [`pb`]) that discovery
 //! (`discovery = { etcd = … }`), `fulcrum register` ([`register`]) and the
-//! shared runtime state (`[cluster] store = { etcd = … }`, [`store`]) use.
+//! shared runtime state (`[cluster] store = { etcd = … }`, [`store`]) and the
+//! configuration from etcd (`[cluster] config = { etcd = … }`,
+//! [`config_source`]) use.
 //!
 //! Everything here is behind the default-on `etcd` cargo feature; without it
 //! the config keys still parse and a source that needs etcd reports that the
@@ -8,6 +10,8 @@
 
 #[cfg(feature = "etcd")]
 pub mod client;
+#[cfg(feature = "etcd")]
+pub mod config_source;
 #[cfg(feature = "etcd")]
 pub mod pb;
 #[cfg(feature = "etcd")]

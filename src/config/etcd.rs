@@ -30,6 +30,13 @@ fn endpoint_ok(v: &str) -> bool {
 fn build_etcd(cx: &mut Ctx<'_>, e: &S<RawEtcd>, default_prefix: &str) -> Option<EtcdConfig> {
     let r = e.get_ref();
     let before = cx.error_count();
+    if let Some(k) = &r.key {
+        cx.err(
+            k,
+            "`key` applies to `[cluster] config` only; discovery and the store use `prefix`",
+            None,
+        );
+    }
     if r.endpoints.is_empty() {
         cx.err(
             e,
@@ -139,6 +146,55 @@ pub(super) fn build_store(cx: &mut Ctx<'_>, s: &S<RawStore>) -> Option<EtcdConfi
             None
         }
     }
+}
+
+/// `[cluster] config = { etcd = { endpoints, key, … } }`: the key goes in
+/// `prefix` of the result.
+pub(super) fn build_config_source(cx: &mut Ctx<'_>, s: &S<RawStore>) -> Option<EtcdConfig> {
+    let Some(e) = &s.get_ref().etcd else {
+        cx.err(
+            s,
+            "`config` needs `etcd`",
+            Some("e.g. config = { etcd = { endpoints = [\"http://10.0.0.1:2379\"], key = \"/fulcrum/config/lb\" } }"),
+        );
+        return None;
+    };
+    let r = e.get_ref();
+    if let Some(p) = &r.prefix {
+        cx.err(
+            p,
+            "`[cluster] config` reads one `key`, not a `prefix`",
+            None,
+        );
+    }
+    let Some(key) = &r.key else {
+        cx.err(
+            e,
+            "`[cluster] config` needs the `key` holding the configuration",
+            Some("e.g. key = \"/fulcrum/config/lb\""),
+        );
+        return None;
+    };
+    if !key.get_ref().starts_with('/') || key.get_ref().ends_with('/') {
+        cx.err(
+            key,
+            format!("bad etcd key `{}`", key.get_ref()),
+            Some("e.g. \"/fulcrum/config/lb\""),
+        );
+    }
+    // Same checks as the others, with `key` set aside.
+    let raw = RawEtcd {
+        endpoints: r.endpoints.clone(),
+        prefix: None,
+        key: None,
+        username: r.username.clone(),
+        password_file: r.password_file.clone(),
+        tls: r.tls.clone(),
+    };
+    let spanned = S::new(e.span(), raw);
+    let mut cfg = build_etcd(cx, &spanned, "/")?;
+    cfg.prefix = key.get_ref().clone();
+    Some(cfg)
 }
 
 #[cfg(test)]

@@ -40,6 +40,8 @@ pub(crate) struct RawCluster {
     pub peers: Vec<S<String>>,
     /// Shared runtime state: `store = { etcd = { … } }`.
     pub store: Option<S<RawStore>>,
+    /// The whole configuration from one etcd key: `config = { etcd = { …, key } }`.
+    pub config: Option<S<RawStore>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,18 +51,20 @@ pub(crate) struct RawStore {
 }
 
 /// `etcd = { endpoints = [...], prefix = "...", username, password_file, tls }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEtcd {
     #[serde(default)]
     pub endpoints: Vec<S<String>>,
     pub prefix: Option<S<String>>,
+    /// `[cluster] config` only: the key holding the configuration.
+    pub key: Option<S<String>>,
     pub username: Option<S<String>>,
     pub password_file: Option<S<String>>,
     pub tls: Option<S<RawEtcdTls>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEtcdTls {
     pub ca: Option<S<String>>,

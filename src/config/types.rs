@@ -43,6 +43,10 @@ pub struct ClusterConfig {
     /// Shared runtime state in etcd (`store = { etcd = … }`): admin changes
     /// are written there and every node applies them from its watch.
     pub store: Option<EtcdConfig>,
+    /// The whole configuration from one etcd key (`config = { etcd = { …, key } }`);
+    /// `prefix` holds the key. This file is then the bootstrap: used when the
+    /// key is absent, bad or unreachable at start.
+    pub config: Option<EtcdConfig>,
 }
 
 /// How to reach etcd, and under which key prefix (discovery and the store).

@@ -349,7 +349,14 @@ fn build_cluster(cx: &mut Ctx<'_>, raw: Option<&RawCluster>) -> ClusterConfig {
     let store = raw
         .and_then(|r| r.store.as_ref())
         .and_then(|s| super::etcd::build_store(cx, s));
-    ClusterConfig { peers, store }
+    let config = raw
+        .and_then(|r| r.config.as_ref())
+        .and_then(|s| super::etcd::build_config_source(cx, s));
+    ClusterConfig {
+        peers,
+        store,
+        config,
+    }
 }
 
 fn build_discovery(cx: &mut Ctx<'_>, d: &S<RawDiscovery>) -> Option<DiscoveryConfig> {
