@@ -43,6 +43,8 @@ struct Cluster {
     ctl: PathBuf,
     dir: tempfile::TempDir,
     members: Vec<Member>,
+    /// `--user` for etcdctl once auth is enabled.
+    user: Option<String>,
 }
 
 impl Cluster {
@@ -61,6 +63,7 @@ impl Cluster {
             ctl,
             dir,
             members,
+            user: None,
         };
         for i in 0..3 {
             c.spawn(i, "new");
@@ -139,7 +142,11 @@ impl Cluster {
 
     /// Run etcdctl against the live members; stdout on success.
     fn ctl(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new(&self.ctl)
+        let mut cmd = Command::new(&self.ctl);
+        if let Some(u) = &self.user {
+            cmd.arg(format!("--user={u}"));
+        }
+        let out = cmd
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoints()))
             .arg("--dial-timeout=2s")
@@ -732,4 +739,33 @@ fn configuration_from_etcd_is_validated_like_a_reload() {
     drop(lb);
     let _lb = Lb::start(&text, listen);
     assert_eq!(get(listen, "/").expect("request").server(), "web2");
+}
+
+#[test]
+fn discovery_logs_in_with_a_user_and_password() {
+    let Some((etcd, ctl)) = tools() else { return };
+    let mut cluster = Cluster::start(etcd, ctl);
+    let (_b1, a1) = backend("web1");
+    cluster.must(&["user", "add", "root:s3cret-pass"]);
+    cluster.must(&["auth", "enable"]);
+    cluster.user = Some("root:s3cret-pass".into());
+    cluster.must(&["put", "/fulcrum/backends/web/web1", &value(a1, "")]);
+    let pass = cluster.dir.path().join("etcd.pass");
+    std::fs::write(&pass, "s3cret-pass\n").expect("password file");
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(listen, admin, &cluster).replace(
+        "prefix = \"/fulcrum/backends/web/\"",
+        &format!(
+            "prefix = \"/fulcrum/backends/web/\", username = \"root\", password_file = \"{}\"",
+            pass.display()
+        ),
+    );
+    let _lb = Lb::start(&cfg, listen);
+    common::wait_listening(admin);
+    assert!(
+        wait_until(Duration::from_secs(10), || names(admin) == ["web1"]),
+        "discovery: {}",
+        backend_status(admin)["discovery"]
+    );
+    assert_eq!(get(listen, "/").expect("request").server(), "web1");
 }

@@ -36,8 +36,8 @@ pub struct TlsFiles {
     pub key: Option<PathBuf>,
 }
 
-/// How to reach an etcd cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How to reach an etcd cluster. (`Debug` leaves the password out.)
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConnectOptions {
     /// `http://HOST:PORT`, `https://HOST:PORT` or `HOST:PORT`.
     pub endpoints: Vec<String>,
@@ -47,6 +47,17 @@ pub struct ConnectOptions {
     pub password: Option<String>,
     /// TLS to the members; `HOST:PORT` endpoints then mean https.
     pub tls: Option<TlsFiles>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("endpoints", &self.endpoints)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// A connection to one etcd member.
