@@ -769,3 +769,106 @@ fn discovery_logs_in_with_a_user_and_password() {
     );
     assert_eq!(get(listen, "/").expect("request").server(), "web1");
 }
+
+/// CA, server (127.0.0.1) and client certificates as PEM files in `dir`.
+fn tls_files(dir: &std::path::Path) -> [PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("ca key");
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let mut sp = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+    sp.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+    let sk = KeyPair::generate().expect("server key");
+    let server = sp.signed_by(&sk, &ca, &ca_key).expect("server cert");
+    let cp = CertificateParams::new(vec!["fulcrum".to_string()]).expect("client params");
+    let ck = KeyPair::generate().expect("client key");
+    let client = cp.signed_by(&ck, &ca, &ca_key).expect("client cert");
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server.pem()),
+        ("server-key.pem", sk.serialize_pem()),
+        ("client.pem", client.pem()),
+        ("client-key.pem", ck.serialize_pem()),
+    ];
+    files.map(|(name, text)| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write pem");
+        p
+    })
+}
+
+#[test]
+fn discovery_over_tls_with_a_client_certificate() {
+    let Some((etcd, ctl)) = tools() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [ca, cert, key, ccert, ckey] = tls_files(dir.path());
+    let (client, peer) = (free_addr(), free_addr());
+    let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
+    let _etcd = Kid(Command::new(&etcd)
+        .arg("--name=tls0")
+        .arg(format!("--data-dir={}", dir.path().join("data").display()))
+        .arg(format!("--listen-client-urls=https://{client}"))
+        .arg(format!("--advertise-client-urls=https://{client}"))
+        .arg(format!("--listen-peer-urls=http://{peer}"))
+        .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
+        .arg(format!("--initial-cluster=tls0=http://{peer}"))
+        .arg(format!("--cert-file={}", cert.display()))
+        .arg(format!("--key-file={}", key.display()))
+        .arg(format!("--trusted-ca-file={}", ca.display()))
+        .arg("--client-cert-auth")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn etcd"));
+    let etcdctl = |args: &[&str]| -> bool {
+        Command::new(&ctl)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=https://{client}"))
+            .arg(format!("--cacert={}", ca.display()))
+            .arg(format!("--cert={}", ccert.display()))
+            .arg(format!("--key={}", ckey.display()))
+            .arg("--dial-timeout=2s")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let (_b1, a1) = backend("web1");
+    assert!(
+        wait_until(Duration::from_secs(20), || etcdctl(&[
+            "put",
+            "/fulcrum/backends/web/web1",
+            &value(a1, "")
+        ])),
+        "TLS etcd did not come up"
+    );
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[frontends.web]
+listen = ["{listen}"]
+backend = "web"
+
+[backends.web]
+discovery = {{ etcd = {{ endpoints = ["{client}"], tls = {{ ca = "{ca}", cert = "{ccert}", key = "{ckey}" }} }} }}
+"#,
+        ca = ca.display(),
+        ccert = ccert.display(),
+        ckey = ckey.display()
+    );
+    let _lb = Lb::start(&cfg, listen);
+    common::wait_listening(admin);
+    assert!(
+        wait_until(Duration::from_secs(10), || names(admin) == ["web1"]),
+        "discovery: {}",
+        backend_status(admin)["discovery"]
+    );
+    assert_eq!(get(listen, "/").expect("request").server(), "web1");
+}
