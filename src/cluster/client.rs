@@ -401,6 +401,11 @@ impl PrefixMirror {
         }
     }
 
+    /// Use new connect options from the next connect on (a rotated password).
+    pub fn set_options(&mut self, opts: ConnectOptions) {
+        self.opts = opts;
+    }
+
     fn strip(&self, key: &[u8]) -> Option<String> {
         let k = std::str::from_utf8(key).ok()?;
         k.strip_prefix(self.prefix.as_str()).map(str::to_string)

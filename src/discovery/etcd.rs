@@ -164,6 +164,10 @@ pub(crate) async fn run(mut reporter: Reporter, cfg: EtcdConfig) {
                     }
                 },
             };
+            // The password file is read at each connect, so rotating it needs no reload.
+            if let Ok(opts) = connect_options(&cfg) {
+                m.set_options(opts);
+            }
             let started = tokio::time::Instant::now();
             let mut on = |m: &crate::cluster::client::PrefixMirror| {
                 let (servers, errors) = parse_all(&m.keys);
