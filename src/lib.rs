@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod demo;

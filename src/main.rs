@@ -55,6 +55,9 @@ enum Cmd {
     Upgrade(UpgradeArgs),
     /// Print the manual page (roff) to stdout: `fulcrum man | man -l -`.
     Man,
+    /// Register this app server in etcd under a lease until SIGTERM/SIGINT (for a systemd unit).
+    #[cfg(feature = "etcd")]
+    Register(fulcrum::cluster::register::RegisterArgs),
 }
 
 #[derive(clap::Args)]
@@ -188,6 +191,10 @@ fn main() -> ExitCode {
             let r = runtime().and_then(|rt| rt.block_on(fulcrum::demo::run_demo(opts)));
             fulcrum::log::access::shutdown(Duration::from_secs(5));
             r
+        }
+        #[cfg(feature = "etcd")]
+        Cmd::Register(args) => {
+            runtime().and_then(|rt| rt.block_on(fulcrum::cluster::register::run(args)))
         }
         Cmd::Backend { listen, name } => runtime().and_then(|rt| {
             rt.block_on(fulcrum::demo::backend::run_backend(
@@ -354,7 +361,21 @@ async fn run(
     // Read the token before binding anything, so a bad token file fails fast.
     fulcrum::admin::read_token(&admin)?;
     let vrrp_cfg = cfg.vrrp.clone();
+    // `[cluster] config`: the file is a bootstrap; the configuration is the
+    // etcd key's when it can be read and is valid.
+    #[cfg(feature = "etcd")]
+    let cfg = fulcrum::cluster::config_source::initial(cfg).await;
+    #[cfg(feature = "etcd")]
+    let (store, started) = (cfg.cluster.store.clone(), cfg.clone());
     let rt = Runtime::start(cfg).await?;
+    #[cfg(feature = "etcd")]
+    fulcrum::cluster::config_source::spawn(&rt, &started);
+    // Shared runtime state: admin changes go through etcd and come back
+    // through its watch on every node (src/cluster/store.rs).
+    #[cfg(feature = "etcd")]
+    if let Some(store) = &store {
+        fulcrum::cluster::store::spawn(&rt, store).map_err(anyhow::Error::msg)?;
+    }
     // The admin API shows VRRP status once the instances run (they start after the listeners).
     let vrrp_status = Arc::new(std::sync::OnceLock::<fulcrum::vrrp::VrrpStatus>::new());
     fulcrum::admin::start(rt.clone(), &admin, vrrp_status.clone()).await?;
@@ -512,6 +533,16 @@ async fn reload(
     rt: &Arc<Runtime>,
     path: Option<&std::path::Path>,
 ) -> Option<config::types::Config> {
+    #[cfg(feature = "etcd")]
+    if let Some(r) = fulcrum::cluster::config_source::reload(rt).await {
+        match r {
+            Ok(generation) => tracing::info!(generation, "reloaded the configuration from etcd"),
+            Err(e) => {
+                tracing::error!("reload refused: {e}; the running configuration stays in force")
+            }
+        }
+        return None;
+    }
     let Some(path) = path else {
         tracing::warn!("SIGHUP ignored: quick mode has no configuration file");
         return None;

@@ -31,6 +31,7 @@ fn apply_error(e: &ApplyError) -> Resp {
         ApplyError::Busy { .. } => 409,
         ApplyError::Invalid(_) => 400,
         ApplyError::Bind { .. } => 409,
+        ApplyError::Unavailable(_) => 503,
     };
     error(status, e.to_string())
 }
@@ -132,7 +133,7 @@ pub async fn handle(st: &AdminState, peer: std::net::SocketAddr, req: Request<In
                 server: s.to_string(),
                 force,
             };
-            match st.rt.apply_by(change, &by).await {
+            match apply(st, change, &by).await {
                 Ok(generation) => json_resp(
                     200,
                     &json!({ "removed": format!("{b}/{s}"), "generation": generation }),
@@ -272,8 +273,18 @@ async fn set_weight(st: &AdminState, b: &str, s: &str, req: Request<Incoming>, b
     after_change(st, b, s, change, by).await
 }
 
+/// Every server change of the API goes through here: to the cluster store
+/// when `[cluster] store` is set (every node applies it), else to this node.
+/// `by` names the admin client for the change log.
+async fn apply(st: &AdminState, change: Change, by: &str) -> Result<u64, ApplyError> {
+    #[cfg(feature = "etcd")]
+    return crate::cluster::store::apply(&st.rt, change, by).await;
+    #[cfg(not(feature = "etcd"))]
+    st.rt.apply_by(change, by).await
+}
+
 async fn after_change(st: &AdminState, b: &str, s: &str, change: Change, by: &str) -> Resp {
-    match st.rt.apply_by(change, by).await {
+    match apply(st, change, by).await {
         Ok(_) => match crate::runtime::find_server(&st.rt.snapshot(), b, s) {
             Ok(srv) => json_resp(200, &status::server_status(srv)),
             Err(e) => apply_error(&e),
@@ -351,16 +362,15 @@ async fn add_server(st: &AdminState, b: &str, req: Request<Incoming>, by: &str) 
         maxconn: body.maxconn.filter(|m| *m > 0),
         admin,
     };
-    match st
-        .rt
-        .apply_by(
-            Change::AddServer {
-                backend: b.to_string(),
-                server,
-            },
-            by,
-        )
-        .await
+    match apply(
+        st,
+        Change::AddServer {
+            backend: b.to_string(),
+            server,
+        },
+        by,
+    )
+    .await
     {
         Ok(_) => match st.rt.snapshot().server(b, &body.name) {
             Some(srv) => json_resp(201, &status::server_status(srv)),
@@ -372,6 +382,19 @@ async fn add_server(st: &AdminState, b: &str, req: Request<Incoming>, by: &str) 
 
 async fn reload(st: &AdminState, query: &str, by: &str) -> Resp {
     let reset = query_flag(query, "reset");
+    #[cfg(feature = "etcd")]
+    if let Some(r) = crate::cluster::config_source::reload(&st.rt).await {
+        return match r {
+            Ok(generation) => json_resp(
+                200,
+                &json!({ "generation": generation, "config_source": "etcd" }),
+            ),
+            Err(e) => json_resp(
+                422,
+                &json!({ "error": format!("{e}; the running configuration stays in force"), "errors": [] }),
+            ),
+        };
+    }
     let Some(path) = st.rt.snapshot().config.source.clone() else {
         return error(
             409,

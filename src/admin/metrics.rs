@@ -195,6 +195,7 @@ impl Collector for Scrape {
         frontend_families(e, &frontends)?;
         request_families(e, &frontends, &servers)?;
         backend_families(e, &backends)?;
+        discovery_families(e, &self.rt)?;
         super::metrics_server::server_families(e, &servers)?;
         process_families(e)?;
         if let Some(v) = self.vrrp.as_ref().and_then(|v| v.get()) {
@@ -433,6 +434,39 @@ fn process_families(e: &mut DescriptorEncoder) -> fmt::Result {
         "process_threads",
         "Number of OS threads in the process.",
         one(p.threads),
+    )
+}
+
+/// Discovery sources that can lose their store (etcd), and the cluster store.
+fn discovery_families(e: &mut DescriptorEncoder, rt: &Runtime) -> fmt::Result {
+    let sources = crate::discovery::all_of(rt);
+    let label = |b: &str| vec![("backend", b.to_string())];
+    gauge(
+        e,
+        "fulcrum_discovery_source_up",
+        "1 when a backend's discovery source can read its store now; 0 while it serves the last known list (etcd only).",
+        sources
+            .iter()
+            .filter_map(|(b, s)| s.connected.map(|c| (label(b), Val::U(u64::from(c)))))
+            .collect(),
+    )?;
+    #[cfg(feature = "etcd")]
+    gauge(
+        e,
+        "fulcrum_cluster_store_up",
+        "1 when the shared runtime-state store ([cluster] store) can be read now; 0 while admin changes are refused.",
+        crate::cluster::store::status(rt)
+            .map(|s| vec![(vec![], Val::U(u64::from(s.reachable)))])
+            .unwrap_or_default(),
+    )?;
+    gauge(
+        e,
+        "fulcrum_discovery_skipped_entries",
+        "Entries of a discovery source's last list skipped because their value was bad.",
+        sources
+            .iter()
+            .map(|(b, s)| (label(b), Val::U(s.skipped)))
+            .collect(),
     )
 }
 

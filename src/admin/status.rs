@@ -21,6 +21,14 @@ pub struct Status {
     pub backends: Vec<BackendStatus>,
     /// VRRP instances on this node (empty when none are configured).
     pub vrrp: Vec<serde_json::Value>,
+    /// The shared runtime-state store (`[cluster] store`), when configured:
+    /// `source`, `reachable`, `last_error`, `revision`, `applied`, `skipped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_store: Option<serde_json::Value>,
+    /// The configuration's etcd key (`[cluster] config`), when configured:
+    /// `source`, `reachable`, `last_error` (a refused value's errors), `applied_revision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_source: Option<serde_json::Value>,
     /// Which servers this answer holds, when the query selected some.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<Page>,
@@ -126,6 +134,16 @@ pub struct DiscoveryStatus {
     pub servers: usize,
     /// Changed lists applied so far.
     pub updates: u64,
+    /// etcd: whether the store can be read now (false: serving the last
+    /// known list); absent for file and DNS sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_reachable: Option<bool>,
+    /// Entries skipped in the last list because their value was bad.
+    #[serde(default)]
+    pub skipped: u64,
+    /// etcd: the store revision the applied list reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
 }
 
 /// One server.
@@ -347,8 +365,31 @@ fn backend_status(rt: &Arc<Runtime>, b: &BackendRt, servers: Vec<ServerEntry>) -
             last_error: d.last_error,
             servers: d.servers,
             updates: d.updates,
+            store_reachable: d.connected,
+            skipped: d.skipped,
+            revision: d.revision,
         }),
     }
+}
+
+#[cfg(feature = "etcd")]
+fn cluster_store(rt: &Runtime) -> Option<serde_json::Value> {
+    crate::cluster::store::status(rt).and_then(|s| serde_json::to_value(s).ok())
+}
+
+#[cfg(not(feature = "etcd"))]
+fn cluster_store(_: &Runtime) -> Option<serde_json::Value> {
+    None
+}
+
+#[cfg(feature = "etcd")]
+fn config_source(rt: &Runtime) -> Option<serde_json::Value> {
+    crate::cluster::config_source::status(rt).and_then(|s| serde_json::to_value(s).ok())
+}
+
+#[cfg(not(feature = "etcd"))]
+fn config_source(_: &Runtime) -> Option<serde_json::Value> {
+    None
 }
 
 /// Build the full status document.
@@ -449,5 +490,7 @@ pub fn status_for(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>, q: &StatusQue
         backends,
         vrrp,
         page,
+        cluster_store: cluster_store(rt),
+        config_source: config_source(rt),
     }
 }

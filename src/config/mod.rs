@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod error;
+mod etcd;
 mod log_validate;
 pub mod quick;
 mod raw;

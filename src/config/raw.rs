@@ -41,6 +41,38 @@ pub(crate) struct RawGlobal {
 pub(crate) struct RawCluster {
     #[serde(default)]
     pub peers: Vec<S<String>>,
+    /// Shared runtime state: `store = { etcd = { … } }`.
+    pub store: Option<S<RawStore>>,
+    /// The whole configuration from one etcd key: `config = { etcd = { …, key } }`.
+    pub config: Option<S<RawStore>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub etcd: Option<S<RawEtcd>>,
+}
+
+/// `etcd = { endpoints = [...], prefix = "...", username, password_file, tls }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEtcd {
+    #[serde(default)]
+    pub endpoints: Vec<S<String>>,
+    pub prefix: Option<S<String>>,
+    /// `[cluster] config` only: the key holding the configuration.
+    pub key: Option<S<String>>,
+    pub username: Option<S<String>>,
+    pub password_file: Option<S<String>>,
+    pub tls: Option<S<RawEtcdTls>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEtcdTls {
+    pub ca: Option<S<String>>,
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +235,7 @@ pub(crate) struct RawDiscovery {
     pub port: Option<S<i64>>,
     pub interval: Option<S<String>>,
     pub resolver: Option<S<String>>,
+    pub etcd: Option<S<RawEtcd>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -79,6 +79,39 @@ impl Config {
 pub struct ClusterConfig {
     /// Admin URLs such as `http://10.0.0.2:9000`.
     pub peers: Vec<String>,
+    /// Shared runtime state in etcd (`store = { etcd = … }`): admin changes
+    /// are written there and every node applies them from its watch.
+    pub store: Option<EtcdConfig>,
+    /// The whole configuration from one etcd key (`config = { etcd = { …, key } }`);
+    /// `prefix` holds the key. This file is then the bootstrap: used when the
+    /// key is absent, bad or unreachable at start.
+    pub config: Option<EtcdConfig>,
+}
+
+/// How to reach etcd, and under which key prefix (discovery and the store).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// `http://HOST:PORT`, `https://HOST:PORT` or `HOST:PORT` (https with `tls`).
+    pub endpoints: Vec<String>,
+    /// Key prefix, ending with `/`.
+    pub prefix: String,
+    /// etcd user, for clusters with auth enabled.
+    pub username: Option<String>,
+    /// File holding `username`'s password (read at each connect).
+    pub password_file: Option<PathBuf>,
+    /// TLS to etcd, with an optional client certificate.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS files for etcd (PEM).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// CA of the members' certificates; the system roots when absent.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (etcd `--client-cert-auth`).
+    pub cert: Option<PathBuf>,
+    /// Key of `cert`.
+    pub key: Option<PathBuf>,
 }
 
 /// The admin listener (dashboard, JSON API, metrics).
@@ -475,6 +508,8 @@ pub enum DiscoveryConfig {
         /// Resolver to ask instead of the system's (`IP:PORT`).
         resolver: Option<SocketAddr>,
     },
+    /// One etcd key per server under a prefix, watched.
+    Etcd(EtcdConfig),
 }
 
 /// Which DNS records name the servers.

@@ -135,13 +135,18 @@ pub fn default_server(name: &str, address: SocketAddr) -> ServerConfig {
     }
 }
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     loc: Locator<'a>,
     errors: Vec<ConfigError>,
 }
 
 impl Ctx<'_> {
-    fn err<T>(&mut self, at: &S<T>, msg: impl Into<String>, hint: Option<&str>) {
+    /// Errors reported so far.
+    pub(super) fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub(super) fn err<T>(&mut self, at: &S<T>, msg: impl Into<String>, hint: Option<&str>) {
         let e = self
             .loc
             .error(at.span().start, msg, hint.map(str::to_string));
@@ -363,7 +368,17 @@ fn build_cluster(cx: &mut Ctx<'_>, raw: Option<&RawCluster>) -> ClusterConfig {
             );
         }
     }
-    ClusterConfig { peers }
+    let store = raw
+        .and_then(|r| r.store.as_ref())
+        .and_then(|s| super::etcd::build_store(cx, s));
+    let config = raw
+        .and_then(|r| r.config.as_ref())
+        .and_then(|s| super::etcd::build_config_source(cx, s));
+    ClusterConfig {
+        peers,
+        store,
+        config,
+    }
 }
 
 fn known_list(backends: &BTreeMap<String, BackendConfig>) -> String {

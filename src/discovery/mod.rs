@@ -1,5 +1,6 @@
 //! Live server discovery: a backend's servers taken from a watched inventory
-//! file ([`file`]) or from DNS A/AAAA or SRV records ([`dns`]).
+//! file ([`file`]), from DNS A/AAAA or SRV records ([`dns`]), or from keys
+//! under an etcd prefix ([`etcd`]).
 //!
 //! A source runs as one task per backend ([`spawn`]). Each time its list of
 //! servers changes it calls `Runtime::apply(Change::SetDiscovered { .. })`, the
@@ -9,6 +10,8 @@
 //! reports the failure through [`status`] / [`last_error`].
 
 pub mod dns;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod file;
 pub mod inventory;
 
@@ -36,6 +39,13 @@ pub struct SourceStatus {
     pub servers: usize,
     /// How many times a changed list was applied.
     pub updates: u64,
+    /// For a source with a connection (etcd): whether it can read the store
+    /// now. `false`: the last known list stays in use until it can again.
+    pub connected: Option<bool>,
+    /// Entries skipped in the last list because their value was bad.
+    pub skipped: u64,
+    /// etcd: the store revision the applied list reflects.
+    pub revision: Option<i64>,
 }
 
 struct Registered {
@@ -73,6 +83,18 @@ pub fn all(rt: &Arc<Runtime>) -> Vec<(String, SourceStatus)> {
     let mut v: Vec<_> = registry()
         .iter()
         .filter(|((ptr, _), r)| *ptr == me && r.runtime.as_ptr() == Arc::as_ptr(rt))
+        .map(|((_, backend), r)| (backend.clone(), r.status.clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Like [`all`], for a `&Runtime` (the metrics renderer has no `Arc`).
+pub fn all_of(rt: &Runtime) -> Vec<(String, SourceStatus)> {
+    let me = rt as *const Runtime as usize;
+    let mut v: Vec<_> = registry()
+        .iter()
+        .filter(|((ptr, _), r)| *ptr == me && r.runtime.strong_count() > 0)
         .map(|((_, backend), r)| (backend.clone(), r.status.clone()))
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -168,6 +190,27 @@ impl Reporter {
     pub(crate) fn failed(&self, error: String) {
         self.edit(|s| s.last_error = Some(error));
     }
+
+    /// A connected source's state: reachable or not, values skipped, revision.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn etcd_state(&self, connected: Option<bool>, skipped: u64, revision: Option<i64>) {
+        self.edit(|s| {
+            s.connected = connected;
+            s.skipped = skipped;
+            if revision.is_some() {
+                s.revision = revision;
+            }
+        });
+    }
+
+    /// A connected source lost its store; the last list stays.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn etcd_down(&self, error: String) {
+        self.edit(|s| {
+            s.connected = Some(false);
+            s.last_error = Some(error);
+        });
+    }
 }
 
 impl Drop for Reporter {
@@ -202,6 +245,7 @@ pub fn spawn(
                 crate::config::types::DnsRecord::A => format!("dns {name}"),
                 crate::config::types::DnsRecord::Srv => format!("srv {name}"),
             },
+            DiscoveryConfig::Etcd(e) => format!("etcd {}", e.prefix),
         };
         let reporter = Reporter::new(rt, backend, source);
         let run = async move {
@@ -222,6 +266,13 @@ pub fn spawn(
                         resolver,
                     };
                     dns::run(reporter, opts).await
+                }
+                #[cfg(feature = "etcd")]
+                DiscoveryConfig::Etcd(e) => etcd::run(reporter, e).await,
+                #[cfg(not(feature = "etcd"))]
+                DiscoveryConfig::Etcd(_) => {
+                    reporter.failed("this fulcrum was built without the `etcd` feature".into());
+                    std::future::pending::<()>().await
                 }
             }
         };

@@ -58,6 +58,8 @@ impl ServerSource {
         match cfg {
             DiscoveryConfig::File { .. } => ServerSource::Inventory,
             DiscoveryConfig::Dns { .. } => ServerSource::Dns,
+            #[cfg(feature = "etcd")]
+            DiscoveryConfig::Etcd(_) => ServerSource::Discovery,
         }
     }
 

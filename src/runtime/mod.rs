@@ -68,6 +68,9 @@ pub enum ApplyError {
         frontend: String,
         source: std::io::Error,
     },
+    /// The shared store a change must go through cannot take it now.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// "a, b, c" — at most 20 names, then how many more.

@@ -4,13 +4,21 @@ use super::*;
 
 pub(super) fn build_discovery(cx: &mut Ctx<'_>, d: &S<RawDiscovery>) -> Option<DiscoveryConfig> {
     let r = d.get_ref();
-    let sources = [r.file.is_some(), r.dns.is_some(), r.srv.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let sources = [
+        r.file.is_some(),
+        r.dns.is_some(),
+        r.srv.is_some(),
+        r.etcd.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if sources != 1 {
-        cx.err(d, "discovery needs exactly one of `file`, `dns` or `srv`", Some("e.g. discovery = { file = \"/etc/fulcrum/web.json\" } or { dns = \"web.internal\", port = 80 }"));
+        cx.err(d, "discovery needs exactly one of `file`, `dns`, `srv` or `etcd`", Some("e.g. discovery = { file = \"/etc/fulcrum/web.json\" } or { dns = \"web.internal\", port = 80 }"));
         return None;
+    }
+    if let Some(e) = &r.etcd {
+        return crate::config::etcd::build_discovery(cx, r, e).map(DiscoveryConfig::Etcd);
     }
     if let Some(f) = &r.file {
         for (present, key) in [
