@@ -228,7 +228,14 @@ pub(super) fn build_backend(cx: &mut Ctx<'_>, name: &str, b: &S<RawBackend>) -> 
             admin,
         });
     }
-    let discovery = r.discovery.as_ref().and_then(|d| build_discovery(cx, d));
+    #[allow(unused_mut)] // only etcd discovery fills in a default
+    let mut discovery = r.discovery.as_ref().and_then(|d| build_discovery(cx, d));
+    #[cfg(feature = "etcd")]
+    if let Some(DiscoveryConfig::Etcd(e)) = &mut discovery {
+        if e.prefix.is_empty() {
+            e.prefix = format!("/fulcrum/backends/{name}/");
+        }
+    }
     let sticky = r.sticky.as_ref().and_then(|st| {
         let c = &st.get_ref().cookie;
         let ok = !c.get_ref().is_empty()
