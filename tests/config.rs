@@ -228,4 +228,24 @@ fn hard_stop_after_is_a_global_duration() {
         .expect_err("bad duration")
         .0;
     assert_eq!(errs[0].line, 2, "{}", errs[0]);
+/// Found by `fuzz/config_load`: a control character in a comment made the
+/// TOML layer report an error with no words. Every refusal says what is wrong.
+#[test]
+fn a_control_character_in_a_comment_is_named() {
+    let text = "# a comment with a \u{0} in it\n[frontends.www]\n";
+    let errs = parse_str(text, "x.toml").expect_err("a NUL is not TOML");
+    assert_eq!(errs.0.len(), 1);
+    let e = &errs.0[0];
+    assert_eq!((e.line, e.col), (1, 20), "{e}");
+    assert!(e.message.contains("unexpected character"), "{}", e.message);
+    // Every corpus input of the fuzz target is covered the same way.
+    let crashes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/config_load");
+    for entry in std::fs::read_dir(crashes).expect("fuzz corpus") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            if let Err(errs) = parse_str(text, "f.toml") {
+                assert!(errs.0.iter().all(|e| !e.message.is_empty()), "{errs}");
+            }
+        }
+    }
 }

@@ -206,7 +206,15 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
         Ok(r) => r,
         Err(e) => {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
-            let msg = e.message().trim().to_string();
+            let mut msg = e.message().trim().to_string();
+            if msg.is_empty() {
+                // toml gives no words for some lexer errors (a control
+                // character in a comment, found by fuzz/config_load).
+                msg = match text.get(offset..).and_then(|t| t.chars().next()) {
+                    Some(c) => format!("invalid TOML: unexpected character {c:?}"),
+                    None => "invalid TOML: unexpected end of file".to_string(),
+                };
+            }
             let hint = if msg.contains("unknown field") {
                 Some(
                     "check the spelling; the config reference in README.md lists every key"

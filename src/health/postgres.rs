@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
@@ -27,12 +26,16 @@ const SEEN_BYTES: usize = 48;
 /// The query that tells a primary (false) from a standby in recovery (true).
 pub const ROLE_QUERY: &str = "SELECT pg_is_in_recovery()";
 
-/// Run the check on a connected stream to `target`.
-pub async fn check(
-    stream: TcpStream,
+/// Run the check on a connected stream to `target` (a `TcpStream` in the
+/// checker; any byte stream in the fuzz target `postgres_reply`).
+pub async fn check<S>(
+    stream: S,
     target: SocketAddr,
     cfg: &PostgresCheck,
-) -> Result<CheckSuccess, CheckFailure> {
+) -> Result<CheckSuccess, CheckFailure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut pg = tokio_postgres::Config::new();
     pg.user(&cfg.user)
         .dbname(&cfg.database)
@@ -135,12 +138,12 @@ fn plausible_first_byte(b: u8) -> bool {
 
 /// Keeps the first bytes read and fails the read at once when the very first
 /// byte cannot start a PostgreSQL answer.
-struct Recording {
-    inner: TcpStream,
+struct Recording<S> {
+    inner: S,
     seen: Arc<Mutex<Vec<u8>>>,
 }
 
-impl AsyncRead for Recording {
+impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -166,7 +169,7 @@ impl AsyncRead for Recording {
     }
 }
 
-impl AsyncWrite for Recording {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recording<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
