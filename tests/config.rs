@@ -228,6 +228,8 @@ fn hard_stop_after_is_a_global_duration() {
         .expect_err("bad duration")
         .0;
     assert_eq!(errs[0].line, 2, "{}", errs[0]);
+}
+
 /// Found by `fuzz/config_load`: a control character in a comment made the
 /// TOML layer report an error with no words. Every refusal says what is wrong.
 #[test]
