@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::attempts::Attempts;
-use super::body::{ReqBody, RespBody, UpstreamBody};
+use super::body::{ClientFault, ReqBody, RespBody, UpstreamBody};
 use super::edge;
 use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
 use super::idle::IdleTimeout;
@@ -451,7 +451,8 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let has_body = !body.is_end_stream();
-    let mut body_slot = has_body.then_some(ReqBody::Stream(body, None));
+    let fault = ClientFault::default();
+    let mut body_slot = has_body.then_some(ReqBody::Stream(body, None, fault.clone()));
 
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -582,6 +583,19 @@ async fn forward(
 
         let tr_start = Instant::now();
         let result = tokio::time::timeout(cfg.timeouts.response, sender.try_send_request(up)).await;
+        if has_body && fault.failed() || matches!(result, Err(_)) && has_body && fault.unfinished()
+        {
+            // The client's body broke (or never finished in time): its
+            // fault, not the server's — no passive health, no retry.
+            return client_fault(
+                conn,
+                (&ctx.fe, format),
+                &cfg.name,
+                &parts,
+                start,
+                fault.failed(),
+            );
+        }
         let resp = match result {
             Err(_) => {
                 server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
@@ -707,6 +721,48 @@ async fn forward(
         &f.why,
     );
     local_response(f.status, &f.why)
+}
+
+/// The client's request body failed (`malformed`) or did not arrive within the
+/// response timeout: 400 or 408, counted as a local (client) error.
+fn client_fault(
+    conn: &Conn,
+    (fe, format): (&FrontendRt, AccessLog),
+    backend: &str,
+    parts: &http::request::Parts,
+    start: Instant,
+    malformed: bool,
+) -> Response<RespBody> {
+    let (status, why) = if malformed {
+        (
+            StatusCode::BAD_REQUEST,
+            "the request body was malformed or cut short",
+        )
+    } else {
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        )
+    };
+    fe.stats.local_errors.fetch_add(1, Ordering::Relaxed);
+    log::local(
+        format,
+        conn.client,
+        &conn.frontend,
+        backend,
+        &parts.method,
+        &parts.uri,
+        status.as_u16(),
+        start,
+        why,
+    );
+    let mut r = local_response(status, why);
+    if parts.version < Version::HTTP_2 {
+        // The rest of the body is unread: the connection cannot carry another request.
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// The absolute URI an HTTP/2 upstream request needs (authority from the

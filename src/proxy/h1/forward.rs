@@ -94,6 +94,16 @@ impl<I: ClientIo> Relay<I> {
             .await;
             let resp_len = match outcome {
                 Ok(Ok(n)) => n,
+                Err(_) if cl > 0 && !sent.body_done => {
+                    // The client did not send its body in time: its fault,
+                    // not the server's (no passive health, no retry).
+                    drop(guard);
+                    let mu = method_uri.take();
+                    let why = "the request body did not arrive in time";
+                    return self
+                        .fail(h, format, start, &cfg.name, (408, why), true, mu)
+                        .await;
+                }
                 Err(_) => {
                     server.record_failure(cfg.passive.max_fails, cfg.passive.fail_timeout);
                     server.record_status(504);
@@ -278,6 +288,7 @@ impl<I: ClientIo> Relay<I> {
             sent.streamed = true;
             self.stream_body(up, cl - buffered as u64).await?;
         }
+        sent.body_done = true;
         server.add_bytes(cl, 0);
         if h.upbuf.capacity() == 0 {
             h.upbuf = take_buf();
@@ -445,6 +456,8 @@ struct Sent {
     body: bool,
     /// An interim (1xx) answer went to the client.
     answered: bool,
+    /// The whole body was read from the client and written.
+    body_done: bool,
 }
 
 /// A pooled connection to `server`; when `check` (the request has a body
