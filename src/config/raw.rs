@@ -68,6 +68,7 @@ pub(crate) struct RawFrontend {
     pub max_header_bytes: Option<S<i64>>,
     pub tls: Option<S<RawTls>>,
     pub h2c: Option<bool>,
+    pub normalize_path: Option<bool>,
     /// `true`, or the https port to redirect to.
     pub redirect_https: Option<S<toml::Value>>,
     pub max_body_bytes: Option<S<i64>>,

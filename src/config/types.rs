@@ -94,6 +94,9 @@ pub struct FrontendConfig {
     pub tls: Option<TlsConfig>,
     /// Accept HTTP/2 with prior knowledge (h2c) on a plain listener.
     pub h2c: bool,
+    /// Normalise request paths before routing and forwarding: resolve `.`
+    /// and `..` segments, merge `//`, decode `%XX` of unreserved characters.
+    pub normalize_path: bool,
     /// Answer every request with a 301 to the same URL over https.
     pub redirect_https: Option<RedirectHttps>,
     /// Largest request body accepted (413 beyond); None = no limit.

@@ -54,6 +54,7 @@ pub fn default_frontend(
         max_header_bytes: defaults::MAX_HEADER_BYTES,
         tls: None,
         h2c: false,
+        normalize_path: false,
         redirect_https: None,
         max_body_bytes: None,
         max_headers: defaults::MAX_HEADERS,
@@ -594,6 +595,7 @@ fn build_frontend(
     fe.max_header_bytes = max_header_bytes;
     fe.tls = tls;
     fe.h2c = r.h2c.unwrap_or(false);
+    fe.normalize_path = r.normalize_path.unwrap_or(false);
     fe.redirect_https = redirect_https;
     fe.max_body_bytes = r
         .max_body_bytes

@@ -21,6 +21,7 @@ use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
 use super::idle::IdleTimeout;
 use super::log::{self, Pending};
 use super::pool::{self, Idle, Sender};
+use super::strict;
 use crate::balance::request_key;
 use crate::config::types::AccessLog;
 use crate::runtime::{BackendRt, FrontendRt, Runtime};
@@ -322,6 +323,28 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<RespBod
         request_id: String::new(),
         fe: fe.clone(),
     };
+    if let Err((status, why)) = strict::check(req.method(), req.uri(), req.headers()) {
+        let mut r = local(&conn, &ctx, &req, "-", status, why);
+        if req.version() < Version::HTTP_2 {
+            // What follows the head cannot be trusted to be the next request.
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return r;
+    }
+    if fe.config.normalize_path {
+        if let Some(p) = strict::normalize_path(req.uri().path()) {
+            let pq = match req.uri().query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p,
+            };
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = pq.parse().ok().or(parts.path_and_query);
+            if let Ok(u) = Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+        }
+    }
     let h = req.headers();
     // Content-Length together with Transfer-Encoding never gets here as such:
     // hyper drops the Content-Length, decodes the chunked body and closes the
@@ -343,10 +366,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<RespBod
             );
         }
     }
-    let host = h
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let host = strict::authority(req.uri(), h);
     if let Some(r) = fe.config.redirect_https {
         return redirect_https(host, req.uri(), r.port);
     }
@@ -454,12 +474,12 @@ async fn forward(
     let fault = ClientFault::default();
     let mut body_slot = has_body.then_some(ReqBody::Stream(body, None, fault.clone()));
 
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let host =
+        strict::authority(&parts.uri, &parts.headers).and_then(|a| HeaderValue::from_str(a).ok());
+    // `strict::check` let through only a single `chunked`; hyper's client
+    // would send no body at all for a GET without it (RFC 9110 §9.3.1 lets
+    // a GET have one: forwarded like HAProxy does).
+    let chunked = has_body && parts.headers.contains_key(header::TRANSFER_ENCODING);
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded(
         &mut parts.headers,
@@ -468,9 +488,9 @@ async fn forward(
         host.as_ref(),
     );
     if let Some(h) = &host {
-        if !parts.headers.contains_key(header::HOST) {
-            parts.headers.insert(header::HOST, h.clone());
-        }
+        // The target's authority wins over Host (RFC 9112 §3.2.2, RFC 9113
+        // §8.3.1): the server sees the one the request was routed on.
+        parts.headers.insert(header::HOST, h.clone());
     }
     let upstream_uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
@@ -580,6 +600,12 @@ async fn forward(
             *up.version_mut() = Version::HTTP_11;
         }
         *up.headers_mut() = headers;
+        if chunked && !sender.is_h2() {
+            up.headers_mut().insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
 
         let tr_start = Instant::now();
         let result = tokio::time::timeout(cfg.timeouts.response, sender.try_send_request(up)).await;

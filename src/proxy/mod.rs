@@ -15,4 +15,5 @@ pub mod log;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod ratelimit;
+pub mod strict;
 pub mod tcp;

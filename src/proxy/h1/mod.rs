@@ -84,7 +84,9 @@ impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
 /// is checked per request).
 pub(crate) fn frontend_eligible(fe: &FrontendRt) -> bool {
     let c = &fe.config;
+    // Normalised paths are rewritten by the hyper path only.
     !c.h2c
+        && !c.normalize_path
         && c.redirect_https.is_none()
         && c.request_headers.is_empty()
         && c.response_headers.is_empty()
@@ -442,6 +444,9 @@ impl<I: ClientIo> Relay<I> {
                 }
                 Parsed::Partial => {}
                 Parsed::Complete(n) if n > max_bytes => return Some(Parsed::Unsupported),
+                // httparse knows only 1.0 and 1.1: a later 1.x is read as
+                // 1.1 (RFC 9110 §2.5), here and on the hyper path it may go to.
+                Parsed::Unsupported if head::lower_minor_version(&mut self.inbuf) => continue,
                 done => return Some(done),
             }
             match tokio::time::timeout_at(deadline, self.fill()).await {
