@@ -42,6 +42,11 @@ pub(crate) fn check(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(
 /// authority-form, which is how it used to reach servers as `GET /`.
 fn check_target(method: &Method, uri: &Uri) -> Result<(), Refusal> {
     let bad = (StatusCode::BAD_REQUEST, "the request target is not a path");
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
+    if !pq.is_ascii() {
+        // RFC 3986 §2: a URI is ASCII; other bytes must be percent-encoded.
+        return Err((StatusCode::BAD_REQUEST, "the request target is not ASCII"));
+    }
     if uri.scheme().is_some() {
         return match uri.scheme_str() {
             Some("http") | Some("https") if uri.authority().is_some() => Ok(()),

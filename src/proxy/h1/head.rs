@@ -100,7 +100,9 @@ impl ReqHead {
         let (Some(method), Some(path)) = (req.method, req.path) else {
             return Parsed::Unsupported;
         };
-        if !path.starts_with('/') {
+        // A fragment or a non-ASCII byte has no place in a request target
+        // (RFC 9112 §3.2): the hyper path's URI parser decides.
+        if !path.starts_with('/') || path.bytes().any(|b| b == b'#' || !b.is_ascii()) {
             return Parsed::Unsupported;
         }
         self.method = range_of(buf, method.as_bytes());
