@@ -173,8 +173,8 @@ pub(crate) async fn serve_io<I>(
         Proto::Http2 => {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             b.timer(TokioTimer::new())
-                .max_header_list_size(fe.config.max_header_bytes as u32)
                 .keep_alive_interval(Some(Duration::from_secs(30)));
+            h2_limits!(b, fe.config);
             let c = b.serve_connection(io, svc);
             drive(&rt, client, c, |c| c.graceful_shutdown()).await;
         }
@@ -186,14 +186,34 @@ pub(crate) async fn serve_io<I>(
                 // The auto builder has no header-size knob; its read buffer bounds the head.
                 .max_buf_size(fe.config.max_header_bytes.max(8192))
                 .max_headers(fe.config.max_headers);
-            b.http2()
-                .timer(TokioTimer::new())
-                .max_header_list_size(fe.config.max_header_bytes as u32);
+            let mut h2 = b.http2();
+            h2.timer(TokioTimer::new());
+            h2_limits!(h2, fe.config);
             let c = b.serve_connection_with_upgrades(io, svc);
             drive(&rt, client, c, |c| c.graceful_shutdown()).await;
         }
     }
 }
+
+/// Apply a frontend's HTTP/2 limits to a hyper HTTP/2 server builder (the
+/// plain one and the auto builder's differ in type, not in these methods).
+/// Every buffer a client can make the proxy fill is bounded: request bodies
+/// by the windows, response bodies by the send buffer (hyper's default,
+/// 400 KiB a stream, is what let non-reading clients grow RSS to hundreds of
+/// MiB), streams by the concurrency limit, rapid resets by the pending-reset cap.
+macro_rules! h2_limits {
+    ($b:expr, $cfg:expr) => {{
+        let l = &$cfg.http2;
+        $b.max_header_list_size($cfg.max_header_bytes as u32)
+            .max_concurrent_streams(l.max_concurrent_streams)
+            .initial_stream_window_size(l.stream_window)
+            .initial_connection_window_size(l.connection_window)
+            .max_send_buf_size(l.max_send_buffer)
+            .max_frame_size(16_384)
+            .max_pending_accept_reset_streams(l.max_pending_resets);
+    }};
+}
+use h2_limits;
 
 /// Run a connection to its end; when the process starts draining, ask it to
 /// finish gracefully (HTTP/1.1: close after the current response; HTTP/2: GOAWAY).
