@@ -629,8 +629,7 @@ async fn forward(
 
         let tr_start = Instant::now();
         let result = tokio::time::timeout(cfg.timeouts.response, sender.try_send_request(up)).await;
-        if has_body && fault.failed() || matches!(result, Err(_)) && has_body && fault.unfinished()
-        {
+        if has_body && (fault.failed() || result.is_err() && fault.unfinished()) {
             // The client's body broke (or never finished in time): its
             // fault, not the server's — no passive health, no retry.
             return client_fault(
