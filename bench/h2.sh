@@ -56,7 +56,7 @@ mkdir -p "$WORK/haproxy"
 cat >"$WORK/haproxy/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 10000
+    maxconn 4000
 defaults
     mode http
     timeout connect 5s
@@ -152,10 +152,11 @@ for t in haproxy nginx fulcrum; do
     for c in h2c tls; do
         ok=0
         for _ in $(seq 1 100); do
-            if h2load -n 1 -c 1 "$(url $c $t)" 2>/dev/null | grep -q "1 succeeded"; then ok=1; break; fi
-            sleep 0.1
+            out=$(timeout 10 h2load -n 1 -c 1 "$(url $c $t)" 2>&1 || true)
+            if grep -q "status codes: 1 2xx" <<<"$out"; then ok=1; break; fi
+            sleep 0.2
         done
-        [[ $ok == 1 ]] || die "$t $c not ready (logs in $WORK)"
+        [[ $ok == 1 ]] || die "$t $c not ready: $out $(cat "$WORK"/$t/log* "$WORK"/$t/logs/* 2>/dev/null | tail -5)"
     done
 done
 
