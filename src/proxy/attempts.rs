@@ -7,7 +7,8 @@
 //! call [`attempt`]; what may be retried is said once, by [`AttemptError`].
 //!
 //! A failure the client caused (an aborted or malformed request body, a
-//! client gone while its interim answer was written) has origin
+//! body that did not arrive within the response timeout, a client gone
+//! while its interim answer was written) has origin
 //! [`Origin::Client`]: it is never counted against the server, never retried
 //! and ends the loop with [`Lost::Client`] — the transport answers 400 or
 //! closes, and the frontend counts a client error.
@@ -180,6 +181,12 @@ pub(crate) trait Upstream {
         reused: bool,
         again: bool,
     ) -> impl Future<Output = Result<Self::Answer, AttemptError>> + Send;
+    /// A send ran out the response timeout: when that is the client's fault
+    /// (its request body has not all arrived — a trickling client), the
+    /// client error to end the request with; else None, the server's (504).
+    fn client_timeout(&self) -> Option<AttemptError> {
+        None
+    }
 }
 
 /// A request's attempt that got an answer.
@@ -234,9 +241,12 @@ pub(crate) async fn attempt<U: Upstream>(
         let again = att.may_follow(reused);
         let sent = up.send(&server, conn, reused, again);
         let result = match response {
-            Some(limit) => tokio::time::timeout(limit, sent)
-                .await
-                .unwrap_or_else(|_| Err(timed_out(backend, frontend, &server, limit))),
+            Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Ok(r) => r,
+                Err(_) => Err(up
+                    .client_timeout()
+                    .unwrap_or_else(|| timed_out(backend, frontend, &server, limit))),
+            },
             None => sent.await,
         };
         match result {
