@@ -616,6 +616,44 @@ mod tests {
         assert_eq!(stat(&b.stats.retries), 0);
     }
 
+    /// Never answers; its client has not finished sending its body.
+    struct Trickled;
+
+    impl Upstream for Trickled {
+        type Conn = ();
+        type Answer = ();
+        async fn connect(&mut self, _: &Arc<ServerState>) -> Result<((), bool), AttemptError> {
+            Ok(((), false))
+        }
+        async fn send(
+            &mut self,
+            _: &Arc<ServerState>,
+            _: (),
+            _: bool,
+            _: bool,
+        ) -> Result<(), AttemptError> {
+            std::future::pending().await
+        }
+        fn client_timeout(&self) -> Option<AttemptError> {
+            Some(AttemptError::body_timeout())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_not_sent_in_time_is_the_clients_408() {
+        let b = backend(3, 2);
+        let fe = FrontendStats::default();
+        let limit = Some(Duration::from_millis(20));
+        let r = attempt(&b, &fe, (None, None), limit, &mut Trickled).await;
+        let Err(Lost::Client(e)) = r else {
+            panic!("a client failure")
+        };
+        assert_eq!(e.status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(failures(&b), 0, "not counted against the server");
+        assert_eq!(stat(&fe.client_errors), 1);
+        assert_eq!(stat(&b.stats.retries), 0);
+    }
+
     #[tokio::test]
     async fn retry_kinds_decide_what_happens_next() {
         let never = || AttemptError::server(Stage::Head, Retry::Never, "half sent");

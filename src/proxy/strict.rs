@@ -8,7 +8,9 @@
 //! refused here with the status HAProxy or nginx give in their strict modes
 //! (README, Hardening, lists each rule with its RFC section).
 //!
-//! Only the hyper path (`proxy::http`) calls these: the relay hands every
+//! Only the hyper path (`proxy::http`) calls these, before deciding: a
+//! refusal goes to `decide` as `RequestFacts::refused`, which answers it
+//! (counted and logged like any local answer). The relay hands every
 //! request that is not plain origin-form HTTP/1.1 with one `Host` and no
 //! `Transfer-Encoding` to it (see `proxy::h1::head`), so both paths answer
 //! alike.
