@@ -121,6 +121,8 @@ pub(crate) struct RawFrontend {
     pub max_header_bytes: Option<S<i64>>,
     pub tls: Option<S<RawTls>>,
     pub h2c: Option<bool>,
+    pub normalize_path: Option<bool>,
+    pub http2: Option<S<RawHttp2>>,
     /// `true`, or the https port to redirect to.
     pub redirect_https: Option<S<toml::Value>>,
     pub max_body_bytes: Option<S<i64>>,
@@ -267,6 +269,16 @@ pub(crate) struct RawHealth {
     pub password_file: Option<S<String>>,
     /// postgres: database to log in to (default "postgres").
     pub database: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp2 {
+    pub max_concurrent_streams: Option<S<i64>>,
+    pub stream_window: Option<S<i64>>,
+    pub connection_window: Option<S<i64>>,
+    pub max_send_buffer: Option<S<i64>>,
+    pub max_pending_resets: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

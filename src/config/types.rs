@@ -216,6 +216,40 @@ pub enum Mode {
     Tcp,
 }
 
+/// HTTP/2 limits of a frontend (`http2 = { … }`): what one client connection
+/// may make the proxy hold. Per stream at most `stream_window` of request
+/// body and `max_send_buffer` of response body are buffered, and at most
+/// `max_concurrent_streams` streams are open, so one connection holds at
+/// most about `max_concurrent_streams × (max_send_buffer + 64 KiB upstream
+/// read buffer)` of response data plus `connection_window` of request data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Limits {
+    /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Request-body bytes a client may send on one stream before the proxy
+    /// reads them (SETTINGS_INITIAL_WINDOW_SIZE).
+    pub stream_window: u32,
+    /// Request-body bytes a client may send on the connection before the proxy reads them.
+    pub connection_window: u32,
+    /// Response-body bytes held per stream for a client that does not read.
+    pub max_send_buffer: usize,
+    /// Streams a client may open and reset before the proxy accepts them
+    /// (the "rapid reset" attack, CVE-2023-44487): beyond, GOAWAY.
+    pub max_pending_resets: usize,
+}
+
+impl Default for Http2Limits {
+    fn default() -> Self {
+        Http2Limits {
+            max_concurrent_streams: 100,
+            stream_window: 256 * 1024,
+            connection_window: 1024 * 1024,
+            max_send_buffer: 64 * 1024,
+            max_pending_resets: 20,
+        }
+    }
+}
+
 /// A listening side: addresses, the default backend and routing rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrontendConfig {
@@ -233,6 +267,11 @@ pub struct FrontendConfig {
     pub tls: Option<TlsConfig>,
     /// Accept HTTP/2 with prior knowledge (h2c) on a plain listener.
     pub h2c: bool,
+    /// Normalise request paths before routing and forwarding: resolve `.`
+    /// and `..` segments, merge `//`, decode `%XX` of unreserved characters.
+    pub normalize_path: bool,
+    /// HTTP/2 limits (flow-control windows, streams, buffers, resets).
+    pub http2: Http2Limits,
     /// Answer every request with a 301 to the same URL over https.
     pub redirect_https: Option<RedirectHttps>,
     /// Largest request body accepted (413 beyond); None = no limit.

@@ -72,6 +72,8 @@ pub fn default_frontend(
         max_header_bytes: defaults::MAX_HEADER_BYTES,
         tls: None,
         h2c: false,
+        normalize_path: false,
+        http2: Http2Limits::default(),
         redirect_https: None,
         max_body_bytes: None,
         max_headers: defaults::MAX_HEADERS,

@@ -7,7 +7,8 @@
 //! call [`attempt`]; what may be retried is said once, by [`AttemptError`].
 //!
 //! A failure the client caused (an aborted or malformed request body, a
-//! client gone while its interim answer was written) has origin
+//! body that did not arrive within the response timeout, a client gone
+//! while its interim answer was written) has origin
 //! [`Origin::Client`]: it is never counted against the server, never retried
 //! and ends the loop with [`Lost::Client`] — the transport answers 400 or
 //! closes, and the frontend counts a client error.
@@ -180,6 +181,12 @@ pub(crate) trait Upstream {
         reused: bool,
         again: bool,
     ) -> impl Future<Output = Result<Self::Answer, AttemptError>> + Send;
+    /// A send ran out the response timeout: when that is the client's fault
+    /// (its request body has not all arrived — a trickling client), the
+    /// client error to end the request with; else None, the server's (504).
+    fn client_timeout(&self) -> Option<AttemptError> {
+        None
+    }
 }
 
 /// A request's attempt that got an answer.
@@ -234,9 +241,12 @@ pub(crate) async fn attempt<U: Upstream>(
         let again = att.may_follow(reused);
         let sent = up.send(&server, conn, reused, again);
         let result = match response {
-            Some(limit) => tokio::time::timeout(limit, sent)
-                .await
-                .unwrap_or_else(|_| Err(timed_out(backend, frontend, &server, limit))),
+            Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Ok(r) => r,
+                Err(_) => Err(up
+                    .client_timeout()
+                    .unwrap_or_else(|| timed_out(backend, frontend, &server, limit))),
+            },
             None => sent.await,
         };
         match result {
@@ -603,6 +613,44 @@ mod tests {
         assert_eq!(failures(&b), 0, "not counted against the server");
         assert_eq!(stat(&fe.client_errors), 1);
         assert_eq!(stat(&fe.local_errors), 0);
+        assert_eq!(stat(&b.stats.retries), 0);
+    }
+
+    /// Never answers; its client has not finished sending its body.
+    struct Trickled;
+
+    impl Upstream for Trickled {
+        type Conn = ();
+        type Answer = ();
+        async fn connect(&mut self, _: &Arc<ServerState>) -> Result<((), bool), AttemptError> {
+            Ok(((), false))
+        }
+        async fn send(
+            &mut self,
+            _: &Arc<ServerState>,
+            _: (),
+            _: bool,
+            _: bool,
+        ) -> Result<(), AttemptError> {
+            std::future::pending().await
+        }
+        fn client_timeout(&self) -> Option<AttemptError> {
+            Some(AttemptError::body_timeout())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_not_sent_in_time_is_the_clients_408() {
+        let b = backend(3, 2);
+        let fe = FrontendStats::default();
+        let limit = Some(Duration::from_millis(20));
+        let r = attempt(&b, &fe, (None, None), limit, &mut Trickled).await;
+        let Err(Lost::Client(e)) = r else {
+            panic!("a client failure")
+        };
+        assert_eq!(e.status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(failures(&b), 0, "not counted against the server");
+        assert_eq!(stat(&fe.client_errors), 1);
         assert_eq!(stat(&b.stats.retries), 0);
     }
 

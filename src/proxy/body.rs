@@ -3,7 +3,7 @@
 //! to the pool, releases the server's active count and writes the access log.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,12 +16,41 @@ use super::pool::Idle;
 use crate::runtime::ServerState;
 
 /// Body sent upstream: none, or the client's body streamed as it arrives
-/// (its bytes counted on the server it goes to; the flag set when reading
-/// it from the client failed, so that failure is blamed on the client).
+/// (its bytes counted on the server it goes to; its [`ClientFault`] marks
+/// how reading it from the client went, so that failure is blamed on the client).
 #[derive(Debug)]
 pub enum ReqBody {
     Empty,
-    Stream(Incoming, Option<Arc<ServerState>>, Arc<AtomicBool>),
+    Stream(Incoming, Option<Arc<ServerState>>, ClientFault),
+}
+
+/// How reading the client's request body went, shared with whoever sent it.
+///
+/// A failure to read it (malformed chunked framing, a body cut short, the
+/// client gone) reaches the sender as a send error like any other, and a
+/// client that trickles its body runs out the response timeout: without this
+/// mark both would be blamed on the server (passive health, retries), so any
+/// client could take every server out of rotation. Whoever handles a failed
+/// or timed-out send asks this first.
+#[derive(Debug, Clone, Default)]
+pub struct ClientFault(Arc<AtomicU8>);
+
+// 0: still reading.
+const DONE: u8 = 1;
+const FAILED: u8 = 2;
+
+impl ClientFault {
+    /// True once reading the client's body failed.
+    pub fn failed(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == FAILED
+    }
+    /// True while the client's body has not been read to its end.
+    pub fn unfinished(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != DONE
+    }
+    fn set(&self, state: u8) {
+        self.0.store(state, Ordering::Relaxed);
+    }
 }
 
 impl ReqBody {
@@ -43,15 +72,20 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Stream(b, counter, failed) => {
-                let r = Pin::new(b).poll_frame(cx);
-                if let Poll::Ready(Some(Err(_))) = &r {
-                    failed.store(true, Ordering::Relaxed);
-                }
-                if let (Poll::Ready(Some(Ok(f))), Some(server)) = (&r, counter.as_ref()) {
-                    if let Some(d) = f.data_ref() {
-                        server.add_bytes(d.len() as u64, 0);
+            ReqBody::Stream(b, counter, fault) => {
+                let r = Pin::new(&mut *b).poll_frame(cx);
+                match &r {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let (Some(d), Some(server)) = (f.data_ref(), counter.as_ref()) {
+                            server.add_bytes(d.len() as u64, 0);
+                        }
+                        if b.is_end_stream() {
+                            fault.set(DONE);
+                        }
                     }
+                    Poll::Ready(Some(Err(_))) => fault.set(FAILED),
+                    Poll::Ready(None) => fault.set(DONE),
+                    Poll::Pending => {}
                 }
                 r
             }

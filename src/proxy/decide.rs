@@ -79,6 +79,9 @@ pub enum Kind {
 /// Plain data about one request, as every transport can give it.
 pub struct RequestFacts<'a, H: Headers> {
     pub kind: Kind,
+    /// The request's framing or target was refused before deciding
+    /// (`proxy::strict::check`): answered with this, before anything else.
+    pub refused: Option<(StatusCode, &'static str)>,
     /// `Host` (or the request target's authority), port included.
     pub host: Option<&'a str>,
     /// The path of the target, without the query.
@@ -188,6 +191,9 @@ pub fn decide<H: Headers>(fe: Option<&FrontendRt>, req: &RequestFacts<'_, H>) ->
 
 fn decide_on<H: Headers>(fe: &FrontendRt, req: &RequestFacts<'_, H>) -> Decision {
     let cfg = &fe.config;
+    if let Some((status, why)) = req.refused {
+        return Decision::Answer(Answer::error(status, why));
+    }
     if req.kind == Kind::Http {
         if let Some(max) = cfg.max_body_bytes {
             if req.content_length.is_some_and(|n| n > max) {

@@ -154,6 +154,7 @@ fn run(
     let path = target.split('?').next().unwrap_or("");
     let facts = RequestFacts {
         kind,
+        refused: None,
         host,
         path,
         path_and_query: target,

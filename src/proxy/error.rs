@@ -81,6 +81,15 @@ impl AttemptError {
         }
     }
 
+    /// The client's request body did not all arrive within the response
+    /// timeout (a trickling client): its fault, 408.
+    pub fn body_timeout() -> Self {
+        AttemptError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            ..AttemptError::client(Stage::Body, "the request body did not arrive in time")
+        }
+    }
+
     /// Connecting to `server` failed (504 on a timeout, else 502); another
     /// server may be tried.
     pub fn connect(server: &ServerState, e: &ConnectError) -> Self {

@@ -69,9 +69,12 @@ fn is_common_connection_token(v: &[u8]) -> bool {
     v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
 }
 
-/// True when the request asks for a protocol upgrade (WebSocket).
+/// True when the request asks for a protocol upgrade (WebSocket). The h2c
+/// upgrade (RFC 7540 §3.2, deprecated by RFC 9113 §3.1) is declined: the
+/// request is served as HTTP/1.1 and its `Upgrade` is not forwarded.
 pub fn wants_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
+    h.get(header::UPGRADE)
+        .is_some_and(|u| !u.as_bytes().eq_ignore_ascii_case(b"h2c"))
         && h.get_all(header::CONNECTION).iter().any(|v| {
             v.to_str()
                 .map(|s| {

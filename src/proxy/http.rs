@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::answer;
 use super::attempts::{attempt, Lost, Upstream, Won};
-use super::body::{ReqBody, RespBody, UpstreamBody};
+use super::body::{ClientFault, ReqBody, RespBody, UpstreamBody};
 use super::conn::{ConnInfo, ReqCtx};
 use super::decide::{self, Decision, Forward, Kind, RequestFacts, RequestId};
 use super::edge;
@@ -27,6 +27,7 @@ use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
 use super::idle::IdleTimeout;
 use super::log::Pending;
 use super::pool::{self, Idle, Sender};
+use super::strict;
 use crate::runtime::{BackendRt, FrontendRt, Runtime, ServerState};
 
 /// Per-connection facts every request on it needs.
@@ -86,8 +87,8 @@ where
         Proto::Http2 => {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             b.timer(TokioTimer::new())
-                .max_header_list_size(fe.config.max_header_bytes as u32)
                 .keep_alive_interval(Some(Duration::from_secs(30)));
+            h2_limits!(b, fe.config);
             let c = b.serve_connection(io, svc);
             drive(&rt, client, true, c, |c| c.graceful_shutdown()).await;
         }
@@ -99,14 +100,34 @@ where
                 // The auto builder has no header-size knob; its read buffer bounds the head.
                 .max_buf_size(fe.config.max_header_bytes.max(8192))
                 .max_headers(fe.config.max_headers);
-            b.http2()
-                .timer(TokioTimer::new())
-                .max_header_list_size(fe.config.max_header_bytes as u32);
+            let mut h2 = b.http2();
+            h2.timer(TokioTimer::new());
+            h2_limits!(h2, fe.config);
             let c = b.serve_connection_with_upgrades(io, svc);
             drive(&rt, client, false, c, |c| c.graceful_shutdown()).await;
         }
     }
 }
+
+/// Apply a frontend's HTTP/2 limits to a hyper HTTP/2 server builder (the
+/// plain one and the auto builder's differ in type, not in these methods).
+/// Every buffer a client can make the proxy fill is bounded: request bodies
+/// by the windows, response bodies by the send buffer (hyper's default,
+/// 400 KiB a stream, is what let non-reading clients grow RSS to hundreds of
+/// MiB), streams by the concurrency limit, rapid resets by the pending-reset cap.
+macro_rules! h2_limits {
+    ($b:expr, $cfg:expr) => {{
+        let l = &$cfg.http2;
+        $b.max_header_list_size($cfg.max_header_bytes as u32)
+            .max_concurrent_streams(l.max_concurrent_streams)
+            .initial_stream_window_size(l.stream_window)
+            .initial_connection_window_size(l.connection_window)
+            .max_send_buf_size(l.max_send_buffer)
+            .max_frame_size(16_384)
+            .max_pending_accept_reset_streams(l.max_pending_resets);
+    }};
+}
+use h2_limits;
 
 /// Run a connection to its end; when the process starts draining, ask it to
 /// finish gracefully. HTTP/2 (`h2`): GOAWAY at once. HTTP/1: its answers say
@@ -167,18 +188,31 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<RespBod
         method: req.method().clone(),
         uri: req.uri().clone(),
     };
+    // Strict framing first: what it refuses is answered by `decide`.
+    let refused = strict::check(req.method(), req.uri(), req.headers()).err();
+    if fe.as_ref().is_some_and(|fe| fe.config.normalize_path) {
+        if let Some(p) = strict::normalize_path(req.uri().path()) {
+            let pq = match req.uri().query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p,
+            };
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = pq.parse().ok().or(parts.path_and_query);
+            if let Ok(u) = Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+        }
+    }
     // Content-Length together with Transfer-Encoding never gets here as such:
     // hyper drops the Content-Length, decodes the chunked body and closes the
     // connection after the response (RFC 9112 §6.3), so nothing can be
     // smuggled behind it; upstream sees one unambiguous chunked request.
     let decision = {
         let h = req.headers();
-        let host = h
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let host = strict::authority(req.uri(), h);
         let facts = RequestFacts {
             kind: Kind::Http,
+            refused,
             host,
             path: req.uri().path(),
             path_and_query: req.uri().path_and_query().map_or("", |p| p.as_str()),
@@ -203,7 +237,14 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<RespBod
                     &a.why,
                 );
             }
-            return answer::from_decision(&a);
+            let mut r = answer::from_decision(&a);
+            if refused.is_some() && req.version() < Version::HTTP_2 {
+                // What follows a refused head cannot be trusted to be the
+                // next request.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return r;
         }
         (None, Decision::Forward(_)) => {
             return answer::response(
@@ -235,9 +276,13 @@ struct HyperUp<'a> {
     has_body: bool,
     /// The client's body until an attempt takes it (given back when unsent).
     body: Option<ReqBody>,
-    /// Set when the client's body failed (aborted, malformed): the
+    /// How reading the client's body went: once it failed (aborted,
+    /// malformed) or while it is unfinished at the response timeout, the
     /// failure is the client's, whatever the upstream connection says.
-    client_failed: Arc<AtomicBool>,
+    fault: ClientFault,
+    /// The client's body is chunked: an HTTP/1.1 server is told so again
+    /// (hyper's client sends no body for a GET without it).
+    chunked: bool,
     /// A connection carrying a PROXY header belongs to this client: never shared.
     proxy_header: Option<Vec<u8>>,
     /// HTTP/2 to the server (never for an upgrade: WebSocket needs HTTP/1.1).
@@ -328,6 +373,12 @@ impl Upstream for HyperUp<'_> {
             *up.version_mut() = Version::HTTP_11;
         }
         *up.headers_mut() = headers;
+        if self.chunked && !sender.is_h2() {
+            up.headers_mut().insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
         match sender.try_send_request(up).await {
             Ok(r) => Ok((r, sender)),
             Err(mut e) => {
@@ -341,10 +392,10 @@ impl Upstream for HyperUp<'_> {
                     return Err(AttemptError::server(Stage::Send, retry, e.into_error()));
                 }
                 let err = e.into_error();
-                if self.client_failed.load(Ordering::Relaxed) {
+                if self.has_body && self.fault.failed() {
                     return Err(AttemptError::client(
                         Stage::Body,
-                        format!("the request body failed: {err}"),
+                        format!("the request body was malformed or cut short: {err}"),
                     ));
                 }
                 let retry = match (reused, self.has_body) {
@@ -358,6 +409,10 @@ impl Upstream for HyperUp<'_> {
                 Err(AttemptError::server(Stage::Head, retry, err))
             }
         }
+    }
+
+    fn client_timeout(&self) -> Option<AttemptError> {
+        (self.has_body && self.fault.unfinished()).then(AttemptError::body_timeout)
     }
 }
 
@@ -374,15 +429,15 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let has_body = !body.is_end_stream();
-    let client_failed = Arc::new(AtomicBool::new(false));
-    let body = has_body.then(|| ReqBody::Stream(body, None, client_failed.clone()));
+    let fault = ClientFault::default();
+    let body = has_body.then(|| ReqBody::Stream(body, None, fault.clone()));
 
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let host =
+        strict::authority(&parts.uri, &parts.headers).and_then(|a| HeaderValue::from_str(a).ok());
+    // `strict::check` let through only a single `chunked`; hyper's client
+    // would send no body at all for a GET without it (RFC 9110 §9.3.1 lets
+    // a GET have one: forwarded like HAProxy does).
+    let chunked = has_body && parts.headers.contains_key(header::TRANSFER_ENCODING);
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded(
         &mut parts.headers,
@@ -391,9 +446,9 @@ async fn forward(
         host.as_ref(),
     );
     if let Some(h) = &host {
-        if !parts.headers.contains_key(header::HOST) {
-            parts.headers.insert(header::HOST, h.clone());
-        }
+        // The target's authority wins over Host (RFC 9112 §3.2.2, RFC 9113
+        // §8.3.1): the server sees the one the request was routed on.
+        parts.headers.insert(header::HOST, h.clone());
     }
     let upstream_uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
@@ -435,7 +490,8 @@ async fn forward(
         host: host.as_ref(),
         has_body,
         body,
-        client_failed,
+        fault,
+        chunked,
         proxy_header,
         h2: cfg.http2 && !upgrade,
     };
@@ -464,7 +520,14 @@ async fn forward(
                 Lost::Client(e) => (e.status, e.why.as_str()),
             };
             ctx.log_local(conn, &cfg.name, status.as_u16(), why);
-            return answer::response(status, why);
+            let mut r = answer::response(status, why);
+            if matches!(lost, Lost::Client(_)) && parts.version < Version::HTTP_2 {
+                // The rest of the body is unread: the connection cannot
+                // carry another request.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return r;
         }
     };
     let mut pending = Pending {

@@ -21,6 +21,7 @@ pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod route;
 pub mod serve;
+pub mod strict;
 pub mod tcp;
 
 /// While draining (stop or upgrade), how long an idle keep-alive connection

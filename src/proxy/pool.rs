@@ -291,14 +291,27 @@ pub async fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Conn
     Ok(stream)
 }
 
+/// Largest read buffer of an HTTP/1.1 connection to a server, and send
+/// buffer of an HTTP/2 one.
+pub(crate) const UPSTREAM_READ_BUF: usize = 64 * 1024;
+/// Receive windows of an HTTP/2 connection to a server (per stream, per connection).
+const UPSTREAM_H2_STREAM_WINDOW: u32 = 256 * 1024;
+const UPSTREAM_H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
 async fn handshake<I>(addr: SocketAddr, io: I, h2: bool) -> Result<Sender, ConnectError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     if h2 {
+        // Bounded like the client side (see `proxy::http`'s `h2_limits!`):
+        // a server may send this much ahead of a client that does not read,
+        // not hyper's 2 MiB a stream / 5 MiB a connection.
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(30)))
+            .initial_stream_window_size(UPSTREAM_H2_STREAM_WINDOW)
+            .initial_connection_window_size(UPSTREAM_H2_CONNECTION_WINDOW)
+            .max_send_buf_size(UPSTREAM_READ_BUF)
             .handshake(TokioIo::new(io))
             .await
             .map_err(ConnectError::Handshake)?;
@@ -310,6 +323,9 @@ where
         return Ok(Sender::H2(sender));
     }
     let (sender, conn) = http1::Builder::new()
+        // The most of a response read ahead of the client (hyper's default,
+        // ~400 KiB, is per connection, so per stream of an HTTP/2 client).
+        .max_buf_size(UPSTREAM_READ_BUF)
         .handshake(TokioIo::new(io))
         .await
         .map_err(ConnectError::Handshake)?;

@@ -75,6 +75,7 @@ pub(crate) async fn serve(conn: ConnInfo, fe: Arc<FrontendRt>, client_stream: Tc
     let format = conn.rt.snapshot().config.log.access;
     let facts = RequestFacts {
         kind: Kind::Tcp,
+        refused: None,
         host: None,
         path: "",
         path_and_query: "",

@@ -166,6 +166,10 @@ pub(super) fn build_frontend(
     fe.max_header_bytes = max_header_bytes;
     fe.tls = tls;
     fe.h2c = r.h2c.unwrap_or(false);
+    fe.normalize_path = r.normalize_path.unwrap_or(false);
+    if let Some(h) = &r.http2 {
+        fe.http2 = http2_limits(cx, h.get_ref());
+    }
     fe.redirect_https = redirect_https;
     fe.max_body_bytes = r
         .max_body_bytes
@@ -354,4 +358,49 @@ pub(super) fn parse_host(cx: &mut Ctx<'_>, h: &S<String>) -> Option<HostMatch> {
     }
     cx.err(h, format!("bad host pattern `{}`", h.get_ref()), Some("use an exact name (\"api.example.com\") or a wildcard (\"*.example.com\"), without port"));
     None
+}
+
+/// `http2 = { … }` of a frontend; every key optional (see `Http2Limits`).
+fn http2_limits(cx: &mut Ctx, r: &RawHttp2) -> Http2Limits {
+    let d = Http2Limits::default();
+    // Windows: RFC 9113 §6.9.2 allows at most 2^31-1; below 16 KiB a stream
+    // cannot carry one full frame.
+    let window_max = (1i64 << 31) - 1;
+    Http2Limits {
+        max_concurrent_streams: cx.int(
+            &r.max_concurrent_streams,
+            "max_concurrent_streams",
+            1,
+            10_000,
+            i64::from(d.max_concurrent_streams),
+        ) as u32,
+        stream_window: cx.int(
+            &r.stream_window,
+            "stream_window",
+            16_384,
+            window_max,
+            i64::from(d.stream_window),
+        ) as u32,
+        connection_window: cx.int(
+            &r.connection_window,
+            "connection_window",
+            65_535,
+            window_max,
+            i64::from(d.connection_window),
+        ) as u32,
+        max_send_buffer: cx.int(
+            &r.max_send_buffer,
+            "max_send_buffer",
+            16_384,
+            1 << 30,
+            d.max_send_buffer as i64,
+        ) as usize,
+        max_pending_resets: cx.int(
+            &r.max_pending_resets,
+            "max_pending_resets",
+            1,
+            100_000,
+            d.max_pending_resets as i64,
+        ) as usize,
+    }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -129,6 +130,12 @@ impl<I: ClientIo> Upstream for RelayUp<'_, I> {
             Err(e) => Err(e.into_attempt(&self.sent, cl)),
         }
     }
+
+    fn client_timeout(&self) -> Option<AttemptError> {
+        // The client did not send its (Content-Length) body in time: its
+        // fault, not the server's (no passive health, no retry).
+        (self.h.req.content_length > 0 && !self.sent.body_done).then(AttemptError::body_timeout)
+    }
 }
 
 impl<I: ClientIo> Relay<I> {
@@ -176,6 +183,19 @@ impl<I: ClientIo> Relay<I> {
             ..
         } = match won {
             Ok(w) => w,
+            // A body that did not arrive in time: 408, and the connection
+            // closes (the rest of the body is unread).
+            Err(Lost::Client(e)) if e.status == StatusCode::REQUEST_TIMEOUT => {
+                let a = Answer {
+                    status: e.status,
+                    why: e.why.into(),
+                    retry_after: None,
+                    location: None,
+                    backend: Some(backend.name.clone()),
+                    error: true,
+                };
+                return self.local(h, ctx, &a, true).await;
+            }
             // Gone: nothing to answer (and nothing blamed on the server).
             Err(Lost::Client(_)) => return Ok(Next::Close),
             Err(Lost::Server(failure)) => {
@@ -301,6 +321,7 @@ impl<I: ClientIo> Relay<I> {
             sent.streamed = true;
             self.stream_body(up, cl - buffered as u64).await?;
         }
+        sent.body_done = true;
         server.add_bytes(h.out.len() as u64 + cl, 0); // head + body (issue 19)
         if h.upbuf.capacity() == 0 {
             h.upbuf = take_buf();
@@ -469,6 +490,8 @@ struct Sent {
     body: bool,
     /// An interim (1xx) answer went to the client.
     answered: bool,
+    /// The whole body was read from the client and written.
+    body_done: bool,
 }
 
 /// A pooled connection to `server`; when `check` (the request has a body

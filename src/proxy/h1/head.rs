@@ -100,7 +100,9 @@ impl ReqHead {
         let (Some(method), Some(path)) = (req.method, req.path) else {
             return Parsed::Unsupported;
         };
-        if !path.starts_with('/') {
+        // A fragment or a non-ASCII byte has no place in a request target
+        // (RFC 9112 §3.2): the hyper path's URI parser decides.
+        if !path.starts_with('/') || path.bytes().any(|b| b == b'#' || !b.is_ascii()) {
             return Parsed::Unsupported;
         }
         self.method = range_of(buf, method.as_bytes());
@@ -149,6 +151,32 @@ impl ReqHead {
             return Parsed::Unsupported;
         }
         Parsed::Complete(len)
+    }
+}
+
+/// When the request line at the start of `buf` ends in `HTTP/1.x` with x > 1,
+/// make it `HTTP/1.1` (RFC 9110 §2.5: a recipient treats a later minor
+/// version as the highest it implements); true when it did.
+pub fn lower_minor_version(buf: &mut [u8]) -> bool {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let line_end = if end > 0 && buf.get(end - 1) == Some(&b'\r') {
+        end - 1
+    } else {
+        end
+    };
+    let Some(line) = buf.get_mut(..line_end) else {
+        return false;
+    };
+    match line {
+        [.., b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor]
+            if (b'2'..=b'9').contains(minor) =>
+        {
+            *minor = b'1';
+            true
+        }
+        _ => false,
     }
 }
 

@@ -97,8 +97,10 @@ impl ClientIo for crate::tls::alert_flush::AlertFlush {
 /// comes (then it hands the connection over before deciding the request).
 pub(crate) fn eligible(fe: &FrontendRt) -> bool {
     let c = &fe.config;
+    // Normalised paths are rewritten by the hyper path only.
     enabled()
         && !c.h2c
+        && !c.normalize_path
         && c.redirect_https.is_none()
         && c.request_headers.is_empty()
         && c.response_headers.is_empty()
@@ -487,6 +489,9 @@ impl<I: ClientIo> Relay<I> {
                 }
                 Parsed::Partial => {}
                 Parsed::Complete(n) if n > max_bytes => return Some(Parsed::Unsupported),
+                // httparse knows only 1.0 and 1.1: a later 1.x is read as
+                // 1.1 (RFC 9110 §2.5), here and on the hyper path it may go to.
+                Parsed::Unsupported if head::lower_minor_version(&mut self.inbuf) => continue,
                 done => return Some(done),
             }
             match tokio::time::timeout_at(deadline, self.fill()).await {
@@ -552,6 +557,8 @@ impl<I: ClientIo> Relay<I> {
         let path = std::str::from_utf8(&target[..path_end]).unwrap_or("");
         let facts = RequestFacts {
             kind: decide::Kind::Http,
+            // The relay parses only what `strict::check` lets through (see `head`).
+            refused: None,
             host,
             path,
             path_and_query: std::str::from_utf8(target).unwrap_or(""),
