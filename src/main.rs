@@ -246,7 +246,6 @@ fn runtime_with(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
 fn proxy_runtime(global: &config::types::GlobalConfig) -> Result<tokio::runtime::Runtime> {
     let n = fulcrum::proxy::workers::resolve(global.threads);
     if n == 1 {
-        fulcrum::proxy::workers::init_single();
         return runtime_with(Some(1));
     }
     fulcrum::proxy::workers::start(n, global.cpu_affinity)

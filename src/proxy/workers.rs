@@ -45,6 +45,7 @@ pub fn resolve(threads: Option<usize>) -> usize {
 /// `pin`, worker i runs only on the i-th CPU of the process's affinity mask
 /// (wrapping around when there are more workers than CPUs).
 pub fn start(n: usize, pin: bool) -> std::io::Result<()> {
+    // Before any listener (the counters are sized once).
     let _ = ACCEPTED.set((0..n).map(|_| AtomicU64::new(0)).collect());
     let cpus = if pin { allowed_cpus() } else { Vec::new() };
     let mut handles = Vec::with_capacity(n);
@@ -90,25 +91,26 @@ pub fn handles() -> Option<&'static [Handle]> {
     WORKERS.get().map(Vec::as_slice)
 }
 
+/// The counters: one per worker, or one (worker 0) when the proxy runs on
+/// the main runtime (one thread, or the library used without `start`).
+fn counters() -> &'static [AtomicU64] {
+    ACCEPTED.get_or_init(|| vec![AtomicU64::new(0)].into_boxed_slice())
+}
+
 /// Count a connection accepted by the worker this runs on.
 pub fn count_accept() {
     let i = INDEX.with(Cell::get);
-    if let Some(c) = ACCEPTED.get().and_then(|a| a.get(i)) {
+    if let Some(c) = counters().get(i) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// Connections accepted so far by each worker (one entry with one thread).
+/// Connections accepted so far by each worker.
 pub fn accepted() -> Vec<u64> {
-    match ACCEPTED.get() {
-        Some(a) => a.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
-        None => Vec::new(),
-    }
-}
-
-/// Count on worker 0 when there are no workers (one thread).
-pub fn init_single() {
-    let _ = ACCEPTED.set(vec![AtomicU64::new(0)].into_boxed_slice());
+    counters()
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect()
 }
 
 fn allowed_cpus() -> Vec<usize> {
