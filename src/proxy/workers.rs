@@ -105,6 +105,16 @@ pub fn count_accept() {
     }
 }
 
+/// How many workers serve connections (1 without `start`).
+pub fn count() -> usize {
+    counters().len()
+}
+
+/// The worker this runs on (0 off the workers).
+pub fn index() -> usize {
+    INDEX.with(Cell::get)
+}
+
 /// Connections accepted so far by each worker.
 pub fn accepted() -> Vec<u64> {
     counters()
