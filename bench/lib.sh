@@ -304,6 +304,11 @@ syslog = { address = "127.0.0.1:'${logcfg#syslog:}'" }' ;;
     local global="[global]
 threads = ${FULCRUM_THREADS:-1}"
     [[ ${PROXY_THREADS:-1} == default ]] && global=""
+    # FULCRUM_ADMIN=port: an admin API on the measured instance, to read the
+    # connections each worker accepted (fulcrum_worker_connections_total).
+    local admin_toml=""
+    [[ -n ${FULCRUM_ADMIN:-} && $name == fulcrum ]] && admin_toml="[admin]
+listen = \"127.0.0.1:$FULCRUM_ADMIN\""
     local backend_body='balance = "roundrobin"
 health = { kind = "http", method = "GET", path = "/", interval = "2s", rise = 2, fall = 3 }
 servers = [
@@ -316,6 +321,8 @@ servers = [
 $global
 
 $log_toml
+
+$admin_toml
 
 [frontends.http]
 listen = ["127.0.0.1:$http"]

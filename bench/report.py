@@ -161,6 +161,9 @@ def markdown(meta, summary):
     lines.append(f"- fulcrum worker threads: {meta.get('fulcrum_threads', '?')}; "
                  + ("HAProxy nbthread default; nginx worker_processes auto" if default
                     else "HAProxy nbthread 1; nginx 1 worker"))
+    if meta.get("worker_connections"):
+        lines.append(f"- fulcrum connections accepted per worker over the run: "
+                     f"{meta['worker_connections']}")
     lines.append(f"- command: `{meta.get('command', 'bench/run.sh')}`")
     lines.append("- req/s: median (min–max) over rounds; × HAProxy per round: median over rounds of the "
                  "ratio within the round (steadier: rounds are interleaved); p50/p99: median over rounds; "

@@ -81,7 +81,10 @@ wait_http "http://127.0.0.1:$B1/" 10 b1 || die "backend b1 did not start (see $W
 wait_http "http://127.0.0.1:$B2/" 10 b2 || die "backend b2 did not start"
 start_haproxy "$P_HAPROXY" "$P_HAPROXY_TCP" "$B1" "$B2"; PID_HAPROXY=$LAST_PID
 start_nginx_proxy "$P_NGINX" "$B1" "$B2"; PID_NGINX=$LAST_PID
+read -r FULCRUM_ADMIN <<<"$(free_ports 1)"
+export FULCRUM_ADMIN
 start_fulcrum "$P_FULCRUM" "$P_FULCRUM_TCP" "$B1" "$B2"; PID_FULCRUM=$LAST_PID
+FULCRUM_ADMIN_PORT=$FULCRUM_ADMIN; unset FULCRUM_ADMIN
 # Ready = both backends seen through the proxy (so balancing really spreads).
 wait_http "http://127.0.0.1:$P_HAPROXY/" 15 b1 b2 || die "haproxy not ready: $(cat "$WORK/haproxy/haproxy.log")"
 wait_http "http://127.0.0.1:$P_HAPROXY_TCP/" 15 b1 b2 || die "haproxy tcp not ready"
@@ -238,6 +241,12 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
+# How the measured fulcrum spread its connections over its workers.
+WORKER_SPREAD="$(curl -s "http://127.0.0.1:$FULCRUM_ADMIN_PORT/metrics" 2>/dev/null \
+    | sed -n 's/^fulcrum_worker_connections_total{worker="\([0-9]*\)"} \([0-9]*\)$/w\1=\2/p' | paste -sd ' ' -)"
+log "fulcrum connections per worker: ${WORKER_SPREAD:-?}"
+export WORKER_SPREAD
+
 mkdir -p "$RESULTS_DIR"
 COMMAND="bench/run.sh $ORIG_ARGS" SMOKE="$SMOKE" DURATION="$DURATION" ROUNDS="$ROUNDS" \
 FULCRUM_VERSION="$("$FULCRUM" --version 2>/dev/null | head -1) ($(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo '?'))" \
@@ -261,6 +270,7 @@ meta = {
     "fulcrum_threads": ("default (no [global]: one per core)" if e.get("PROXY_THREADS") == "default"
                         else e.get("FULCRUM_THREADS") or "1 ([global] threads = 1)"),
     "proxy_threads": e.get("PROXY_THREADS", "1"),
+    "worker_connections": e.get("WORKER_SPREAD", ""),
     "duration": e["DURATION"], "rounds": int(e["ROUNDS"]),
     "smoke": e["SMOKE"] == "1", "command": e["COMMAND"].strip(),
 }

@@ -146,7 +146,7 @@ fn main() -> ExitCode {
                 init_tracing(&cfg.log);
                 fulcrum::log::access::start(&cfg.log.target, cfg.log.buffer)
                     .context("cannot open the access log")?;
-                let r = runtime_with(cfg.global.threads)
+                let r = proxy_runtime(&cfg.global)
                     .and_then(|rt| rt.block_on(run(args, cfg, &mut inherit)));
                 // Every line of a clean stop reaches the sink (bounded: a blocked
                 // sink must not hold the exit).
@@ -242,6 +242,22 @@ fn runtime_with(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
     b.enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// The runtime `fulcrum run` runs on. One thread (`threads = 1`): one
+/// current-thread runtime for everything. More (the default is one per CPU
+/// the process may use): a current-thread runtime for the control plane
+/// (health checks, discovery, admin API, VRRP, signals) and `threads` proxy
+/// workers, each a thread with its own current-thread runtime and accept
+/// loops (see `fulcrum::proxy::workers`).
+fn proxy_runtime(global: &config::types::GlobalConfig) -> Result<tokio::runtime::Runtime> {
+    let n = fulcrum::proxy::workers::resolve(global.threads);
+    if n == 1 {
+        return runtime_with(Some(1));
+    }
+    fulcrum::proxy::workers::start(n, global.cpu_affinity)
+        .context("cannot start the proxy workers")?;
+    runtime_with(Some(1))
 }
 
 /// `fulcrum upgrade`: ask the running process to hand over to a new binary.

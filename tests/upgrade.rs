@@ -212,6 +212,13 @@ servers = [{}]
 }
 
 fn upgrades_under_load(threads: usize) {
+    upgrades_under_load_with(&[threads; 6]);
+}
+
+/// Five upgrades under load; the process before round i runs `threads[i]`
+/// workers (the config file is rewritten before each upgrade).
+fn upgrades_under_load_with(seq: &[usize]) {
+    let threads = seq[0];
     let (_b1, a1) = backend("b1");
     let (_b2, a2) = backend("b2");
     let (http, tcp, admin) = (free_addr(), free_addr(), free_addr());
@@ -240,6 +247,13 @@ fn upgrades_under_load(threads: usize) {
             ka.ok.load(Ordering::Relaxed),
             tc.ok.load(Ordering::Relaxed),
         );
+        if seq[round + 1] != seq[round] {
+            std::fs::write(
+                lb.config_path(),
+                config(seq[round + 1], http, tcp, admin, &[a1, a2]),
+            )
+            .expect("rewrite config");
+        }
         let (code, new, out) = upgrade(serving, &["--binary", new_binary]);
         assert_eq!(code, 0, "upgrade {round}: {out}\n{}", lb.proc.output());
         let new = new.unwrap_or_else(|| panic!("no PID in {out:?}"));
@@ -283,7 +297,7 @@ fn upgrades_under_load(threads: usize) {
         tc.failed.load(Ordering::Relaxed),
     );
     assert_eq!(tfailed, 0, "{tfailed} of {tok} TCP exchanges failed\n{log}");
-    eprintln!("5 upgrades at {threads} thread(s): {ok} new-connection, {kok} keep-alive, {tok} TCP requests, none failed");
+    eprintln!("5 upgrades at {seq:?} thread(s): {ok} new-connection, {kok} keep-alive, {tok} TCP requests, none failed");
     // The last process serves alone and stops gracefully.
     // SAFETY: kill has no memory preconditions; `serving` is ours.
     unsafe {
@@ -291,6 +305,13 @@ fn upgrades_under_load(threads: usize) {
     }
     assert!(wait_until(Duration::from_secs(20), || !alive(serving)));
     let _ = lb.proc.wait_exit(Duration::from_secs(1));
+}
+
+/// The new process may run a different number of workers than the old one:
+/// they share the one inherited socket per address, none is left unserved.
+#[test]
+fn upgrades_changing_the_worker_count_fail_no_request() {
+    upgrades_under_load_with(&[2, 3, 1, 2, 4, 2]);
 }
 
 #[test]

@@ -192,6 +192,16 @@ impl Collector for Scrape {
             "Access-log lines dropped because the log sink was too slow, blocked or failing.",
             vec![(vec![], Val::U(crate::log::access::dropped()))],
         )?;
+        counter(
+            e,
+            "fulcrum_worker_connections_total",
+            "Client connections accepted by each proxy worker (one per `[global] threads`).",
+            crate::proxy::workers::accepted()
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| (vec![("worker", i.to_string())], Val::U(n)))
+                .collect(),
+        )?;
         frontend_families(e, &frontends)?;
         request_families(e, &frontends, &servers)?;
         backend_families(e, &backends)?;

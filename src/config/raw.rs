@@ -32,6 +32,8 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawGlobal {
     pub threads: Option<S<i64>>,
     #[serde(default)]
+    pub cpu_affinity: Option<bool>,
+    #[serde(default)]
     pub hard_stop_after: Option<S<String>>,
     pub state_file: Option<S<String>>,
 }

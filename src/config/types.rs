@@ -31,8 +31,14 @@ pub struct Config {
 /// Process-wide settings, read at start (a reload keeps the running values).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GlobalConfig {
-    /// Worker threads of the proxy (HAProxy `nbthread`); None: one per core.
+    /// Proxy workers (HAProxy `nbthread`): each a thread with its own
+    /// current-thread event loop and accept loops. None: one per CPU the
+    /// process may run on (`std::thread::available_parallelism`, which
+    /// honours the affinity mask and cgroup CPU quotas).
     pub threads: Option<usize>,
+    /// Pin worker i to the i-th CPU of the process's affinity mask (HAProxy
+    /// `cpu-map`); off by default.
+    pub cpu_affinity: bool,
     /// How long a stopping or upgraded-away process waits for its open
     /// connections before it exits anyway (HAProxy `hard-stop-after`);
     /// None: `fulcrum run --grace` (30 s by default).

@@ -276,6 +276,11 @@ fn build(cx: &mut Ctx<'_>, raw: RawConfig) -> Config {
                 .as_ref()
                 .map(|_| cx.int(&g.threads, "threads", 1, 1024, 1) as usize)
         }),
+        cpu_affinity: raw
+            .global
+            .as_ref()
+            .and_then(|g| g.cpu_affinity)
+            .unwrap_or(false),
         hard_stop_after: raw.global.as_ref().and_then(|g| {
             g.hard_stop_after.as_ref().map(|_| {
                 cx.duration(

@@ -43,15 +43,53 @@ fn bind_new(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Run the accept loop for one listening address until `stop` turns true.
+/// Run the accept loop for one listening address until `stop` turns true:
+/// one loop on each proxy worker (each with its own duplicate of the
+/// descriptor, registered with its own event loop), or one on the current
+/// runtime when there are no workers (`threads = 1`).
 pub fn spawn(
+    rt: Arc<Runtime>,
+    frontend: String,
+    mode: Mode,
+    listener: std::net::TcpListener,
+    stop: watch::Receiver<bool>,
+) {
+    let Some(workers) = super::workers::handles() else {
+        tokio::spawn(accept_loop(rt, frontend, mode, listener, stop));
+        return;
+    };
+    // Duplicates first, so worker 0 gets the registered descriptor itself.
+    let mut dups = Vec::with_capacity(workers.len());
+    for _ in 1..workers.len() {
+        match listener.try_clone() {
+            Ok(d) => dups.push(d),
+            Err(e) => {
+                tracing::warn!(%frontend, error = %e, "cannot share a listening socket with every worker");
+                break;
+            }
+        }
+    }
+    let mut sockets = std::iter::once(listener).chain(dups);
+    for h in workers {
+        let Some(l) = sockets.next() else { break };
+        h.spawn(accept_loop(
+            rt.clone(),
+            frontend.clone(),
+            mode,
+            l,
+            stop.clone(),
+        ));
+    }
+}
+
+async fn accept_loop(
     rt: Arc<Runtime>,
     frontend: String,
     mode: Mode,
     listener: std::net::TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
-    tokio::spawn(async move {
+    {
         // Through mio and `AsyncFd`, not tokio's `TcpListener`: accepted
         // sockets are not registered with the event loop until they must
         // wait (see `lazy`).
@@ -125,6 +163,7 @@ pub fn spawn(
             };
             match accepted {
                 Ok((stream, client)) => {
+                    super::workers::count_accept();
                     let _ = stream.set_nodelay(true);
                     let fe_cfg = {
                         let snap = rt.snapshot();
@@ -180,7 +219,7 @@ pub fn spawn(
         }
         crate::upgrade::fds::unregister(raw_fd);
         tracing::info!(frontend = %frontend, "listener closed");
-    });
+    }
 }
 
 /// Accept one connection, non-blocking and not registered with the event

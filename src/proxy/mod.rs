@@ -23,6 +23,7 @@ pub mod route;
 pub mod serve;
 pub mod strict;
 pub mod tcp;
+pub mod workers;
 
 /// While draining (stop or upgrade), how long an idle keep-alive connection
 /// may still bring its next request (answered with `Connection: close`)

@@ -115,13 +115,45 @@ impl<T> IdleList<T> {
 /// Idle connections to one server. Most recently used first, so a quiet period
 /// lets the oldest connections age out. The relay's plain connections and
 /// hyper's client connections are kept apart: each speaks to its own kind.
-#[derive(Default)]
 pub struct Pool {
-    idle: Mutex<IdleList<http1::SendRequest<ReqBody>>>,
-    raw: Mutex<IdleList<TcpStream>>,
+    /// One idle list per proxy worker (`proxy::workers`): a connection is
+    /// registered with the event loop of the worker that opened it, and
+    /// reused only there — no wake-up crosses threads, no lock is shared
+    /// between workers. Each list holds at most `max_idle / workers`
+    /// (rounded up), so the server's total stays about `max_idle`.
+    idle: Box<[Mutex<IdleList<http1::SendRequest<ReqBody>>>]>,
+    raw: Box<[Mutex<IdleList<TcpStream>>]>,
+    /// Multiplexed: one connection per server, shared by every worker.
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
     /// Idle connections handed out again (HAProxy `reuse`), for `/metrics`.
     pub reused: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        let n = super::workers::count();
+        Pool {
+            idle: (0..n).map(|_| Mutex::default()).collect(),
+            raw: (0..n).map(|_| Mutex::default()).collect(),
+            h2: Mutex::default(),
+            reused: Default::default(),
+        }
+    }
+}
+
+/// This worker's list of `lists` (never empty: sized by the worker count).
+fn mine<T>(lists: &[Mutex<T>]) -> Option<&Mutex<T>> {
+    let n = lists.len().max(1);
+    lists.get(super::workers::index() % n)
+}
+
+/// A worker's share of the server's `max_idle`.
+fn share(max_idle: usize, lists: usize) -> usize {
+    if max_idle == 0 {
+        0
+    } else {
+        max_idle.div_ceil(lists.max(1))
+    }
 }
 
 impl std::fmt::Debug for Pool {
@@ -145,7 +177,7 @@ impl Pool {
                 .cloned()
                 .map(Sender::H2);
         }
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = mine(&self.idle)?.lock().ok()?;
         let hit = idle.take(max_idle_age, |s| !s.is_closed()).map(Sender::H1);
         self.count_reuse(hit.is_some());
         hit
@@ -163,7 +195,8 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
+        let max_idle = share(max_idle, self.idle.len());
+        if let Some(Ok(mut idle)) = mine(&self.idle).map(Mutex::lock) {
             idle.put(sender, max_idle, max_age);
         }
     }
@@ -172,7 +205,7 @@ impl Pool {
     /// Whether the server has closed it shows when it is used: the relay
     /// then retries on a new connection (see `proxy::h1`).
     pub fn take_raw(&self, max_idle_age: Duration) -> Option<TcpStream> {
-        let hit = self.raw.lock().ok()?.take(max_idle_age, |_| true);
+        let hit = mine(&self.raw)?.lock().ok()?.take(max_idle_age, |_| true);
         self.count_reuse(hit.is_some());
         hit
     }
@@ -186,7 +219,8 @@ impl Pool {
 
     /// Return a relay connection after a complete exchange (bounded like `put`).
     pub fn put_raw(&self, stream: TcpStream, max_idle: usize, max_age: Duration) {
-        if let Ok(mut idle) = self.raw.lock() {
+        let max_idle = share(max_idle, self.raw.len());
+        if let Some(Ok(mut idle)) = mine(&self.raw).map(Mutex::lock) {
             idle.put(stream, max_idle, max_age);
         }
     }
@@ -202,17 +236,28 @@ impl Pool {
 
     /// Idle connections held now.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().map(|g| g.len()).unwrap_or(0)
-            + self.raw.lock().map(|g| g.len()).unwrap_or(0)
+        self.idle
+            .iter()
+            .map(|m| m.lock().map(|g| g.len()).unwrap_or(0))
+            .sum::<usize>()
+            + self
+                .raw
+                .iter()
+                .map(|m| m.lock().map(|g| g.len()).unwrap_or(0))
+                .sum::<usize>()
     }
 
     /// Close every idle connection (server removed or address changed).
     pub fn clear(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
+        for m in self.idle.iter() {
+            if let Ok(mut idle) = m.lock() {
+                idle.clear();
+            }
         }
-        if let Ok(mut raw) = self.raw.lock() {
-            raw.clear();
+        for m in self.raw.iter() {
+            if let Ok(mut raw) = m.lock() {
+                raw.clear();
+            }
         }
     }
 }

@@ -1,0 +1,162 @@
+//! Proxy workers: N threads, each a current-thread tokio runtime with its own
+//! accept loop on every listening address (HAProxy's threads, nginx's worker
+//! processes). A connection lives on the worker that accepted it: its relay,
+//! its buffers, its timers and the tasks it spawns never migrate, so there is
+//! no work-stealing and no cross-core wake on the request path.
+//!
+//! With one thread (`[global] threads = 1`) there are no workers: the proxy
+//! runs on the main runtime, as it always did. With more, the main runtime
+//! (current-thread) keeps the control plane — health checks, discovery, the
+//! admin API, VRRP, signals — and the workers only accept and proxy.
+//!
+//! Accept distribution: the workers share one listening socket per address
+//! (each registers its own duplicate descriptor with its own epoll). A new
+//! connection wakes the idle workers and whichever gets there first takes it,
+//! so a busy worker takes fewer. The alternative, one `SO_REUSEPORT` socket
+//! per worker, removes the wake-up of the losers but spreads by a hash of the
+//! 4-tuple regardless of load, and makes an upgrade to a different worker
+//! count hand over N sockets of which a closed one resets its queue; one
+//! shared socket keeps the upgrade hand-over one socket per address.
+//! See README "Per core" for the measurement.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use tokio::runtime::Handle;
+
+static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
+static ACCEPTED: OnceLock<Box<[AtomicU64]>> = OnceLock::new();
+
+thread_local! {
+    /// This thread's worker index (0 on the main runtime with one thread).
+    static INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The number of workers `[global] threads` asks for: the value, or the
+/// CPUs this process may use (affinity mask and cgroup quota), at least 1.
+pub fn resolve(threads: Option<usize>) -> usize {
+    threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+/// Start `n` worker threads (n ≥ 2; one thread means no workers). With
+/// `pin`, worker i runs only on the i-th CPU of the process's affinity mask
+/// (wrapping around when there are more workers than CPUs).
+pub fn start(n: usize, pin: bool) -> std::io::Result<()> {
+    // Before any listener (the counters are sized once).
+    let _ = ACCEPTED.set((0..n).map(|_| AtomicU64::new(0)).collect());
+    let cpus = if pin { allowed_cpus() } else { Vec::new() };
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+        std::thread::Builder::new()
+            .name(format!("fulcrum-w{i}"))
+            .spawn(move || {
+                INDEX.with(|c| c.set(i));
+                if let Some(cpu) = cpu {
+                    if let Err(e) = pin_to(cpu) {
+                        tracing::warn!(worker = i, cpu, error = %e, "cannot pin worker to its CPU");
+                    }
+                }
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(rt.handle().clone()));
+                // Runs the worker's tasks until the process exits.
+                rt.block_on(std::future::pending::<()>());
+            })?;
+        let handle = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("worker thread exited at start"))??;
+        handles.push(handle);
+    }
+    WORKERS
+        .set(handles)
+        .map_err(|_| std::io::Error::other("proxy workers started twice"))
+}
+
+/// The workers' runtimes; None with one thread (the proxy then runs on the
+/// main runtime).
+pub fn handles() -> Option<&'static [Handle]> {
+    WORKERS.get().map(Vec::as_slice)
+}
+
+/// The counters: one per worker, or one (worker 0) when the proxy runs on
+/// the main runtime (one thread, or the library used without `start`).
+fn counters() -> &'static [AtomicU64] {
+    ACCEPTED.get_or_init(|| vec![AtomicU64::new(0)].into_boxed_slice())
+}
+
+/// Count a connection accepted by the worker this runs on.
+pub fn count_accept() {
+    let i = INDEX.with(Cell::get);
+    if let Some(c) = counters().get(i) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How many workers serve connections (1 without `start`).
+pub fn count() -> usize {
+    counters().len()
+}
+
+/// The worker this runs on (0 off the workers).
+pub fn index() -> usize {
+    INDEX.with(Cell::get)
+}
+
+/// Connections accepted so far by each worker.
+pub fn accepted() -> Vec<u64> {
+    counters()
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect()
+}
+
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; zeroed is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the buffer is a valid cpu_set_t of the size passed.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: i < CPU_SETSIZE, within the set.
+        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .collect()
+}
+
+fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: as above; cpu < CPU_SETSIZE (it came from the allowed set).
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_is_at_least_one() {
+        assert!(super::resolve(None) >= 1);
+        assert_eq!(super::resolve(Some(3)), 3);
+    }
+}
