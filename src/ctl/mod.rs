@@ -470,13 +470,14 @@ pub fn render_servers(v: &Value) -> String {
         "BACKEND",
         "SERVER",
         "ADDRESS",
-        "SOURCE",
         "ADMIN",
         "HEALTH",
         "WEIGHT",
         "ACTIVE",
         "TOTAL",
         "REQ/S",
+        // After the columns scripts already read by position.
+        "SOURCE",
         "LAST CHECK",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
@@ -504,7 +505,6 @@ pub fn render_servers(v: &Value) -> String {
                 s(b, "name").into(),
                 s(sv, "name").into(),
                 s(sv, "address").into(),
-                s(sv, "source").into(),
                 s(sv, "admin").into(),
                 health,
                 n(sv, "weight").to_string(),
@@ -516,6 +516,7 @@ pub fn render_servers(v: &Value) -> String {
                         .and_then(|x| x.as_f64())
                         .unwrap_or(0.0)
                 ),
+                s(sv, "source").into(),
                 check,
             ]);
         }
