@@ -431,7 +431,8 @@ discovery = {{ file = "{os.path.join(self.dir, 'inv.json')}", poll_interval = "2
 
     def chaos(self, end):
         pending = []  # (due, fn)
-        upgrade_every = max(30.0, self.a.minutes * 60 / 8)
+        deck = []
+        upgrade_every = max(30.0, min(120.0, self.a.minutes * 60 / 8))
         next_upgrade = time.time() + upgrade_every / 2
         # The last quarter runs without upgrades, so one process lives long under the rest.
         last_upgrade = self.t_start + self.a.minutes * 60 * 0.75
@@ -446,7 +447,10 @@ discovery = {{ file = "{os.path.join(self.dir, 'inv.json')}", poll_interval = "2
                 self.upgrade()
                 next_upgrade = now + upgrade_every
             self.refresh_up()
-            kind = self.rng.choice(["kill", "kill", "drain", "remove", "reload", "inventory", "none"])
+            if not deck:  # every kind once per round, in a seeded order: a short run sees them all
+                deck = ["kill", "kill", "drain", "remove", "reload", "inventory"]
+                self.rng.shuffle(deck)
+            kind = deck.pop()
             if kind == "kill":
                 group = self.rng.choice(["web", "inv"])
                 cands = [n for n in self.usable(group) if len(self.usable(group, (n,))) >= 1]
