@@ -480,7 +480,8 @@ fn a_websocket_open_across_an_upgrade_keeps_working() {
         .is_ok_and(|r| r.status == 200)));
 
     let mut ws = TcpStream::connect(http).expect("connect");
-    ws.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    ws.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     ws.write_all(
         b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -492,7 +493,11 @@ fn a_websocket_open_across_an_upgrade_keeps_working() {
         ws.read_exact(&mut byte).expect("101 head");
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     ws_echo(&mut ws, b"before").expect("echo before the upgrade");
 
     let (code, new, out) = upgrade(old, &[]);

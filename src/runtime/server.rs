@@ -513,7 +513,10 @@ mod tests {
         s.set_up(false);
         assert!(s.is_ejected() && !s.is_usable());
         s.set_up(true);
-        assert!(!s.is_ejected(), "checked up again: the old ejection is stale");
+        assert!(
+            !s.is_ejected(),
+            "checked up again: the old ejection is stale"
+        );
         assert!(s.is_usable());
     }
 
