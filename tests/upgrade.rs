@@ -522,3 +522,56 @@ fn a_websocket_open_across_an_upgrade_keeps_working() {
         lb.proc.output()
     );
 }
+
+/// Regression (bench/soak.sh): a backend fed by a discovery file is empty until
+/// the file's first read; a process that opened its frontend before (a fresh
+/// start, or the new process of an upgrade) answered 503 "no server" meanwhile.
+/// The cold start now waits for the source's first list too.
+#[test]
+fn a_discovered_backend_answers_the_first_request_after_start() {
+    let (_b1, a1) = backend("b1");
+    let http = free_addr();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inv = dir.path().join("inv.json");
+    std::fs::write(&inv, format!(r#"[{{"name": "i1", "address": "{a1}"}}]"#)).expect("write");
+    let cfg = dir.path().join("f.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[frontends.www]
+listen = ["{http}"]
+backend = "inv"
+
+[backends.inv]
+health = {{ kind = "http", path = "/health", interval = "2s" }}
+discovery = {{ file = "{}", poll_interval = "500ms" }}
+"#,
+            inv.display()
+        ),
+    )
+    .expect("write");
+    let mut child = Command::new(common::bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Connect as soon as the port takes connections, and ask at once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answer = None;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&http, Duration::from_millis(100)).is_ok() {
+            answer = Some(tcp_exchange(http));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let answer = answer.expect("the frontend never opened");
+    let text = answer.expect("exchange");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+}
