@@ -612,7 +612,7 @@ def main():
     ap.add_argument("--interval", type=float, default=0.02, help="mean pause between requests per client (s)")
     ap.add_argument("--chaos-scale", type=float, default=1.0, help="stretch the pause between chaos steps")
     ap.add_argument("--access-log", action="store_true", help="fulcrum's access log on (to the temp dir)")
-    ap.add_argument("--ci", action="store_true", help="hard checks only: exit 1 on an unexplained failure or growth")
+    ap.add_argument("--ci", action="store_true", help="on failure also print the end of fulcrum's log")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) at the end")
     ap.add_argument("--json", help="write the raw summary here")
     ap.add_argument("--verbose", "-v", action="store_true")
@@ -636,6 +636,14 @@ def main():
     finally:
         s.stop.set()
         s.cleanup()
+        if rc != 0 and a.ci:
+            # A CI log is all there is: show the end of fulcrum's own log.
+            try:
+                with open(os.path.join(s.dir, "fulcrum.log"), errors="replace") as f:
+                    tail = f.readlines()[-40:]
+                print("soak: last lines of fulcrum.log:\n" + "".join(tail), file=sys.stderr)
+            except OSError:
+                pass
         if a.keep or rc != 0:
             print(f"soak: logs kept in {s.dir}", file=sys.stderr)
         else:

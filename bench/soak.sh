@@ -4,6 +4,7 @@
 # the inventory file edited and the binary upgraded. Not a timed test: no time thresholds.
 #
 #   bench/soak.sh [--minutes 30] [--seed 18] [--release] [--ci] [--keep] [--json F] [-v]
+#   (--ci: on failure, also print the end of fulcrum's log; the checks are the same)
 #
 # Exit 1 on an unexplained failure or RSS/fd growth past a generous bound. The driver is
 # bench/soak.py (Python standard library); every process it starts is killed by PID at the end.
