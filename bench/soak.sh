@@ -33,7 +33,15 @@ bin="${CARGO_TARGET_DIR:-target}/$profile/fulcrum"
 
 # The driver owns its processes; this trap only covers the driver itself (e.g. Ctrl-C of the script).
 driver=""
-trap '[ -n "$driver" ] && kill -TERM "$driver" 2>/dev/null; wait 2>/dev/null || true' EXIT
+stop_driver() {
+    if [ -n "$driver" ]; then
+        kill -TERM "$driver" 2>/dev/null || true
+        wait "$driver" 2>/dev/null || true
+        driver=""
+    fi
+}
+trap stop_driver EXIT
+trap 'stop_driver; exit 130' INT TERM
 PYTHONDONTWRITEBYTECODE=1 python3 bench/soak.py --binary "$bin" ${args[@]+"${args[@]}"} &
 driver=$!
 set +e
