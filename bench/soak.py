@@ -71,6 +71,7 @@ class Soak:
         self.binaries = []
         self.upgrades = 0
         self.up = set()
+        self.present = set()
         self.t_start = time.time()
         self.skipped = {}
 
@@ -412,8 +413,9 @@ discovery = {{ file = "{os.path.join(self.dir, 'inv.json')}", poll_interval = "2
             st = self.status()
         except (OSError, ValueError):
             return  # keep the previous view
-        self.up = {s.get("name") for b in st.get("backends", []) for s in b.get("servers", [])
-                   if s.get("health") == "up"}
+        servers = [s for b in st.get("backends", []) for s in b.get("servers", [])]
+        self.up = {s.get("name") for s in servers if s.get("health") == "up"}
+        self.present = {s.get("name") for s in servers}
 
     def usable(self, group, excluding=()):
         """Servers of GROUP that are up, alive and in rotation: chaos never takes away the last one
@@ -469,6 +471,10 @@ discovery = {{ file = "{os.path.join(self.dir, 'inv.json')}", poll_interval = "2
                 self.ctl("drain", "web/x0", "--wait", "--timeout", "20s")
                 rc = self.ctl("remove", "web/x0")
                 pending.append((time.time() + self.rng.uniform(1, 4), self.adder(rc)))
+            elif kind == "remove" and "x0" not in self.present and not self.backends["x0"].get("out"):
+                # A reload re-reads the file, where x0 is not: put it back through the API.
+                self.log_event("x0 absent after a reload", "")
+                self.ctl("add", "web", "x0", f"127.0.0.1:{self.backends['x0']['port']}")
             elif kind == "reload":
                 detail = self.write_config()
                 if self.rng.random() < 0.5:
