@@ -473,3 +473,126 @@ servers = [{{ name = "db1", address = "{a1}" }}]
     let text = answer.expect("exchange");
     assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
 }
+
+/// One echo on an upgraded (WebSocket) connection: the demo backend echoes raw bytes.
+fn ws_echo(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    s.write_all(msg)?;
+    let mut got = vec![0u8; msg.len()];
+    s.read_exact(&mut got)?;
+    if got == msg {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("echo mismatch"))
+    }
+}
+
+/// Regression (bench/soak.sh): a WebSocket open through the old process was cut
+/// when it upgraded away — hyper's connection ends at the 101, so the tunnel
+/// was not counted and the old process exited at once. It must run on (up to
+/// `hard_stop_after`), and the old process exit once it closes.
+#[test]
+fn a_websocket_open_across_an_upgrade_keeps_working() {
+    let (_b1, a1) = backend("b1");
+    let (http, tcp, admin) = (free_addr(), free_addr(), free_addr());
+    let lb = Lb::start(&config(1, http, tcp, admin, &[a1]), http);
+    let mut pids = Pids::default();
+    let old = lb.proc.pid();
+    assert!(wait_until(Duration::from_secs(10), || get(http, "/")
+        .is_ok_and(|r| r.status == 200)));
+
+    let mut ws = TcpStream::connect(http).expect("connect");
+    ws.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("handshake");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        ws.read_exact(&mut byte).expect("101 head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    ws_echo(&mut ws, b"before").expect("echo before the upgrade");
+
+    let (code, new, out) = upgrade(old, &[]);
+    assert_eq!(code, 0, "{out}\n{}", lb.proc.output());
+    pids.0.extend(new);
+    // The new process serves; the old one still holds the tunnel.
+    assert_eq!(get(http, "/").expect("new process serves").status, 200);
+    // Past the old process's idle linger: it would have exited by now.
+    let until = Instant::now() + fulcrum::proxy::DRAIN_IDLE_LINGER * 2;
+    let mut n = 0;
+    while Instant::now() < until && n < 1000 {
+        n += 1;
+        ws_echo(&mut ws, format!("after-{n};").as_bytes())
+            .unwrap_or_else(|e| panic!("echo {n} after the upgrade: {e}\n{}", lb.proc.output()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(alive(old), "the old process waits for the tunnel");
+    drop(ws);
+    assert!(
+        wait_until(Duration::from_secs(15), || !alive(old)),
+        "the old process exits once the tunnel closes\n{}",
+        lb.proc.output()
+    );
+}
+
+/// Regression (bench/soak.sh): a backend fed by a discovery file is empty until
+/// the file's first read; a process that opened its frontend before (a fresh
+/// start, or the new process of an upgrade) answered 503 "no server" meanwhile.
+/// The cold start now waits for the source's first list too.
+#[test]
+fn a_discovered_backend_answers_the_first_request_after_start() {
+    let (_b1, a1) = backend("b1");
+    let http = free_addr();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inv = dir.path().join("inv.json");
+    std::fs::write(&inv, format!(r#"[{{"name": "i1", "address": "{a1}"}}]"#)).expect("write");
+    let cfg = dir.path().join("f.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[frontends.www]
+listen = ["{http}"]
+backend = "inv"
+
+[backends.inv]
+health = {{ kind = "http", path = "/health", interval = "2s" }}
+discovery = {{ file = "{}", poll_interval = "500ms" }}
+"#,
+            inv.display()
+        ),
+    )
+    .expect("write");
+    let mut child = Command::new(common::bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Connect as soon as the port takes connections, and ask at once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answer = None;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&http, Duration::from_millis(100)).is_ok() {
+            answer = Some(tcp_exchange(http));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let answer = answer.expect("the frontend never opened");
+    let text = answer.expect("exchange");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+}

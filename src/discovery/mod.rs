@@ -101,6 +101,18 @@ pub fn all_of(rt: &Runtime) -> Vec<(String, SourceStatus)> {
     v
 }
 
+/// True while `backend`'s discovery source has neither produced a first list nor
+/// failed: its task has not registered yet, or its first read is under way. The
+/// cold start ([`crate::health::warm`]) waits for it, so a new process (start or
+/// hitless upgrade) does not say "ready" with a discovered backend still empty.
+pub fn first_list_pending(rt: &Runtime, backend: &str) -> bool {
+    let reg = registry();
+    match reg.get(&(rt as *const Runtime as usize, backend.to_string())) {
+        None => true,
+        Some(r) => r.status.last_success.is_none() && r.status.last_error.is_none(),
+    }
+}
+
 /// Why `backend`'s discovery source last failed, if its last attempt failed.
 pub fn last_error(rt: &Arc<Runtime>, backend: &str) -> Option<String> {
     status(rt, backend).and_then(|s| s.last_error)

@@ -14,7 +14,17 @@ const SLACK: Duration = Duration::from_millis(250);
 /// How often the pending servers are looked at again.
 const POLL: Duration = Duration::from_millis(5);
 
-fn pending(b: &BackendRt) -> usize {
+/// Longest wait for a discovery source's first list (an inventory file is read at
+/// once; DNS may take a resolver timeout — past this the frontend opens anyway).
+const DISCOVERY_FIRST: Duration = Duration::from_secs(2);
+
+fn pending(rt: &Runtime, b: &BackendRt) -> usize {
+    // A discovered backend is empty until its source's first list: found by
+    // bench/soak.sh, a new process took over from an upgraded one and answered
+    // 503 "no server" for the few hundred ms before its inventory file was read.
+    if b.config.discovery.is_some() && crate::discovery::first_list_pending(rt, &b.name) {
+        return 1;
+    }
     if b.config.health.check.is_none() {
         return 0;
     }
@@ -28,7 +38,12 @@ fn pending(b: &BackendRt) -> usize {
 /// a tenth of `fast_interval` and ends within `timeout`.
 fn bound(b: &BackendRt) -> Duration {
     let h = &b.config.health;
-    h.fast_interval / 10 + h.timeout + SLACK
+    let discovery = if b.config.discovery.is_some() {
+        DISCOVERY_FIRST
+    } else {
+        Duration::ZERO
+    };
+    discovery + h.fast_interval / 10 + h.timeout + SLACK
 }
 
 /// Wait until the servers of `frontend`'s backends (default and routes)
@@ -50,7 +65,7 @@ pub async fn first_checks(rt: &Runtime, frontend: &str) -> (Duration, usize) {
             let mut left = 0;
             let mut limit = Duration::ZERO;
             for b in backends {
-                let n = pending(b);
+                let n = pending(rt, b);
                 if n > 0 {
                     left += n;
                     limit = limit.max(bound(b));

@@ -549,7 +549,8 @@ async fn forward(
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
-            return relay_upgrade(resp, client_upgrade, sender, pending);
+            let open = conn.rt.conns.track();
+            return relay_upgrade(resp, client_upgrade, sender, pending, open);
         }
     }
     let (mut rparts, rbody) = resp.into_parts();
@@ -625,15 +626,22 @@ fn drop_finished(mut body: UpstreamBody) -> RespBody {
 }
 
 /// Answer 101 to the client and splice the two upgraded connections together.
+///
+/// `open` counts the tunnel as an open client connection: hyper's connection
+/// future ends at the upgrade, so without it a draining process (an upgraded-away
+/// or stopping one) saw no connection left and exited under a live WebSocket
+/// (found by bench/soak.sh). With it, the tunnel runs to its end or to
+/// `hard_stop_after`, like a TCP session.
 fn relay_upgrade(
     mut resp: Response<Incoming>,
     client: hyper::upgrade::OnUpgrade,
     sender: Sender,
     pending: Pending,
+    open: crate::runtime::conns::ConnGuard,
 ) -> Response<RespBody> {
     let upstream = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {
-        let _keep = sender;
+        let _keep = (sender, open);
         let (mut bytes_in, mut bytes_out) = (0, 0);
         let mut ok = false;
         if let (Ok(c), Ok(u)) = tokio::join!(client, upstream) {

@@ -275,6 +275,13 @@ impl ServerState {
             let now = self.epoch.elapsed().as_millis() as u64;
             h.last_change_ms.store(now.max(1), Ordering::Relaxed);
             if up {
+                // An active check has just seen `rise` successes in a row after the server
+                // was down: a passive ejection from before (the requests that failed while
+                // it was dying) is stale. Kept, it took a healthy, checked-up server out for
+                // the rest of `fail_timeout` — with its peer down at the same time, the
+                // backend answered 503 with a good server in it (found by bench/soak.sh).
+                self.ejected_until_ms.store(0, Ordering::Relaxed);
+                self.consecutive_fails.store(0, Ordering::Relaxed);
                 h.went_up.fetch_add(1, Ordering::Relaxed);
                 let since = h.down_since_ms.swap(0, Ordering::Relaxed);
                 if since > 0 {
@@ -495,5 +502,48 @@ impl Drop for ActiveGuard {
                 q.freed.notify_one();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::validate::default_server;
+
+    fn server(up: bool) -> ServerState {
+        let cfg = default_server("s1", SocketAddr::from(([127, 0, 0, 1], 8080)));
+        ServerState::new("web", &cfg, Instant::now(), up)
+    }
+
+    /// Regression (bench/soak.sh): a server killed and restarted was ejected by the requests
+    /// that failed while it died, then brought back up by its active checks — and stayed out
+    /// for the rest of `fail_timeout`, so a backend whose other server was down answered 503.
+    #[test]
+    fn an_active_check_bringing_a_server_up_ends_its_passive_ejection() {
+        let s = server(true);
+        for _ in 0..3 {
+            s.record_failure(3, Duration::from_secs(60));
+        }
+        assert!(s.is_ejected());
+        s.set_up(false);
+        assert!(s.is_ejected() && !s.is_usable());
+        s.set_up(true);
+        assert!(
+            !s.is_ejected(),
+            "checked up again: the old ejection is stale"
+        );
+        assert!(s.is_usable());
+    }
+
+    /// The ejection still means something while active checks keep saying up (the app fails
+    /// requests but answers its health path): no down→up flip, no reset.
+    #[test]
+    fn a_passive_ejection_of_a_server_checks_call_up_lasts_its_fail_timeout() {
+        let s = server(true);
+        for _ in 0..3 {
+            s.record_failure(3, Duration::from_secs(60));
+        }
+        s.set_up(true);
+        assert!(s.is_ejected() && !s.is_usable());
     }
 }
