@@ -20,6 +20,23 @@ impl ConnCount {
         fe.stats.connections.fetch_add(1, Ordering::Relaxed);
         ConnCount(fe.stats.clone())
     }
+
+    /// A slot under the frontend's `maxconn`, or None when every slot is
+    /// taken. One compare-and-swap: with a worker per core several accept
+    /// loops take slots at once, and a load-then-add would let two of them
+    /// past the last one.
+    pub(crate) fn reserve(fe: &FrontendRt) -> Option<Self> {
+        let Some(max) = fe.config.maxconn else {
+            return Some(Self::new(fe));
+        };
+        fe.stats
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < u64::from(max)).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnCount(fe.stats.clone()))
+    }
 }
 
 impl Drop for ConnCount {

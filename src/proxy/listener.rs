@@ -170,8 +170,24 @@ async fn accept_loop(
                         snap.frontends.get(&*frontend).cloned()
                     };
                     let Some(fe) = fe_cfg else { continue };
-                    // Counted here, before the task runs, so maxconn is exact.
-                    let guards = ConnGuards::new(&rt, ConnCount::new(&fe));
+                    // Counted here, before the task runs, so maxconn is exact:
+                    // another worker may have taken the last slot since the
+                    // check above; then this connection waits for one (as it
+                    // would have in the kernel's queue), and so does this
+                    // accept loop.
+                    let count = loop {
+                        if let Some(c) = ConnCount::reserve(&fe) {
+                            break c;
+                        }
+                        let closed = fe.stats.closed.notified();
+                        tokio::select! {
+                            // Stopping or handing over: serve it rather than drop it.
+                            _ = stop.wait_for(|s| *s) => break ConnCount::new(&fe),
+                            _ = closed => {}
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
+                    };
+                    let guards = ConnGuards::new(&rt, count);
                     let local = match fixed_local {
                         Some(a) => a,
                         None => stream.local_addr().unwrap_or(client),
