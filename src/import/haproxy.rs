@@ -560,7 +560,24 @@ pub fn proxies(p: &Parsed, rep: &mut Report) -> Result<Vec<Px>, ParseError> {
             );
         }
     }
-    for s in &p.proxies {
+    for (i, s) in p.proxies.iter().enumerate() {
+        // HAProxy refuses two proxies of one name that share a side (a
+        // `frontend web` and a `backend web` may coexist): found by
+        // fuzz/import_haproxy, whose output then declared a table twice.
+        let sides = |k: Kind| (k != Kind::Backend, k != Kind::Frontend);
+        let (fe, be) = sides(s.kind);
+        if let Some(first) = p.proxies.iter().take(i).find(|o| {
+            let (ofe, obe) = sides(o.kind);
+            o.name == s.name && ((fe && ofe) || (be && obe))
+        }) {
+            return Err(ParseError {
+                loc: s.head.loc.clone(),
+                message: format!(
+                    "proxy '{}' has the same name as another one declared at {}",
+                    s.name, first.head.loc
+                ),
+            });
+        }
         let mut px = Px::new(s.kind, &s.name, s.head.clone());
         if let Some(f) = &s.from {
             if s.defaults.is_none() {

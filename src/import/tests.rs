@@ -169,3 +169,16 @@ fn heartbeat_becomes_a_vrrp_instance() {
     );
     crate::config::parse_str(&out.toml, "out").expect("passes check");
 }
+
+/// Found by fuzz/import_haproxy: two `backend api` sections made the output
+/// declare `[backends.api]` twice. HAProxy refuses them; so does the import,
+/// at the second one's line. A frontend and a backend may share a name.
+#[test]
+fn two_proxies_of_one_name_on_one_side_are_refused() {
+    let twice = "backend api\n    server a 10.0.0.1:80\nbackend api\n    server b 10.0.0.2:80\n";
+    let e = imp(twice).err().expect("two backends named api");
+    let text = e.to_string();
+    assert!(text.contains(":3:") && text.contains("same name"), "{text}");
+    let ok = "frontend web\n    bind :80\n    default_backend web\nbackend web\n    server a 10.0.0.1:80\n";
+    assert!(imp(ok).is_ok());
+}
