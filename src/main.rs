@@ -390,10 +390,9 @@ async fn run(
     fulcrum::cluster::config_source::spawn(&rt, &started);
     // Shared runtime state: admin changes go through etcd and come back
     // through its watch on every node (src/cluster/store.rs).
+    // A reload that changes `[cluster] store` restarts it (or adds or removes it).
     #[cfg(feature = "etcd")]
-    if let Some(store) = &store {
-        fulcrum::cluster::store::spawn(&rt, store).map_err(anyhow::Error::msg)?;
-    }
+    fulcrum::cluster::store::spawn(&rt, store.as_ref()).map_err(anyhow::Error::msg)?;
     // The admin API shows VRRP status once the instances run (they start after the listeners).
     let vrrp_status = Arc::new(std::sync::OnceLock::<fulcrum::vrrp::VrrpStatus>::new());
     fulcrum::admin::start(rt.clone(), &admin, vrrp_status.clone()).await?;

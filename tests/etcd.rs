@@ -872,3 +872,289 @@ discovery = {{ etcd = {{ endpoints = ["{client}"], tls = {{ ca = "{ca}", cert = 
     );
     assert_eq!(get(listen, "/").expect("request").server(), "web1");
 }
+
+/// A listener on a dead member's client port that accepts connections and
+/// never answers (a box that is gone but whose address still takes the SYN
+/// somewhere: every call on it times out), counting the connections.
+struct BlackHole {
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BlackHole {
+    fn start(addr: SocketAddr) -> BlackHole {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind(addr).expect("bind the dead member's port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (a, s) = (accepted.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(300);
+            while !s.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        a.fetch_add(1, Ordering::SeqCst);
+                        held.push(conn);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        BlackHole {
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn cluster_store_writes_stay_on_a_member_that_works_when_the_first_is_dead() {
+    let Some((etcd, ctl)) = tools() else { return };
+    let mut cluster = Cluster::start(etcd, ctl);
+    let (_b1, a1) = backend("web1");
+    let (_b2, a2) = backend("web2");
+    // Member 1 — the first endpoint in every node's list — dies, and its port
+    // now takes connections that never get an answer.
+    cluster.kill(0);
+    let hole = BlackHole::start(cluster.members[0].client);
+    let (listen, admin) = (free_addr(), free_addr());
+    let _lb = Lb::start(&store_config(listen, admin, &cluster, a1, a2), listen);
+    common::wait_listening(admin);
+    assert!(
+        wait_until(Duration::from_secs(30), || status(admin)["cluster_store"]
+            ["reachable"]
+            == true),
+        "cluster_store: {}",
+        status(admin)["cluster_store"]
+    );
+    let url = format!("http://{admin}");
+    let writes = 6;
+    for w in 0..writes {
+        let weight = (w + 2).to_string();
+        let (code, out) = common::ctl(&["--admin", &url, "weight", "web/web2", &weight]);
+        assert_eq!(code, 0, "write {w}: {out}");
+        assert_eq!(weight_of(admin, "web2"), Some(w + 2));
+    }
+    let (code, out) = common::ctl(&["--admin", &url, "drain", "web/web1"]);
+    assert_eq!(code, 0, "{out}");
+    // The watch found the member dead once; the writes never went there (a
+    // store that starts every write at the first endpoint would have had each
+    // write time out on it). Counted before etcdctl below connects there too.
+    let tried = hole.accepted();
+    assert!(cluster
+        .must(&["get", "/fulcrum/state/web/web2"])
+        .contains(&format!("\"weight\":{}", writes + 1)));
+    assert!(
+        tried <= 1,
+        "the dead first member got {tried} connections for {} writes",
+        writes + 1
+    );
+}
+
+fn store_config_prefix(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    cluster: &Cluster,
+    a1: SocketAddr,
+    a2: SocketAddr,
+    store: Option<&str>,
+) -> String {
+    let base = store_config(listen, admin, cluster, a1, a2);
+    let line = format!(
+        "store = {{ etcd = {{ endpoints = [{}] }} }}",
+        cluster.endpoints_toml()
+    );
+    match store {
+        Some(prefix) => base.replace(
+            &line,
+            &format!(
+                "store = {{ etcd = {{ endpoints = [{}], prefix = \"{prefix}\" }} }}",
+                cluster.endpoints_toml()
+            ),
+        ),
+        None => base.replace(&format!("[cluster]\n{line}\n"), ""),
+    }
+}
+
+fn admin_of(admin: SocketAddr, name: &str) -> Option<String> {
+    servers(admin)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, a)| a)
+}
+
+#[test]
+fn a_reload_that_changes_the_cluster_store_restarts_it() {
+    let Some((etcd, ctl)) = tools() else { return };
+    let cluster = Cluster::start(etcd, ctl);
+    let (_b1, a1) = backend("web1");
+    let (_b2, a2) = backend("web2");
+    let (listen, admin) = (free_addr(), free_addr());
+    let url = format!("http://{admin}");
+    // No store at start: a change is local.
+    let cfg = store_config_prefix(listen, admin, &cluster, a1, a2, None);
+    assert!(!cfg.contains("[cluster]"), "{cfg}");
+    let lb = Lb::start(&cfg, listen);
+    common::wait_listening(admin);
+    assert!(status(admin)["cluster_store"].is_null());
+
+    // The reload adds the store: changes now go through etcd.
+    lb.reload(&store_config_prefix(
+        listen,
+        admin,
+        &cluster,
+        a1,
+        a2,
+        Some("/fulcrum/one/"),
+    ));
+    assert!(
+        wait_until(Duration::from_secs(15), || status(admin)["cluster_store"]
+            ["reachable"]
+            == true),
+        "cluster_store after adding it: {}",
+        status(admin)["cluster_store"]
+    );
+    let (code, out) = common::ctl(&["--admin", &url, "drain", "web/web1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(cluster
+        .must(&["get", "/fulcrum/one/web/web1"])
+        .contains("\"drain\""));
+
+    // The reload moves it to another prefix: the new prefix's records apply,
+    // the running state (web1 drained) stays.
+    cluster.must(&["put", "/fulcrum/two/web/web2", r#"{"state":"maint"}"#]);
+    lb.reload(&store_config_prefix(
+        listen,
+        admin,
+        &cluster,
+        a1,
+        a2,
+        Some("/fulcrum/two/"),
+    ));
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            status(admin)["cluster_store"]["source"] == "etcd /fulcrum/two/"
+                && admin_of(admin, "web2").as_deref() == Some("maint")
+        }),
+        "after moving the store: {} {:?}",
+        status(admin)["cluster_store"],
+        servers(admin)
+    );
+    assert_eq!(admin_of(admin, "web1").as_deref(), Some("drain"));
+    let (code, out) = common::ctl(&["--admin", &url, "ready", "web/web2"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(cluster
+        .must(&["get", "/fulcrum/two/web/web2"])
+        .contains("\"ready\""));
+    // Nothing more went to the old prefix.
+    assert!(!cluster
+        .must(&["get", "--prefix", "/fulcrum/one/"])
+        .contains("web2"));
+
+    // The reload removes it: changes are local again, nothing is written.
+    lb.reload(&store_config_prefix(listen, admin, &cluster, a1, a2, None));
+    assert!(
+        wait_until(Duration::from_secs(15), || status(admin)["cluster_store"]
+            .is_null()),
+        "{}",
+        status(admin)["cluster_store"]
+    );
+    let (code, out) = common::ctl(&["--admin", &url, "maint", "web/web1"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(admin_of(admin, "web1").as_deref(), Some("maint"));
+    assert!(cluster
+        .must(&["get", "/fulcrum/one/web/web1"])
+        .contains("\"drain\""));
+    assert!(cluster
+        .must(&["get", "--prefix", "/fulcrum/two/web/web1"])
+        .trim()
+        .is_empty());
+    assert_eq!(get(listen, "/").expect("serving").status, 200);
+}
+
+#[test]
+fn a_reload_follows_a_changed_cluster_config_in_the_bootstrap_file() {
+    let Some((etcd, ctl)) = tools() else { return };
+    let cluster = Cluster::start(etcd, ctl);
+    let (_b1, a1) = backend("web1");
+    let (_b2, a2) = backend("web2");
+    let (_b3, a3) = backend("web3");
+    let (listen, admin) = (free_addr(), free_addr());
+    // The key's configuration sends to web2.
+    let on_key = |key: &str, server: SocketAddr| {
+        config_with(listen, admin, &cluster, server).replace("/fulcrum/config/lb", key)
+    };
+    cluster.must(&["put", "/fulcrum/config/a", &on_key("/fulcrum/config/a", a2)]);
+    let lb = Lb::start(&on_key("/fulcrum/config/a", a1), listen);
+    common::wait_listening(admin);
+    assert!(wait_until(Duration::from_secs(10), || get(listen, "/")
+        .map(|r| r.server() == "web2")
+        .unwrap_or(false)));
+
+    // The bootstrap file now points at another key: SIGHUP follows it.
+    cluster.must(&["put", "/fulcrum/config/b", &on_key("/fulcrum/config/b", a3)]);
+    lb.reload(&on_key("/fulcrum/config/b", a1));
+    assert!(
+        wait_until(Duration::from_secs(10), || get(listen, "/")
+            .map(|r| r.server() == "web3")
+            .unwrap_or(false)),
+        "config_source: {}",
+        status(admin)["config_source"]
+    );
+    assert_eq!(
+        status(admin)["config_source"]["source"],
+        "etcd /fulcrum/config/b"
+    );
+    // The old key no longer applies.
+    cluster.must(&["put", "/fulcrum/config/a", &on_key("/fulcrum/config/a", a1)]);
+    cluster.must(&["put", "/fulcrum/config/b", &on_key("/fulcrum/config/b", a2)]);
+    assert!(wait_until(Duration::from_secs(10), || get(listen, "/")
+        .map(|r| r.server() == "web2")
+        .unwrap_or(false)));
+
+    // `[cluster] config` removed from the file: the file is the configuration.
+    let plain = on_key("/fulcrum/config/b", a1).replace(
+        &format!(
+            "[cluster]\nconfig = {{ etcd = {{ endpoints = [{}], key = \"/fulcrum/config/b\" }} }}\n",
+            cluster.endpoints_toml()
+        ),
+        "",
+    );
+    assert!(!plain.contains("[cluster]"), "{plain}");
+    lb.reload(&plain);
+    assert!(
+        wait_until(Duration::from_secs(10), || get(listen, "/")
+            .map(|r| r.server() == "web1")
+            .unwrap_or(false)),
+        "config_source: {}",
+        status(admin)["config_source"]
+    );
+    assert!(status(admin)["config_source"].is_null());
+
+    // And added back by a reload: the source starts and the key applies.
+    lb.reload(&on_key("/fulcrum/config/b", a1));
+    assert!(
+        wait_until(Duration::from_secs(10), || get(listen, "/")
+            .map(|r| r.server() == "web2")
+            .unwrap_or(false)),
+        "config_source: {}",
+        status(admin)["config_source"]
+    );
+}

@@ -344,3 +344,81 @@ fn database_failover_promotes_the_standby_behind_the_vip() {
     }
     drop(guard);
 }
+
+#[test]
+fn fleet_app_box_dies_with_no_failed_request_on_any_balancer() {
+    if let Some(why) = cannot_run() {
+        eprintln!("skipping fulcrum lab test: {why}");
+        return;
+    }
+    if !Path::new("/usr/bin/etcd").is_file() && !Path::new("/usr/local/bin/etcd").is_file() {
+        eprintln!("skipping fleet lab test: etcd is not installed (apt-get install etcd-server)");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let state = tempfile::tempdir().expect("tempdir");
+    let state_dir = state.path().to_path_buf();
+    let guard = Down(state_dir.clone());
+    let up = lab(&state_dir, &["up", "fleet"]);
+    assert!(up.status.success(), "lab up fleet failed\n{}", text(&up));
+    let (prefix, procs) = recorded(&state_dir);
+    assert_eq!(
+        procs.len(),
+        10,
+        "etcd + 3 app servers + 3 register processes + 3 LBs"
+    );
+
+    // A drill of another topology is refused, with the fleet's drills named.
+    let wrong = lab(&state_dir, &["drill", "lb-crash"]);
+    assert!(!wrong.status.success(), "{}", text(&wrong));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("app-box-dies"),
+        "{}",
+        text(&wrong)
+    );
+
+    let path = state_dir.join("fleet.json");
+    let o = lab(
+        &state_dir,
+        &[
+            "drill",
+            "app-box-dies",
+            "--json",
+            path.to_str().expect("path"),
+        ],
+    );
+    let v: Value = serde_json::from_slice(&std::fs::read(&path).expect("json report"))
+        .unwrap_or_else(|e| panic!("json: {e}\n{}", text(&o)));
+    let d = &v["drills"][0];
+    let lbs = d["balancers"].as_array().expect("balancers");
+    assert_eq!(lbs.len(), 3, "{d:#}");
+    for b in lbs {
+        let p = &b["probe"];
+        assert!(
+            p["sent"].as_u64().unwrap_or(0) > 100,
+            "too few requests\n{b:#}"
+        );
+        assert_eq!(p["failed"], 0, "{} lost requests\n{b:#}", b["lb"]);
+        // Every balancer used app1 before its box died, and dropped it once its lease expired.
+        assert!(p["servers"]["app1"].as_u64().unwrap_or(0) > 0, "{b:#}");
+        assert!(b["stopped_ms"].as_u64().is_some(), "{b:#}");
+        assert!(
+            b["removed_ms"].as_u64().is_some(),
+            "app1 never removed\n{b:#}"
+        );
+    }
+    assert_eq!(d["failed"], 0, "{d:#}");
+    assert!(
+        o.status.success(),
+        "drill app-box-dies failed\n{}",
+        text(&o)
+    );
+
+    let (_, after) = recorded(&state_dir);
+    let down = lab(&state_dir, &["down"]);
+    assert!(down.status.success(), "lab down failed\n{}", text(&down));
+    assert_gone(&prefix, &procs);
+    assert_gone(&prefix, &after);
+    assert!(!state_dir.join("state.json").exists());
+    drop(guard);
+}

@@ -387,6 +387,8 @@ pub struct PrefixMirror {
     /// The store revision `keys` reflects; 0 before the first read.
     pub revision: i64,
     next_endpoint: usize,
+    /// Index of the member the mirror is connected to, once connected.
+    member: Option<usize>,
 }
 
 impl PrefixMirror {
@@ -398,7 +400,14 @@ impl PrefixMirror {
             keys: Default::default(),
             revision: 0,
             next_endpoint: 0,
+            member: None,
         }
+    }
+
+    /// Index (in the endpoints) of the member the mirror reads from now, or
+    /// last read from; `None` before it first connected.
+    pub fn member(&self) -> Option<usize> {
+        self.member
     }
 
     /// Use new connect options from the next connect on (a rotated password).
@@ -427,6 +436,7 @@ impl PrefixMirror {
         // Next time start with the member after this one, in case this one
         // is the problem (no leader, partitioned).
         self.next_endpoint = client.index + 1;
+        self.member = Some(client.index);
         let mut need_read = self.revision == 0;
         loop {
             if need_read {

@@ -9,7 +9,15 @@
 //! refused: every error is logged, the status shows it under `config_source`,
 //! and the running configuration stays. The bootstrap's `[cluster] config`
 //! is kept whatever the key says, so the source cannot switch itself off.
-//! SIGHUP and `POST /api/v1/reload` re-apply the key's last value.
+//! SIGHUP and `POST /api/v1/reload` re-read the key and apply it.
+//!
+//! They also re-read the bootstrap file's `[cluster] config`: when it changed
+//! (endpoints, key, auth, TLS) the source restarts with the new settings and
+//! the new key's value is applied (the running configuration stays while it
+//! cannot be read or is refused); when it is gone, the source stops and the
+//! file is reloaded as the configuration. A file reload that adds
+//! `[cluster] config` to a node that had none starts the source. A
+//! `[cluster] config` inside the key's value is ignored, with a warning.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -40,6 +48,16 @@ struct Source {
     status: Mutex<ConfigSourceStatus>,
     /// The last value applied, re-applied by SIGHUP / API reload.
     last_text: Mutex<Option<String>>,
+    /// The task watching the key (aborted when the source restarts or stops).
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Source {
+    fn stop(&self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
+    }
 }
 
 static SOURCES: LazyLock<Mutex<HashMap<usize, Arc<Source>>>> =
@@ -64,6 +82,9 @@ fn parse(text: &str, bootstrap: &Config, key: &str) -> Result<Config, String> {
         }
         format!("{} error(s) in etcd:{key}: {e}", e.0.len())
     })?;
+    if cfg.cluster.config.is_some() && cfg.cluster.config != bootstrap.cluster.config {
+        tracing::warn!(key, "[cluster] config in the etcd value is ignored: the bootstrap file says where the configuration lives");
+    }
     cfg.cluster.config = bootstrap.cluster.config.clone();
     cfg.source = bootstrap.source.clone();
     Ok(cfg)
@@ -106,11 +127,32 @@ pub async fn initial(bootstrap: Config) -> Config {
     bootstrap
 }
 
-/// Watch the key and apply each new value (from the start revision on).
+/// Watch the key and apply each new value (from the start revision on), when
+/// `bootstrap` has `[cluster] config`; and start the source later when a file
+/// reload adds `[cluster] config`.
 pub fn spawn(rt: &Arc<Runtime>, bootstrap: &Config) {
-    let Some(cfg) = bootstrap.cluster.config.clone() else {
-        return;
-    };
+    start(rt, bootstrap);
+    let mut reloads = rt.watch_reloads();
+    reloads.borrow_and_update();
+    let weak = Arc::downgrade(rt);
+    tokio::spawn(async move {
+        while reloads.changed().await.is_ok() {
+            let cfg = reloads.borrow_and_update().clone();
+            let Some(rt) = weak.upgrade() else { break };
+            if let Some(c) = &cfg.cluster.config {
+                if source_of(&rt).is_none() {
+                    tracing::info!(key = %c.prefix, "[cluster] config added by the reload: the configuration now comes from etcd");
+                    start(&rt, &cfg);
+                }
+            }
+        }
+    });
+}
+
+/// Register a source for `rt` from `bootstrap`'s `[cluster] config`
+/// (replacing and stopping any other) and start watching its key.
+fn start(rt: &Arc<Runtime>, bootstrap: &Config) -> Option<Arc<Source>> {
+    let cfg = bootstrap.cluster.config.clone()?;
     let src = Arc::new(Source {
         runtime: Arc::downgrade(rt),
         status: Mutex::new(ConfigSourceStatus {
@@ -119,14 +161,19 @@ pub fn spawn(rt: &Arc<Runtime>, bootstrap: &Config) {
         }),
         cfg,
         last_text: Mutex::new(None),
+        task: Mutex::new(None),
     });
     {
         let mut all = SOURCES.lock().unwrap_or_else(|p| p.into_inner());
         all.retain(|_, s| s.runtime.strong_count() > 0);
-        all.insert(Arc::as_ptr(rt) as usize, src.clone());
+        if let Some(old) = all.insert(Arc::as_ptr(rt) as usize, src.clone()) {
+            old.stop();
+        }
     }
     let bootstrap = bootstrap.clone();
-    tokio::spawn(async move {
+    let watched = src.clone();
+    let task = tokio::spawn(async move {
+        let src = watched;
         let opts = match crate::discovery::etcd::connect_options(&src.cfg) {
             Ok(o) => o,
             Err(e) => {
@@ -184,6 +231,19 @@ pub fn spawn(rt: &Arc<Runtime>, bootstrap: &Config) {
         };
         tokio::join!(watcher, applier);
     });
+    *src.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+    Some(src)
+}
+
+/// Stop `rt`'s source, if any.
+fn stop(rt: &Runtime) {
+    let old = SOURCES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&(rt as *const Runtime as usize));
+    if let Some(s) = old {
+        s.stop();
+    }
 }
 
 async fn apply_text(
@@ -221,7 +281,31 @@ async fn apply_text(
 /// SIGHUP / API reload when the configuration comes from etcd: re-read the
 /// key and apply it. `None` when `rt` has no etcd configuration source.
 pub async fn reload(rt: &Arc<Runtime>) -> Option<Result<u64, String>> {
-    let src = source_of(rt)?;
+    let mut src = source_of(rt)?;
+    let mut bootstrap = Config::clone(&rt.snapshot().config);
+    // The bootstrap file says where the configuration lives: follow a change.
+    if let Some(path) = bootstrap.source.clone() {
+        match crate::config::load_file(&path) {
+            Ok(file) => match &file.cluster.config {
+                None => {
+                    tracing::info!(file = %path.display(), "[cluster] config removed from the bootstrap file: the configuration comes from the file again");
+                    stop(rt);
+                    return None;
+                }
+                Some(c) if *c != src.cfg => {
+                    tracing::info!(file = %path.display(), key = %c.prefix, endpoints = ?c.endpoints, "[cluster] config changed in the bootstrap file: the source restarts with the new settings");
+                    src = start(rt, &file)?;
+                    bootstrap = file;
+                }
+                Some(_) => {}
+            },
+            Err(e) => tracing::warn!(
+                file = %path.display(),
+                "the bootstrap file has {} error(s), so its [cluster] config was not re-read: {e}",
+                e.0.len()
+            ),
+        }
+    }
     let read = async {
         let opts = crate::discovery::etcd::connect_options(&src.cfg)?;
         let client = Client::connect(&opts, 0).await?;
@@ -232,7 +316,6 @@ pub async fn reload(rt: &Arc<Runtime>) -> Option<Result<u64, String>> {
         Ok((_, None)) => return Some(Err(format!("no configuration under {}", src.cfg.prefix))),
         Err(e) => return Some(Err(format!("etcd unreachable: {e}"))),
     };
-    let bootstrap = Config::clone(&rt.snapshot().config);
     if apply_text(rt, &src, &bootstrap, &text, Some(revision)).await {
         Some(Ok(rt.snapshot().generation))
     } else {

@@ -17,8 +17,19 @@
 //! refused with 503 and applied nowhere, so nodes never diverge; the running
 //! state stays and the store reconnects and resyncs in the background
 //! (status `cluster_store`, metric `fulcrum_cluster_store_up`, a log line).
+//!
+//! Writes keep one connection to the member that last worked (starting from
+//! the member the watch is on), and move to the next member when a call on
+//! it fails: a dead first member costs one failed attempt, not one per write.
+//!
+//! A reload that changes `[cluster] store` (endpoints, prefix, auth, TLS, or
+//! adds or removes it) restarts the store with the new settings; the running
+//! state stays meanwhile, and the new prefix's records are applied from its
+//! first read. New settings that cannot be used (an unreadable password file)
+//! keep the running store, with an error naming the key.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
@@ -78,6 +89,54 @@ struct Store {
     status: Mutex<StoreStatus>,
     /// The revision applied locally, to answer a write once it took effect here.
     applied_rev: watch::Sender<i64>,
+    /// The connection writes and their reads use, to the member that last worked.
+    writer: tokio::sync::Mutex<Option<Client>>,
+    /// The member to try first when `writer` has no connection: the one after
+    /// a member that failed, or the one the watch is on.
+    next_member: AtomicUsize,
+}
+
+impl Store {
+    /// Run `call` on the member that last worked (kept connected); when that
+    /// fails, or there is no connection yet, connect from the next member on
+    /// and run it there. At most two attempts, so a write without quorum is
+    /// refused in bounded time.
+    async fn with_client<T, F, Fut>(&self, call: F) -> Result<T, String>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let mut slot = self.writer.lock().await;
+        let mut last = String::new();
+        for _ in 0..2 {
+            let c = match slot.clone() {
+                Some(c) => c,
+                None => {
+                    let start = self.next_member.load(Ordering::Relaxed);
+                    match Client::connect(&self.opts, start).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            last = e;
+                            continue;
+                        }
+                    }
+                }
+            };
+            match call(c.clone()).await {
+                Ok(v) => {
+                    *slot = Some(c);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    tracing::info!(endpoint = %c.endpoint, error = %e, "cluster store: a call failed on this member; the next write tries the next one");
+                    *slot = None;
+                    self.next_member.store(c.index + 1, Ordering::Relaxed);
+                    last = format!("{}: {e}", c.endpoint);
+                }
+            }
+        }
+        Err(last)
+    }
 }
 
 static STORES: LazyLock<Mutex<HashMap<usize, Arc<Store>>>> =
@@ -114,8 +173,55 @@ fn parse_state(s: &str) -> Option<AdminState> {
     }
 }
 
-/// Start the store for `rt`: read every record, apply them, then watch.
-pub fn spawn(rt: &Arc<Runtime>, cfg: &EtcdConfig) -> Result<(), String> {
+/// Start the store for `rt` when `cfg` is set (read every record, apply them,
+/// then watch), and follow `[cluster] store` across reloads: a reload that
+/// changes it restarts the store with the new settings, adds it or removes it.
+pub fn spawn(rt: &Arc<Runtime>, cfg: Option<&EtcdConfig>) -> Result<(), String> {
+    let mut running: Option<(EtcdConfig, tokio::task::AbortHandle)> = match cfg {
+        Some(c) => Some((c.clone(), start(rt, c)?)),
+        None => None,
+    };
+    let mut reloads = rt.watch_reloads();
+    reloads.borrow_and_update();
+    let weak = Arc::downgrade(rt);
+    tokio::spawn(async move {
+        while reloads.changed().await.is_ok() {
+            let want = reloads.borrow_and_update().cluster.store.clone();
+            if want.as_ref() == running.as_ref().map(|(c, _)| c) {
+                continue;
+            }
+            let Some(rt) = weak.upgrade() else { break };
+            match want {
+                None => {
+                    if let Some((old, task)) = running.take() {
+                        task.abort();
+                        stores().remove(&(Arc::as_ptr(&rt) as usize));
+                        tracing::info!(prefix = %old.prefix, "[cluster] store removed by the reload: admin changes apply to this node only; the running state stays");
+                    }
+                }
+                Some(new) => match start(&rt, &new) {
+                    Ok(task) => {
+                        if let Some((_, old)) = running.take() {
+                            old.abort();
+                        }
+                        tracing::info!(prefix = %new.prefix, endpoints = ?new.endpoints, "[cluster] store changed by the reload: store restarted with the new settings; the running state stays until its first read");
+                        running = Some((new, task));
+                    }
+                    Err(e) => tracing::error!(
+                        "[cluster] store: the reloaded settings cannot be used ({e}); the running store keeps its old settings"
+                    ),
+                },
+            }
+        }
+        if let Some((_, task)) = running {
+            task.abort();
+        }
+    });
+    Ok(())
+}
+
+/// Register a store with `cfg` for `rt` (replacing any other) and start its watch.
+fn start(rt: &Arc<Runtime>, cfg: &EtcdConfig) -> Result<tokio::task::AbortHandle, String> {
     let opts = crate::discovery::etcd::connect_options(cfg)?;
     let (applied_rev, _) = watch::channel(0);
     let store = Arc::new(Store {
@@ -127,14 +233,15 @@ pub fn spawn(rt: &Arc<Runtime>, cfg: &EtcdConfig) -> Result<(), String> {
             ..StoreStatus::default()
         }),
         applied_rev,
+        writer: tokio::sync::Mutex::new(None),
+        next_member: AtomicUsize::new(0),
     });
     {
         let mut all = stores();
         all.retain(|_, s| s.runtime.strong_count() > 0);
         all.insert(Arc::as_ptr(rt) as usize, store.clone());
     }
-    tokio::spawn(watch_loop(store));
-    Ok(())
+    Ok(tokio::spawn(watch_loop(store)).abort_handle())
 }
 
 async fn watch_loop(store: Arc<Store>) {
@@ -148,6 +255,10 @@ async fn watch_loop(store: Arc<Store>) {
             let mut on = |m: &PrefixMirror| {
                 let _ = tx.send(Some((m.keys.clone(), m.revision)));
                 let _ = down_tx.send(None);
+                // Writes without a connection start at the member the watch reads from.
+                if let Some(i) = m.member() {
+                    store.next_member.store(i, Ordering::Relaxed);
+                }
             };
             let why = mirror.run_once(&mut on).await;
             let _ = down_tx.send(Some(why));
@@ -304,11 +415,13 @@ pub async fn apply(rt: &Arc<Runtime>, change: Change, by: &str) -> Result<u64, A
     let (backend, server, record) = record_for(rt, &store, &change).await?;
     let key = format!("{}{backend}/{server}", store.prefix);
     let value = serde_json::to_vec(&record).map_err(|e| ApplyError::Invalid(e.to_string()))?;
-    let write = async {
-        let client = Client::connect(&store.opts, 0).await?;
-        client.put(&key, &value, 0).await
-    };
-    let rev = write.await.map_err(unavailable)?;
+    let rev = store
+        .with_client(|c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { c.put(&key, &value, 0).await }
+        })
+        .await
+        .map_err(unavailable)?;
     // Answer once this node applied it, like a local change.
     let mut applied = store.applied_rev.subscribe();
     let waited = tokio::time::timeout(Duration::from_secs(5), async {
@@ -367,11 +480,13 @@ async fn record_for(
         }
     };
     let key = format!("{}{backend}/{server}", store.prefix);
-    let current = async {
-        let client = Client::connect(&store.opts, 0).await?;
-        client.get(&key).await
-    };
-    let (_, kv) = current.await.map_err(unavailable)?;
+    let (_, kv) = store
+        .with_client(|c| {
+            let key = key.clone();
+            async move { c.get(&key).await }
+        })
+        .await
+        .map_err(unavailable)?;
     let mut record: Record = kv
         .and_then(|kv| serde_json::from_slice(&kv.value).ok())
         .unwrap_or_default();

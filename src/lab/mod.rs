@@ -6,11 +6,13 @@
 //! servers, and records everything in a state file; `lab down` (from any process) removes it
 //! all; `lab drill NAME` injures the running lab while a probe client requests the VIP.
 //! `two-tier` (seed 002) adds a backend pair with its own VIP behind frontend apps;
-//! `database` (seed 001) adds a PostgreSQL primary and standby behind a TCP frontend.
+//! `database` (seed 001) adds a PostgreSQL primary and standby behind a TCP frontend;
+//! `fleet` (issue 21) is three balancers fed by etcd and app boxes that register themselves.
 
 pub mod app;
 pub mod database;
 pub mod drill;
+pub mod fleet;
 pub mod netns;
 pub mod probe;
 pub mod rolling;
@@ -35,7 +37,8 @@ pub struct LabArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum LabCmd {
-    /// Build a topology: classic (seeds 000/004), two-tier (seed 002) or database (seed 001).
+    /// Build a topology: classic (seeds 000/004), two-tier (seed 002), database (seed 001)
+    /// or fleet (3 balancers on etcd, app boxes that register).
     Up {
         /// Topology name.
         topology: String,
@@ -46,7 +49,8 @@ enum LabCmd {
     Status,
     /// Run a failure drill (or `all`) against the running lab and report the outage.
     Drill {
-        /// app-crash, app-unhealthy, rolling-replace, lb-stop, lb-crash, lb-return or all;
+        /// app-crash, app-unhealthy, rolling-replace, lb-stop, lb-crash, lb-return or all
+        /// (fleet: app-box-dies);
         /// `upgrade` (5 hitless upgrades of one load balancer) needs no lab and no root.
         name: String,
         /// Probe period.
@@ -150,7 +154,12 @@ pub fn up(topology: &str) -> Result<State> {
             database::pg_bin()?;
             database::postgres_user()?;
         }
-        other => bail!("unknown topology {other:?}; available: classic, two-tier, database"),
+        "fleet" => {
+            fleet::etcd_bin()?;
+        }
+        other => {
+            bail!("unknown topology {other:?}; available: classic, two-tier, database, fleet")
+        }
     }
     if let Some(st) = State::load()? {
         bail!(
@@ -172,15 +181,19 @@ pub fn up(topology: &str) -> Result<State> {
         bin,
     };
     st.save()?;
-    let built = topology::build_network(&mut st, &interrupted)
-        .and_then(|()| topology::start_processes(&mut st, &interrupted))
-        .and_then(|()| {
-            if interrupted() {
-                bail!("interrupted")
-            } else {
-                Ok(())
-            }
-        });
+    let built = if topology == "fleet" {
+        fleet::build(&mut st, &interrupted)
+    } else {
+        topology::build_network(&mut st, &interrupted)
+            .and_then(|()| topology::start_processes(&mut st, &interrupted))
+    };
+    let built = built.and_then(|()| {
+        if interrupted() {
+            bail!("interrupted")
+        } else {
+            Ok(())
+        }
+    });
     if let Err(e) = built {
         let logs = if interrupted() {
             String::new()
@@ -212,6 +225,10 @@ fn tail_logs(st: &State) -> String {
 }
 
 fn print_up(st: &State) {
+    if st.topology == "fleet" {
+        fleet::print_up(st);
+        return;
+    }
     println!(
         "lab up: topology {} (prefix {}), VIP {} on lb1 (VRRP v3, {} ms adverts, priorities 101/100, preempt)",
         st.topology,
@@ -354,6 +371,12 @@ fn drills(
         }
         None => bail!("no lab is up: run `fulcrum lab up classic` first"),
     };
+    if st.topology == "fleet" {
+        return fleet::drills(&mut st, name, rate, duration, json);
+    }
+    if name == "app-box-dies" {
+        bail!("drill app-box-dies needs the fleet topology (`fulcrum lab up fleet`)");
+    }
     let names: Vec<&str> = if name == "all" {
         drill::all_for(&st.topology)
     } else {
