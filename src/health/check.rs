@@ -175,14 +175,15 @@ async fn http_status(
     let mut buf = vec![0u8; MAX_HEAD_BYTES];
     let mut filled = 0;
     loop {
-        if let Some(line) = status_line(&buf[..filled]) {
+        let head = buf.get(..filled).unwrap_or_default();
+        if let Some(line) = status_line(head) {
             return parse_status_line(line).ok_or(CheckFailure::InvalidResponse);
         }
         if filled == buf.len() {
             // No line end within the bound: not an HTTP server we can talk to.
             return Err(CheckFailure::InvalidResponse);
         }
-        let n = match stream.read(&mut buf[filled..]).await {
+        let n = match stream.read(buf.get_mut(filled..).unwrap_or_default()).await {
             Ok(n) => n,
             // A reset after the server sent its line is handled above; a reset
             // before is a failure of the server, not garbage.
@@ -193,7 +194,8 @@ async fn http_status(
                 Err(CheckFailure::Closed)
             } else {
                 // Accept a status line that ends at EOF without a newline.
-                parse_status_line(&buf[..filled]).ok_or(CheckFailure::InvalidResponse)
+                parse_status_line(buf.get(..filled).unwrap_or_default())
+                    .ok_or(CheckFailure::InvalidResponse)
             };
         }
         filled += n;

@@ -11,6 +11,7 @@
 pub mod app;
 pub mod database;
 pub mod drill;
+pub mod local;
 pub mod netns;
 pub mod probe;
 pub mod rolling;

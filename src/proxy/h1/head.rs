@@ -89,7 +89,9 @@ impl ReqHead {
         let mut raw = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_FIELDS];
         let mut req = httparse::Request::new(&mut []);
         let n = max_fields.clamp(1, MAX_FIELDS);
-        let len = match req.parse_with_uninit_headers(buf, &mut raw[..n]) {
+        // `n` is clamped to the array's length.
+        let fields = raw.get_mut(..n).unwrap_or_default();
+        let len = match req.parse_with_uninit_headers(buf, fields) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Parsed::Partial,
             Err(_) => return Parsed::Unsupported,
@@ -240,8 +242,11 @@ impl RespHead {
         let code = resp.code.unwrap_or(0);
         self.status = code;
         // httparse has checked "HTTP/1.x NNN"; the code starts at byte 9.
-        let line_end = buf[..len].iter().position(|&b| b == b'\n').unwrap_or(len);
-        let line_end = if line_end > 0 && buf[line_end - 1] == b'\r' {
+        let line_end = at(buf, 0..len)
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(len);
+        let line_end = if line_end > 0 && buf.get(line_end - 1) == Some(&b'\r') {
             line_end - 1
         } else {
             line_end
@@ -320,7 +325,7 @@ impl RespHead {
             _ => !self
                 .listed
                 .iter()
-                .any(|l| buf[l.clone()].eq_ignore_ascii_case(&buf[field.name.clone()])),
+                .any(|l| at(buf, l.clone()).eq_ignore_ascii_case(at(buf, field.name.clone()))),
         }
     }
 }
@@ -384,6 +389,11 @@ fn trim(mut v: &[u8]) -> &[u8] {
 }
 
 /// The range `part` occupies in `buf` (`part` is a subslice of it).
+/// The part of `buf` at `r` (a range the parser took from `buf`; empty if it were not).
+pub(crate) fn at(buf: &[u8], r: Range<usize>) -> &[u8] {
+    buf.get(r).unwrap_or_default()
+}
+
 fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
     let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
     start..start + part.len()
