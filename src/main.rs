@@ -176,14 +176,16 @@ fn main() -> ExitCode {
             };
         }
         Cmd::Ctl(args) => {
-            return match runtime().and_then(|rt| rt.block_on(fulcrum::ctl::run(args))) {
+            // One thread: a command makes a few requests and exits; worker
+            // threads would only add their start-up to every `ctl` call.
+            return match runtime_with(Some(1)).and_then(|rt| rt.block_on(fulcrum::ctl::run(args))) {
                 Ok(0) => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("fulcrum ctl: error: {e:#}");
                     ExitCode::FAILURE
                 }
-            }
+            };
         }
         Cmd::Lab(args) => return fulcrum::lab::run(args),
         Cmd::Import(args) => return fulcrum::import::main(args),

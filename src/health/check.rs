@@ -132,8 +132,10 @@ async fn run_unbounded(target: SocketAddr, kind: &CheckKind) -> Result<CheckSucc
         CheckKind::TcpExpect { send, expect } => {
             super::tcpcheck::send_expect(stream, send.as_deref(), expect.as_deref()).await
         }
-        CheckKind::Postgres(pg) => super::postgres::check(stream, target, pg).await,
-        CheckKind::Redis(r) => super::redis::check(stream, r).await,
+        // Boxed: these clients' futures are kilobytes; unboxed, every check in
+        // flight — HTTP and TCP ones too — would be that large.
+        CheckKind::Postgres(pg) => Box::pin(super::postgres::check(stream, target, pg)).await,
+        CheckKind::Redis(r) => Box::pin(super::redis::check(stream, r)).await,
         CheckKind::Http {
             method,
             path,
@@ -172,7 +174,9 @@ async fn http_status(
         .await
         .map_err(io_failure)?;
 
-    let mut buf = vec![0u8; MAX_HEAD_BYTES];
+    // Only the status line is read: start small and grow to the bound, so
+    // thousands of checks in flight hold little memory.
+    let mut buf = vec![0u8; 512];
     let mut filled = 0;
     loop {
         let head = buf.get(..filled).unwrap_or_default();
@@ -180,8 +184,11 @@ async fn http_status(
             return parse_status_line(line).ok_or(CheckFailure::InvalidResponse);
         }
         if filled == buf.len() {
-            // No line end within the bound: not an HTTP server we can talk to.
-            return Err(CheckFailure::InvalidResponse);
+            if buf.len() >= MAX_HEAD_BYTES {
+                // No line end within the bound: not an HTTP server we can talk to.
+                return Err(CheckFailure::InvalidResponse);
+            }
+            buf.resize((buf.len() * 2).min(MAX_HEAD_BYTES), 0);
         }
         let n = match stream.read(buf.get_mut(filled..).unwrap_or_default()).await {
             Ok(n) => n,

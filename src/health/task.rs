@@ -57,7 +57,11 @@ async fn checker_loop(
     loop {
         let started = Instant::now();
         let result = tokio::select! {
-            r = run_check(target, &kind, cfg.timeout) => r,
+            // Boxed: the check's future (the postgres client's above all) is
+            // kilobytes, and without the box every checker task would hold
+            // that much between checks too (5.6 KiB each, ~56 MB at 10 000
+            // servers, found with massif).
+            r = Box::pin(run_check(target, &kind, cfg.timeout)) => r,
             _ = stopped(&mut stop) => return,
         };
         let latency = started.elapsed();

@@ -53,8 +53,18 @@ impl Table {
         }
     }
 
-    /// Add `key = value` (value already TOML text).
+    /// Set `key = value` (value already TOML text). A key set again — a directive repeated
+    /// in one section, such as two `nbthread` lines — keeps its place and takes the last
+    /// value, as HAProxy does; the comments name every line it came from.
     pub fn raw(&mut self, key: &str, value: String, src: Src) {
+        if let Some(kv) = self.kvs.iter_mut().find(|kv| kv.key == key) {
+            kv.value = value;
+            kv.src.0.extend(src.0);
+            if let Some(last) = kv.src.0.last_mut() {
+                last.push_str(" (repeated: this last one wins)");
+            }
+            return;
+        }
         self.kvs.push(Kv {
             key: key.to_string(),
             value,
@@ -141,4 +151,22 @@ pub fn render(header: &[String], tables: &[Table]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_key_takes_the_last_value_once() {
+        let mut t = Table::new("global".into(), Src::default());
+        t.raw("threads", "2".into(), Src::one("h.cfg:2 nbthread 2".into()));
+        t.raw("threads", "4".into(), Src::one("h.cfg:3 nbthread 4".into()));
+        let text = render(&[], &[t]);
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["global"]["threads"].as_integer(), Some(4));
+        assert_eq!(text.matches("threads =").count(), 1);
+        assert!(text.contains("h.cfg:2 nbthread 2"), "{text}");
+        assert!(text.contains("h.cfg:3 nbthread 4 (repeated"), "{text}");
+    }
 }

@@ -182,3 +182,12 @@ fn two_proxies_of_one_name_on_one_side_are_refused() {
     let ok = "frontend web\n    bind :80\n    default_backend web\nbackend web\n    server a 10.0.0.1:80\n";
     assert!(imp(ok).is_ok());
 }
+
+#[test]
+fn a_directive_repeated_in_one_section_is_written_once_with_the_last_value() {
+    // Found by fuzz/import_haproxy: two `nbthread` lines became a duplicate TOML key.
+    let out = imp("global\n nbthread 2\n nbthread 4\ndefaults\n mode http\nfrontend f\n bind :80\n default_backend b\nbackend b\n server s1 10.0.0.1:80\n").expect("import");
+    assert_eq!(out.toml.matches("threads = ").count(), 1, "{}", out.toml);
+    let cfg = crate::config::parse_str(&out.toml, "out").expect("passes check");
+    assert_eq!(cfg.global.threads, Some(4), "{}", out.toml);
+}

@@ -170,44 +170,48 @@ pub fn local(
     }
 }
 
+/// One finished TCP session, as its log line tells it.
+pub struct TcpSession<'a> {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// Frontend name.
+    pub frontend: &'a str,
+    /// Backend name.
+    pub backend: &'a str,
+    /// Server name (`<NOSRV>` when none was reached).
+    pub server: &'a str,
+    /// Time to connect to the server.
+    pub tc: Duration,
+    /// Whole session time.
+    pub tt: Duration,
+    /// Bytes from the client.
+    pub bytes_in: u64,
+    /// Bytes to the client.
+    pub bytes_out: u64,
+    /// How it ended (`--`, `reset`, `idle-timeout`, `no-server`, `role-change`).
+    pub end: &'a str,
+}
+
 /// A log line for one finished TCP session.
-#[allow(clippy::too_many_arguments)]
-pub fn tcp(
-    format: AccessLog,
-    client: SocketAddr,
-    frontend: &str,
-    backend: &str,
-    server: &str,
-    tc: Duration,
-    tt: Duration,
-    bytes_in: u64,
-    bytes_out: u64,
-    end: &str,
-) {
+pub fn tcp(format: AccessLog, s: &TcpSession<'_>) {
     if format != AccessLog::Off {
-        emit(|b| {
-            tcp_line(
-                b, format, client, frontend, backend, server, tc, tt, bytes_in, bytes_out, end,
-            )
-        });
+        emit(|b| tcp_line(b, format, s));
     }
 }
 
 /// The TCP session line (nothing for `Off`) appended to `b`.
-#[allow(clippy::too_many_arguments)]
-fn tcp_line(
-    b: &mut Vec<u8>,
-    format: AccessLog,
-    client: SocketAddr,
-    frontend: &str,
-    backend: &str,
-    server: &str,
-    tc: Duration,
-    tt: Duration,
-    bytes_in: u64,
-    bytes_out: u64,
-    end: &str,
-) {
+fn tcp_line(b: &mut Vec<u8>, format: AccessLog, s: &TcpSession<'_>) {
+    let TcpSession {
+        client,
+        frontend,
+        backend,
+        server,
+        tc,
+        tt,
+        bytes_in,
+        bytes_out,
+        end,
+    } = *s;
     match format {
         AccessLog::Off => {}
         AccessLog::Json => {
@@ -382,20 +386,18 @@ mod tests {
         let client: SocketAddr = "10.1.2.3:40000".parse().unwrap_or(([0, 0, 0, 0], 0).into());
         let ms = Duration::from_millis;
         let mut b = Vec::new();
-        let args = ("fe", "be", "s1", ms(3), ms(1500), 10, 20, "eof");
-        tcp_line(
-            &mut b,
-            AccessLog::Json,
+        let mut sess = TcpSession {
             client,
-            args.0,
-            args.1,
-            args.2,
-            args.3,
-            args.4,
-            args.5,
-            args.6,
-            args.7,
-        );
+            frontend: "fe",
+            backend: "be",
+            server: "s1",
+            tc: ms(3),
+            tt: ms(1500),
+            bytes_in: 10,
+            bytes_out: 20,
+            end: "eof",
+        };
+        tcp_line(&mut b, AccessLog::Json, &sess);
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
         assert_eq!(
             v["client"],
@@ -409,37 +411,14 @@ mod tests {
         assert_eq!(v["end"], "eof");
         assert_eq!(v["time"].as_str().map(str::len), Some(24));
         b.clear();
-        tcp_line(
-            &mut b,
-            AccessLog::Text,
-            client,
-            args.0,
-            args.1,
-            args.2,
-            args.3,
-            args.4,
-            args.5,
-            args.6,
-            "a\nb",
-        );
+        sess.end = "a\nb";
+        tcp_line(&mut b, AccessLog::Text, &sess);
         let text = String::from_utf8_lossy(&b);
         let (head, rest) = text.split_once(" [").unwrap_or_default();
         assert_eq!(head, "10.1.2.3:40000");
         assert_eq!(&rest[24..], "] fe be/s1 3/1500 10/20 a b", "{text}");
         b.clear();
-        tcp_line(
-            &mut b,
-            AccessLog::Off,
-            client,
-            args.0,
-            args.1,
-            args.2,
-            args.3,
-            args.4,
-            args.5,
-            args.6,
-            args.7,
-        );
+        tcp_line(&mut b, AccessLog::Off, &sess);
         assert!(b.is_empty());
     }
 

@@ -106,15 +106,17 @@ pub(crate) async fn serve(conn: ConnInfo, fe: Arc<FrontendRt>, client_stream: Tc
     else {
         log::tcp(
             format,
-            conn.client,
-            &conn.frontend,
-            &cfg.name,
-            "<NOSRV>",
-            Duration::ZERO,
-            start.elapsed(),
-            0,
-            0,
-            "no-server",
+            &log::TcpSession {
+                client: conn.client,
+                frontend: &conn.frontend,
+                backend: &cfg.name,
+                server: "<NOSRV>",
+                tc: Duration::ZERO,
+                tt: start.elapsed(),
+                bytes_in: 0,
+                bytes_out: 0,
+                end: "no-server",
+            },
         );
         return;
     };
@@ -153,15 +155,17 @@ pub(crate) async fn serve(conn: ConnInfo, fe: Arc<FrontendRt>, client_stream: Tc
     server.add_bytes(inb, outb);
     log::tcp(
         format,
-        conn.client,
-        &conn.frontend,
-        &cfg.name,
-        guard.server().name(),
-        tc,
-        start.elapsed(),
-        inb,
-        outb,
-        end,
+        &log::TcpSession {
+            client: conn.client,
+            frontend: &conn.frontend,
+            backend: &cfg.name,
+            server: guard.server().name(),
+            tc,
+            tt: start.elapsed(),
+            bytes_in: inb,
+            bytes_out: outb,
+            end,
+        },
     );
 }
 
