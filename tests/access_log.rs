@@ -157,6 +157,7 @@ fn stalled_reader_drops_lines_and_never_stalls_requests() {
     while pause.elapsed() < Duration::from_secs(10) {
         rss_max = rss_max.max(vm_rss_kib(pid));
         dropped_during_pause = metric(admin, "fulcrum_log_lines_dropped_total").unwrap_or(0);
+        // The 10 s pause is the scenario; this samples memory and drops during it.
         std::thread::sleep(Duration::from_millis(100));
     }
     let served_in_pause = ok.load(Ordering::Relaxed) - served_at_pause;

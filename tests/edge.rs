@@ -151,16 +151,17 @@ queue_timeout = "500ms"
 servers = [{{ name = "web1", address = "{a}", maxconn = 1 }}]
 "#
     );
+    let (toml, admin) = with_admin(&toml);
     let _lb = Lb::start(&toml, listen);
     // A short request behind a slow one waits in the queue and then succeeds.
     let slow = std::thread::spawn(move || get(listen, "/slow?ms=300"));
-    std::thread::sleep(Duration::from_millis(100));
+    wait_backend_active(admin, "web", 1);
     let queued = get(listen, "/").expect("queued request");
     assert_eq!(queued.status, 200, "{queued:?}");
     assert_eq!(slow.join().expect("join").expect("slow").status, 200);
     // Behind a request longer than queue_timeout, the queued one gets 503.
     let slow = std::thread::spawn(move || get(listen, "/slow?ms=2500"));
-    std::thread::sleep(Duration::from_millis(200));
+    wait_backend_active(admin, "web", 1);
     let r = get(listen, "/").expect("queued request");
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.body.contains("maxconn"), "{}", r.body);
@@ -278,16 +279,14 @@ fn smuggling_and_abuse_table() {
 fn frontend_maxconn_holds_extra_connections_until_one_closes() {
     let (_b, a) = backend("web1");
     let listen = free_addr();
-    let _lb = Lb::start(
-        &one_backend(listen, "maxconn = 1", "", &[("web1", a)]),
-        listen,
-    );
+    let (toml, admin) = with_admin(&one_backend(listen, "maxconn = 1", "", &[("web1", a)]));
+    let _lb = Lb::start(&toml, listen);
     // One connection holds the only slot with a slow request…
     let slow = std::thread::spawn(move || {
         let r = get(listen, "/slow?ms=1500");
         (r, std::time::Instant::now())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    wait_backend_active(admin, "web", 1);
     // …so a second client is accepted by the kernel but only served after it ends.
     let r = get(listen, "/").expect("second request");
     let second_done = std::time::Instant::now();

@@ -336,7 +336,7 @@ fn etcdctl_registration_lease_expiry_drain_and_bad_values() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_backend_active(admin, "web", 4);
     drop(keep);
     assert!(
         wait_until(Duration::from_secs(15), || names(admin) == ["web2"]),

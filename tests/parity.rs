@@ -7,110 +7,31 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::upstream::{Reply, Upstream};
 use common::*;
 
-/// Requests an upstream received: (head, body).
-type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-/// An upstream that records each request (head and body) and answers 200.
-struct Upstream {
-    addr: SocketAddr,
-    seen: Seen,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Upstream {
-    fn start() -> Upstream {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s2, st2) = (seen.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for c in l.incoming() {
-                if st2.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Ok(c) = c else { continue };
-                let s3 = s2.clone();
-                std::thread::spawn(move || serve_conn(c, &s3));
-            }
-        });
-        Upstream {
-            addr,
-            seen,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn take(&self) -> Vec<(String, Vec<u8>)> {
-        std::mem::take(&mut *self.seen.lock().expect("lock"))
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Keep-alive: read heads and Content-Length bodies, answer each (bounded
-/// by the read timeout).
-fn serve_conn(mut c: TcpStream, seen: &Mutex<Vec<(String, Vec<u8>)>>) {
-    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut buf = Vec::new();
-    for _ in 0..100 {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut b = [0u8; 4096];
-            match c.read(&mut b) {
-                Ok(n) if n > 0 => buf.extend_from_slice(&b[..n]),
-                _ => return,
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        let cl: usize = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < end + cl {
-            let mut b = [0u8; 4096];
-            match c.read(&mut b) {
-                Ok(n) if n > 0 => buf.extend_from_slice(&b[..n]),
-                _ => return,
-            }
-        }
-        let body = buf[end..end + cl].to_vec();
-        buf.drain(..end + cl);
-        seen.lock().expect("lock").push((head.clone(), body));
-        let answer: &[u8] = if head.starts_with("HEAD ") {
+/// An upstream that records each request (head and body) and answers 200,
+/// closing when the request asks to.
+fn upstream() -> Upstream {
+    Upstream::start(|req| {
+        let answer: &[u8] = if req.method() == "HEAD" {
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-up: 1\r\n\r\n"
         } else {
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-up: 1\r\n\r\nok"
         };
-        let close = head.to_ascii_lowercase().contains("\r\nconnection: close");
-        if c.write_all(answer).is_err() || close {
-            return;
+        if req
+            .head
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close")
+        {
+            Reply::SendClose(answer.to_vec())
+        } else {
+            Reply::Send(answer.to_vec())
         }
-    }
+    })
 }
 
 fn config(
@@ -163,34 +84,18 @@ struct Node {
     tcp: SocketAddr,
     admin: SocketAddr,
     up: Upstream,
-    _proc: Proc,
-    _dir: tempfile::TempDir,
+    _lb: Lb,
 }
 
 fn node(relay: bool, dead: SocketAddr) -> Node {
-    let up = Upstream::start();
+    let up = upstream();
     let (listen, alt, tcp, admin) = (free_addr(), free_addr(), free_addr(), free_addr());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("fulcrum.toml");
-    std::fs::write(&path, config((listen, alt, tcp, admin), up.addr, dead)).expect("write");
-    let log = dir.path().join("log");
-    let out = std::fs::File::create(&log).expect("log");
-    let err = out.try_clone().expect("log");
-    let mut cmd = Command::new(bin());
-    cmd.args(["run", "--config", path.to_str().expect("utf8")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
-    if !relay {
-        cmd.env("FULCRUM_RELAY", "off");
-    }
-    let child = cmd.spawn().expect("spawn fulcrum");
-    let proc = Proc {
-        child,
-        name: format!("lb-relay-{relay}"),
-        log,
-    };
-    wait_listening(listen);
+    let env = relay_env(relay);
+    let lb = Lb::start_env(
+        &config((listen, alt, tcp, admin), up.addr, dead),
+        listen,
+        env,
+    );
     wait_listening(tcp);
     wait_listening(admin);
     Node {
@@ -199,8 +104,7 @@ fn node(relay: bool, dead: SocketAddr) -> Node {
         tcp,
         admin,
         up,
-        _proc: proc,
-        _dir: dir,
+        _lb: lb,
     }
 }
 
@@ -290,7 +194,7 @@ fn run_table(n: &Node) -> Vec<(u16, String, Vec<String>)> {
             let seen =
                 n.up.take()
                     .into_iter()
-                    .map(|(h, b)| normalise(&h, &b))
+                    .map(|s| normalise(&s.head, &s.body))
                     .collect();
             (r.status, r.body, seen)
         })
@@ -364,7 +268,10 @@ fn relay_hyper_and_tcp_agree() {
         assert_eq!(r.status, a[0].0);
         let seen = n.up.take();
         assert_eq!(seen.len(), 1);
-        assert!(seen[0].0.starts_with("GET /a?x=1 HTTP/1.1\r\n"), "{seen:?}");
+        assert!(
+            seen[0].head.starts_with("GET /a?x=1 HTTP/1.1\r\n"),
+            "{seen:?}"
+        );
     }
 }
 

@@ -159,21 +159,19 @@ fn leastconn_prefers_idle_server() {
     let (_b1, a1) = backend("web1");
     let (_b2, a2) = backend("web2");
     let listen = free_addr();
-    let _lb = Lb::start(
-        &simple(
-            listen,
-            "leastconn",
-            "",
-            &servers_toml(&[("web1", a1, 1), ("web2", a2, 1)]),
-        ),
+    let (toml, admin) = with_admin(&simple(
         listen,
-    );
+        "leastconn",
+        "",
+        &servers_toml(&[("web1", a1, 1), ("web2", a2, 1)]),
+    ));
+    let _lb = Lb::start(&toml, listen);
     // Hold 3 slow requests; whichever servers they land on, the fast requests must
     // go to the server with fewer in flight.
     let slow: Vec<_> = (0..3)
         .map(|_| std::thread::spawn(move || get(listen, "/slow?ms=4000").map(|r| r.server())))
         .collect();
-    std::thread::sleep(Duration::from_millis(400));
+    wait_backend_active(admin, "web", 3);
     let m = count(listen, 10);
     let busy: Vec<String> = slow
         .into_iter()
@@ -473,12 +471,15 @@ fn quick_mode_like_balance() {
 fn sigterm_lets_in_flight_requests_finish() {
     let (_b1, a1) = backend("web1");
     let listen = free_addr();
-    let mut lb = Lb::start(
-        &simple(listen, "roundrobin", "", &servers_toml(&[("web1", a1, 1)])),
+    let (toml, admin) = with_admin(&simple(
         listen,
-    );
+        "roundrobin",
+        "",
+        &servers_toml(&[("web1", a1, 1)]),
+    ));
+    let mut lb = Lb::start(&toml, listen);
     let inflight = std::thread::spawn(move || get(listen, "/slow?ms=1000"));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_backend_active(admin, "web", 1);
     lb.proc.signal(libc::SIGTERM);
     let r = inflight
         .join()

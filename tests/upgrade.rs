@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{backend, free_addr, get, wait_until, Lb};
+use common::{backend, free_addr, get, pid_alive, wait_until, Lb};
 
 /// PIDs started by upgrades (children of the old process, not of this test):
 /// killed when dropped.
@@ -30,16 +30,6 @@ impl Drop for Pids {
                 libc::kill(*pid as i32, libc::SIGKILL);
             }
         }
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie (exited, not reaped by its new parent) counts as gone.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
     }
 }
 
@@ -262,7 +252,7 @@ fn upgrades_under_load_with(seq: &[usize]) {
         serving = new;
         // The old process exits by itself once its connections are done.
         assert!(
-            wait_until(Duration::from_secs(20), || !alive(old)),
+            wait_until(Duration::from_secs(20), || !pid_alive(old)),
             "PID {old} still runs after handing over\n{}",
             lb.proc.output()
         );
@@ -303,7 +293,7 @@ fn upgrades_under_load_with(seq: &[usize]) {
     unsafe {
         libc::kill(serving as i32, libc::SIGTERM);
     }
-    assert!(wait_until(Duration::from_secs(20), || !alive(serving)));
+    assert!(wait_until(Duration::from_secs(20), || !pid_alive(serving)));
     let _ = lb.proc.wait_exit(Duration::from_secs(1));
 }
 
@@ -348,7 +338,7 @@ fn a_failed_new_process_leaves_the_old_one_serving() {
     let (code, _, out) = upgrade(pid, &["--binary", "/bin/false"]);
     assert_ne!(code, 0, "{out}");
     assert_eq!(get(http, "/").expect("old serves").status, 200);
-    assert!(alive(pid));
+    assert!(pid_alive(pid));
     // Nothing else listens for upgrades in its place.
     let (code, _, out) = upgrade(pid, &["--binary", "/nonexistent/fulcrum"]);
     assert_ne!(code, 0, "{out}");
@@ -418,6 +408,19 @@ fn runtime_state_crosses_the_upgrade() {
 }
 
 /// A raw TCP echo-less HTTP exchange through a TCP frontend.
+/// Connects as soon as `addr` takes connections (polled every millisecond, 20 s at
+/// most) and makes one exchange at once; `None` when it never opened.
+fn first_exchange(addr: SocketAddr) -> Option<std::io::Result<String>> {
+    let mut answer = None;
+    fulcrum::lab::local::poll(Duration::from_secs(20), Duration::from_millis(1), || {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            answer = Some(tcp_exchange(addr));
+        }
+        answer.is_some()
+    });
+    answer
+}
+
 fn tcp_exchange(addr: SocketAddr) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -457,16 +460,7 @@ servers = [{{ name = "db1", address = "{a1}" }}]
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    // Connect as soon as the port takes connections, and ask at once.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut answer = None;
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&tcp, Duration::from_millis(100)).is_ok() {
-            answer = Some(tcp_exchange(tcp));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let answer = first_exchange(tcp);
     let _ = child.kill();
     let _ = child.wait();
     let answer = answer.expect("the TCP frontend never opened");
@@ -533,12 +527,13 @@ fn a_websocket_open_across_an_upgrade_keeps_working() {
         n += 1;
         ws_echo(&mut ws, format!("after-{n};").as_bytes())
             .unwrap_or_else(|e| panic!("echo {n} after the upgrade: {e}\n{}", lb.proc.output()));
+        // The scenario: a tunnel in use, message after message, past the linger.
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(alive(old), "the old process waits for the tunnel");
+    assert!(pid_alive(old), "the old process waits for the tunnel");
     drop(ws);
     assert!(
-        wait_until(Duration::from_secs(15), || !alive(old)),
+        wait_until(Duration::from_secs(15), || !pid_alive(old)),
         "the old process exits once the tunnel closes\n{}",
         lb.proc.output()
     );
@@ -580,16 +575,7 @@ discovery = {{ file = "{}", poll_interval = "500ms" }}
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    // Connect as soon as the port takes connections, and ask at once.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut answer = None;
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&http, Duration::from_millis(100)).is_ok() {
-            answer = Some(tcp_exchange(http));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let answer = first_exchange(http);
     let _ = child.kill();
     let _ = child.wait();
     let answer = answer.expect("the frontend never opened");

@@ -13,14 +13,14 @@
 //! and a `fulcrum backend` on port 80). A client thread, entered into the client namespace
 //! with `setns`, requests the VIP every 20 ms and records which server answered. Only
 //! loopback and these namespaces are ever used. `keepalived` drills are skipped when it is
-//! not installed. The harness is in `tests/vrrp_lab/`.
+//! not installed. The fixture is `tests/common/vrrp.rs`.
 
-mod vrrp_lab;
+mod common;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use vrrp_lab::*;
+use common::vrrp::*;
 
 #[test]
 fn crash_failover_then_preemption_back() {
@@ -125,7 +125,8 @@ fn preempt_false_keeps_the_new_master() {
         lab.logs()
     );
     lab.start_node("a", 101);
-    // A is back and higher, but with preempt = false it must stay backup.
+    // A is back and higher, but with preempt = false it must stay backup. The wait is the
+    // observation: nothing may change in it, so there is no condition to poll.
     std::thread::sleep(master_down() * 4 + Duration::from_secs(1));
     assert!(
         lab.has_vip("b") && !lab.has_vip("a"),
@@ -552,14 +553,9 @@ notify = {{ master = "{hook}", backup = "{hook}", fault = "{hook}" }}
             .unwrap_or_default()
     };
     let wait_state = |want: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if state() == want {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
+        poll(Duration::from_secs(10), Duration::from_millis(10), || {
+            state() == want
+        })
     };
     assert!(wait_state("master"), "alone on the link, it becomes master");
     assert!(lab.has_vip("a"));
@@ -576,18 +572,13 @@ notify = {{ master = "{hook}", backup = "{hook}", fault = "{hook}" }}
     assert!(wait_state("master"), "interface up again → master");
 
     let want = "BACKUP\nMASTER\nFAULT\nBACKUP\nMASTER\nFAULT\nBACKUP\nMASTER\n";
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = std::fs::read_to_string(&hooks).unwrap_or_default();
-        if got == want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "notify hooks ran as {got:?}, want {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ran = || std::fs::read_to_string(&hooks).unwrap_or_default();
+    assert!(
+        poll(Duration::from_secs(5), Duration::from_millis(20), || ran()
+            == want),
+        "notify hooks ran as {:?}, want {want:?}",
+        ran()
+    );
     println!(
         "tracking script + interface: fault and recovery as expected; notify hooks ran in order"
     );

@@ -1,5 +1,11 @@
 //! Routing and handlers of the admin JSON API (`/api/v1/…`). Every change goes
 //! through `Runtime::apply`, like reloads do. Documented in `openapi.json`.
+// Outside bytes are parsed here: no panicking shortcut on them outside tests (an index
+// that is proven in range says so with an `#[allow]` and its reason).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};

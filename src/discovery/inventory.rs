@@ -8,6 +8,12 @@
 //!
 //! Every problem is collected with file:line:col; a file with any problem yields
 //! no server list at all, so a half-edited file never changes the backend.
+// Outside bytes are parsed here: no panicking shortcut on them outside tests (an index
+// that is proven in range says so with an `#[allow]` and its reason).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

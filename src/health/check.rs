@@ -179,7 +179,8 @@ async fn http_status(
     let mut buf = vec![0u8; 512];
     let mut filled = 0;
     loop {
-        if let Some(line) = status_line(&buf[..filled]) {
+        let head = buf.get(..filled).unwrap_or_default();
+        if let Some(line) = status_line(head) {
             return parse_status_line(line).ok_or(CheckFailure::InvalidResponse);
         }
         if filled == buf.len() {
@@ -189,7 +190,7 @@ async fn http_status(
             }
             buf.resize((buf.len() * 2).min(MAX_HEAD_BYTES), 0);
         }
-        let n = match stream.read(&mut buf[filled..]).await {
+        let n = match stream.read(buf.get_mut(filled..).unwrap_or_default()).await {
             Ok(n) => n,
             // A reset after the server sent its line is handled above; a reset
             // before is a failure of the server, not garbage.
@@ -200,7 +201,8 @@ async fn http_status(
                 Err(CheckFailure::Closed)
             } else {
                 // Accept a status line that ends at EOF without a newline.
-                parse_status_line(&buf[..filled]).ok_or(CheckFailure::InvalidResponse)
+                parse_status_line(buf.get(..filled).unwrap_or_default())
+                    .ok_or(CheckFailure::InvalidResponse)
             };
         }
         filled += n;

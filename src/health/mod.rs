@@ -1,6 +1,12 @@
 //! Active health checks: one check execution ([`run_check`]), the sans-IO
 //! rise/fall counter ([`RiseFall`]) and the per-server checker task
 //! ([`spawn_checker`]) that writes health facts into the server's shared state.
+// Outside bytes are parsed here: no panicking shortcut on them outside tests (an index
+// that is proven in range says so with an `#[allow]` and its reason).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod check;
 pub mod postgres;

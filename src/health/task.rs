@@ -425,6 +425,49 @@ mod tests {
         );
     }
 
+    /// Paused time: a server that accepts and never answers fails each check at its
+    /// timeout, and after `fall` of them it is down. Two one-hour timeouts pass in
+    /// virtual time, so the test takes no real hour and has no timing to race.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_goes_down_by_timeouts_in_virtual_time() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        let srv = server(addr, true);
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let mut cfg = fast_http(2, 2);
+        cfg.timeout = Duration::from_secs(3600);
+        let started = tokio::time::Instant::now();
+        let handle = spawn_checker(srv.clone(), cfg.clone(), stop_rx);
+        // Bounded: 10 000 virtual minutes, far past the two timeouts needed.
+        let mut polls = 0;
+        while srv.is_up() && polls < 10_000 {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            polls += 1;
+        }
+        assert!(
+            !srv.is_up(),
+            "the silent server is down after {polls} polls"
+        );
+        let report = srv.last_check().expect("a check report is stored");
+        assert!(!report.ok);
+        assert_eq!(
+            report.detail,
+            crate::health::CheckFailure::Timeout(cfg.timeout).to_string()
+        );
+        assert!(
+            started.elapsed() >= cfg.timeout * 2,
+            "down only after fall = 2 whole timeouts (virtual {:?})",
+            started.elapsed()
+        );
+        handle.abort();
+    }
+
     #[tokio::test]
     async fn no_check_configured_returns_immediately() {
         let srv = server("127.0.0.1:9".parse().unwrap(), true);

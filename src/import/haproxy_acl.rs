@@ -43,8 +43,8 @@ pub fn parse_cond(words: &[String]) -> Result<Cond, String> {
     let unless = words.first().map(String::as_str) == Some("unless");
     let mut terms = vec![Vec::new()];
     let mut i = 1;
-    while i < words.len() {
-        let w = words[i].as_str();
+    while let Some(w) = words.get(i) {
+        let w = w.as_str();
         if w == "||" || w == "or" {
             terms.push(Vec::new());
             i += 1;
@@ -65,12 +65,14 @@ pub fn parse_cond(words: &[String]) -> Result<Cond, String> {
         };
         let acl = if w == "{" {
             let start = i + 1;
-            let end = words[start..]
+            let end = words
+                .get(start..)
+                .unwrap_or_default()
                 .iter()
                 .position(|x| x == "}")
                 .map(|p| start + p)
                 .ok_or("missing '}' in an anonymous ACL")?;
-            let v = words[start..end].to_vec();
+            let v = words.get(start..end).unwrap_or_default().to_vec();
             if v.is_empty() {
                 return Err("empty anonymous ACL".into());
             }
@@ -152,7 +154,7 @@ pub fn resolve(px: &Px, acl: &AclRef, base: &Path) -> Result<(Resolved, Vec<Line
                 };
             }
             for l in lines {
-                criterion(&l.words[2..], base, &mut r)?;
+                criterion(l.words.get(2..).unwrap_or_default(), base, &mut r)?;
                 used.push(l.clone());
             }
         }
@@ -176,8 +178,8 @@ fn criterion(words: &[String], base: &Path, r: &mut Resolved) -> Result<(), Stri
     let mut method: Option<String> = None;
     let mut values: Vec<String> = Vec::new();
     let mut i = 1;
-    while i < words.len() {
-        match words[i].as_str() {
+    while let Some(w) = words.get(i) {
+        match w.as_str() {
             "-i" => ci = true,
             "-m" => {
                 method = words.get(i + 1).cloned();
@@ -190,7 +192,7 @@ fn criterion(words: &[String], base: &Path, r: &mut Resolved) -> Result<(), Stri
             }
             "-n" | "-u" => {}
             "--" => {
-                values.extend(words[i + 1..].iter().cloned());
+                values.extend(words.get(i + 1..).unwrap_or_default().iter().cloned());
                 break;
             }
             v => values.push(v.to_string()),
@@ -471,8 +473,10 @@ pub fn map_rule(expr: &str, base: &Path) -> Result<MapRoutes, String> {
         );
     }
     let open = rest.find('(').ok_or("map converter without arguments")?;
-    let conv = &rest[..open];
-    let args = rest[open + 1..]
+    let conv = rest.get(..open).unwrap_or_default();
+    let args = rest
+        .get(open + 1..)
+        .unwrap_or_default()
         .strip_suffix(')')
         .ok_or("unbalanced map(...)")?;
     let (file, default) = match args.split_once(',') {

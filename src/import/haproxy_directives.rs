@@ -57,7 +57,9 @@ pub(super) fn apply(px: &mut Px, l: &Line, rep: &mut Report) -> Result<(), Parse
         "use_backend" if fe => {
             let cond = match l.w(2) {
                 "" => None,
-                "if" | "unless" => Some(parse_cond(&l.words[2..]).map_err(|m| perr(l, m))?),
+                "if" | "unless" => {
+                    Some(parse_cond(l.words.get(2..).unwrap_or_default()).map_err(|m| perr(l, m))?)
+                }
                 other => {
                     return Err(perr(
                         l,
@@ -103,7 +105,7 @@ pub(super) fn apply(px: &mut Px, l: &Line, rep: &mut Report) -> Result<(), Parse
             return Ok(());
         }
         "balance" if be => {
-            px.balance = set(l.words[1..].join(" "), l);
+            px.balance = set(l.words.get(1..).unwrap_or_default().join(" "), l);
             return Ok(());
         }
         "cookie" if be => {
@@ -205,12 +207,11 @@ fn option(px: &mut Px, l: &Line, rep: &mut Report) -> Result<(), ParseError> {
     let be = px.kind.is_be();
     let o = match name {
         "httpchk" if be => {
-            let (method, uri, host) = match args.len() {
-                0 => ("OPTIONS".to_string(), "/".to_string(), None),
-                1 => ("OPTIONS".to_string(), args[0].clone(), None),
-                _ => {
-                    let method = args[0].clone();
-                    let uri = args[1].clone();
+            let (method, uri, host) = match args {
+                [] => ("OPTIONS".to_string(), "/".to_string(), None),
+                [uri] => ("OPTIONS".to_string(), uri.clone(), None),
+                [method, uri, ..] => {
+                    let (method, uri) = (method.clone(), uri.clone());
                     // Old style: `option httpchk GET /p HTTP/1.1\r\nHost:\ www`.
                     let host = args.get(2).and_then(|v| {
                         v.split("\r\n").skip(1).find_map(|h| {
@@ -392,7 +393,7 @@ fn redirect(px: &mut Px, l: &Line, at: usize) -> Outcome {
             _ => i += 1,
         }
     }
-    let ssl = match ssl_only(&l.words[i.min(l.words.len())..]) {
+    let ssl = match ssl_only(l.words.get(i..).unwrap_or_default()) {
         Ok(s) => s,
         Err(m) => return Unsupported(m),
     };
@@ -427,7 +428,8 @@ fn http_rule(px: &mut Px, l: &Line) -> Outcome {
         return redirect(px, l, 2);
     }
     let (op, name, value, rest) = match act {
-        "set-header" | "add-header" => (&act[..3], l.w(2), Some(l.w(3)), 4),
+        "set-header" => ("set", l.w(2), Some(l.w(3)), 4),
+        "add-header" => ("add", l.w(2), Some(l.w(3)), 4),
         "del-header" => ("del", l.w(2), None, 3),
         _ => return Unsupported(format!("`{} {act}` is not translated", l.w(0))),
     };
@@ -472,8 +474,8 @@ fn log_format(v: &str) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = v;
     while let Some(i) = rest.find('%') {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
+        let (head, tail) = rest.split_at_checked(i).unwrap_or((rest, ""));
+        out.push_str(head);
         if let Some(t) = tail.strip_prefix("%%") {
             out.push('%');
             rest = t;

@@ -152,26 +152,27 @@ pub fn parse_server(l: &Line, defaults: &[Line]) -> Result<Server, String> {
         }
     }
     for d in defaults {
-        server_opts(&mut s, &d.words[1..])?;
+        server_opts(&mut s, d.words.get(1..).unwrap_or_default())?;
     }
-    server_opts(&mut s, &l.words[3..])?;
+    server_opts(&mut s, l.words.get(3..).unwrap_or_default())?;
     Ok(s)
 }
 
 fn server_opts(s: &mut Server, w: &[String]) -> Result<(), String> {
     let mut i = 0;
+    let word = |i: usize| w.get(i).map_or("", String::as_str);
     let arg = |i: usize| {
         w.get(i + 1)
             .cloned()
-            .ok_or(format!("'{}' expects an argument", w[i]))
+            .ok_or(format!("'{}' expects an argument", word(i)))
     };
     let num = |i: usize| -> Result<i64, String> {
         arg(i)?
             .parse()
-            .map_err(|_| format!("'{}' expects an integer", w[i]))
+            .map_err(|_| format!("'{}' expects an integer", word(i)))
     };
-    while i < w.len() {
-        let k = w[i].as_str();
+    while let Some(k) = w.get(i) {
+        let k = k.as_str();
         let mut takes = true;
         match k {
             "check" => {

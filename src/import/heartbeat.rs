@@ -35,7 +35,7 @@ pub fn import(cf: &Input, res: &Input, rep: &mut Report, tables: &mut Vec<Table>
         let o = match *k {
             "ucast" if w.len() >= 3 => {
                 iface = iface.or(w.get(1).map(|s| s.to_string()));
-                peers.extend(w[2..].iter().map(|p| q(p)));
+                peers.extend(w.get(2..).unwrap_or_default().iter().map(|p| q(p)));
                 psrc.push(format!("{loc} {l}"));
                 Translated
             }

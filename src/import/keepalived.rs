@@ -194,7 +194,7 @@ pub fn import(input: &Input, rep: &mut Report, tables: &mut Vec<Table>) {
                 for c in &n.children {
                     let o = match c.w(0) {
                         "script" => {
-                            s.cmd = c.words[1..].join(" ");
+                            s.cmd = c.words.get(1..).unwrap_or_default().join(" ");
                             Outcome::Translated
                         }
                         "interval" => {
@@ -460,7 +460,10 @@ fn instance(
                 Translated
             }
             "notify_master" | "notify_backup" | "notify_fault" => {
-                notify.push((&c.w(0)[7..], c.words[1..].join(" ")));
+                notify.push((
+                    c.w(0).get(7..).unwrap_or_default(),
+                    c.words.get(1..).unwrap_or_default().join(" "),
+                ));
                 notify_src.push(c.src());
                 Translated
             }

@@ -10,6 +10,12 @@
 //! Server hostnames are resolved when importing by default (`--resolve`), which is what
 //! HAProxy does at start without a `resolvers` section; `--dns` turns a backend whose only
 //! server is a hostname into DNS discovery instead.
+// Outside bytes are parsed here: no panicking shortcut on them outside tests (an index
+// that is proven in range says so with an `#[allow]` and its reason).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod emit;
 pub mod haproxy;

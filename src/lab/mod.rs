@@ -13,6 +13,7 @@ pub mod app;
 pub mod database;
 pub mod drill;
 pub mod fleet;
+pub mod local;
 pub mod netns;
 pub mod probe;
 pub mod rolling;

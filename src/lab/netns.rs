@@ -265,17 +265,7 @@ pub fn spawn_as(
 
 /// Waits until something accepts TCP connections on `addr` inside `ns`.
 pub fn wait_listening(ns: &str, addr: std::net::SocketAddr, limit: Duration) -> bool {
-    run_in(ns, move || {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    })
-    .unwrap_or(false)
+    run_in(ns, move || super::local::wait_listening(addr, limit)).unwrap_or(false)
 }
 
 /// PIDs of the processes inside namespace `ns` (`ip netns pids`).

@@ -18,7 +18,18 @@ use super::netns;
 pub fn http(to: SocketAddr, method: &str, path: &str, timeout: Duration) -> Option<String> {
     // A short connect timeout keeps the measurement fine-grained: during an outage the SYN
     // is lost and would otherwise be retried only after a second.
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(100)).ok()?;
+    http_with(to, method, path, Duration::from_millis(100), timeout)
+}
+
+/// [`http`] with its own connect timeout.
+pub fn http_with(
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    connect: Duration,
+    timeout: Duration,
+) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&to, connect).ok()?;
     s.set_read_timeout(Some(timeout)).ok()?;
     s.set_write_timeout(Some(timeout)).ok()?;
     write!(
@@ -45,7 +56,11 @@ pub struct Answer {
 
 /// One request to `to`; `Some` only for a 200 answer.
 pub fn request(to: SocketAddr, timeout: Duration) -> Option<Answer> {
-    let text = http(to, "GET", "/", timeout)?;
+    answer_of(&http(to, "GET", "/", timeout)?)
+}
+
+/// The answer in a whole response text; `Some` only for a 200 answer.
+pub fn answer_of(text: &str) -> Option<Answer> {
     if !text.starts_with("HTTP/1.1 200") {
         return None;
     }
@@ -98,39 +113,49 @@ impl Probe {
         rate: Duration,
         limit: Duration,
     ) -> Probe {
+        Probe::launch(Some(ns), to, request, rate, limit)
+    }
+
+    /// As [`Probe::start`], from this process's own namespace (loopback drills and tests).
+    pub fn start_here(
+        to: SocketAddr,
+        request: RequestFn,
+        rate: Duration,
+        limit: Duration,
+    ) -> Probe {
+        Probe::launch(None, to, request, rate, limit)
+    }
+
+    fn launch(
+        ns: Option<&str>,
+        to: SocketAddr,
+        request: RequestFn,
+        rate: Duration,
+        limit: Duration,
+    ) -> Probe {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let t0 = Instant::now();
         let (out, s) = (samples.clone(), stop.clone());
-        let thread = netns::in_netns(ns, move || {
-            let ms = |i: Instant| (i - t0).as_secs_f64() * 1000.0;
-            let mut next = Instant::now();
-            while !s.load(Ordering::Relaxed) && t0.elapsed() < limit {
-                let start = Instant::now();
-                let answer = request(to, Duration::from_millis(1000));
-                let sample = Sample {
-                    start_ms: ms(start),
-                    end_ms: ms(Instant::now()),
-                    answer,
-                };
-                if let Ok(mut v) = out.lock() {
-                    v.push(sample);
-                }
-                next += rate;
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                } else {
-                    next = now;
-                }
-            }
-        });
+        let body = move || run(&out, &s, t0, to, request, rate, limit);
+        let thread = match ns {
+            Some(ns) => netns::in_netns(ns, body),
+            None => std::thread::spawn(move || {
+                body();
+                Ok(())
+            }),
+        };
         Probe {
             samples,
             stop,
             thread: Some(thread),
             t0,
         }
+    }
+
+    /// The samples so far (the probe keeps running).
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// Milliseconds since the probe began.
@@ -157,6 +182,41 @@ impl Drop for Probe {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// The probe loop: one request every `rate` (a late one starts the next at once) until
+/// `stop` or `limit` since `t0`.
+fn run(
+    out: &Mutex<Vec<Sample>>,
+    stop: &AtomicBool,
+    t0: Instant,
+    to: SocketAddr,
+    request: RequestFn,
+    rate: Duration,
+    limit: Duration,
+) {
+    let ms = |i: Instant| (i - t0).as_secs_f64() * 1000.0;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) && t0.elapsed() < limit {
+        let start = Instant::now();
+        let answer = request(to, Duration::from_millis(1000));
+        let sample = Sample {
+            start_ms: ms(start),
+            end_ms: ms(Instant::now()),
+            answer,
+        };
+        if let Ok(mut v) = out.lock() {
+            v.push(sample);
+        }
+        next += rate;
+        let now = Instant::now();
+        if next > now {
+            // The probe's pace: the pause between two requests is the scenario.
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
         }
     }
 }
@@ -353,6 +413,57 @@ mod tests {
         assert_eq!(s.timeline.len(), 3);
         assert_eq!(s.timeline[1].lb, "FAILED");
         assert_eq!(s.lbs.get("lb2"), Some(&2));
+    }
+
+    #[test]
+    fn a_probe_from_this_namespace_records_who_answered() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let to = l.local_addr().expect("addr");
+        // Answers the first five connections, then closes its listener.
+        let server = std::thread::spawn(move || {
+            for c in l.incoming().take(5) {
+                let Ok(mut c) = c else { continue };
+                // The whole request, so closing leaves nothing unread (no reset).
+                let (mut got, mut b) = (Vec::new(), [0u8; 1024]);
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(n) if n > 0 => got.extend_from_slice(b.get(..n).unwrap_or_default()),
+                        _ => break,
+                    }
+                }
+                let body = r#"{"server":"app1"}"#;
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nX-Lab-LB: lb1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let probe = Probe::start_here(
+            to,
+            request,
+            Duration::from_millis(5),
+            Duration::from_secs(30),
+        );
+        let made_five =
+            super::super::local::poll(Duration::from_secs(30), Duration::from_millis(5), || {
+                probe.samples().len() >= 5
+            });
+        let samples = probe.samples();
+        drop(probe);
+        if made_five {
+            // It has served its five connections.
+            let _ = server.join();
+        }
+        assert!(made_five, "the probe made five requests: {samples:?}");
+        let want = Answer {
+            lb: Some("lb1".into()),
+            server: Some("app1".into()),
+        };
+        for x in samples.iter().take(5) {
+            assert_eq!(x.answer.as_ref(), Some(&want), "{samples:?}");
+        }
     }
 
     #[test]

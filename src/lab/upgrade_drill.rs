@@ -4,18 +4,16 @@
 //! runs. The report says what the client saw and how long each hand-over
 //! and each old process's drain took.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::drill::Report;
-use super::probe::{self, Sample};
+use super::probe;
 
 /// Upgrades one drill performs.
 pub const ROUNDS: usize = 5;
@@ -57,28 +55,18 @@ impl Drop for Procs {
 }
 
 fn free_port() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
-    Ok(l.local_addr()?)
+    super::local::free_addr().context("no free loopback port")
 }
 
 fn wait_listening(addr: SocketAddr) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !super::local::wait_listening(addr, Duration::from_secs(20)) {
+        bail!("nothing listens on {addr} after 20 s")
     }
-    bail!("nothing listens on {addr} after 20 s")
+    Ok(())
 }
 
 fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
-    }
+    !super::local::pid_alive(pid)
 }
 
 /// Run the drill: a probe every `rate` for `duration`, with [`ROUNDS`]
@@ -151,34 +139,9 @@ servers = [{{ name = "app1", address = "{}" }}, {{ name = "app2", address = "{}"
     wait_listening(listen)?;
 
     // The probe, in this process's namespace (no lab needed).
-    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now();
+    let probe = probe::Probe::start_here(listen, probe::request, rate, duration);
+    let t0 = probe.t0;
     let ms = move |i: Instant| (i - t0).as_secs_f64() * 1000.0;
-    let probe = {
-        let (out, stop) = (samples.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut next = Instant::now();
-            while !stop.load(Ordering::Relaxed) && t0.elapsed() < duration {
-                let start = Instant::now();
-                let answer = probe::request(listen, Duration::from_millis(1000));
-                if let Ok(mut v) = out.lock() {
-                    v.push(Sample {
-                        start_ms: ms(start),
-                        end_ms: ms(Instant::now()),
-                        answer,
-                    });
-                }
-                next += rate;
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                } else {
-                    next = now;
-                }
-            }
-        })
-    };
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -189,6 +152,7 @@ servers = [{{ name = "app1", address = "{}" }}, {{ name = "app2", address = "{}"
     for i in 0..ROUNDS {
         let at = t0 + spacing * (i as u32 + 1);
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
+            // The schedule: upgrades are spread over the probe's run (the pause is the scenario).
             std::thread::sleep(wait);
         }
         let asked = Instant::now();
@@ -208,10 +172,9 @@ servers = [{{ name = "app1", address = "{}" }}, {{ name = "app2", address = "{}"
         procs.orphans.push(new);
         let old = serving;
         serving = new;
-        let deadline = Instant::now() + Duration::from_secs(40);
-        while !gone(old) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        super::local::poll(Duration::from_secs(40), Duration::from_millis(5), || {
+            gone(old)
+        });
         rounds.push(Round {
             at_ms: ms(asked) as u64,
             handover_ms: handover.as_millis() as u64,
@@ -220,12 +183,11 @@ servers = [{{ name = "app1", address = "{}" }}, {{ name = "app2", address = "{}"
             new_pid: new,
         });
     }
-    let _ = probe.join();
-    stop.store(true, Ordering::Relaxed);
+    let samples = probe.finish();
     if let Some(e) = failure {
         return Err(e);
     }
-    let samples = samples.lock().map(|v| v.clone()).unwrap_or_default();
+    let samples = samples?;
     let summary = probe::summarize(&samples);
     let pass = summary.sent > 0 && summary.failed == 0;
     let report = Report {

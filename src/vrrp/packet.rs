@@ -12,6 +12,12 @@
 //!
 //! Everything here reads untrusted bytes, so nothing indexes or slices unchecked: a
 //! malformed packet becomes a [`DropReason`], never a panic.
+// Outside bytes are parsed here: no panicking shortcut on them outside tests (an index
+// that is proven in range says so with an `#[allow]` and its reason).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use std::net::Ipv4Addr;
 

@@ -1,12 +1,38 @@
-//! Test harness: the real `fulcrum` binary and demo backends as child
-//! processes on ephemeral loopback ports, torn down on drop.
+//! The one test harness: the real `fulcrum` binary and demo backends as child
+//! processes on ephemeral loopback ports, torn down on drop, built on the public
+//! `fulcrum::lab` pieces (free ports, polls, listeners, namespaces, the HTTP probe).
+//!
+//! - this module: processes ([`Proc`], [`Lb`], [`backend`]), ports, waits that poll a
+//!   condition, a one-shot HTTP client ([`request`], [`raw`]), `fulcrum ctl`, a load loop;
+//! - [`upstream`]: a scripted upstream (exact bytes, trickled, silent) and a raw
+//!   keep-alive client that reads responses as they come;
+//! - [`origin`]: a recording origin (the raw bytes each connection carried), request
+//!   normalisation and client-visible verdicts, for differential tests;
+//! - [`ns`]: network namespaces (`ip`, running code or waiting inside one), from
+//!   `fulcrum::lab::netns`;
+//! - [`vrrp`]: the VRRP drills' two-node topology (fulcrum and keepalived nodes, a
+//!   client on the VIP), built on [`ns`] and the lab's probe.
 #![allow(dead_code)]
 
+pub mod origin;
+pub mod upstream;
+pub mod vrrp;
+
+/// Network namespaces: the lab's own plumbing, for tests that build their own.
+#[allow(unused_imports)]
+pub mod ns {
+    pub use fulcrum::lab::netns::{in_netns, ip, netns_exists, run_in, wait_listening};
+    pub use fulcrum::lab::probe::{http, http_with};
+}
+
+#[allow(unused_imports)]
+pub use fulcrum::lab::local::pid_alive;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_fulcrum")
@@ -14,8 +40,7 @@ pub fn bin() -> &'static str {
 
 /// A free loopback port (bound then released; the kernel will not hand it out again at once).
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr")
+    fulcrum::lab::local::free_addr().expect("bind 127.0.0.1:0")
 }
 
 /// A child process killed (by PID, through its handle) when dropped.
@@ -37,14 +62,12 @@ impl Proc {
     }
     /// Wait (bounded) for exit; returns the exit status if it exited.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        let mut status = None;
+        wait_until(limit, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
     }
     /// Everything the process wrote so far (stdout and stderr).
     pub fn output(&self) -> String {
@@ -61,6 +84,12 @@ impl Drop for Proc {
 }
 
 fn spawn(name: &str, args: &[&str]) -> Proc {
+    spawn_env(name, args, &[])
+}
+
+/// Starts `fulcrum ARGS…` with extra environment variables (e.g. `FULCRUM_RELAY=off`),
+/// output to a log file of its own.
+pub fn spawn_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
     let log = std::env::temp_dir().join(format!(
         "fulcrum-test-{}-{}-{}.log",
         std::process::id(),
@@ -72,6 +101,7 @@ fn spawn(name: &str, args: &[&str]) -> Proc {
     let child = Command::new(bin())
         .args(args)
         .env("FULCRUM_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
@@ -86,14 +116,20 @@ fn spawn(name: &str, args: &[&str]) -> Proc {
 
 /// Wait until something accepts TCP connections on `addr` (bounded).
 pub fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    assert!(
+        fulcrum::lab::local::wait_listening(addr, Duration::from_secs(20)),
+        "nothing listening on {addr} after 20s"
+    );
+}
+
+/// The environment that picks an HTTP/1.1 server path for a whole `fulcrum run`: none
+/// for the relay (the default), `FULCRUM_RELAY=off` for the hyper path.
+pub fn relay_env(relay: bool) -> &'static [(&'static str, &'static str)] {
+    if relay {
+        &[]
+    } else {
+        &[("FULCRUM_RELAY", "off")]
     }
-    panic!("nothing listening on {addr} after 20s");
 }
 
 /// Start a demo backend process.
@@ -111,22 +147,30 @@ pub fn backend(name: &str) -> (Proc, SocketAddr) {
 pub struct Lb {
     pub proc: Proc,
     pub config: PathBuf,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
 impl Lb {
     pub fn start(toml: &str, wait_for: SocketAddr) -> Lb {
+        Lb::start_env(toml, wait_for, &[])
+    }
+
+    /// As [`Lb::start`], with extra environment variables (kept for [`Lb::restart`]).
+    pub fn start_env(toml: &str, wait_for: SocketAddr, env: &[(&str, &str)]) -> Lb {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("fulcrum.toml");
         std::fs::write(&config, toml).expect("write config");
-        let proc = spawn(
-            "lb",
-            &["run", "--config", config.to_str().expect("utf8 path")],
-        );
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = spawn_run(&config, &env);
         wait_listening(wait_for);
         Lb {
             proc,
             config,
+            env,
             _dir: dir,
         }
     }
@@ -147,12 +191,19 @@ impl Lb {
             "lb did not stop: {}",
             self.proc.output()
         );
-        self.proc = spawn(
-            "lb",
-            &["run", "--config", self.config.to_str().expect("utf8 path")],
-        );
+        self.proc = spawn_run(&self.config, &self.env);
         wait_listening(wait_for);
     }
+}
+
+/// `fulcrum run --config CONFIG` with extra environment variables.
+fn spawn_run(config: &Path, env: &[(String, String)]) -> Proc {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    spawn_env(
+        "lb",
+        &["run", "--config", config.to_str().expect("utf8 path")],
+        &env,
+    )
 }
 
 /// A parsed HTTP response.
@@ -247,15 +298,54 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Resp> {
 }
 
 /// Poll `f` every 20 ms until it is true or `limit` passes.
-pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+pub fn wait_until(limit: Duration, f: impl FnMut() -> bool) -> bool {
+    fulcrum::lab::local::poll(limit, Duration::from_millis(20), f)
+}
+
+/// Requests in progress on server `server` of backend `backend` (the admin API's
+/// `active`), through the admin listener `admin`; 0 when it cannot be read.
+pub fn server_active(admin: SocketAddr, backend: &str, server: &str) -> u64 {
+    get(
+        admin,
+        &format!("/api/v1/backends/{backend}/servers/{server}"),
+    )
+    .ok()
+    .and_then(|r| r.json()["active"].as_u64())
+    .unwrap_or(0)
+}
+
+/// Requests in progress on every server of backend `backend`, summed (from the admin
+/// API's status document); 0 when it cannot be read.
+pub fn backend_active(admin: SocketAddr, backend: &str) -> u64 {
+    let Ok(r) = get(admin, "/api/v1/status") else {
+        return 0;
+    };
+    let j = r.json();
+    let backends = j["backends"].as_array().cloned().unwrap_or_default();
+    backends
+        .iter()
+        .filter(|b| b["name"] == backend)
+        .flat_map(|b| b["servers"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s["active"].as_u64())
+        .sum()
+}
+
+/// `toml` with an `[admin]` listener on a free port prepended, and that port: for
+/// tests that poll the admin API for a condition.
+pub fn with_admin(toml: &str) -> (String, SocketAddr) {
+    let admin = free_addr();
+    (format!("[admin]\nlisten = \"{admin}\"\n\n{toml}"), admin)
+}
+
+/// Waits (bounded, 20 s) until `n` requests are in progress on backend `backend`: the
+/// condition a test needs before it acts on requests held open by a slow server.
+pub fn wait_backend_active(admin: SocketAddr, backend: &str, n: u64) {
+    assert!(
+        wait_until(Duration::from_secs(20), || backend_active(admin, backend)
+            >= n),
+        "backend {backend} never had {n} requests in progress (has {})",
+        backend_active(admin, backend)
+    );
 }
 
 /// POST to a demo backend's control endpoint.

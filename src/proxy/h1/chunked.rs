@@ -84,7 +84,7 @@ impl ChunkScanner {
                 }
                 continue;
             }
-            let b = buf[i];
+            let Some(&b) = buf.get(i) else { break };
             i += 1;
             self.state = match self.state {
                 State::Size { any } => match hex(b) {

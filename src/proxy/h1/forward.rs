@@ -9,7 +9,7 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::head::{Framing, Kind};
+use super::head::{at, Framing, Kind};
 use super::{
     give_buf, take_buf, write_all, ChunkScanner, ClientIo, Exchange, Fallback, Next, Relay,
 };
@@ -149,7 +149,7 @@ impl<I: ClientIo> Relay<I> {
         let backend: Arc<BackendRt> = f.backend.clone();
         let cfg = &backend.config;
         let head_len = h.len;
-        let head_request = &self.inbuf[h.req.method.clone()] == b"HEAD";
+        let head_request = at(&self.inbuf, h.req.method.clone()) == b"HEAD";
         // Taken now: a streamed body replaces the head in `inbuf`.
         (ctx.method, ctx.uri) = self.method_uri(h, ctx.format);
         let cl = h.req.content_length;
@@ -249,9 +249,9 @@ impl<I: ClientIo> Relay<I> {
         out.clear();
         // Heads only: a small buffer, not one of the pooled 16 KiB ones.
         out.reserve(h.len + 256);
-        out.extend_from_slice(&buf[req.method.clone()]);
+        out.extend_from_slice(at(buf, req.method.clone()));
         out.push(b' ');
-        out.extend_from_slice(&buf[req.target.clone()]);
+        out.extend_from_slice(at(buf, req.target.clone()));
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let mut xff = None;
         let mut has_id = false;
@@ -266,14 +266,14 @@ impl<I: ClientIo> Relay<I> {
                 Kind::XRequestId => has_id = true,
                 _ => {}
             }
-            out.extend_from_slice(&buf[f.name.clone()]);
+            out.extend_from_slice(at(buf, f.name.clone()));
             out.extend_from_slice(b": ");
-            out.extend_from_slice(&buf[f.value.clone()]);
+            out.extend_from_slice(at(buf, f.value.clone()));
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"x-forwarded-for: ");
         if let Some(prev) = xff.filter(|r| !r.is_empty()) {
-            out.extend_from_slice(&buf[prev]);
+            out.extend_from_slice(at(buf, prev));
             out.extend_from_slice(b", ");
         }
         let mut ip = [0u8; 64];
@@ -288,7 +288,7 @@ impl<I: ClientIo> Relay<I> {
         });
         if let Some(h) = req.host.clone() {
             out.extend_from_slice(b"\r\nx-forwarded-host: ");
-            out.extend_from_slice(&buf[h]);
+            out.extend_from_slice(at(buf, h));
         }
         // `decide` saw the same fields: a new id only when none came.
         if let (RequestId::New(id), false) = (id, has_id) {
@@ -311,7 +311,7 @@ impl<I: ClientIo> Relay<I> {
         sent: &mut Sent,
     ) -> Result<usize, SendError> {
         crate::proxy::batch::others_first().await;
-        let body = &self.inbuf[h.len..h.len + buffered];
+        let body = self.inbuf.get(h.len..h.len + buffered).unwrap_or_default();
         super::write_both(up, &h.out, body)
             .await
             .map_err(SendError::NotSent)?;
@@ -378,7 +378,7 @@ impl<I: ClientIo> Relay<I> {
                 _ => return Err(SendError::ClientGone),
             };
             let take = (n as u64).min(left) as usize;
-            up.write_all(&self.inbuf[..take])
+            up.write_all(self.inbuf.get(..take).unwrap_or_default())
                 .await
                 .map_err(SendError::Closed)?;
             self.inbuf.drain(..take);
@@ -391,13 +391,13 @@ impl<I: ClientIo> Relay<I> {
     fn write_response_head(&self, h: &Exchange, out: &mut Vec<u8>, close: bool) {
         let buf = &h.upbuf;
         out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(&buf[h.resp.status_line.clone()]);
+        out.extend_from_slice(at(buf, h.resp.status_line.clone()));
         out.extend_from_slice(b"\r\n");
         for f in &h.resp.fields {
             if h.resp.forwards(buf, f) {
-                out.extend_from_slice(&buf[f.name.clone()]);
+                out.extend_from_slice(at(buf, f.name.clone()));
                 out.extend_from_slice(b": ");
-                out.extend_from_slice(&buf[f.value.clone()]);
+                out.extend_from_slice(at(buf, f.value.clone()));
                 out.extend_from_slice(b"\r\n");
             }
         }
@@ -429,7 +429,7 @@ impl<I: ClientIo> Relay<I> {
         out.clear();
         self.write_response_head(h, &mut out, close);
         let mut body = Body::new(framing);
-        let avail = &h.upbuf[head_len..];
+        let avail = h.upbuf.get(head_len..).unwrap_or_default();
         let Ok(take) = body.scan(avail) else {
             h.out = out;
             pending.finish(0, false);
@@ -439,7 +439,13 @@ impl<I: ClientIo> Relay<I> {
         let mut bytes = take as u64;
         let client_idle = self.fe.config.timeouts.client_idle;
         crate::proxy::batch::others_first().await;
-        let mut ok = write_all(&mut self.io, &out, &avail[..take], client_idle).await;
+        let mut ok = write_all(
+            &mut self.io,
+            &out,
+            avail.get(..take).unwrap_or_default(),
+            client_idle,
+        )
+        .await;
         h.out = out;
         while ok && !body.done {
             h.upbuf.clear();
@@ -461,7 +467,13 @@ impl<I: ClientIo> Relay<I> {
             };
             excess = take < n;
             bytes += take as u64;
-            ok = write_all(&mut self.io, &h.upbuf[..take], &[], client_idle).await;
+            ok = write_all(
+                &mut self.io,
+                h.upbuf.get(..take).unwrap_or_default(),
+                &[],
+                client_idle,
+            )
+            .await;
         }
         if ok && framing == Framing::Close {
             let _ = self.io.shutdown().await;

@@ -89,7 +89,9 @@ impl ReqHead {
         let mut raw = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_FIELDS];
         let mut req = httparse::Request::new(&mut []);
         let n = max_fields.clamp(1, MAX_FIELDS);
-        let len = match req.parse_with_uninit_headers(buf, &mut raw[..n]) {
+        // `n` is clamped to the array's length.
+        let fields = raw.get_mut(..n).unwrap_or_default();
+        let len = match req.parse_with_uninit_headers(buf, fields) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Parsed::Partial,
             Err(_) => return Parsed::Unsupported,
@@ -100,9 +102,9 @@ impl ReqHead {
         let (Some(method), Some(path)) = (req.method, req.path) else {
             return Parsed::Unsupported;
         };
-        // A fragment or a non-ASCII byte has no place in a request target
-        // (RFC 9112 §3.2): the hyper path's URI parser decides.
-        if !path.starts_with('/') || path.bytes().any(|b| b == b'#' || !b.is_ascii()) {
+        // A fragment, a non-ASCII byte or a byte the hyper path's URI parser
+        // refuses: that path decides (and answers 400), so both agree.
+        if !path.starts_with('/') || !target_ok(path.as_bytes()) {
             return Parsed::Unsupported;
         }
         self.method = range_of(buf, method.as_bytes());
@@ -152,6 +154,44 @@ impl ReqHead {
         }
         Parsed::Complete(len)
     }
+}
+
+/// Whether an origin-form target (it starts with `/`) holds only bytes the `http`
+/// crate's URI parser (hyper's) takes as they are, with no fragment and no byte above
+/// 0x7F: its rules (`http::uri::PathAndQuery`, WHATWG path and query states), so
+/// a target the relay forwards is one the hyper path would forward too
+/// (tests/relay_hyper.rs compares the two).
+fn target_ok(target: &[u8]) -> bool {
+    /// `http`'s longest URI.
+    const MAX_LEN: usize = (u16::MAX - 1) as usize;
+    if target.len() > MAX_LEN {
+        return false;
+    }
+    let mut query = false;
+    target.iter().all(|&b| match b {
+        b'?' if !query => {
+            query = true;
+            true
+        }
+        // Path: what needs no percent-encoding, and `"`, `{`, `}` (taken as sent).
+        0x21
+        | 0x24..=0x3B
+        | 0x3D
+        | 0x40..=0x5F
+        | 0x61..=0x7A
+        | 0x7C
+        | 0x7E
+        | b'"'
+        | b'{'
+        | b'}'
+            if !query =>
+        {
+            true
+        }
+        // Query.
+        0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E if query => true,
+        _ => false,
+    })
 }
 
 /// When the request line at the start of `buf` ends in `HTTP/1.x` with x > 1,
@@ -240,8 +280,11 @@ impl RespHead {
         let code = resp.code.unwrap_or(0);
         self.status = code;
         // httparse has checked "HTTP/1.x NNN"; the code starts at byte 9.
-        let line_end = buf[..len].iter().position(|&b| b == b'\n').unwrap_or(len);
-        let line_end = if line_end > 0 && buf[line_end - 1] == b'\r' {
+        let line_end = at(buf, 0..len)
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(len);
+        let line_end = if line_end > 0 && buf.get(line_end - 1) == Some(&b'\r') {
             line_end - 1
         } else {
             line_end
@@ -320,7 +363,7 @@ impl RespHead {
             _ => !self
                 .listed
                 .iter()
-                .any(|l| buf[l.clone()].eq_ignore_ascii_case(&buf[field.name.clone()])),
+                .any(|l| at(buf, l.clone()).eq_ignore_ascii_case(at(buf, field.name.clone()))),
         }
     }
 }
@@ -384,6 +427,11 @@ fn trim(mut v: &[u8]) -> &[u8] {
 }
 
 /// The range `part` occupies in `buf` (`part` is a subslice of it).
+/// The part of `buf` at `r` (a range the parser took from `buf`; empty if it were not).
+pub(crate) fn at(buf: &[u8], r: Range<usize>) -> &[u8] {
+    buf.get(r).unwrap_or_default()
+}
+
 fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
     let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
     start..start + part.len()
@@ -409,6 +457,33 @@ mod tests {
         assert_eq!(&s[h.host.clone().unwrap()], "x");
         assert_eq!(h.fields.len(), 2);
         assert!(!h.close);
+    }
+
+    #[test]
+    fn targets_hyper_refuses_are_left_to_hyper() {
+        // Each of these `http::Uri` refuses (hyper answers 400); found by tests/relay_hyper.rs.
+        for t in ["/a`b", "/a<b", "/a>b", "/a b", "/?a\"b", "/?a<b", "/a#f"] {
+            let s = format!("GET {t} HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(req(&s).1, Parsed::Unsupported, "{t:?}");
+            assert!(
+                http::uri::PathAndQuery::try_from(t).is_err() || t.contains('#'),
+                "{t:?} is refused by http too"
+            );
+        }
+        // …and these it takes, so the relay forwards them.
+        for t in [
+            "/a\"b",
+            "/a{b}",
+            "/a|b",
+            "/a^b",
+            "/a\\b",
+            "/?a`b^c|d{e}",
+            "/%2e/?x=1&y=@",
+        ] {
+            let s = format!("GET {t} HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert!(matches!(req(&s).1, Parsed::Complete(_)), "{t:?}");
+            assert!(http::uri::PathAndQuery::try_from(t).is_ok(), "{t:?}");
+        }
     }
 
     #[test]

@@ -19,6 +19,12 @@
 //! the bytes already read ([`Handover`]), to `proxy::serve`, which gives the
 //! rest of the connection to the general hyper path, so both paths answer
 //! such requests identically.
+// Outside bytes are parsed here: no panicking shortcut on them outside tests (an index
+// that is proven in range says so with an `#[allow]` and its reason).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod chunked;
 mod forward;
@@ -548,13 +554,13 @@ impl<I: ClientIo> Relay<I> {
         let host = req
             .host
             .clone()
-            .and_then(|h| std::str::from_utf8(&buf[h]).ok());
-        let target = &buf[req.target.clone()];
+            .and_then(|h| std::str::from_utf8(head::at(buf, h)).ok());
+        let target = head::at(buf, req.target.clone());
         let path_end = target
             .iter()
             .position(|&b| b == b'?')
             .unwrap_or(target.len());
-        let path = std::str::from_utf8(&target[..path_end]).unwrap_or("");
+        let path = std::str::from_utf8(head::at(target, 0..path_end)).unwrap_or("");
         let facts = RequestFacts {
             kind: decide::Kind::Http,
             // The relay parses only what `strict::check` lets through (see `head`).
@@ -627,12 +633,12 @@ impl<I: ClientIo> Relay<I> {
     /// The request's method and target for the access log (the target is
     /// only parsed when a log line will be written).
     fn method_uri(&self, h: &Exchange, format: AccessLog) -> (http::Method, http::Uri) {
-        let m = http::Method::from_bytes(&self.inbuf[h.req.method.clone()])
+        let m = http::Method::from_bytes(head::at(&self.inbuf, h.req.method.clone()))
             .unwrap_or(http::Method::GET);
         let u = if format == AccessLog::Off {
             http::Uri::default()
         } else {
-            http::Uri::try_from(&self.inbuf[h.req.target.clone()]).unwrap_or_default()
+            http::Uri::try_from(head::at(&self.inbuf, h.req.target.clone())).unwrap_or_default()
         };
         (m, u)
     }
@@ -669,11 +675,16 @@ async fn write_both<W: AsyncWrite + Unpin>(
     if n == 0 && head.len() + body.len() > 0 {
         return Err(std::io::ErrorKind::WriteZero.into());
     }
-    if n < head.len() {
-        io.write_all(&head[n..]).await?;
-        io.write_all(body).await
-    } else {
-        io.write_all(&body[n - head.len()..]).await
+    // `n` is at most head.len() + body.len() (what was offered).
+    match head.get(n..) {
+        Some(rest) if !rest.is_empty() => {
+            io.write_all(rest).await?;
+            io.write_all(body).await
+        }
+        _ => {
+            io.write_all(body.get(n - head.len()..).unwrap_or_default())
+                .await
+        }
     }
 }
 

@@ -31,9 +31,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.pos < this.prefix.len() {
-            let rest = &this.prefix[this.pos..];
+            let rest = this.prefix.get(this.pos..).unwrap_or_default();
             let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
+            buf.put_slice(rest.get(..n).unwrap_or_default());
             this.pos += n;
             if this.pos == this.prefix.len() {
                 this.prefix = Vec::new();

@@ -1,16 +1,16 @@
-//! Harness for the VRRP drills in `tests/vrrp_netns.rs`: namespaces, a bridge, fulcrum and
-//! keepalived nodes, `fulcrum backend` processes, a client that keeps requesting the VIP, and
-//! VRRP run in-process inside a namespace. Everything is torn down on drop, even on panic.
-#![allow(dead_code)]
+//! The VRRP drills' fixture (`tests/vrrp_netns.rs`): namespaces, a bridge, fulcrum and
+//! keepalived nodes, `fulcrum backend` processes, a client that keeps requesting the VIP
+//! (the lab's probe), and VRRP run in-process inside a namespace. Everything is torn down
+//! on drop, even on panic. Namespaces, `ip` and the probe are `fulcrum::lab`'s.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use fulcrum::lab::probe::{Answer, Probe};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 100);
 pub const NODE_A: &str = "10.213.0.11/24";
@@ -32,38 +32,12 @@ pub fn bin() -> String {
 
 /// Runs `ip ARGS`; returns stdout or a message with stderr.
 pub fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    fulcrum::lab::netns::ip(args).map_err(|e| format!("{e:#}"))
 }
 
+pub use fulcrum::lab::local::poll;
 /// Runs `f` on a new thread that has entered network namespace `ns`.
-pub fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<Result<T, String>> {
-    let path = PathBuf::from("/run/netns").join(ns);
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: setns on this thread only, with a descriptor we keep open for the call.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
-        Ok(f())
-    })
-}
+pub use fulcrum::lab::netns::in_netns;
 
 /// Port of a fulcrum node's admin API, on 127.0.0.1 of its namespace.
 pub const ADMIN_PORT: u16 = 9000;
@@ -87,17 +61,7 @@ pub const BACKEND_PORT: u16 = 8081;
 pub fn http(to: SocketAddr, method: &str, path: &str, timeout: Duration) -> Option<String> {
     // A short connect timeout keeps the measurement fine-grained: during an outage the SYN
     // is lost and would otherwise only be retried after a second.
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(50)).ok()?;
-    s.set_read_timeout(Some(timeout)).ok()?;
-    s.set_write_timeout(Some(timeout)).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: vip\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text)
+    fulcrum::lab::probe::http_with(to, method, path, Duration::from_millis(50), timeout)
 }
 
 /// Sends a control request to the `fulcrum backend` of `ns` (e.g. `/_control/health/fail`).
@@ -110,23 +74,10 @@ pub fn control_backend(ns: &str, port: u16, path: &'static str) -> bool {
         .is_some_and(|t| t.starts_with("HTTP/1.1 200"))
 }
 
-/// Waits until something answers HTTP on `port` inside `ns`.
+/// Waits until something accepts connections on `port` inside `ns`.
 pub fn wait_listening(ns: &str, port: u16) -> bool {
     let to = SocketAddr::from(([127, 0, 0, 1], port));
-    in_netns(ns, move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect_timeout(&to, Duration::from_millis(100)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    })
-    .join()
-    .ok()
-    .and_then(Result::ok)
-    .unwrap_or(false)
+    fulcrum::lab::netns::wait_listening(ns, to, Duration::from_secs(10))
 }
 
 /// One request of the client: when it ended and which node answered.
@@ -136,84 +87,54 @@ pub struct Sample {
     pub answer: Option<String>,
 }
 
-/// Requests the VIP every [`PERIOD`] from the client namespace until stopped.
+/// Requests the VIP every [`PERIOD`] from the client namespace until dropped (at most
+/// a minute): the lab's probe ([`fulcrum::lab::probe::Probe`]) with this file's request.
 pub struct Client {
-    pub samples: Arc<Mutex<Vec<Sample>>>,
-    pub stop: Arc<AtomicBool>,
-    pub thread: Option<JoinHandle<Result<(), String>>>,
+    pub probe: Probe,
 }
 
 /// One client request through the VIP; returns the name of the server that answered.
 pub fn request(to: SocketAddr) -> Option<String> {
-    let text = http(to, "GET", "/", Duration::from_millis(500))?;
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let (_, rest) = text.split_once("\"server\":\"")?;
-    rest.split_once('"').map(|(name, _)| name.to_string())
+    vip_request(to, Duration::from_millis(500))?.server
+}
+
+/// The probe's request: 50 ms to connect, 500 ms to answer.
+fn vip_request(to: SocketAddr, _: Duration) -> Option<Answer> {
+    fulcrum::lab::probe::answer_of(&http(to, "GET", "/", Duration::from_millis(500))?)
 }
 
 impl Client {
     pub fn start(ns: &str) -> Client {
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (out, s) = (samples.clone(), stop.clone());
-        let thread = in_netns(ns, move || {
-            let to = SocketAddr::V4(SocketAddrV4::new(VIP, 80));
-            let limit = Instant::now() + Duration::from_secs(60);
-            let mut next = Instant::now();
-            while !s.load(Ordering::Relaxed) && Instant::now() < limit {
-                let answer = request(to);
-                let sample = Sample {
-                    at: Instant::now(),
-                    answer,
-                };
-                out.lock().expect("samples").push(sample);
-                next += PERIOD;
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                } else {
-                    next = now;
-                }
-            }
-        });
+        let to = SocketAddr::V4(SocketAddrV4::new(VIP, 80));
         Client {
-            samples,
-            stop,
-            thread: Some(thread),
+            probe: Probe::start(ns, to, vip_request, PERIOD, Duration::from_secs(60)),
         }
     }
 
     pub fn samples(&self) -> Vec<Sample> {
-        self.samples.lock().expect("samples").clone()
+        let t0 = self.probe.t0;
+        self.probe
+            .samples()
+            .into_iter()
+            .map(|x| Sample {
+                at: t0 + Duration::from_secs_f64(x.end_ms.max(0.0) / 1000.0),
+                answer: x.answer.and_then(|a| a.server),
+            })
+            .collect()
     }
 
     /// Waits until `node` has answered `n` requests in a row after `since`.
     pub fn wait_served_by(&self, node: &str, since: Instant, n: usize, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
+        poll(limit, Duration::from_millis(20), || {
             let s = self.samples();
             let tail: Vec<_> = s.iter().filter(|x| x.at > since).collect();
-            if tail.len() >= n
-                && tail[tail.len() - n..]
+            tail.len() >= n
+                && tail
                     .iter()
+                    .rev()
+                    .take(n)
                     .all(|x| x.answer.as_deref() == Some(node))
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        })
     }
 }
 
@@ -579,24 +500,21 @@ preempt = {}
 
     /// Waits (bounded) for `node` to exit after a signal; returns whether it exited cleanly.
     pub fn wait_exit(&mut self, node: &str, limit: Duration) -> Option<bool> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(st)) = self.child(node).try_wait() {
-                if let Some(slot) = self
-                    .nodes
-                    .iter_mut()
-                    .rev()
-                    .find(|(n, c, _)| n == node && c.is_some())
-                {
-                    slot.1 = None;
-                }
-                return Some(st.success());
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let mut status = None;
+        poll(limit, Duration::from_millis(10), || {
+            status = self.child(node).try_wait().ok().flatten();
+            status.is_some()
+        });
+        let st = status?;
+        if let Some(slot) = self
+            .nodes
+            .iter_mut()
+            .rev()
+            .find(|(n, c, _)| n == node && c.is_some())
+        {
+            slot.1 = None;
         }
+        Some(st.success())
     }
 
     /// Whether the VIP is on `node`'s eth0.
@@ -609,14 +527,9 @@ preempt = {}
     /// Waits until the VIP is on `node` only.
     pub fn wait_vip(&self, node: &str, limit: Duration) -> bool {
         let other = if node == "a" { "b" } else { "a" };
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if self.has_vip(node) && !self.has_vip(other) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
+        poll(limit, Duration::from_millis(10), || {
+            self.has_vip(node) && !self.has_vip(other)
+        })
     }
 
     pub fn logs(&self) -> String {
@@ -730,7 +643,8 @@ pub fn pair_of(case: &str, opts: Opts, a: Kind, b: Kind) -> Option<(Lab, Client)
         "client not served by A\n{}",
         lab.logs()
     );
-    // Let B settle into backup (it must not take over while A is healthy).
+    // Let B settle into backup (it must not take over while A is healthy). The wait is
+    // the observation: nothing may happen in it, so there is no condition to poll.
     std::thread::sleep(opts.master_down(100) + opts.interval);
     assert!(
         lab.has_vip("a") && !lab.has_vip("b"),
