@@ -149,33 +149,7 @@ pub fn build(st: &mut State, interrupted: &dyn Fn() -> bool) -> Result<()> {
 }
 
 fn build_network(st: &mut State, interrupted: &dyn Fn() -> bool) -> Result<()> {
-    let br = st.ns("br");
-    ip(&["netns", "add", &br])?;
-    st.namespaces.push(br.clone());
-    st.save()?;
-    ip(&["-n", &br, "link", "set", "lo", "up"])?;
-    ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
-    ip(&["-n", &br, "link", "set", "br0", "up"])?;
-    for role in ROLES {
-        if interrupted() {
-            bail!("interrupted");
-        }
-        let ns = st.ns(role);
-        ip(&["netns", "add", &ns])?;
-        st.namespaces.push(ns.clone());
-        st.save()?;
-        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        let port = format!("{}-{role}", st.prefix);
-        ip(&[
-            "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-        ])?;
-        ip(&["-n", &br, "link", "set", &port, "master", "br0"])?;
-        ip(&["-n", &br, "link", "set", &port, "up"])?;
-        let cidr = format!("{}/24", addr(role));
-        ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-    }
-    Ok(())
+    super::topology::build_network_of(st, &ROLES, addr, interrupted)
 }
 
 /// One etcd member (as root, in its own namespace; peers on that namespace's loopback).

@@ -320,6 +320,18 @@ pub fn new_prefix() -> String {
 /// Builds the network of the classic topology into `st` (recording each namespace as soon as
 /// it exists, so a failure part-way tears down what was made).
 pub fn build_network(st: &mut State, interrupted: &dyn Fn() -> bool) -> Result<()> {
+    let roles = roles(&st.topology);
+    build_network_of(st, &roles, addr, interrupted)
+}
+
+/// The lab network for `roles`: a bridge namespace and one namespace per role on it, each with
+/// `eth0` at `addr(role)`/24 (every topology's wiring; the fleet's too).
+pub fn build_network_of(
+    st: &mut State,
+    roles: &[&str],
+    addr: fn(&str) -> std::net::Ipv4Addr,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<()> {
     let br = st.ns("br");
     ip(&["netns", "add", &br])?;
     st.namespaces.push(br.clone());
@@ -327,7 +339,7 @@ pub fn build_network(st: &mut State, interrupted: &dyn Fn() -> bool) -> Result<(
     ip(&["-n", &br, "link", "set", "lo", "up"])?;
     ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
     ip(&["-n", &br, "link", "set", "br0", "up"])?;
-    for role in roles(&st.topology) {
+    for &role in roles {
         if interrupted() {
             bail!("interrupted");
         }
