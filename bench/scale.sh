@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The control plane at scale, fulcrum and HAProxy side by side (not a timed test).
 #
-#   bench/scale.sh [--sizes "10 1000 10000"] [--settle 20]
+#   bench/scale.sh [--sizes 10,1000,10000] [--settle 20]   (sizes: commas or spaces)
 #
 # For each size N: N servers in N/10 backends (10 servers each), HTTP checks every
 # second, one frontend with a host route per backend. The servers are 10 nginx
@@ -18,7 +18,8 @@ SIZES="10 1000 10000"
 SETTLE=20
 while [[ $# -gt 0 ]]; do
     case $1 in
-        --sizes) SIZES=$2; shift 2 ;;
+        --sizes) SIZES=${2//,/ }; shift 2 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --settle) SETTLE=$2; shift 2 ;;
         *) die "unknown argument $1" ;;
     esac

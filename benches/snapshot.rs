@@ -56,7 +56,7 @@ fn bench_snapshot(c: &mut Criterion) {
         Err(e) => panic!("benchmark config is invalid: {e}"),
     };
     let runtime: Arc<Runtime> = tokio_rt
-        .block_on(Runtime::start(config))
+        .block_on(fulcrum::supervisor::start(config))
         .expect("runtime starts");
 
     c.bench_function("snapshot/load", |b| {

@@ -385,7 +385,7 @@ async fn run(
     let cfg = fulcrum::cluster::config_source::initial(cfg).await;
     #[cfg(feature = "etcd")]
     let (store, started) = (cfg.cluster.store.clone(), cfg.clone());
-    let rt = Runtime::start(cfg).await?;
+    let rt = fulcrum::supervisor::start(cfg).await?;
     #[cfg(feature = "etcd")]
     fulcrum::cluster::config_source::spawn(&rt, &started);
     // Shared runtime state: admin changes go through etcd and come back
@@ -413,9 +413,8 @@ async fn run(
         }
     };
     // VRRP starts once the listeners are bound, so a node never claims a VIP it cannot serve.
-    let vrrp =
-        fulcrum::vrrp::Vrrp::start(&vrrp_cfg, Some(fulcrum::vrrp::frontends_probe(rt.clone())))
-            .await?;
+    // The supervisor re-applies `[vrrp]` on every reload (SIGHUP, API, etcd).
+    let vrrp = fulcrum::supervisor::Vrrp::start(&rt, &vrrp_cfg).await?;
     let _ = vrrp_status.set(vrrp.status());
     fulcrum::systemd::ready(upgraded);
     if let Some(period) = fulcrum::systemd::watchdog_period(upgraded) {
@@ -447,12 +446,9 @@ struct Serve {
 }
 
 /// SIGHUP reloads the file; SIGUSR2 and `fulcrum upgrade` hand over to a new
-/// binary; SIGTERM/SIGINT drain and return. SIGHUP and API reloads alike
-/// re-apply `[vrrp]`.
-async fn serve_signals(mut s: Serve, vrrp: fulcrum::vrrp::Vrrp) -> Result<()> {
-    let mut vrrp = vrrp;
-    let mut reloads = s.rt.watch_reloads();
-    reloads.borrow_and_update();
+/// binary; SIGTERM/SIGINT drain and return. (`vrrp` follows every reload by
+/// itself: see `supervisor::Vrrp`.)
+async fn serve_signals(mut s: Serve, vrrp: fulcrum::supervisor::Vrrp) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -476,10 +472,6 @@ async fn serve_signals(mut s: Serve, vrrp: fulcrum::vrrp::Vrrp) -> Result<()> {
                     None => "serving (last reload refused)",
                 };
                 fulcrum::systemd::reloaded(status);
-            }
-            Ok(()) = reloads.changed() => {
-                let cfg = reloads.borrow_and_update().clone();
-                vrrp.reconcile(&cfg.vrrp, Some(fulcrum::vrrp::frontends_probe(s.rt.clone()))).await;
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

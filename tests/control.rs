@@ -678,3 +678,136 @@ fn metrics_are_served_and_count_both_directions() {
     assert!(st["bytes_in"].as_u64().unwrap_or(0) >= 1000, "{st}");
     assert!(st["bytes_out"].as_u64().unwrap_or(0) > 0, "{st}");
 }
+
+/// The `(before, after)` pairs of the change log lines for `web/a` whose
+/// message starts with `what` ("admin state", "weight"), in log order.
+fn change_log(log: &str, what: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter(|l| l.contains("backend=web") && l.contains("server=a "))
+        .filter_map(|l| {
+            let rest = &l[l.find(&format!(" {what} "))? + what.len() + 2..];
+            let (before, rest) = rest.split_once(" → ")?;
+            let after = rest.split_whitespace().next()?;
+            Some((before.to_string(), after.to_string()))
+        })
+        .collect()
+}
+
+/// True when `log` is one serial history starting at `initial`: every
+/// change starts from what the previous one left.
+fn chained(log: &[(String, String)], initial: &str) -> Result<(), String> {
+    let mut at = initial.to_string();
+    for (i, (before, after)) in log.iter().enumerate() {
+        if *before != at {
+            return Err(format!(
+                "change {i} went {before} → {after}, but the state was {at}"
+            ));
+        }
+        at = after.clone();
+    }
+    Ok(())
+}
+
+#[test]
+fn concurrent_writers_of_one_server_serialise() {
+    let (listen, admin, up) = (free_addr(), free_addr(), free_addr());
+    let toml = format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[log]
+access = "off"
+
+[frontends.www]
+listen = ["{listen}"]
+backend = "web"
+
+[backends.web]
+servers = [{{ name = "a", address = "{up}", weight = 1 }}, {{ name = "b", address = "{up}" }}]
+"#
+    );
+    let lb = Lb::start(&toml, admin);
+    const WRITERS: usize = 6;
+    const EACH: usize = 20;
+    let states = ["drain", "maint", "ready"];
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut sent = Vec::new();
+                for i in 0..EACH {
+                    let (path, body, value) = if (w + i) % 2 == 0 {
+                        let s = states[(w * 7 + i) % states.len()];
+                        ("state", format!(r#"{{"state":"{s}"}}"#), s.to_string())
+                    } else {
+                        // Distinct per writer and step, so each logged value names its request.
+                        let weight = 2 + w * EACH + i;
+                        (
+                            "weight",
+                            format!(r#"{{"weight":{weight}}}"#),
+                            weight.to_string(),
+                        )
+                    };
+                    let r = send(
+                        admin,
+                        "PUT",
+                        &format!("/api/v1/backends/web/servers/a/{path}"),
+                        &[],
+                        &body,
+                    )
+                    .expect("admin answers");
+                    assert_eq!(r.status, 200, "{path} {body}: {}", r.body);
+                    sent.push((path, value));
+                }
+                sent
+            })
+        })
+        .collect();
+    let sent: Vec<(&str, String)> = writers
+        .into_iter()
+        .flat_map(|t| t.join().expect("writer thread"))
+        .collect();
+    let want_states = sent.iter().filter(|(p, _)| *p == "state").count();
+    let want_weights = sent.len() - want_states;
+
+    // Each change is logged once, under the lock that orders it.
+    let (mut admins, mut weights) = (Vec::new(), Vec::new());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let log = lb.proc.output();
+            admins = change_log(&log, "admin state");
+            weights = change_log(&log, "weight");
+            admins.len() >= want_states && weights.len() >= want_weights
+        }),
+        "not every change was logged: {} of {want_states} state, {} of {want_weights} weight changes\n{}",
+        admins.len(),
+        weights.len(),
+        lb.proc.output()
+    );
+    assert_eq!(admins.len(), want_states, "{admins:?}");
+    assert_eq!(weights.len(), want_weights, "{weights:?}");
+    chained(&admins, "ready").unwrap_or_else(|e| panic!("admin state log: {e}: {admins:?}"));
+    chained(&weights, "1").unwrap_or_else(|e| panic!("weight log: {e}: {weights:?}"));
+    // The log's values are exactly the requested ones (each weight once).
+    let mut logged: Vec<&String> = weights.iter().map(|(_, a)| a).collect();
+    let mut asked: Vec<&String> = sent
+        .iter()
+        .filter(|(p, _)| *p == "weight")
+        .map(|(_, v)| v)
+        .collect();
+    logged.sort();
+    asked.sort();
+    assert_eq!(logged, asked);
+
+    // The server is where the last change of each kind left it; the other is untouched.
+    let st = status(admin);
+    let a = server(&st, "web", "a").expect("server a");
+    let last = |l: &[(String, String)]| l.last().map(|(_, a)| a.clone()).unwrap_or_default();
+    assert_eq!(a["admin"], last(&admins), "{a}");
+    assert_eq!(a["weight"].to_string(), last(&weights), "{a}");
+    let b = server(&st, "web", "b").expect("server b");
+    assert_eq!(
+        (b["admin"].as_str(), b["weight"].as_u64()),
+        (Some("ready"), Some(1))
+    );
+}

@@ -101,7 +101,7 @@ async fn start_lb(backends_toml: &str) -> R<Lb> {
     let toml =
         format!("[frontends.www]\nlisten = [\"{listen}\"]\nbackend = \"web\"\n\n{backends_toml}");
     let cfg = fulcrum::config::parse_str(&toml, "t.toml")?;
-    let rt = Runtime::start(cfg).await?;
+    let rt = fulcrum::supervisor::start(cfg).await?;
     Ok(Lb { rt, listen })
 }
 

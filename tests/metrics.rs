@@ -125,7 +125,9 @@ servers = [{{ name = "static-1", address = "{a3}" }}]
         a3 = st.local_addr(),
     );
     let config = fulcrum::config::parse_str(&toml, "t.toml").expect("valid config");
-    let rt = Runtime::start(config).await.expect("runtime starts");
+    let rt = fulcrum::supervisor::start(config)
+        .await
+        .expect("runtime starts");
     let probe = rt.clone();
     wait_for("every server usable", move || {
         probe

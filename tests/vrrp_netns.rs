@@ -617,3 +617,108 @@ fn imported_keepalived_conf_pairs_with_keepalived() {
         lab.logs()
     );
 }
+
+/// Whether `addr` is on `node`'s eth0.
+fn has_addr(lab: &Lab, node: &str, addr: &str) -> bool {
+    ip(&["-n", &lab.ns(node), "-4", "addr", "show", "dev", "eth0"])
+        .map(|o| o.contains(&format!("{addr}/")))
+        .unwrap_or(false)
+}
+
+/// Polls `f` every 10 ms until it holds or `limit` passes.
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
+
+/// A reload that changes an instance's VIPs and priority updates it in place, as keepalived
+/// does: the master keeps its state and its VIP (it never becomes master a second time, no
+/// request is lost) and adds the new VIP; a lower priority then loses it the election to B,
+/// still without a restart.
+#[test]
+fn reload_updates_a_changed_instance_in_place() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((mut lab, client)) = pair("r", Opts::v3(true, false)) else {
+        return;
+    };
+    let config = lab.dir.path().join("a.toml");
+    let text = std::fs::read_to_string(&config).expect("A's config");
+    let second = "10.213.0.101";
+    let one = format!("virtual_ips = [\"{VIP}/24\"]");
+    let two = format!("virtual_ips = [\"{VIP}/24\", \"{second}/24\"]");
+    let more = text.replace(&one, &two);
+    assert_ne!(more, text, "the lab's config changed shape: {text}");
+
+    let t0 = Instant::now();
+    std::fs::write(&config, &more).expect("write A's config");
+    lab.signal("a", libc::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || has_addr(&lab, "a", second)),
+        "A did not add the new VIP\n{}",
+        lab.logs()
+    );
+    assert!(lab.has_vip("a") && !lab.has_vip("b"), "{}", lab.logs());
+    let a = admin_get(&lab.ns("a"), "/api/v1/vrrp").unwrap_or_default();
+    assert!(a.contains("\"state\":\"master\""), "A's status: {a}");
+    assert!(a.contains("\"became_master\":1"), "A flapped: {a}");
+    assert!(a.contains(second), "A's status lists the new VIP: {a}");
+    assert!(
+        client.wait_served_by("a", Instant::now(), 10, Duration::from_secs(10)),
+        "A stopped serving\n{}",
+        lab.logs()
+    );
+    let (_, failed) = outage(&client.samples(), t0);
+    assert_eq!(
+        failed,
+        0,
+        "requests lost over an in-place update\n{}",
+        lab.logs()
+    );
+
+    // Priority 50 < B's 100: B (preempt) takes over; A gives up both VIPs as a backup.
+    let t1 = Instant::now();
+    let less = text.replace("priority = 101", "priority = 50");
+    assert_ne!(less, text, "the lab's config changed shape: {text}");
+    std::fs::write(&config, &less).expect("write A's config");
+    lab.signal("a", libc::SIGHUP);
+    assert!(
+        lab.wait_vip("b", Duration::from_secs(10)),
+        "B did not take over from the lowered master\n{}",
+        lab.logs()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || !has_addr(&lab, "a", second)),
+        "A kept the removed VIP\n{}",
+        lab.logs()
+    );
+    assert!(
+        client.wait_served_by("b", t1, 10, Duration::from_secs(10)),
+        "client not served by B\n{}",
+        lab.logs()
+    );
+    let a = admin_get(&lab.ns("a"), "/api/v1/vrrp").unwrap_or_default();
+    assert!(a.contains("\"state\":\"backup\""), "A's status: {a}");
+    assert!(a.contains("\"configured_priority\":50"), "A's status: {a}");
+    assert!(
+        !a.contains(second),
+        "A's status still lists the removed VIP: {a}"
+    );
+    let logs = lab.logs();
+    assert_eq!(
+        logs.matches("vrrp instance starting").count(),
+        2,
+        "an instance was restarted (once per node expected)\n{logs}"
+    );
+    assert_eq!(
+        logs.matches("vrrp: instance updated in place").count(),
+        2,
+        "{logs}"
+    );
+    assert!(!logs.contains("restarting with its new settings"), "{logs}");
+}

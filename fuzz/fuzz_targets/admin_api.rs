@@ -74,7 +74,7 @@ servers = [ {{ name = "d1", address = "127.0.0.1:9" }} ]
         std::fs::write(&path, text).expect("write config");
         let config = fulcrum::config::load_file(&path).expect("config");
         let (proxy, admin) = rt.block_on(async {
-            let proxy = Runtime::start(config.clone()).await.expect("start");
+            let proxy = fulcrum::supervisor::start(config.clone()).await.expect("start");
             let slot: fulcrum::admin::VrrpSlot = Arc::default();
             let admin = fulcrum::admin::start(proxy.clone(), &config.admin, slot)
                 .await

@@ -91,7 +91,7 @@ servers = [ {{ name = "o", address = "{oaddr}" }} ]
 "#
             );
             let cfg = fulcrum::config::parse_str(&text, "fuzz.toml").expect("config");
-            let proxy = fulcrum::runtime::Runtime::start(cfg).await.expect("start");
+            let proxy = fulcrum::supervisor::start(cfg).await.expect("start");
             (front, proxy)
         });
         Harness {

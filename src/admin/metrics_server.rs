@@ -101,7 +101,7 @@ pub(crate) fn server_families(e: &mut DescriptorEncoder, servers: &Servers) -> f
         e,
         "fulcrum_server_connection_reuses_total",
         "Requests sent on an idle keep-alive connection taken from the pool (HAProxy reuse).",
-        per(&|s| Val::U(s.pool.reused.load(Relaxed))),
+        per(&|s| Val::U(s.reused())),
     )?;
     counter(
         e,

@@ -328,7 +328,7 @@ fn server_status_with(s: &ServerState, history: bool) -> ServerStatus {
             .load(std::sync::atomic::Ordering::Relaxed),
         maxconn: s.maxconn(),
         request_rate_max: s.request_rate_max(),
-        reuses: s.pool.reused.load(std::sync::atomic::Ordering::Relaxed),
+        reuses: s.reused(),
         check_down: s
             .history
             .went_down

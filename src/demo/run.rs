@@ -11,7 +11,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::backend::{start_backend, BackendOptions};
 use crate::config::types::*;
 use crate::config::validate::{default_backend, default_frontend, default_server};
-use crate::runtime::Runtime;
 
 /// Where the demo listens.
 #[derive(Debug, Clone, clap::Args)]
@@ -96,7 +95,7 @@ pub async fn run_demo(o: DemoOptions) -> Result<()> {
         .iter()
         .map(|(n, h)| (n.clone(), h.local_addr()))
         .collect();
-    let rt = Runtime::start(demo_config(o.listen, Some(o.admin), &backends))
+    let rt = crate::supervisor::start(demo_config(o.listen, Some(o.admin), &backends))
         .await
         .with_context(|| {
             format!(

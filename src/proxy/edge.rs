@@ -130,12 +130,7 @@ pub fn apply_rules(h: &mut HeaderMap, rules: &HeaderRules, vars: &Vars<'_>) {
     }
 }
 
-/// The opaque sticky-cookie value naming a server: stable across reloads and
-/// across the nodes of a pair, and revealing nothing about the address.
-pub fn sticky_id(backend: &str, server: &str) -> String {
-    let h = crate::balance::hash_key(format!("{backend}/{server}").as_bytes());
-    format!("{h:016x}")
-}
+pub use crate::routing::sticky_id;
 
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn find_cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {

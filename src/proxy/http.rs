@@ -298,7 +298,7 @@ impl Upstream for HyperUp<'_> {
         while let Some(mut s) = self
             .proxy_header
             .is_none()
-            .then(|| server.pool.take(cfg.timeouts.pool_idle, self.h2))
+            .then(|| pool::take(server, cfg.timeouts.pool_idle, self.h2))
             .flatten()
         {
             if let Ok(Ok(())) = tokio::time::timeout(cfg.timeouts.connect, s.ready()).await {
@@ -319,7 +319,7 @@ impl Upstream for HyperUp<'_> {
         .await
         {
             Ok(s) => {
-                server.pool.share_h2(&s);
+                pool::share_h2(server, &s);
                 Ok((s, false))
             }
             Err(e) => Err(AttemptError::connect(server, &e)),

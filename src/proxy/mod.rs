@@ -18,8 +18,8 @@ pub mod listener;
 pub mod log;
 pub mod pool;
 pub mod proxy_protocol;
-pub mod ratelimit;
-pub mod route;
+/// Moved to [`crate::routing`] (shared with the runtime); kept here by path.
+pub use crate::routing::{ratelimit, route};
 pub mod serve;
 pub mod strict;
 pub mod tcp;

@@ -1,10 +1,19 @@
 //! Upstream connections: a bounded LIFO pool of idle HTTP/1.1 keep-alive
-//! connections per server, one shared multiplexed HTTP/2 connection per server
-//! when the backend speaks h2, and connecting with a timeout.
+//! connections per server and worker, one shared multiplexed HTTP/2
+//! connection per server when the backend speaks h2, and connecting with a
+//! timeout.
+//!
+//! The pools are the proxy's, not the server state's: each worker keeps a
+//! map from server identity ([`ServerState::id`], stable while the server
+//! stays in the configuration) to its idle connections. A server that
+//! leaves the configuration is retired by the runtime; the next pool use on
+//! each worker drops the pools of retired servers, closing their idle
+//! connections.
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -14,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::body::ReqBody;
+use crate::runtime::server::{retirements, ServerState};
 
 /// Sending half of one upstream connection.
 pub enum Sender {
@@ -106,166 +116,225 @@ impl<T> IdleList<T> {
     fn len(&self) -> usize {
         self.list.len()
     }
+}
 
-    fn clear(&mut self) {
-        self.list.clear();
+/// One shared multiplexed connection to a server, used by every worker.
+type H2Slot = Mutex<Option<http2::SendRequest<ReqBody>>>;
+
+/// This worker's idle connections to one server. The relay's plain
+/// connections and hyper's client connections are kept apart: each speaks
+/// to its own kind.
+struct WorkerPool {
+    /// The server the entry is for: the entry goes when the server leaves
+    /// the running configuration ([`ServerState::retire`]) or is dropped.
+    server: Weak<ServerState>,
+    idle: IdleList<http1::SendRequest<ReqBody>>,
+    raw: IdleList<TcpStream>,
+    /// The server's shared HTTP/2 slot, looked up once per worker.
+    h2: Option<Arc<H2Slot>>,
+}
+
+impl WorkerPool {
+    fn live(&self) -> bool {
+        self.server.upgrade().is_some_and(|s| !s.is_retired())
     }
 }
 
-/// Idle connections to one server. Most recently used first, so a quiet period
-/// lets the oldest connections age out. The relay's plain connections and
-/// hyper's client connections are kept apart: each speaks to its own kind.
-pub struct Pool {
-    /// One idle list per proxy worker (`proxy::workers`): a connection is
-    /// registered with the event loop of the worker that opened it, and
-    /// reused only there — no wake-up crosses threads, no lock is shared
-    /// between workers. Each list holds at most `max_idle / workers`
-    /// (rounded up), so the server's total stays about `max_idle`.
-    idle: Box<[Mutex<IdleList<http1::SendRequest<ReqBody>>>]>,
-    raw: Box<[Mutex<IdleList<TcpStream>>]>,
-    /// Multiplexed: one connection per server, shared by every worker.
-    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
-    /// Idle connections handed out again (HAProxy `reuse`), for `/metrics`.
-    pub reused: std::sync::atomic::AtomicU64,
-}
+/// Hashes a server id (already unique) with one multiply: the pool lookup
+/// is on every request, SipHash is not needed for keys no client chooses.
+#[derive(Default)]
+struct IdHasher(u64);
 
-impl Default for Pool {
-    fn default() -> Self {
-        let n = super::workers::count();
-        Pool {
-            idle: (0..n).map(|_| Mutex::default()).collect(),
-            raw: (0..n).map(|_| Mutex::default()).collect(),
-            h2: Mutex::default(),
-            reused: Default::default(),
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
     }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
-/// This worker's list of `lists` (never empty: sized by the worker count).
-fn mine<T>(lists: &[Mutex<T>]) -> Option<&Mutex<T>> {
-    let n = lists.len().max(1);
-    lists.get(super::workers::index() % n)
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// One worker's pools, by server id ([`ServerState::id`]).
+#[derive(Default)]
+struct WorkerPools {
+    /// [`retirements`] when the map was last swept.
+    swept: u64,
+    map: IdMap<WorkerPool>,
+}
+
+thread_local! {
+    /// Connection pools belong to the proxy, one map per worker thread: a
+    /// connection is registered with the event loop of the worker that
+    /// opened it and reused only there — no wake-up crosses threads, no lock
+    /// is shared between workers. Each worker holds at most
+    /// `max_idle / workers` (rounded up) per server, so a server's total
+    /// stays about `max_idle`.
+    static POOLS: RefCell<WorkerPools> = RefCell::default();
+}
+
+/// Each server's shared HTTP/2 slot, with the server it is for.
+type H2Slots = IdMap<(Weak<ServerState>, Arc<H2Slot>)>;
+
+/// The shared HTTP/2 slots, by server id (the one structure the workers
+/// share; each worker caches its `Arc` of a server's slot).
+fn h2_slots() -> &'static Mutex<H2Slots> {
+    static SLOTS: OnceLock<Mutex<H2Slots>> = OnceLock::new();
+    SLOTS.get_or_init(Default::default)
+}
+
+/// Run `f` on this worker's pool for `server` (created on first use). After
+/// servers left the configuration, the pools of departed servers are dropped
+/// first (their idle connections close). None when the pool is in use
+/// higher up this thread's stack (never on the request path).
+fn with_pool<R>(server: &Arc<ServerState>, f: impl FnOnce(&mut WorkerPool) -> R) -> Option<R> {
+    if server.is_retired() {
+        return None;
+    }
+    POOLS
+        .try_with(|p| {
+            let mut p = p.try_borrow_mut().ok()?;
+            let retired = retirements();
+            if p.swept != retired {
+                p.swept = retired;
+                p.map.retain(|_, w| w.live());
+                if let Ok(mut slots) = h2_slots().lock() {
+                    slots.retain(|_, (s, _)| s.upgrade().is_some_and(|s| !s.is_retired()));
+                }
+            }
+            let entry = p.map.entry(server.id()).or_insert_with(|| WorkerPool {
+                server: Arc::downgrade(server),
+                idle: IdleList::default(),
+                raw: IdleList::default(),
+                h2: None,
+            });
+            Some(f(entry))
+        })
+        .ok()
+        .flatten()
+}
+
+/// `server`'s shared HTTP/2 slot.
+fn h2_slot(server: &Arc<ServerState>) -> Option<Arc<H2Slot>> {
+    with_pool(server, |w| {
+        if w.h2.is_none() {
+            let mut slots = h2_slots().lock().ok()?;
+            let (_, slot) = slots
+                .entry(server.id())
+                .or_insert_with(|| (Arc::downgrade(server), Arc::default()));
+            w.h2 = Some(slot.clone());
+        }
+        w.h2.clone()
+    })
+    .flatten()
 }
 
 /// A worker's share of the server's `max_idle`.
-fn share(max_idle: usize, lists: usize) -> usize {
+fn share(max_idle: usize) -> usize {
     if max_idle == 0 {
         0
     } else {
-        max_idle.div_ceil(lists.max(1))
+        max_idle.div_ceil(super::workers::count().max(1))
     }
 }
 
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("idle", &self.idle_count())
-            .finish()
+/// Take the freshest idle connection to `server` that is still open and
+/// younger than `max_idle_age` (the shared one for HTTP/2). The caller awaits
+/// `ready()` on it: right after a body ends, hyper may not have flagged the
+/// connection ready yet. A retired server's connections are not reused.
+pub fn take(server: &Arc<ServerState>, max_idle_age: Duration, h2: bool) -> Option<Sender> {
+    if server.is_retired() {
+        return None;
+    }
+    if h2 {
+        let slot = h2_slot(server)?;
+        let shared = slot.lock().ok()?;
+        return shared
+            .as_ref()
+            .filter(|s| !s.is_closed())
+            .cloned()
+            .map(Sender::H2);
+    }
+    let hit = with_pool(server, |w| {
+        w.idle
+            .take(max_idle_age, |s| !s.is_closed())
+            .map(Sender::H1)
+    })
+    .flatten();
+    server.count_reuse(hit.is_some());
+    hit
+}
+
+/// Return a connection to `server`'s pool after a complete exchange. The
+/// oldest idle one is closed when the pool already holds `max_idle`, and any
+/// left unused for `max_age`; a retired server's connection is closed.
+pub fn put(server: &Arc<ServerState>, sender: Sender, max_idle: usize, max_age: Duration) {
+    let sender = match sender {
+        Sender::H1(s) => s,
+        // Shared from the moment it connected; nothing to give back.
+        Sender::H2(_) => return,
+    };
+    if sender.is_closed() || server.is_retired() {
+        return;
+    }
+    let max_idle = share(max_idle);
+    with_pool(server, |w| w.idle.put(sender, max_idle, max_age));
+}
+
+/// Take the freshest idle relay connection to `server` younger than
+/// `max_idle_age`. Whether the server has closed it shows when it is used:
+/// the relay then retries on a new connection (see `proxy::h1`).
+pub fn take_raw(server: &Arc<ServerState>, max_idle_age: Duration) -> Option<TcpStream> {
+    if server.is_retired() {
+        return None;
+    }
+    let hit = with_pool(server, |w| w.raw.take(max_idle_age, |_| true)).flatten();
+    server.count_reuse(hit.is_some());
+    hit
+}
+
+/// Return a relay connection after a complete exchange (bounded like `put`).
+pub fn put_raw(server: &Arc<ServerState>, stream: TcpStream, max_idle: usize, max_age: Duration) {
+    if server.is_retired() {
+        return;
+    }
+    let max_idle = share(max_idle);
+    with_pool(server, |w| w.raw.put(stream, max_idle, max_age));
+}
+
+/// Share a new HTTP/2 connection to `server` with the following requests.
+pub fn share_h2(server: &Arc<ServerState>, sender: &Sender) {
+    let Sender::H2(s) = sender else { return };
+    let Some(slot) = h2_slot(server) else { return };
+    let Ok(mut shared) = slot.lock() else { return };
+    if shared.as_ref().is_none_or(|old| old.is_closed()) {
+        *shared = Some(s.clone());
     }
 }
 
-impl Pool {
-    /// Take the freshest idle connection that is still open and younger than
-    /// `max_idle_age`. The caller awaits `ready()` on it: right after a body
-    /// ends, hyper may not have flagged the connection ready yet.
-    pub fn take(&self, max_idle_age: Duration, h2: bool) -> Option<Sender> {
-        if h2 {
-            let shared = self.h2.lock().ok()?;
-            return shared
-                .as_ref()
-                .filter(|s| !s.is_closed())
-                .cloned()
-                .map(Sender::H2);
-        }
-        let mut idle = mine(&self.idle)?.lock().ok()?;
-        let hit = idle.take(max_idle_age, |s| !s.is_closed()).map(Sender::H1);
-        self.count_reuse(hit.is_some());
-        hit
-    }
+/// Idle connections this worker holds to `server` (for tests).
+pub fn idle_here(server: &Arc<ServerState>) -> usize {
+    with_pool(server, |w| w.idle.len() + w.raw.len()).unwrap_or(0)
+}
 
-    /// Return a connection after a complete exchange. The oldest idle one is
-    /// closed when the pool already holds `max_idle`, and any left unused for
-    /// `max_age`.
-    pub fn put(&self, sender: Sender, max_idle: usize, max_age: Duration) {
-        let sender = match sender {
-            Sender::H1(s) => s,
-            // Shared from the moment it connected; nothing to give back.
-            Sender::H2(_) => return,
-        };
-        if sender.is_closed() {
-            return;
-        }
-        let max_idle = share(max_idle, self.idle.len());
-        if let Some(Ok(mut idle)) = mine(&self.idle).map(Mutex::lock) {
-            idle.put(sender, max_idle, max_age);
-        }
-    }
-
-    /// Take the freshest idle relay connection younger than `max_idle_age`.
-    /// Whether the server has closed it shows when it is used: the relay
-    /// then retries on a new connection (see `proxy::h1`).
-    pub fn take_raw(&self, max_idle_age: Duration) -> Option<TcpStream> {
-        let hit = mine(&self.raw)?.lock().ok()?.take(max_idle_age, |_| true);
-        self.count_reuse(hit.is_some());
-        hit
-    }
-
-    fn count_reuse(&self, hit: bool) {
-        if hit {
-            self.reused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    /// Return a relay connection after a complete exchange (bounded like `put`).
-    pub fn put_raw(&self, stream: TcpStream, max_idle: usize, max_age: Duration) {
-        let max_idle = share(max_idle, self.raw.len());
-        if let Some(Ok(mut idle)) = mine(&self.raw).map(Mutex::lock) {
-            idle.put(stream, max_idle, max_age);
-        }
-    }
-
-    /// Share a new HTTP/2 connection with the following requests.
-    pub fn share_h2(&self, sender: &Sender) {
-        if let (Sender::H2(s), Ok(mut slot)) = (sender, self.h2.lock()) {
-            if slot.as_ref().is_none_or(|old| old.is_closed()) {
-                *slot = Some(s.clone());
-            }
-        }
-    }
-
-    /// Idle connections held now.
-    pub fn idle_count(&self) -> usize {
-        self.idle
-            .iter()
-            .map(|m| m.lock().map(|g| g.len()).unwrap_or(0))
-            .sum::<usize>()
-            + self
-                .raw
-                .iter()
-                .map(|m| m.lock().map(|g| g.len()).unwrap_or(0))
-                .sum::<usize>()
-    }
-
-    /// Close every idle connection (server removed or address changed).
-    pub fn clear(&self) {
-        for m in self.idle.iter() {
-            if let Ok(mut idle) = m.lock() {
-                idle.clear();
-            }
-        }
-        for m in self.raw.iter() {
-            if let Ok(mut raw) = m.lock() {
-                raw.clear();
-            }
-        }
-    }
+/// Servers this worker holds a pool for (for tests: a departed server's
+/// pool is dropped).
+pub fn pools_here() -> usize {
+    POOLS
+        .try_with(|p| p.try_borrow().map_or(0, |p| p.map.len()))
+        .unwrap_or(0)
 }
 
 /// A connection that goes back to its pool when released.
 pub struct Idle {
     pub(crate) sender: Sender,
-    pub(crate) pool: Arc<crate::runtime::ServerState>,
+    pub(crate) pool: Arc<ServerState>,
     pub(crate) max_idle: usize,
     pub(crate) max_age: Duration,
 }
@@ -273,7 +342,7 @@ pub struct Idle {
 impl Idle {
     /// The exchange finished cleanly: the connection can serve another request.
     pub fn release(self) {
-        self.pool.pool.put(self.sender, self.max_idle, self.max_age);
+        put(&self.pool, self.sender, self.max_idle, self.max_age);
     }
 }
 
@@ -397,7 +466,59 @@ pub fn proxy_header(
 #[cfg(test)]
 mod tests {
     use super::IdleList;
-    use std::time::Duration;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crate::config::types::{AdminState, ServerConfig};
+    use crate::runtime::ServerState;
+
+    fn server(name: &str, port: u16) -> Arc<ServerState> {
+        let cfg = ServerConfig {
+            name: name.into(),
+            address: ([127, 0, 0, 1], port).into(),
+            weight: 1,
+            backup: false,
+            maxconn: None,
+            admin: AdminState::Ready,
+        };
+        Arc::new(ServerState::new("web", &cfg, Instant::now(), true))
+    }
+
+    /// A connected loopback stream (the accepted end is dropped: only the pool's bookkeeping matters).
+    async fn stream(l: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+        let addr = l.local_addr().expect("listener address");
+        let (c, _) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+        c.expect("connect to the test listener")
+    }
+
+    #[tokio::test]
+    async fn pools_are_keyed_by_server_identity_and_dropped_when_it_leaves() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let (a, b) = (server("a", 1), server("b", 2));
+        // Same name and address, another live server (removed, then added again).
+        let a_again = server("a", 1);
+        super::put_raw(&a, stream(&l).await, 8, LONG);
+        super::put_raw(&b, stream(&l).await, 8, LONG);
+        assert_eq!(super::idle_here(&a), 1);
+        assert_eq!(super::idle_here(&a_again), 0, "a new identity starts empty");
+        assert!(super::take_raw(&a, LONG).is_some());
+        assert_eq!(a.reused(), 1);
+        super::put_raw(&a, stream(&l).await, 8, LONG);
+        let before = super::pools_here();
+
+        a.retire();
+        assert!(
+            super::take_raw(&a, LONG).is_none(),
+            "a retired server's connections are not reused"
+        );
+        super::put_raw(&a, stream(&l).await, 8, LONG);
+        // The next use of any pool on this worker sweeps: a's pool is gone, b's stays.
+        assert_eq!(super::idle_here(&b), 1);
+        assert_eq!(super::pools_here(), before - 1);
+        assert_eq!(super::idle_here(&a_again), 0);
+    }
 
     const LONG: Duration = Duration::from_secs(3600);
 

@@ -64,11 +64,8 @@ pub fn backend(
                 None => {
                     let s = ServerState::new(name, &m.config, epoch, !checks_on);
                     s.set_source(m.source);
-                    // After an upgrade: the old process's last health result,
-                    // so the server does not start cold.
-                    if checks_on {
-                        crate::upgrade::state::seed(&s);
-                    }
+                    // After an upgrade the supervisor gives it the old
+                    // process's last health result before serving.
                     Arc::new(s)
                 }
             },
@@ -89,7 +86,7 @@ pub fn backend(
         tls,
         sticky_ids: members
             .iter()
-            .map(|m| crate::proxy::edge::sticky_id(name, &m.config.name))
+            .map(|m| crate::routing::sticky_id(name, &m.config.name))
             .collect(),
         stats: old.map(|b| b.stats.clone()).unwrap_or_default(),
         balancer: Balancer::with_ids(file.balance, &weights, &ids),
@@ -201,11 +198,11 @@ pub fn frontend(
 
 /// Keep a limiter's buckets when its settings did not change.
 fn reuse_limiter(
-    old: Option<&Arc<crate::proxy::ratelimit::RateLimiter>>,
+    old: Option<&Arc<crate::routing::ratelimit::RateLimiter>>,
     cfg: &crate::config::types::RateLimit,
-) -> Arc<crate::proxy::ratelimit::RateLimiter> {
+) -> Arc<crate::routing::ratelimit::RateLimiter> {
     match old {
         Some(l) if l.config == *cfg => l.clone(),
-        _ => Arc::new(crate::proxy::ratelimit::RateLimiter::new(cfg)),
+        _ => Arc::new(crate::routing::ratelimit::RateLimiter::new(cfg)),
     }
 }

@@ -17,7 +17,7 @@ pub mod server;
 pub mod snapshot;
 pub mod statefile;
 pub mod stats;
-mod tasks;
+pub mod tasks;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -36,9 +36,9 @@ pub use conns::ConnTracker;
 pub use desired::{Overlay, ServerSource};
 pub use server::{ServerKey, ServerState};
 pub use snapshot::{BackendRt, FrontendRt, RouteRt, Snapshot};
+pub use tasks::Tasks;
 
 use desired::Member;
-use tasks::Tasks;
 
 /// Why a change was refused. Nothing was changed when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -127,11 +127,13 @@ fn admin_name(a: AdminState) -> &'static str {
 }
 
 /// What only `apply` touches (under the control lock).
-#[derive(Default)]
 struct Control {
-    tasks: Tasks,
+    /// The supervisor's tasks, told of every change.
+    tasks: Box<dyn Tasks>,
     /// Runtime edits by backend.
     overlay: BTreeMap<String, Overlay>,
+    /// Servers found by each backend's discovery source, by backend name.
+    discovered: HashMap<String, Vec<ServerConfig>>,
 }
 
 /// Where runtime edits are written; writes are coalesced by a background task.
@@ -210,9 +212,11 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Start with `config`: load the runtime edits its state file keeps, bind
-    /// its listeners, start health checks.
-    pub async fn start(config: Config) -> Result<Arc<Runtime>, ApplyError> {
+    /// Start with `config`: load the runtime edits its state file keeps, and
+    /// apply it; `tasks` (the supervisor's) binds its listeners and starts
+    /// its health checks and discovery. `crate::supervisor::start` is the
+    /// usual way in.
+    pub async fn start(config: Config, tasks: Box<dyn Tasks>) -> Result<Arc<Runtime>, ApplyError> {
         let empty = Snapshot {
             generation: 0,
             config: Arc::new(Config {
@@ -228,7 +232,11 @@ impl Runtime {
             frontends: Default::default(),
             backends: BTreeMap::new(),
         };
-        let mut control = Control::default();
+        let mut control = Control {
+            tasks,
+            overlay: BTreeMap::new(),
+            discovered: HashMap::new(),
+        };
         let (wake, wake_rx) = tokio::sync::mpsc::channel(1);
         let persist = config.state_file_path().map(|path| {
             control.overlay = statefile::load(&path, config.source.as_deref());
@@ -308,15 +316,7 @@ impl Runtime {
 
     /// Addresses actually bound, by frontend (useful when a config asked for port 0).
     pub async fn bound_addresses(&self) -> Vec<(String, SocketAddr)> {
-        let c = self.control.lock().await;
-        let mut v: Vec<_> = c
-            .tasks
-            .listeners
-            .iter()
-            .map(|(a, l)| (l.frontend.clone(), *a))
-            .collect();
-        v.sort();
-        v
+        self.control.lock().await.tasks.bound_addresses()
     }
 
     /// True once the process has started draining for shutdown.
@@ -409,7 +409,7 @@ impl Runtime {
         let list: &[ServerConfig] = match source {
             ServerSource::File => &current.config.backends.get(backend)?.servers,
             ServerSource::Api => &control.overlay.get(backend)?.added,
-            _ => control.tasks.discovered.get(backend)?,
+            _ => control.discovered.get(backend)?,
         };
         list.iter().find(|s| s.name == server)
     }
@@ -418,7 +418,6 @@ impl Runtime {
     fn members(control: &mut Control, file: &BackendConfig) -> Vec<Member> {
         let discovered: &[ServerConfig] = match &file.discovery {
             Some(_) => control
-                .tasks
                 .discovered
                 .get(&file.name)
                 .map(Vec::as_slice)
@@ -577,11 +576,10 @@ impl Runtime {
             });
         }
         let old = control
-            .tasks
             .discovered
             .insert(backend.to_string(), servers)
             .unwrap_or_default();
-        let new = control.tasks.discovered.get(backend).map_or(&[][..], |v| v);
+        let new = control.discovered.get(backend).map_or(&[][..], |v| v);
         let key = |s: &ServerConfig| (s.name.clone(), s.address);
         let before: HashSet<_> = old.iter().map(key).collect();
         let after: HashSet<_> = new.iter().map(key).collect();
@@ -653,7 +651,10 @@ impl Runtime {
             frontends,
             backends,
         }));
-        control.tasks.sync_checkers(&next);
+        if let Some(old) = old {
+            retire_departed(old, Some(&*next));
+        }
+        control.tasks.backend_rebuilt(&next);
         Ok(generation)
     }
 
@@ -745,17 +746,24 @@ impl Runtime {
             frontends,
             backends,
         };
-        let plan = control.tasks.bind_listeners(&next)?;
+        control.tasks.prepare(&next)?;
         self.generation.store(generation, Ordering::SeqCst);
         let kept = next.backends.len() - rebuilt.len();
         let next = Arc::new(next);
         self.snapshot.store(next.clone());
-        control.tasks.start_listeners(self, plan);
-        for b in &rebuilt {
-            control.tasks.sync_checkers(b);
+        control.discovered.retain(|name, _| {
+            next.config
+                .backends
+                .get(name)
+                .is_some_and(|b| b.discovery.is_some())
+        });
+        for (name, old) in &current.backends {
+            let new = next.backends.get(name);
+            if !new.is_some_and(|n| Arc::ptr_eq(n, old)) {
+                retire_departed(old, new.map(|n| &**n));
+            }
         }
-        control.tasks.retire_checkers(&next);
-        control.tasks.sync_discovery(self, &next);
+        control.tasks.published(self, &next, &rebuilt);
         // At start, an empty state is not worth a file.
         if current.generation > 0 || !control.overlay.is_empty() {
             self.persist(control);
@@ -785,6 +793,19 @@ impl Runtime {
             n.notify_waiters();
         }
         self.conns.wait_idle(grace).await;
+    }
+}
+
+/// Retire the servers of `old` that `new` (its replacement, if any) does
+/// not carry over: they have left the running configuration.
+fn retire_departed(old: &BackendRt, new: Option<&BackendRt>) {
+    let kept: HashSet<*const ServerState> = new
+        .map(|n| n.servers.iter().map(Arc::as_ptr).collect())
+        .unwrap_or_default();
+    for s in &old.servers {
+        if !kept.contains(&Arc::as_ptr(s)) {
+            s.retire();
+        }
     }
 }
 

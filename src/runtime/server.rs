@@ -75,6 +75,15 @@ pub struct ServerKey {
     pub address: SocketAddr,
 }
 
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static RETIREMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many servers have left the running configuration so far: the proxy
+/// sweeps its pools when this moves.
+pub fn retirements() -> u64 {
+    RETIREMENTS.load(Ordering::Acquire)
+}
+
 /// Live state of one upstream server.
 #[derive(Debug)]
 pub struct ServerState {
@@ -105,8 +114,13 @@ pub struct ServerState {
     checks_ok: AtomicU64,
     /// Active checks run so far that failed (for `/metrics`).
     checks_failed: AtomicU64,
-    /// Idle keep-alive connections to this server (survive reloads with the server).
-    pub pool: crate::proxy::pool::Pool,
+    /// Process-unique, kept while the server stays in the configuration:
+    /// what the proxy keys its connection pools by.
+    id: u64,
+    /// Set once the server has left the running configuration (its pools go).
+    retired: AtomicBool,
+    /// Idle connections handed out again (HAProxy `reuse`), for `/metrics`.
+    reused: AtomicU64,
     /// Last reported database [`Role`] (as u8).
     role: AtomicU8,
     /// Which source defines the server ([`ServerSource`] as u8).
@@ -183,7 +197,9 @@ impl ServerState {
             bytes_out: AtomicU64::new(0),
             checks_ok: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
-            pool: Default::default(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            retired: AtomicBool::new(false),
+            reused: AtomicU64::new(0),
             role: AtomicU8::new(Role::Unknown.to_u8()),
             source: AtomicU8::new(ServerSource::File.to_u8()),
             changes: tokio::sync::watch::Sender::new(0),
@@ -222,6 +238,38 @@ impl ServerState {
         self.backup.store(cfg.backup, Ordering::Relaxed);
         self.maxconn
             .store(cfg.maxconn.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Process-unique identity of this live server (a server that is
+    /// replaced — new address, or removed and added again — gets a new one).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Mark the server as gone from the running configuration (done once
+    /// the snapshot without it is published): connections are no longer
+    /// pooled for it and its pools are dropped.
+    pub fn retire(&self) {
+        if !self.retired.swap(true, Ordering::AcqRel) {
+            RETIREMENTS.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// True once [`ServerState::retire`]d.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Count one lookup of an idle connection (a hit is a reuse).
+    pub fn count_reuse(&self, hit: bool) {
+        if hit {
+            self.reused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Idle connections handed out again so far.
+    pub fn reused(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
     }
 
     /// Which source defines the server (file, inventory, dns, api, …).

@@ -11,8 +11,8 @@ use crate::config::types::{BackendConfig, Config, FrontendConfig, RoleFilter, Ro
 
 use super::server::{Role, ServerState};
 use super::stats::{BackendStats, FrontendStats};
-use crate::proxy::ratelimit::RateLimiter;
-use crate::proxy::route::RouteIndex;
+use crate::routing::ratelimit::RateLimiter;
+use crate::routing::route::RouteIndex;
 
 /// One published generation of the live configuration.
 #[derive(Debug)]
@@ -71,7 +71,7 @@ impl std::fmt::Debug for FrontendRt {
 impl FrontendRt {
     /// The backend for a request with this host (may include a port) and
     /// path, with the matching route's rate limiter: the first route that
-    /// matches (found by index, see `proxy::route`), else the default backend.
+    /// matches (found by index, see `routing::route`), else the default backend.
     pub fn route(
         &self,
         host: Option<&str>,

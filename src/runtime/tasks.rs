@@ -1,207 +1,36 @@
-//! The tasks that run beside the snapshot — listeners, health checkers,
-//! discovery sources — started and stopped to follow it. Only `apply` (under
-//! the control lock) touches these.
+//! The interface to what runs beside the snapshot — listeners, health
+//! checkers, discovery sources. The runtime holds state only; the supervisor
+//! (`crate::supervisor`) owns these tasks and implements [`Tasks`]. The
+//! runtime calls it from [`super::Runtime::apply`], under the control lock,
+//! so the tasks follow the snapshot in the order the changes were applied.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::watch;
-
-use crate::config::types::{DiscoveryConfig, HealthConfig, Mode, ServerConfig};
-
-use super::server::ServerKey;
 use super::snapshot::{BackendRt, Snapshot};
 use super::{ApplyError, Runtime};
 
-pub(super) struct ListenerEntry {
-    pub frontend: String,
-    pub mode: Mode,
-    pub stop: watch::Sender<bool>,
-}
+/// Starts and stops the tasks a snapshot needs.
+pub trait Tasks: Send + 'static {
+    /// Before `next` is published by a reload: bind every new listen
+    /// address, so a port that is taken refuses the whole change instead of
+    /// half-applying it. On error nothing was started and the change is
+    /// refused; on success the next call is [`Tasks::published`] with `next`.
+    fn prepare(&mut self, next: &Snapshot) -> Result<(), ApplyError>;
 
-struct CheckerEntry {
-    health: HealthConfig,
-    stop: watch::Sender<bool>,
-}
+    /// After a reload published `next`: serve the listeners `prepare`
+    /// bound, stop those no longer wanted, sync the checkers of the
+    /// `rebuilt` backends, stop those of backends gone, and run one
+    /// discovery task per backend that has a source.
+    fn published(&mut self, rt: &Arc<Runtime>, next: &Arc<Snapshot>, rebuilt: &[Arc<BackendRt>]);
 
-/// Running tasks and the discovered server lists.
-#[derive(Default)]
-pub(super) struct Tasks {
-    pub listeners: HashMap<SocketAddr, ListenerEntry>,
-    /// Health checkers by backend, then server.
-    checkers: HashMap<String, HashMap<ServerKey, CheckerEntry>>,
-    /// Servers found by each backend's discovery source, by backend name.
-    pub discovered: HashMap<String, Vec<ServerConfig>>,
-    /// Running discovery tasks by backend, with the settings they run with.
-    discoverers: HashMap<String, (DiscoveryConfig, watch::Sender<bool>)>,
-}
+    /// After one backend was rebuilt (servers added or removed, weights of a
+    /// hash ring): start checkers for its new servers, stop its departed ones'.
+    fn backend_rebuilt(&mut self, b: &BackendRt);
 
-/// Listeners a snapshot needs that are not running yet, bound (not yet
-/// serving), and the running ones it no longer needs.
-pub(super) struct ListenerPlan {
-    bound: Vec<(SocketAddr, String, Mode, std::net::TcpListener)>,
-    to_stop: Vec<SocketAddr>,
-}
-
-impl Tasks {
-    /// Bind every new listen address of `next` before it is published, so a
-    /// port that is taken refuses the whole change instead of half-applying it.
-    pub fn bind_listeners(&mut self, next: &Snapshot) -> Result<ListenerPlan, ApplyError> {
-        let mut desired: HashMap<SocketAddr, (String, Mode)> = HashMap::new();
-        for fe in next.config.frontends.values() {
-            for a in &fe.listen {
-                desired.insert(*a, (fe.name.clone(), fe.mode));
-            }
-        }
-        let mut to_stop = Vec::new();
-        for (addr, entry) in &self.listeners {
-            match desired.get(addr) {
-                Some((name, mode)) if *name == entry.frontend && *mode == entry.mode => {}
-                _ => to_stop.push(*addr),
-            }
-        }
-        // A listener whose address is reused by another frontend must let go first.
-        for addr in &to_stop {
-            if desired.contains_key(addr) {
-                if let Some(e) = self.listeners.remove(addr) {
-                    let _ = e.stop.send(true);
-                }
-            }
-        }
-        let mut bound = Vec::new();
-        for (addr, (name, mode)) in &desired {
-            if self.listeners.contains_key(addr) {
-                continue;
-            }
-            match crate::proxy::listener::bind(*addr) {
-                Ok(l) => bound.push((*addr, name.clone(), *mode, l)),
-                Err(source) => {
-                    return Err(ApplyError::Bind {
-                        addr: *addr,
-                        frontend: name.clone(),
-                        source,
-                    })
-                }
-            }
-        }
-        Ok(ListenerPlan { bound, to_stop })
-    }
-
-    /// After publishing: stop the listeners no longer wanted, serve the new ones.
-    pub fn start_listeners(&mut self, rt: &Arc<Runtime>, plan: ListenerPlan) {
-        for addr in plan.to_stop {
-            if let Some(e) = self.listeners.remove(&addr) {
-                let _ = e.stop.send(true);
-            }
-        }
-        for (addr, frontend, mode, listener) in plan.bound {
-            let (stop, stop_rx) = watch::channel(false);
-            let local = listener.local_addr().unwrap_or(addr);
-            crate::proxy::listener::spawn(rt.clone(), frontend.clone(), mode, listener, stop_rx);
-            // Key by the configured address; port 0 resolves to `local` in logs.
-            if local != addr {
-                tracing::info!(%local, %frontend, "listening (ephemeral port)");
-            }
-            self.listeners.insert(
-                addr,
-                ListenerEntry {
-                    frontend,
-                    mode,
-                    stop,
-                },
-            );
-        }
-    }
-
-    /// Start checkers for `b`'s new servers (or all of them when its health
-    /// settings changed); stop those of servers it no longer has.
-    pub fn sync_checkers(&mut self, b: &BackendRt) {
-        let entry = self.checkers.entry(b.config.name.clone()).or_default();
-        let Some(_) = &b.config.health.check else {
-            for (_, c) in entry.drain() {
-                let _ = c.stop.send(true);
-            }
-            return;
-        };
-        let health = &b.config.health;
-        let wanted: HashMap<&ServerKey, &Arc<super::ServerState>> =
-            b.servers.iter().map(|s| (&s.key, s)).collect();
-        entry.retain(|key, c| {
-            let keep = wanted.contains_key(key) && c.health == *health;
-            if !keep {
-                let _ = c.stop.send(true);
-            }
-            keep
-        });
-        for (key, server) in wanted {
-            if entry.contains_key(key) {
-                continue;
-            }
-            let (stop, stop_rx) = watch::channel(false);
-            crate::health::spawn_checker(server.clone(), health.clone(), stop_rx);
-            entry.insert(
-                key.clone(),
-                CheckerEntry {
-                    health: health.clone(),
-                    stop,
-                },
-            );
-        }
-    }
-
-    /// Stop the checkers of backends `snap` no longer has.
-    pub fn retire_checkers(&mut self, snap: &Snapshot) {
-        self.checkers.retain(|name, entry| {
-            let keep = snap.backends.contains_key(name);
-            if !keep {
-                for (_, c) in entry.drain() {
-                    let _ = c.stop.send(true);
-                }
-            }
-            keep
-        });
-    }
-
-    /// One discovery task per backend that has a source; restarted when its
-    /// settings change, stopped when the backend or its source goes away.
-    pub fn sync_discovery(&mut self, rt: &Arc<Runtime>, snap: &Snapshot) {
-        let wanted: HashMap<String, DiscoveryConfig> = snap
-            .config
-            .backends
-            .iter()
-            .filter_map(|(name, b)| b.discovery.clone().map(|d| (name.clone(), d)))
-            .collect();
-        self.discoverers.retain(|name, (cfg, stop)| {
-            let keep = wanted.get(name) == Some(cfg);
-            if !keep {
-                let _ = stop.send(true);
-            }
-            keep
-        });
-        self.discovered.retain(|name, _| wanted.contains_key(name));
-        for (name, cfg) in wanted {
-            if self.discoverers.contains_key(&name) {
-                continue;
-            }
-            let (stop, stop_rx) = watch::channel(false);
-            crate::discovery::spawn(rt.clone(), name.clone(), cfg.clone(), stop_rx);
-            self.discoverers.insert(name, (cfg, stop));
-        }
-    }
+    /// Addresses actually bound, by frontend.
+    fn bound_addresses(&self) -> Vec<(String, SocketAddr)>;
 
     /// Stop everything (graceful shutdown).
-    pub fn stop_all(&mut self) {
-        for (_, l) in self.listeners.drain() {
-            let _ = l.stop.send(true);
-        }
-        for (_, entry) in self.checkers.drain() {
-            for (_, c) in entry {
-                let _ = c.stop.send(true);
-            }
-        }
-        for (_, (_, stop)) in self.discoverers.drain() {
-            let _ = stop.send(true);
-        }
-    }
+    fn stop_all(&mut self);
 }

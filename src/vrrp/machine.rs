@@ -223,6 +223,20 @@ impl Instance {
         &self.params
     }
 
+    /// New settings for a running instance (a reload that kept its interface,
+    /// VRID and version): state, timers and counters stay as they are. A new
+    /// advert interval takes effect from the next advert; a new configured
+    /// priority through [`Event::SetPriority`], which the caller sends with
+    /// tracking applied (a master stays master unless that loses it the
+    /// election); `preempt` and the ARP settings from their next use.
+    pub fn reconfigure(&mut self, params: Params) {
+        // A backup (v3) keeps the interval it learned from the master.
+        if self.state != State::Backup || params.version == 2 {
+            self.master_adver_interval_cs = params.advert_interval_cs.max(1);
+        }
+        self.params = params;
+    }
+
     /// Counters and state for the admin API.
     pub fn status(&self) -> Status {
         Status {

@@ -663,3 +663,40 @@ fn ignored_inputs_do_nothing() {
 
 #[path = "sim_tests.rs"]
 mod sim;
+
+#[test]
+fn reconfigured_master_keeps_its_state_and_adverts_at_the_new_interval() {
+    let mut sim = elected_pair(v3(node(11, 101), 100), v3(node(12, 100), 100));
+    let became = sim.hosts[0].inst.status().became_master;
+    // A reload: a shorter advert interval and a priority still above B's.
+    let changed = Params {
+        priority: 120,
+        ..v3(node(11, 101), 20)
+    };
+    sim.hosts[0].inst.reconfigure(changed);
+    sim.apply(0, Event::SetPriority(120));
+    sim.run_for(secs(5));
+    assert_eq!(sim.masters(), vec![0], "still master");
+    assert_eq!(sim.hosts[0].inst.status().became_master, became, "no flap");
+    let from = sim.now - secs(2);
+    let sent: Vec<_> = sim
+        .sent
+        .iter()
+        .filter(|s| s.1 == 0 && s.0 >= from)
+        .collect();
+    assert!(
+        sent.len() >= 9,
+        "adverts every 200 ms from the next one on: {} in 2 s",
+        sent.len()
+    );
+    assert!(sent.iter().all(|s| s.2 == 120), "new priority advertised");
+    // A priority below B's loses the election (B preempts), as tracking would.
+    sim.hosts[0].inst.reconfigure(Params {
+        priority: 50,
+        ..v3(node(11, 101), 20)
+    });
+    sim.apply(0, Event::SetPriority(50));
+    sim.run_for(secs(5));
+    assert_eq!(sim.masters(), vec![1]);
+    assert_eq!(sim.state(0), State::Backup);
+}

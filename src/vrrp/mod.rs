@@ -109,10 +109,25 @@ impl Vrrp {
 
     /// Re-apply `[vrrp]` after a reload: an instance whose settings did not
     /// change keeps running untouched (no flap, no advert missed); a changed
-    /// one is stopped gracefully (a master hands its VIPs over) and started
-    /// with the new settings; a removed one is stopped; a new one starts. An
-    /// instance that cannot start is logged and left out; the others run on.
+    /// one with the same identity (interface, VRID, version, advert source:
+    /// [`task::updatable`]) is updated in place — it keeps its state, a
+    /// master stays master unless its new priority loses the election, new
+    /// VIPs are added and removed ones deleted — as keepalived does on
+    /// reload; one whose identity changed is stopped gracefully (a master
+    /// hands its VIPs over) and started with the new settings; a removed one
+    /// is stopped; a new one starts. An instance that cannot start is logged
+    /// and left out; the others run on.
     pub async fn reconcile(&mut self, cfg: &config::VrrpConfig, probe: Option<HealthProbe>) {
+        let mut updated = 0;
+        for (name, (old, h)) in self.instances.iter_mut() {
+            let Some(new) = cfg.instances.get(name) else {
+                continue;
+            };
+            if new != old && task::updatable(old, new) && h.update(new.clone()) {
+                *old = new.clone();
+                updated += 1;
+            }
+        }
         let stale: Vec<String> = self
             .instances
             .iter()
@@ -123,7 +138,7 @@ impl Vrrp {
         for name in &stale {
             if let Some((_, h)) = self.instances.remove(name) {
                 let what = if cfg.instances.contains_key(name) {
-                    "restarting with its new settings"
+                    "restarting with its new settings (interface, VRID, version or advert source changed)"
                 } else {
                     "removed from the configuration"
                 };
@@ -146,6 +161,7 @@ impl Vrrp {
         }
         tracing::info!(
             running = self.instances.len(),
+            updated_in_place = updated,
             restarted_or_removed = stale.len(),
             "vrrp re-applied"
         );

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -80,13 +80,33 @@ pub type SharedStatus = Arc<Mutex<InstanceStatus>>;
 pub struct InstanceHandle {
     status: SharedStatus,
     stop: Option<oneshot::Sender<()>>,
+    updates: mpsc::UnboundedSender<InstanceConfig>,
     join: JoinHandle<()>,
+}
+
+/// True when `new` can be applied to an instance running `old` in place:
+/// the same interface, VRID and version, and the same advert source and
+/// multicast/unicast choice (the socket it opened). Everything else —
+/// priority, virtual IPs, tracking, advert interval, preempt, peers,
+/// password, ARP settings, hooks — changes on the running instance.
+pub fn updatable(old: &InstanceConfig, new: &InstanceConfig) -> bool {
+    old.interface == new.interface
+        && old.vrid == new.vrid
+        && old.version == new.version
+        && old.unicast_src == new.unicast_src
+        && old.unicast_peers.is_empty() == new.unicast_peers.is_empty()
 }
 
 impl InstanceHandle {
     /// The instance's status, shared with its task.
     pub fn status(&self) -> SharedStatus {
         self.status.clone()
+    }
+
+    /// Apply new settings to the running instance (see [`updatable`], which
+    /// the caller checked): it keeps its state. False when the task is gone.
+    pub fn update(&self, cfg: InstanceConfig) -> bool {
+        self.updates.send(cfg).is_ok()
     }
 
     /// Graceful stop: hand the VIPs over (see the module docs) and wait for the task.
@@ -118,6 +138,8 @@ struct Runner {
     /// When VIPs handed to a new master are released (see [`HANDOVER_LINGER`]).
     release_at: Option<Instant>,
     tracking: Vec<String>,
+    /// For a tracker restarted by [`Runner::reconfigure`].
+    probe: Option<HealthProbe>,
 }
 
 /// Looks up the interface, cleans up VIPs a crashed earlier run left behind, opens the
@@ -188,7 +210,13 @@ pub async fn start(cfg: InstanceConfig, probe: Option<HealthProbe>) -> io::Resul
             None
         }
     };
-    let track_rx = track::spawn(&cfg.name, cfg.priority, &cfg.track, probe, netlink.clone());
+    let track_rx = track::spawn(
+        &cfg.name,
+        cfg.priority,
+        &cfg.track,
+        probe.clone(),
+        netlink.clone(),
+    );
     let epoch = Instant::now();
     let machine = Instance::new(cfg.params(primary), Duration::ZERO);
     let status = Arc::new(Mutex::new(InstanceStatus {
@@ -232,12 +260,15 @@ pub async fn start(cfg: InstanceConfig, probe: Option<HealthProbe>) -> io::Resul
         vips_held: false,
         release_at: None,
         tracking: Vec::new(),
+        probe,
     };
     let (stop, stop_rx) = oneshot::channel();
-    let join = tokio::spawn(runner.run(track_rx, stop_rx));
+    let (updates, updates_rx) = mpsc::unbounded_channel();
+    let join = tokio::spawn(runner.run(track_rx, stop_rx, updates_rx));
     Ok(InstanceHandle {
         status,
         stop: Some(stop),
+        updates,
         join,
     })
 }
@@ -251,6 +282,7 @@ impl Runner {
         mut self,
         mut track_rx: Option<watch::Receiver<Verdict>>,
         mut stop: oneshot::Receiver<()>,
+        mut updates: mpsc::UnboundedReceiver<InstanceConfig>,
     ) {
         if let Some(rx) = &track_rx {
             let v = rx.borrow().clone();
@@ -284,10 +316,96 @@ impl Runner {
                         None => track_rx = None,
                     }
                 }
+                Some(cfg) = updates.recv() => self.reconfigure(cfg, &mut track_rx).await,
                 _ = &mut stop => break,
             }
         }
         self.handover(&mut buf).await;
+    }
+
+    /// A reload changed the instance's settings but not its identity (see
+    /// [`updatable`]): apply them without leaving the current state. Virtual
+    /// IPs held are added and removed one by one (new ones announced with
+    /// gratuitous ARPs); a new priority or tracking goes through the
+    /// machine's priority event, as a tracking change would.
+    async fn reconfigure(
+        &mut self,
+        cfg: InstanceConfig,
+        track_rx: &mut Option<watch::Receiver<Verdict>>,
+    ) {
+        let old = std::mem::replace(&mut self.cfg, cfg);
+        let (added, removed): (Vec<VirtualIp>, Vec<VirtualIp>) = (
+            self.cfg
+                .virtual_ips
+                .iter()
+                .filter(|v| !old.virtual_ips.contains(v))
+                .copied()
+                .collect(),
+            old.virtual_ips
+                .iter()
+                .filter(|v| !self.cfg.virtual_ips.contains(v))
+                .copied()
+                .collect(),
+        );
+        if self.vips_held {
+            for vip in &removed {
+                if let Err(e) = self.netlink.del(self.ifindex, *vip).await {
+                    tracing::error!(instance = %self.cfg.name, %vip, error = %e, "cannot remove virtual IP");
+                }
+            }
+            for vip in &added {
+                if let Err(e) = self.netlink.add(self.ifindex, *vip).await {
+                    tracing::error!(instance = %self.cfg.name, %vip, error = %e, "cannot add virtual IP");
+                }
+            }
+            if let Some(g) = &self.garp {
+                for vip in &added {
+                    for _ in 0..self.cfg.garp_master_repeat {
+                        if g.send(vip.address).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if old.notify != self.cfg.notify {
+            self.notifier = Notifier::start(&self.cfg.name, self.cfg.vrid, &self.cfg.notify);
+        }
+        self.machine.reconfigure(self.cfg.params(self.primary));
+        if old.track != self.cfg.track || old.priority != self.cfg.priority {
+            // The old tracker's tasks end once its receiver is dropped here.
+            *track_rx = track::spawn(
+                &self.cfg.name,
+                self.cfg.priority,
+                &self.cfg.track,
+                self.probe.clone(),
+                self.netlink.clone(),
+            );
+            let verdict = match track_rx {
+                Some(rx) => rx.borrow_and_update().clone(),
+                None => Verdict {
+                    priority: self.cfg.priority,
+                    fault: false,
+                    failing: Vec::new(),
+                },
+            };
+            self.apply_verdict(verdict).await;
+        }
+        if let Ok(mut s) = self.status.lock() {
+            s.configured_priority = self.cfg.priority;
+            s.virtual_ips = self
+                .cfg
+                .virtual_ips
+                .iter()
+                .map(VirtualIp::to_string)
+                .collect();
+        }
+        tracing::info!(
+            instance = %self.cfg.name, state = %self.machine.state(), priority = self.cfg.priority,
+            vips_added = added.len(), vips_removed = removed.len(),
+            "vrrp: instance updated in place"
+        );
+        self.publish();
     }
 
     /// Feeds one event to the machine and carries out what it asks.

@@ -479,7 +479,7 @@ impl<I: ClientIo> Relay<I> {
             let _ = self.io.shutdown().await;
         }
         if ok && body.done && h.resp.keep_alive && !excess {
-            server.pool.put_raw(up, max_idle, max_age);
+            pool::put_raw(server, up, max_idle, max_age);
         }
         pending.finish(bytes, ok);
         if !ok || close {
@@ -508,9 +508,9 @@ struct Sent {
 
 /// A pooled connection to `server`; when `check` (the request has a body
 /// that must not be sent twice), one the server has not closed meanwhile.
-fn take_alive(server: &ServerState, max_age: Duration, check: bool) -> Option<TcpStream> {
+fn take_alive(server: &Arc<ServerState>, max_age: Duration, check: bool) -> Option<TcpStream> {
     loop {
-        let s = server.pool.take_raw(max_age)?;
+        let s = pool::take_raw(server, max_age)?;
         if !check || is_open(&s) {
             return Some(s);
         }
