@@ -103,14 +103,16 @@ proc_tree() {
 # Usage: wait_http URL TIMEOUT_S [BODY...]
 wait_http() {
     python3 - "$@" <<'EOF'
-import sys, time, urllib.request
+import ssl, sys, time, urllib.request
 url, timeout, want = sys.argv[1], float(sys.argv[2]), set(sys.argv[3:])
+# The bench's TLS listeners have self-signed certificates (make_bench_certs).
+unverified = ssl._create_unverified_context()
 deadline = time.monotonic() + timeout
 seen = set()
 ok = False
 while time.monotonic() < deadline:
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:
+        with urllib.request.urlopen(url, timeout=1, context=unverified) as r:
             if r.status == 200:
                 seen.add(r.read().decode(errors="replace").strip())
                 ok = True
@@ -160,6 +162,21 @@ EOF
     track "$LAST_PID"
 }
 
+# Self-signed certificates for the TLS cases, in DIR: rsa.{crt,key,pem} (RSA
+# 2048) and ec.{crt,key,pem} (ECDSA P-256); *.pem = certificate + key (HAProxy).
+# Usage: make_bench_certs DIR
+make_bench_certs() {
+    local dir=$1
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+        -keyout "$dir/rsa.key" -out "$dir/rsa.crt" 2>/dev/null || die "openssl: RSA certificate"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -keyout "$dir/ec.key" -out "$dir/ec.crt" 2>/dev/null \
+        || die "openssl: ECDSA certificate"
+    cat "$dir/rsa.crt" "$dir/rsa.key" >"$dir/rsa.pem"
+    cat "$dir/ec.crt" "$dir/ec.key" >"$dir/ec.pem"
+    chmod a+r "$dir"/rsa.* "$dir"/ec.*
+}
+
 # HAProxy refuses to start unless 2 * maxconn (+ a few) fds fit the open-file
 # limit, so maxconn follows the limit this shell has (9950 under 20000).
 haproxy_maxconn() {
@@ -172,7 +189,10 @@ haproxy_maxconn() {
 # HAProxy: one thread (PROXY_THREADS=default: HAProxy's default, one per
 # core), roundrobin, HTTP checks, keep-alive, http-reuse always, no logging —
 # or, with SYSLOG_PORT, `option httplog` sent to that local UDP syslog sink.
-# An HTTP listener and a TCP listener in one process.
+# An HTTP listener and a TCP listener in one process; with TLS_PORTS="RSA EC"
+# (and TLS_DIR from make_bench_certs) also two HTTPS listeners, one with the
+# RSA-2048 and one with the ECDSA P-256 certificate (TLS 1.2/1.3, HAProxy's
+# defaults: session cache and tickets on).
 # Usage: start_haproxy HTTP_PORT TCP_PORT B1_PORT B2_PORT [NAME SYSLOG_PORT]  (sets LAST_PID)
 start_haproxy() {
     local http=$1 tcp=$2 b1=$3 b2=$4 name=${5:-haproxy} syslog=${6:-} dir
@@ -188,6 +208,20 @@ start_haproxy() {
     fi
     local servers="    server b1 127.0.0.1:$b1 check inter 2s rise 2 fall 3
     server b2 127.0.0.1:$b2 check inter 2s rise 2 fall 3"
+    local tls="" kind port
+    if [[ -n ${TLS_PORTS:-} ]]; then
+        read -r -a port <<<"$TLS_PORTS"
+        for kind in rsa ec; do
+            tls="$tls
+frontend fe_tls_$kind
+    mode http
+    bind 127.0.0.1:${port[0]} ssl crt $TLS_DIR/$kind.pem
+    option http-keep-alive
+    default_backend be_http
+"
+            port=("${port[@]:1}")
+        done
+    fi
     cat >"$dir/haproxy.cfg" <<EOF
 global
 $nbthread
@@ -225,6 +259,7 @@ backend be_tcp
     balance roundrobin
     option httpchk GET /
 $servers
+$tls
 EOF
     haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
     haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
@@ -236,7 +271,9 @@ EOF
 # default). nginx OSS has no active health checks: only passive max_fails.
 # With ACCESS=file: nginx's default combined access log to a file (buffered
 # by nginx per write, no `buffer=`: its default). PROXY_THREADS=default: one
-# worker per core.
+# worker per core. TLS_PORTS="RSA EC" (and TLS_DIR): two HTTPS servers as for
+# HAProxy (TLS 1.2/1.3 — nginx 1.22's default list lacks 1.3 — a shared
+# session cache, tickets on by default).
 # Usage: start_nginx_proxy HTTP_PORT B1_PORT B2_PORT [NAME ACCESS]  (sets LAST_PID)
 start_nginx_proxy() {
     local http=$1 b1=$2 b2=$3 name=${4:-nginx-proxy} access="access_log off;" dir
@@ -245,6 +282,26 @@ start_nginx_proxy() {
     local workers=1
     [[ ${PROXY_THREADS:-1} == default ]] && workers=auto
     mkdir -p "$dir/logs"
+    local tls="" kind port proxy='location / {
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }'
+    if [[ -n ${TLS_PORTS:-} ]]; then
+        read -r -a port <<<"$TLS_PORTS"
+        tls="ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:TLS:10m;"
+        for kind in rsa ec; do
+            tls="$tls
+    server {
+        listen 127.0.0.1:${port[0]} ssl backlog=4096;
+        ssl_certificate $TLS_DIR/$kind.crt;
+        ssl_certificate_key $TLS_DIR/$kind.key;
+        $proxy
+    }"
+            port=("${port[@]:1}")
+        done
+    fi
     cat >"$dir/nginx.conf" <<EOF
 worker_processes $workers;
 daemon off;
@@ -269,12 +326,9 @@ http {
     }
     server {
         listen 127.0.0.1:$http backlog=4096;
-        location / {
-            proxy_pass http://be;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+        $proxy
     }
+    $tls
 }
 EOF
     chmod -R a+rX "$dir"
@@ -286,7 +340,9 @@ EOF
 # fulcrum configured like the HAProxy above: roundrobin, HTTP checks every 2 s
 # (rise 2, fall 3), keep-alive upstream pool of 64, access log off — or LOG:
 # "default" (no [log] at all: the access log on stdout, redirected to a file)
-# or "syslog:PORT" (the access log to a local UDP syslog sink).
+# or "syslog:PORT" (the access log to a local UDP syslog sink). TLS_PORTS="RSA
+# EC" (and TLS_DIR): two TLS frontends as for HAProxy (rustls defaults: TLS
+# 1.2/1.3, resumption by ticket always on).
 # Usage: start_fulcrum HTTP_PORT TCP_PORT B1_PORT B2_PORT [NAME LOG]  (sets LAST_PID)
 start_fulcrum() {
     local http=$1 tcp=$2 b1=$3 b2=$4 name=${5:-fulcrum} logcfg=${6:-off} dir
@@ -307,7 +363,7 @@ threads = ${FULCRUM_THREADS:-1}"
     # FULCRUM_ADMIN=port: an admin API on the measured instance, to read the
     # connections each worker accepted (fulcrum_worker_connections_total).
     local admin_toml=""
-    [[ -n ${FULCRUM_ADMIN:-} && $name == fulcrum ]] && admin_toml="[admin]
+    [[ -n ${FULCRUM_ADMIN:-} && ( $name == fulcrum || $name == fulcrum-rp ) ]] && admin_toml="[admin]
 listen = \"127.0.0.1:$FULCRUM_ADMIN\""
     local backend_body='balance = "roundrobin"
 health = { kind = "http", method = "GET", path = "/", interval = "2s", rise = 2, fall = 3 }
@@ -317,12 +373,28 @@ servers = [
 ]'
     # One worker thread, like HAProxy's nbthread 1 and nginx's one worker
     # (FULCRUM_THREADS overrides, e.g. 2 for one per core).
+    local tls_toml="" kind port
+    if [[ -n ${TLS_PORTS:-} ]]; then
+        read -r -a port <<<"$TLS_PORTS"
+        for kind in rsa ec; do
+            tls_toml="$tls_toml
+[frontends.tls_$kind]
+listen = [\"127.0.0.1:${port[0]}\"]
+backend = \"web\"
+client_header_timeout = \"60s\"
+client_idle_timeout = \"120s\"
+tls = { certificates = [ { cert = \"$TLS_DIR/$kind.crt\", key = \"$TLS_DIR/$kind.key\" } ] }
+"
+            port=("${port[@]:1}")
+        done
+    fi
     cat >"$dir/fulcrum.toml" <<EOF
 $global
 
 $log_toml
 
 $admin_toml
+$tls_toml
 
 [frontends.http]
 listen = ["127.0.0.1:$http"]

@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 
-TARGET_ORDER = ["direct", "haproxy", "nginx", "fulcrum",
+TARGET_ORDER = ["direct", "haproxy", "nginx", "fulcrum", "fulcrum-rp",
                 "haproxy+log", "nginx+log", "fulcrum+log", "fulcrum+syslog"]
 
 
@@ -34,6 +34,10 @@ CASE_TEXT = {
     "ka4k": "keep-alive, 4 KiB body, 50 conns",
     "close": "new connection per request, 50 conns",
     "tcp": "TCP mode, keep-alive small body, 50 conns",
+    "tls": "TLS keep-alive (RSA-2048), small body, 50 conns",
+    "tlsnew": "TLS, new connection and handshake per request (RSA-2048), 50 conns",
+    "tls-ec": "TLS keep-alive (ECDSA P-256), small body, 50 conns",
+    "tlsnew-ec": "TLS, new connection and handshake per request (ECDSA P-256), 50 conns",
 }
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 
@@ -164,6 +168,15 @@ def markdown(meta, summary):
     if meta.get("worker_connections"):
         lines.append(f"- fulcrum connections accepted per worker over the run: "
                      f"{meta['worker_connections']}")
+    if meta.get("worker_cpu"):
+        lines.append(f"- fulcrum CPU per worker thread over its life (warm-up included): {meta['worker_cpu']}")
+    if meta.get("worker_connections_rp"):
+        lines.append(f"- fulcrum-rp (one SO_REUSEPORT socket per worker, FULCRUM_ACCEPT=reuseport): "
+                     f"connections accepted per worker: {meta['worker_connections_rp']}; "
+                     f"CPU per worker thread: {meta.get('worker_cpu_rp') or '?'}")
+    if meta.get("tls_handshakes"):
+        lines.append(f"- fulcrum TLS handshakes over the run (resumed = wrk offered the last session): "
+                     f"{meta['tls_handshakes']}")
     lines.append(f"- command: `{meta.get('command', 'bench/run.sh')}`")
     lines.append("- req/s: median (min–max) over rounds; × HAProxy per round: median over rounds of the "
                  "ratio within the round (steadier: rounds are interleaved); p50/p99: median over rounds; "

@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: direct vs HAProxy vs nginx vs fulcrum, interleaved.
 #
-#   bench/run.sh [--duration 10s] [--rounds 3] [--cases ka50,ka200,ka4k,close,tcp] [--smoke]
-#                [--logged] [--threads 1|default]
+#   bench/run.sh [--duration 10s] [--rounds 3] [--smoke] [--logged] [--threads 1|default] [--reuseport]
+#                [--cases ka50,ka200,ka4k,close,tcp,tls,tlsnew,tls-ec,tlsnew-ec]
 #
+# TLS cases (haproxy, nginx, fulcrum; certificates made with openssl in the
+# temp dir): tls / tls-ec = keep-alive over TLS with an RSA-2048 / ECDSA
+# P-256 certificate; tlsnew / tlsnew-ec = a new connection (and handshake)
+# per request, so CPU µs/req there is CPU per handshake + request.
+# --reuseport adds the target fulcrum-rp: fulcrum with one SO_REUSEPORT socket
+# per worker (FULCRUM_ACCEPT=reuseport) instead of the shared listener, on the
+# plain HTTP cases (use with --threads default), with its spread over workers.
 # --logged adds the logged targets: haproxy+log (option httplog to a local UDP
 # syslog sink the harness drains), nginx+log (access log to a file),
 # fulcrum+log (no [log]: its default access log, stdout to a file) and
@@ -22,9 +29,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION="${DURATION:-10s}"
 ROUNDS="${ROUNDS:-3}"
-CASES="ka50,ka200,ka4k,close,tcp"
+CASES="ka50,ka200,ka4k,close,tcp,tls,tlsnew,tls-ec,tlsnew-ec"
+ALL_CASES="ka50|ka200|ka4k|close|tcp|tls|tlsnew|tls-ec|tlsnew-ec"
 SMOKE=0
 LOGGED=0
+REUSEPORT=0
 export PROXY_THREADS="${PROXY_THREADS:-1}"
 QUIET_IDLE="${QUIET_IDLE:-90}"     # % idle over 1 s that counts as quiet
 QUIET_MAX="${QUIET_MAX:-60}"       # longest wait for quiet before a measurement (s)
@@ -32,7 +41,7 @@ WARMUP="${WARMUP:-2s}"             # one warm-up per case and target before roun
 RESULTS_DIR="${RESULTS_DIR:-$BENCH_DIR/results}"
 ORIG_ARGS="$*"
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -41,6 +50,7 @@ while [[ $# -gt 0 ]]; do
         --cases) CASES=$2; shift 2 ;;
         --smoke) SMOKE=1; shift ;;
         --logged) LOGGED=1; shift ;;
+        --reuseport) REUSEPORT=1; shift ;;
         --threads) PROXY_THREADS=$2; shift 2 ;;
         -h|--help) usage 0 ;;
         *) log "unknown argument: $1"; usage 2 ;;
@@ -54,10 +64,10 @@ fi
 [[ $PROXY_THREADS =~ ^(1|default)$ ]] || die "--threads wants 1 or default"
 IFS=, read -r -a CASE_LIST <<<"$CASES"
 for c in "${CASE_LIST[@]}"; do
-    [[ $c =~ ^(ka50|ka200|ka4k|close|tcp)$ ]] || die "unknown case $c (ka50,ka200,ka4k,close,tcp)"
+    [[ $c =~ ^($ALL_CASES)$ ]] || die "unknown case $c (${ALL_CASES//|/,})"
 done
 
-ensure_packages haproxy:haproxy nginx:nginx wrk:wrk python3:python3
+ensure_packages haproxy:haproxy nginx:nginx wrk:wrk python3:python3 openssl:openssl curl:curl
 build_fulcrum
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -69,21 +79,27 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+TLS_DIR="$WORK/certs"
+mkdir -p "$TLS_DIR"
+make_bench_certs "$TLS_DIR"
+export TLS_DIR
 
 read -r B1 B2 P_HAPROXY P_HAPROXY_TCP P_NGINX P_FULCRUM P_FULCRUM_TCP <<<"$(free_ports 7)"
 read -r P_HAPROXY_L P_HAPROXY_LT P_NGINX_L P_FULCRUM_L P_FULCRUM_LT P_FULCRUM_S P_FULCRUM_ST \
     SINK_H SINK_F <<<"$(free_ports 9)"
-PID_HAPROXY_L="" PID_NGINX_L="" PID_FULCRUM_L="" PID_FULCRUM_S=""
+PID_HAPROXY_L="" PID_NGINX_L="" PID_FULCRUM_L="" PID_FULCRUM_S="" PID_FULCRUM_RP=""
+# HTTPS ports: RSA and ECDSA certificate, per proxy.
+read -r T_HAPROXY_R T_HAPROXY_E T_NGINX_R T_NGINX_E T_FULCRUM_R T_FULCRUM_E <<<"$(free_ports 6)"
 
 start_backend b1 "$B1"; PID_B1=$LAST_PID
 start_backend b2 "$B2"; PID_B2=$LAST_PID
 wait_http "http://127.0.0.1:$B1/" 10 b1 || die "backend b1 did not start (see $WORK/b1/logs)"
 wait_http "http://127.0.0.1:$B2/" 10 b2 || die "backend b2 did not start"
-start_haproxy "$P_HAPROXY" "$P_HAPROXY_TCP" "$B1" "$B2"; PID_HAPROXY=$LAST_PID
-start_nginx_proxy "$P_NGINX" "$B1" "$B2"; PID_NGINX=$LAST_PID
+TLS_PORTS="$T_HAPROXY_R $T_HAPROXY_E" start_haproxy "$P_HAPROXY" "$P_HAPROXY_TCP" "$B1" "$B2"; PID_HAPROXY=$LAST_PID
+TLS_PORTS="$T_NGINX_R $T_NGINX_E" start_nginx_proxy "$P_NGINX" "$B1" "$B2"; PID_NGINX=$LAST_PID
 read -r FULCRUM_ADMIN <<<"$(free_ports 1)"
 export FULCRUM_ADMIN
-start_fulcrum "$P_FULCRUM" "$P_FULCRUM_TCP" "$B1" "$B2"; PID_FULCRUM=$LAST_PID
+TLS_PORTS="$T_FULCRUM_R $T_FULCRUM_E" start_fulcrum "$P_FULCRUM" "$P_FULCRUM_TCP" "$B1" "$B2"; PID_FULCRUM=$LAST_PID
 FULCRUM_ADMIN_PORT=$FULCRUM_ADMIN; unset FULCRUM_ADMIN
 # Ready = both backends seen through the proxy (so balancing really spreads).
 wait_http "http://127.0.0.1:$P_HAPROXY/" 15 b1 b2 || die "haproxy not ready: $(cat "$WORK/haproxy/haproxy.log")"
@@ -91,6 +107,17 @@ wait_http "http://127.0.0.1:$P_HAPROXY_TCP/" 15 b1 b2 || die "haproxy tcp not re
 wait_http "http://127.0.0.1:$P_NGINX/" 15 b1 b2 || die "nginx proxy not ready"
 wait_http "http://127.0.0.1:$P_FULCRUM/" 15 b1 b2 || die "fulcrum not ready: $(cat "$WORK/fulcrum/fulcrum.log")"
 wait_http "http://127.0.0.1:$P_FULCRUM_TCP/" 15 b1 b2 || die "fulcrum tcp not ready"
+if [[ $REUSEPORT -eq 1 ]]; then
+    read -r P_FULCRUM_RP P_FULCRUM_RPT FULCRUM_RP_ADMIN <<<"$(free_ports 3)"
+    FULCRUM_ACCEPT=reuseport FULCRUM_ADMIN=$FULCRUM_RP_ADMIN \
+        start_fulcrum "$P_FULCRUM_RP" "$P_FULCRUM_RPT" "$B1" "$B2" fulcrum-rp; PID_FULCRUM_RP=$LAST_PID
+    wait_http "http://127.0.0.1:$P_FULCRUM_RP/" 15 b1 b2 || die "fulcrum-rp not ready: $(cat "$WORK/fulcrum-rp/fulcrum.log")"
+    grep -q "SO_REUSEPORT socket per worker" "$WORK/fulcrum-rp/fulcrum.log" \
+        || log "fulcrum-rp: no SO_REUSEPORT sockets (one thread?): it shares one listener like fulcrum"
+fi
+for p in "$T_HAPROXY_R" "$T_HAPROXY_E" "$T_NGINX_R" "$T_NGINX_E" "$T_FULCRUM_R" "$T_FULCRUM_E"; do
+    wait_http "https://127.0.0.1:$p/" 15 b1 b2 || die "TLS listener $p not ready (see $WORK)"
+done
 log "backends $B1 $B2; haproxy $P_HAPROXY/$P_HAPROXY_TCP; nginx $P_NGINX; fulcrum $P_FULCRUM/$P_FULCRUM_TCP"
 if [[ $LOGGED -eq 1 ]]; then
     start_syslog_sink "$SINK_H" sink-haproxy; PID_SINK_H=$LAST_PID
@@ -153,11 +180,18 @@ target_url() { # CASE TARGET
     local path=/ port
     [[ $1 == ka4k ]] && path=/4k
     case "$2:$1" in
+        haproxy:tls-ec|haproxy:tlsnew-ec) port=$T_HAPROXY_E ;;
+        haproxy:tls*) port=$T_HAPROXY_R ;;
+        nginx:tls-ec|nginx:tlsnew-ec) port=$T_NGINX_E ;;
+        nginx:tls*) port=$T_NGINX_R ;;
+        fulcrum:tls-ec|fulcrum:tlsnew-ec) port=$T_FULCRUM_E ;;
+        fulcrum:tls*) port=$T_FULCRUM_R ;;
         direct:*) port=$B1 ;;
         haproxy:tcp) port=$P_HAPROXY_TCP ;;
         haproxy:*) port=$P_HAPROXY ;;
         nginx:*) port=$P_NGINX ;;
         fulcrum:tcp) port=$P_FULCRUM_TCP ;;
+        fulcrum-rp:*) port=$P_FULCRUM_RP ;;
         fulcrum:*) port=$P_FULCRUM ;;
         haproxy+log:tcp) port=$P_HAPROXY_LT ;;
         haproxy+log:*) port=$P_HAPROXY_L ;;
@@ -167,12 +201,17 @@ target_url() { # CASE TARGET
         fulcrum+syslog:tcp) port=$P_FULCRUM_ST ;;
         fulcrum+syslog:*) port=$P_FULCRUM_S ;;
     esac
-    echo "http://127.0.0.1:$port$path"
+    local scheme=http
+    [[ $1 == tls* ]] && scheme=https
+    echo "$scheme://127.0.0.1:$port$path"
 }
 case_conns() { [[ $1 == ka200 ]] && echo 200 || echo 50; }
 case_targets() {
     local t="direct haproxy nginx fulcrum" l="haproxy+log nginx+log fulcrum+log fulcrum+syslog"
     [[ $1 == tcp ]] && t="direct haproxy fulcrum" l="haproxy+log fulcrum+log fulcrum+syslog"
+    # The backends speak plain HTTP (no direct), and only the measured proxies have TLS listeners.
+    [[ $1 == tls* ]] && t="haproxy nginx fulcrum" l=""
+    [[ $REUSEPORT -eq 1 && $1 != tcp && $1 != tls* ]] && t="$t fulcrum-rp"
     [[ $LOGGED -eq 1 ]] && t="$t $l"
     echo "$t"
 }
@@ -182,6 +221,7 @@ target_pids() {
         haproxy) echo "$PID_HAPROXY" ;;
         nginx) proc_tree "$PID_NGINX" ;;
         fulcrum) echo "$PID_FULCRUM" ;;
+        fulcrum-rp) echo "$PID_FULCRUM_RP" ;;
         haproxy+log) echo "$PID_HAPROXY_L" ;;
         nginx+log) proc_tree "$PID_NGINX_L" ;;
         fulcrum+log) echo "$PID_FULCRUM_L" ;;
@@ -197,7 +237,7 @@ dur_secs() { # 10s | 2m | 1h | 30 -> seconds
 run_wrk() { # CASE TARGET DURATION OUTFILE
     local conns hdr=()
     conns=$(case_conns "$1")
-    [[ $1 == close ]] && hdr=(-H "Connection: close")
+    [[ $1 == close || $1 == tlsnew* ]] && hdr=(-H "Connection: close")
     timeout "$(( $(dur_secs "$3") + 30 ))" \
         wrk -t1 -c"$conns" -d"$3" --latency "${hdr[@]}" "$(target_url "$1" "$2")" >"$4" 2>&1 || true
 }
@@ -219,7 +259,7 @@ measure() { # CASE TARGET ROUND
         --idle-pct "$IDLE" --quiet-threshold "$QUIET_IDLE" --quiet-waited-s "$WAITED" \
         --pids "${pids[*]}"
     log "round $round $case $target: $(grep -E '^Requests/sec' "$out" || echo 'no result') (idle before ${IDLE}%)"
-    for pid in "$PID_B1" "$PID_B2" "$PID_HAPROXY" "$PID_NGINX" "$PID_FULCRUM" $PID_HAPROXY_L $PID_NGINX_L $PID_FULCRUM_L $PID_FULCRUM_S; do
+    for pid in "$PID_B1" "$PID_B2" "$PID_HAPROXY" "$PID_NGINX" "$PID_FULCRUM" $PID_HAPROXY_L $PID_NGINX_L $PID_FULCRUM_L $PID_FULCRUM_S $PID_FULCRUM_RP; do
         kill -0 "$pid" 2>/dev/null || die "process $pid died during $case/$target (logs in $WORK)"
     done
 }
@@ -246,6 +286,40 @@ WORKER_SPREAD="$(curl -s "http://127.0.0.1:$FULCRUM_ADMIN_PORT/metrics" 2>/dev/n
     | sed -n 's/^fulcrum_worker_connections_total{worker="\([0-9]*\)"} \([0-9]*\)$/w\1=\2/p' | paste -sd ' ' -)"
 log "fulcrum connections per worker: ${WORKER_SPREAD:-?}"
 export WORKER_SPREAD
+# CPU seconds of each worker thread (fulcrum-wN) over the process's life.
+worker_cpu() { # PID
+    local t comm stat rest f out=()
+    for t in /proc/"$1"/task/*; do
+        comm=$(cat "$t/comm" 2>/dev/null) || continue
+        [[ $comm == fulcrum-w* ]] || continue
+        stat=$(cat "$t/stat" 2>/dev/null) || continue
+        rest=${stat##*) }
+        read -r -a f <<<"$rest"
+        out+=("${comm#fulcrum-}=$(awk -v t=$((f[11] + f[12])) -v k="$CLK_TCK" 'BEGIN { printf "%.1fs", t / k }')")
+    done
+    echo "${out[*]}"
+}
+WORKER_CPU="$(worker_cpu "$PID_FULCRUM")"
+log "fulcrum CPU per worker thread: ${WORKER_CPU:-none (one thread)}"
+export WORKER_CPU
+WORKER_SPREAD_RP="" WORKER_CPU_RP=""
+if [[ $REUSEPORT -eq 1 ]]; then
+    WORKER_CPU_RP="$(worker_cpu "$PID_FULCRUM_RP")"
+    log "fulcrum-rp CPU per worker thread: ${WORKER_CPU_RP:-none}"
+    WORKER_SPREAD_RP="$(curl -s "http://127.0.0.1:$FULCRUM_RP_ADMIN/metrics" 2>/dev/null \
+        | sed -n 's/^fulcrum_worker_connections_total{worker="\([0-9]*\)"} \([0-9]*\)$/w\1=\2/p' | paste -sd ' ' -)"
+    log "fulcrum-rp connections per worker: ${WORKER_SPREAD_RP:-?}"
+fi
+export WORKER_SPREAD_RP WORKER_CPU_RP
+# How many of fulcrum's TLS handshakes resumed a session (wrk may offer the
+# session of the connection it replaces): the tlsnew rows are full handshakes
+# only when this is ~0. Warm-up and readiness checks included.
+TLS_HANDSHAKES="$(curl -s "http://127.0.0.1:$FULCRUM_ADMIN_PORT/metrics" 2>/dev/null | awk '
+    /^fulcrum_frontend_tls_handshakes_total\{frontend="tls_/ { split($1, a, "\""); h[a[2]] = $2 }
+    /^fulcrum_frontend_tls_resumptions_total\{frontend="tls_/ { split($1, a, "\""); r[a[2]] = $2 }
+    END { for (f in h) printf "%s%s: %d handshakes, %d resumed", (n++ ? "; " : ""), f, h[f], r[f] }')"
+log "fulcrum TLS handshakes: ${TLS_HANDSHAKES:-?}"
+export TLS_HANDSHAKES
 
 mkdir -p "$RESULTS_DIR"
 COMMAND="bench/run.sh $ORIG_ARGS" SMOKE="$SMOKE" DURATION="$DURATION" ROUNDS="$ROUNDS" \
@@ -271,6 +345,10 @@ meta = {
                         else e.get("FULCRUM_THREADS") or "1 ([global] threads = 1)"),
     "proxy_threads": e.get("PROXY_THREADS", "1"),
     "worker_connections": e.get("WORKER_SPREAD", ""),
+    "tls_handshakes": e.get("TLS_HANDSHAKES", ""),
+    "worker_connections_rp": e.get("WORKER_SPREAD_RP", ""),
+    "worker_cpu": e.get("WORKER_CPU", ""),
+    "worker_cpu_rp": e.get("WORKER_CPU_RP", ""),
     "duration": e["DURATION"], "rounds": int(e["ROUNDS"]),
     "smoke": e["SMOKE"] == "1", "command": e["COMMAND"].strip(),
 }

@@ -283,7 +283,7 @@ fn timed_out(
     limit: Duration,
 ) -> AttemptError {
     server.record_status(504);
-    frontend.responses.add(&backend.name, server.name(), 504);
+    frontend.record_response(server, 504);
     AttemptError {
         status: StatusCode::GATEWAY_TIMEOUT,
         ..AttemptError::server(
@@ -403,8 +403,25 @@ mod tests {
         }
     }
 
-    fn stat(a: &std::sync::atomic::AtomicU64) -> u64 {
-        a.load(Ordering::Relaxed)
+    /// A counter's value: a plain atomic or a per-worker [`Counter`].
+    ///
+    /// [`Counter`]: crate::runtime::stats::Counter
+    trait Stat {
+        fn value(&self) -> u64;
+    }
+    impl Stat for std::sync::atomic::AtomicU64 {
+        fn value(&self) -> u64 {
+            self.load(Ordering::Relaxed)
+        }
+    }
+    impl Stat for crate::runtime::stats::Counter {
+        fn value(&self) -> u64 {
+            self.load(Ordering::Relaxed)
+        }
+    }
+
+    fn stat(a: &impl Stat) -> u64 {
+        a.value()
     }
 
     #[tokio::test]

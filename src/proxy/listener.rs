@@ -34,6 +34,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 fn bind_new(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if super::workers::reuseport() {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(true);
     }
@@ -60,12 +63,16 @@ pub fn spawn(
     };
     // Duplicates first, so worker 0 gets the registered descriptor itself.
     let mut dups = Vec::with_capacity(workers.len());
-    for _ in 1..workers.len() {
-        match listener.try_clone() {
-            Ok(d) => dups.push(d),
-            Err(e) => {
-                tracing::warn!(%frontend, error = %e, "cannot share a listening socket with every worker");
-                break;
+    let own = super::workers::reuseport() && own_sockets(&listener, workers.len(), &mut dups);
+    if !own {
+        dups.clear();
+        for _ in 1..workers.len() {
+            match listener.try_clone() {
+                Ok(d) => dups.push(d),
+                Err(e) => {
+                    tracing::warn!(%frontend, error = %e, "cannot share a listening socket with every worker");
+                    break;
+                }
             }
         }
     }
@@ -80,6 +87,38 @@ pub fn spawn(
             stop.clone(),
         ));
     }
+}
+
+/// The benchmark's alternative accept distribution (`FULCRUM_ACCEPT=reuseport`,
+/// see `workers::reuseport`): a socket of its own for each worker after the
+/// first, bound with `SO_REUSEPORT` to the address `listener` has, so the
+/// kernel spreads new connections over the workers by a hash of the
+/// 4-tuple. False (the caller shares `listener`) when `listener` is not a
+/// `SO_REUSEPORT` socket (one inherited in an upgrade) or a bind fails. The
+/// extra sockets are not handed over in an upgrade.
+fn own_sockets(
+    listener: &std::net::TcpListener,
+    workers: usize,
+    out: &mut Vec<std::net::TcpListener>,
+) -> bool {
+    let sock = socket2::SockRef::from(listener);
+    if !sock.reuse_port().unwrap_or(false) {
+        return false;
+    }
+    let Ok(addr) = listener.local_addr() else {
+        return false;
+    };
+    for _ in 1..workers {
+        match bind_new(addr) {
+            Ok(l) => out.push(l),
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "SO_REUSEPORT socket per worker failed; sharing one");
+                return false;
+            }
+        }
+    }
+    tracing::info!(%addr, workers, "one SO_REUSEPORT socket per worker (FULCRUM_ACCEPT=reuseport)");
+    true
 }
 
 async fn accept_loop(

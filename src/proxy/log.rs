@@ -42,9 +42,7 @@ impl Pending {
     pub fn finish(self, bytes: u64, complete: bool) {
         let srv = self.guard.server();
         srv.record_status(self.status);
-        self.frontend_stats
-            .responses
-            .add(&self.backend, srv.name(), self.status);
+        self.frontend_stats.record_response(srv, self.status);
         srv.add_bytes(0, bytes);
         let tt = self.start.elapsed();
         self.stats.duration.observe(tt);

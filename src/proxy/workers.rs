@@ -111,8 +111,29 @@ pub fn count() -> usize {
 }
 
 /// The worker this runs on (0 off the workers).
+#[inline]
 pub fn index() -> usize {
     INDEX.with(Cell::get)
+}
+
+/// The accept distribution to measure against the default (benchmarks
+/// only, not a supported setting): with `FULCRUM_ACCEPT=reuseport` in the
+/// environment and workers running, every listening address gets one
+/// `SO_REUSEPORT` socket per worker instead of one socket they share (the
+/// extra sockets are not handed over in an upgrade). Read once.
+pub fn reuseport() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        WORKERS.get().is_some_and(|w| w.len() > 1)
+            && std::env::var_os("FULCRUM_ACCEPT").is_some_and(|v| v == "reuseport")
+    })
+}
+
+/// How many shards a per-worker counter needs (`runtime::stats::PerWorker`):
+/// the workers started, or 1 without workers. Counters made before `start`
+/// get one shard, which the workers then share (correct, only contended).
+pub fn shards() -> usize {
+    WORKERS.get().map_or(1, Vec::len)
 }
 
 /// Connections accepted so far by each worker.

@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::desired::ServerSource;
+use super::stats::{class_of, PerWorker, ResponseSlot};
 use crate::config::types::{AdminState, ServerConfig};
 
 /// Active check results kept per server for the dashboard.
@@ -99,17 +100,22 @@ pub struct ServerState {
     consecutive_fails: AtomicU32,
     /// Passive health: ejected until this many ms after `epoch` (0 = not ejected).
     ejected_until_ms: AtomicU64,
+    /// Requests in progress: one atomic every worker writes (twice per
+    /// request), since the balancer (`leastconn`) and `maxconn` read it as
+    /// one current value on the request path.
     active: AtomicU32,
-    total: AtomicU64,
+    /// Requests, responses by class and bytes: a shard per worker.
+    traffic: PerWorker<Traffic>,
+    /// The response counters of the first frontends that sent this server
+    /// requests (their `FrontendStats::id` and slot), filled on each one's
+    /// first response: a response finds its frontend's slot here with no
+    /// lock and no hashing. Frontends past these go through the registry.
+    fe_responses: [OnceLock<(u64, Arc<ResponseSlot>)>; FE_SLOTS],
     failures: AtomicU64,
     /// Most recent active check results, oldest first (at most `CHECK_HISTORY`).
     checks: Mutex<std::collections::VecDeque<CheckReport>>,
-    /// Responses by status class: index 0 = 1xx … 4 = 5xx.
-    responses: [AtomicU64; 5],
     /// Requests per second over the last sampling period, in thousandths.
     rate_milli: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
     /// Active checks run so far that succeeded (for `/metrics`).
     checks_ok: AtomicU64,
     /// Active checks run so far that failed (for `/metrics`).
@@ -132,10 +138,24 @@ pub struct ServerState {
     pub history: ServerHistory,
 }
 
+/// How many frontends' response counters a server keeps at hand.
+const FE_SLOTS: usize = 4;
+
+/// One worker's share of a server's traffic counters (8 words: one cache line).
+#[derive(Debug, Default)]
+struct Traffic {
+    total: AtomicU64,
+    /// Responses by status class: index 0 = 1xx … 4 = 5xx.
+    responses: [AtomicU64; 5],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
 /// What HAProxy's stats keep per server beyond the live counters: highest
 /// concurrency and rate seen, up/down transitions, when the state last
 /// changed and the total time spent down. Relaxed atomics, written off the
-/// request path except `active_max` (one `fetch_max` per request).
+/// request path except `active_max` (read per request, written when a new
+/// highest is reached).
 #[derive(Debug, Default)]
 pub struct ServerHistory {
     /// Highest `active` seen.
@@ -188,13 +208,11 @@ impl ServerState {
             consecutive_fails: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             active: AtomicU32::new(0),
-            total: AtomicU64::new(0),
+            traffic: PerWorker::default(),
+            fe_responses: Default::default(),
             failures: AtomicU64::new(0),
             checks: Mutex::new(std::collections::VecDeque::with_capacity(CHECK_HISTORY)),
-            responses: Default::default(),
             rate_milli: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
             checks_ok: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -392,7 +410,9 @@ impl ServerState {
         self.active.load(Ordering::Relaxed)
     }
     pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
+        self.traffic
+            .iter()
+            .fold(0u64, |a, t| a.wrapping_add(t.total.load(Ordering::Relaxed)))
     }
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
@@ -401,8 +421,13 @@ impl ServerState {
     /// Count a new request/connection; the guard decrements `active` on drop.
     pub fn begin(self: &std::sync::Arc<Self>) -> ActiveGuard {
         let now = self.active.fetch_add(1, Ordering::Relaxed) + 1;
-        self.history.active_max.fetch_max(now, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::Relaxed);
+        // A read in the steady state: the line is written only when the
+        // highest so far is passed (a `fetch_max` writes every time).
+        let max = &self.history.active_max;
+        if now > max.load(Ordering::Relaxed) {
+            max.fetch_max(now, Ordering::Relaxed);
+        }
+        self.traffic.local().total.fetch_add(1, Ordering::Relaxed);
         ActiveGuard {
             server: self.clone(),
             queue: None,
@@ -484,29 +509,70 @@ impl ServerState {
 
     /// Count a response sent to a client by its status code.
     pub fn record_status(&self, status: u16) {
-        let class = (status / 100).clamp(1, 5) as usize - 1;
-        if let Some(c) = self.responses.get(class) {
+        let t = self.traffic.local();
+        if let Some(c) = t.responses.get(class_of(status)) {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
+    /// Count a response with `status` in the counters of the frontend
+    /// `frontend` (a `FrontendStats::id`); `slot` finds or makes them in the
+    /// frontend's registry, called once per frontend while a place is free
+    /// here (every time for a fifth frontend on one server).
+    pub fn record_frontend_status(
+        &self,
+        frontend: u64,
+        status: u16,
+        slot: impl FnOnce() -> Arc<ResponseSlot>,
+    ) {
+        for c in &self.fe_responses {
+            match c.get() {
+                Some((id, s)) if *id == frontend => return s.add(status),
+                Some(_) => {}
+                None => {
+                    let s = slot();
+                    s.add(status);
+                    // Kept for the next responses, unless another worker has
+                    // just taken this place (for this frontend or another).
+                    let _ = c.set((frontend, s));
+                    return;
+                }
+            }
+        }
+        slot().add(status);
+    }
+
     /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
     pub fn responses(&self) -> [u64; 5] {
-        std::array::from_fn(|i| self.responses[i].load(Ordering::Relaxed))
+        let mut out = [0u64; 5];
+        for t in self.traffic.iter() {
+            for (o, c) in out.iter_mut().zip(&t.responses) {
+                *o = o.wrapping_add(c.load(Ordering::Relaxed));
+            }
+        }
+        out
     }
 
     /// Count bytes relayed for this server (client→server, server→client).
+    /// A zero is not written (the relay counts one direction at a time).
     pub fn add_bytes(&self, inbound: u64, outbound: u64) {
-        self.bytes_in.fetch_add(inbound, Ordering::Relaxed);
-        self.bytes_out.fetch_add(outbound, Ordering::Relaxed);
+        let t = self.traffic.local();
+        if inbound != 0 {
+            t.bytes_in.fetch_add(inbound, Ordering::Relaxed);
+        }
+        if outbound != 0 {
+            t.bytes_out.fetch_add(outbound, Ordering::Relaxed);
+        }
     }
 
     /// Bytes relayed so far: (client→server, server→client).
     pub fn bytes(&self) -> (u64, u64) {
-        (
-            self.bytes_in.load(Ordering::Relaxed),
-            self.bytes_out.load(Ordering::Relaxed),
-        )
+        self.traffic.iter().fold((0u64, 0u64), |(i, o), t| {
+            (
+                i.wrapping_add(t.bytes_in.load(Ordering::Relaxed)),
+                o.wrapping_add(t.bytes_out.load(Ordering::Relaxed)),
+            )
+        })
     }
 
     /// Requests per second measured by the rate sampler.
