@@ -186,6 +186,83 @@ servers = [
     }
 }
 
+/// The dashboard at 10 000 servers in 1 000 backends (no health checks; ten
+/// addresses nothing listens on, shared by every backend): in Chromium the
+/// page shows every backend closed with the search box, and searching one
+/// server's name shows its row alone. Screenshots go to
+/// `target/dashboard-10k.png` and `target/dashboard-10k-search.png`.
+#[test]
+fn dashboard_at_ten_thousand_servers_starts_closed_and_finds_a_server() {
+    ensure_browser_deps();
+    const BACKENDS: usize = 1000;
+    const PER: usize = 10;
+    let listen = free_addr();
+    let admin = free_addr();
+    let mut config = format!(
+        "[admin]\nlisten = \"{admin}\"\n\n[log]\naccess = \"off\"\n\n[frontends.public]\nlisten = [\"{listen}\"]\nbackend = \"be0000\"\n"
+    );
+    for b in 0..BACKENDS {
+        config.push_str(&format!("\n[backends.be{b:04}]\nservers = [\n"));
+        for s in 0..PER {
+            config.push_str(&format!(
+                "  {{ name = \"be{b:04}-s{s}\", address = \"127.0.0.1:{}\" }},\n",
+                20000 + s
+            ));
+        }
+        config.push_str("]\n");
+    }
+    let lb = Lb::start(&config, admin);
+    let st = get(admin, "/api/v1/status?compact=true").expect("GET /api/v1/status");
+    assert_eq!(st.status, 200, "{st:?}");
+    let servers: usize = st.json()["backends"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|b| b["servers"].as_array().map_or(0, Vec::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(servers, BACKENDS * PER, "{}", lb.proc.output());
+
+    let screenshot = repo().join("target/dashboard-10k.png");
+    let node = Command::new("node")
+        .arg(repo().join("tests/browser/dashboard_scale.mjs"))
+        .arg(format!("http://{admin}/"))
+        .args(["--backends", &BACKENDS.to_string()])
+        .args(["--servers", &(BACKENDS * PER).to_string()])
+        .args(["--search", "be0777-s3", "--screenshot"])
+        .arg(&screenshot)
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("run node tests/browser/dashboard_scale.mjs (is Node.js installed?)");
+    let mut node = Node(node);
+    // Bounds the whole run (the script bounds each of its waits too).
+    let deadline = Instant::now() + Duration::from_secs(400);
+    let status = loop {
+        if let Some(st) = node.0.try_wait().expect("wait for node") {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dashboard_scale.mjs still running after 400s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "dashboard_scale.mjs failed ({status}); see its output above\nfulcrum log:\n{}",
+        lb.proc.output()
+    );
+    for shot in [
+        "target/dashboard-10k.png",
+        "target/dashboard-10k-search.png",
+    ] {
+        let len = std::fs::metadata(repo().join(shot)).map_or(0, |m| m.len());
+        assert!(len > 0, "{shot} was not written");
+    }
+}
+
 /// The Node.js driver, killed through its handle (by PID) if the test ends before it does.
 struct Node(std::process::Child);
 

@@ -388,6 +388,7 @@ const FAMILIES: &[&str] = &[
     "fulcrum_frontend_local_errors_total",
     "fulcrum_frontend_denied_total",
     "fulcrum_frontend_request_errors_total",
+    "fulcrum_frontend_client_errors_total",
     "fulcrum_frontend_tls_handshakes_total",
     "fulcrum_frontend_tls_resumptions_total",
     "fulcrum_frontend_tls_handshake_failures_total",
@@ -403,6 +404,10 @@ const FAMILIES: &[&str] = &[
     "fulcrum_backend_no_server_total",
     "fulcrum_backend_retries_total",
     "fulcrum_backend_redispatches_total",
+    "fulcrum_backend_connection_errors_total",
+    "fulcrum_backend_response_errors_total",
+    "fulcrum_backend_client_aborts_total",
+    "fulcrum_backend_server_aborts_total",
     "fulcrum_server_up",
     "fulcrum_server_usable",
     "fulcrum_server_ejected",
@@ -415,6 +420,10 @@ const FAMILIES: &[&str] = &[
     "fulcrum_server_request_rate_max",
     "fulcrum_server_connections_total",
     "fulcrum_server_failures_total",
+    "fulcrum_server_connection_errors_total",
+    "fulcrum_server_response_errors_total",
+    "fulcrum_server_client_aborts_total",
+    "fulcrum_server_server_aborts_total",
     "fulcrum_server_connection_reuses_total",
     "fulcrum_server_bytes_in_total",
     "fulcrum_server_bytes_out_total",
@@ -518,4 +527,242 @@ async fn every_family_exists_in_both_formats_and_lints_clean() {
         println!("promtool not installed: lint skipped");
     }
     s.rt.shutdown(Duration::from_secs(1)).await;
+}
+
+/// An upstream that misbehaves as the request path says (one connection per
+/// request): `/cut` sends a Content-Length body cut short and closes (a
+/// server abort); `/bad-chunk` sends a chunk-size line that is not hex and
+/// waits (a malformed body: the framing, not a close, ends it); `/endless`
+/// sends a body until the proxy stops taking it (for a client that hangs
+/// up); anything else is a clean empty 404. Bounded: 20 s and 1 GiB a connection.
+async fn misbehaving_server() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(20), misbehave(&mut s)).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn misbehave(s: &mut TcpStream) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await?;
+        if n == 0 || head.len() > 65536 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    match text.split(' ').nth(1).unwrap_or_default() {
+        "/cut" => {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this")
+                .await?;
+        }
+        "/bad-chunk" => {
+            s.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+            )
+            .await?;
+            let _ = s.read(&mut buf).await;
+        }
+        "/endless" => {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n")
+                .await?;
+            let chunk = vec![b'x'; 16 * 1024];
+            for _ in 0..65536 {
+                s.write_all(&chunk).await?;
+            }
+        }
+        _ => {
+            s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                .await?
+        }
+    }
+    Ok(())
+}
+
+/// Send `GET path`; read what comes until the proxy closes (errors included:
+/// a broken response may end in a reset).
+async fn get_raw(addr: SocketAddr, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.expect("connect to proxy");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("send request");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    buf
+}
+
+/// Send `GET /endless`, read until the response head is in, then hang up.
+async fn hang_up_mid_body(addr: SocketAddr) {
+    let mut s = TcpStream::connect(addr).await.expect("connect to proxy");
+    s.write_all(b"GET /endless HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("send request");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await.expect("read the head");
+        assert!(n > 0 && got.len() < 65536, "no response head: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+    // Unread bytes in the receive buffer: the close is a reset.
+    drop(s);
+}
+
+/// The error counts of `backend`/`server`: [connection, response, client aborts, server aborts].
+fn errors_of(rt: &Runtime, backend: &str, server: &str) -> [u64; 4] {
+    let snap = rt.snapshot();
+    let b = snap.backends.get(backend).expect("backend");
+    let s = b
+        .servers
+        .iter()
+        .find(|s| s.name() == server)
+        .expect("server");
+    s.errors.get()
+}
+
+/// Each error kind provoked on the relay (a plain HTTP/1.1 frontend) and on
+/// the hyper path (`h2c = true` sends HTTP/1.1 through hyper too): the server
+/// and backend counters move by exactly what was done, a clean response moves
+/// none, and the request head is counted in bytes_in on both paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborts_and_response_errors_are_counted_on_both_paths() {
+    for (path, h2c) in [("relay", false), ("hyper", true)] {
+        let odd = misbehaving_server().await;
+        let dead = free_addr();
+        let listen = free_addr();
+        let toml = format!(
+            r#"
+[log]
+access = "off"
+
+[frontends.www]
+listen = ["{listen}"]
+h2c = {h2c}
+backend = "odd"
+routes = [{{ path_prefix = "/dead", backend = "dead" }}]
+
+[backends.odd]
+servers = [{{ name = "o1", address = "{odd}" }}]
+
+[backends.dead]
+servers = [{{ name = "d1", address = "{dead}" }}]
+"#
+        );
+        let config = fulcrum::config::parse_str(&toml, "t.toml").expect("valid config");
+        let rt = Runtime::start(config).await.expect("runtime starts");
+        let wait = |what: String, want: [u64; 4], backend: &'static str, server: &'static str| {
+            let probe = rt.clone();
+            async move {
+                wait_for(&what, move || errors_of(&probe, backend, server) == want).await;
+            }
+        };
+
+        // Clean: nothing counted, and the head of a GET is in bytes_in.
+        let r = get_raw(listen, "/fine").await;
+        assert!(r.starts_with(b"HTTP/1.1 404"), "{path}: {r:?}");
+        let probe = rt.clone();
+        wait_for(&format!("{path}: the clean response finished"), move || {
+            probe.snapshot().backends["odd"].stats.duration.count() == 1
+        })
+        .await;
+        assert_eq!(errors_of(&rt, "odd", "o1"), [0; 4], "{path}");
+        let (bytes_in, _) = rt.snapshot().backends["odd"].servers[0].bytes();
+        assert!(
+            bytes_in >= "GET /fine HTTP/1.1\r\nhost: test\r\n\r\n".len() as u64,
+            "{path}: the request head is not in bytes_in ({bytes_in})"
+        );
+
+        // No connection: a connection error (econ).
+        let r = get_raw(listen, "/dead").await;
+        assert!(r.starts_with(b"HTTP/1.1 502"), "{path}: {r:?}");
+        wait(
+            format!("{path}: connection error"),
+            [1, 0, 0, 0],
+            "dead",
+            "d1",
+        )
+        .await;
+
+        // A body cut short: a server abort, which is also a response error.
+        // (What the client gets is not checked: hyper may drop the head it
+        // had not flushed yet when the body fails.)
+        get_raw(listen, "/cut").await;
+        wait(format!("{path}: server abort"), [0, 1, 0, 1], "odd", "o1").await;
+
+        // A malformed chunked body: a response error only.
+        get_raw(listen, "/bad-chunk").await;
+        wait(format!("{path}: malformed body"), [0, 2, 0, 1], "odd", "o1").await;
+
+        // The client hangs up mid-body: a client abort only.
+        hang_up_mid_body(listen).await;
+        wait(format!("{path}: client abort"), [0, 2, 1, 1], "odd", "o1").await;
+
+        // The backends keep the same sums.
+        let snap = rt.snapshot();
+        assert_eq!(
+            snap.backends["odd"].stats.errors.get(),
+            [0, 2, 1, 1],
+            "{path}"
+        );
+        assert_eq!(
+            snap.backends["dead"].stats.errors.get(),
+            [1, 0, 0, 0],
+            "{path}"
+        );
+
+        // And /metrics says so, per server and per backend.
+        let text = render(&rt);
+        let parsed = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+        for (family_name, backend, want) in [
+            ("fulcrum_server_connection_errors_total", "dead", 1.0),
+            ("fulcrum_server_response_errors_total", "odd", 2.0),
+            ("fulcrum_server_client_aborts_total", "odd", 1.0),
+            ("fulcrum_server_server_aborts_total", "odd", 1.0),
+            ("fulcrum_backend_connection_errors_total", "dead", 1.0),
+            ("fulcrum_backend_response_errors_total", "odd", 2.0),
+            ("fulcrum_backend_client_aborts_total", "odd", 1.0),
+            ("fulcrum_backend_server_aborts_total", "odd", 1.0),
+        ] {
+            let samples = simple_samples(family(&parsed, family_name));
+            let got: Vec<f64> = samples
+                .iter()
+                .filter(|(l, _)| has(l, "backend", backend))
+                .map(|(_, v)| *v)
+                .collect();
+            assert_eq!(got, [want], "{path}: {family_name}\n{text}");
+        }
+        let csv = fulcrum::admin::csv::render(&rt);
+        let header: Vec<&str> = csv
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let row = csv
+            .lines()
+            .find(|l| l.starts_with("odd,o1,"))
+            .unwrap_or_else(|| panic!("no odd/o1 row: {csv}"));
+        let cols: Vec<&str> = row.split(',').collect();
+        let col = |name: &str| {
+            let i = header.iter().position(|h| *h == name).expect("column");
+            cols.get(i).copied().unwrap_or_default().to_string()
+        };
+        assert_eq!(
+            [col("eresp"), col("cli_abrt"), col("srv_abrt")],
+            ["2", "1", "1"],
+            "{path}: {csv}"
+        );
+        rt.shutdown(Duration::from_secs(1)).await;
+    }
 }

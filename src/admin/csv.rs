@@ -107,8 +107,11 @@ fn server_row(b: &BackendRt, s: &ServerState, sid: usize) -> Row {
     r.set("stot", s.total());
     r.set("bin", bin);
     r.set("bout", bout);
-    r.set("econ", s.failures());
-    r.set("eresp", 0);
+    let [econ, eresp, cli_abrt, srv_abrt] = s.errors.get();
+    r.set("econ", econ);
+    r.set("eresp", eresp);
+    r.set("cli_abrt", cli_abrt);
+    r.set("srv_abrt", srv_abrt);
     let status = match (s.admin(), s.is_up()) {
         (crate::config::types::AdminState::Maint, _) => "MAINT",
         (crate::config::types::AdminState::Drain, true) => "DRAIN",
@@ -172,7 +175,7 @@ pub fn render(rt: &Arc<Runtime>) -> String {
         let mut list: Vec<&Arc<ServerState>> = b.servers.iter().collect();
         list.sort_by(|x, y| x.name().cmp(y.name()));
         let mut agg = Row::new(&b.config.name, "BACKEND", 1);
-        let (mut scur, mut stot, mut bin, mut bout, mut econ, mut rate) = (0u64, 0, 0, 0, 0, 0.0);
+        let (mut scur, mut stot, mut bin, mut bout, mut rate) = (0u64, 0, 0, 0, 0.0);
         let mut resp = [0u64; 5];
         for (sid, s) in list.iter().enumerate() {
             let mut r = server_row(b, s, sid + 1);
@@ -183,7 +186,6 @@ pub fn render(rt: &Arc<Runtime>) -> String {
             let (x, y) = s.bytes();
             bin += x;
             bout += y;
-            econ += s.failures();
             rate += s.request_rate();
             for (a, n) in resp.iter_mut().zip(s.responses()) {
                 *a += n;
@@ -195,7 +197,12 @@ pub fn render(rt: &Arc<Runtime>) -> String {
         agg.set("stot", stot);
         agg.set("bin", bin);
         agg.set("bout", bout);
+        // The backend's own sums: they keep what removed servers counted.
+        let [econ, eresp, cli_abrt, srv_abrt] = b.stats.errors.get();
         agg.set("econ", econ);
+        agg.set("eresp", eresp);
+        agg.set("cli_abrt", cli_abrt);
+        agg.set("srv_abrt", srv_abrt);
         agg.set("wretr", b.stats.retries.load(Relaxed));
         agg.set("wredis", b.stats.retries.load(Relaxed));
         agg.set("status", if b.usable_count() > 0 { "UP" } else { "DOWN" });

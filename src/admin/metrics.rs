@@ -266,6 +266,12 @@ fn frontend_families(e: &mut DescriptorEncoder, frontends: &[&Arc<FrontendRt>]) 
     )?;
     counter(
         e,
+        "fulcrum_frontend_client_errors_total",
+        "Requests that failed by the client's fault before a response (body aborted, malformed or too slow; client gone): never counted against a server.",
+        per(&|f| f.stats.client_errors.load(Relaxed)),
+    )?;
+    counter(
+        e,
         "fulcrum_frontend_request_errors_total",
         "Local answers other than rate limits: no route, no usable server, bad request (HAProxy ereq).",
         per(&|f| {
@@ -396,7 +402,51 @@ fn backend_families(e: &mut DescriptorEncoder, backends: &[&Arc<BackendRt>]) -> 
         "fulcrum_backend_redispatches_total",
         "Attempts moved to another server after a failure (HAProxy wredis); every fulcrum retry is one, so this equals retries.",
         per(&|b| b.stats.retries.load(Relaxed)),
-    )
+    )?;
+    error_families(e, "fulcrum_backend", "a backend's servers", &|i| {
+        per(&|b| b.stats.errors.get()[i])
+    })
+}
+
+/// The four error-by-kind families of a backend or a server (`prefix`):
+/// `sample(i)` gives the samples of [`crate::runtime::stats::ErrorCounts::get`]'s `i`-th count.
+pub(crate) fn error_families(
+    e: &mut DescriptorEncoder,
+    prefix: &str,
+    whose: &str,
+    sample: &dyn Fn(usize) -> Vec<(Labels, Val)>,
+) -> fmt::Result {
+    let kinds = [
+        (
+            "connection_errors_total",
+            "Attempts that could not get a connection to",
+            "(refused, timeout, TLS; HAProxy econ).",
+        ),
+        (
+            "response_errors_total",
+            "Answers that were not good HTTP from",
+            "(no head: closed, reset, timed out or not HTTP; or a body cut short or malformed after its head went to the client; server aborts included, as HAProxy eresp).",
+        ),
+        (
+            "client_aborts_total",
+            "Responses the client did not take to their end (closed, reset or stopped reading) from",
+            "(HAProxy cli_abrt).",
+        ),
+        (
+            "server_aborts_total",
+            "Responses whose body was not sent to its end (closed, reset or silent past the response timeout) by",
+            "(HAProxy srv_abrt).",
+        ),
+    ];
+    for (i, (name, help, tail)) in kinds.iter().enumerate() {
+        counter(
+            e,
+            &format!("{prefix}_{name}"),
+            &format!("{help} {whose} {tail}"),
+            sample(i),
+        )?;
+    }
+    Ok(())
 }
 
 fn process_families(e: &mut DescriptorEncoder) -> fmt::Result {

@@ -97,6 +97,9 @@ pub(crate) fn server_families(e: &mut DescriptorEncoder, servers: &Servers) -> f
         "Requests to a server that failed (connect error, reset, timeout).",
         per(&|s| Val::U(s.failures())),
     )?;
+    super::metrics::error_families(e, "fulcrum_server", "a server", &|i| {
+        per(&|s| Val::U(s.errors.get()[i]))
+    })?;
     counter(
         e,
         "fulcrum_server_connection_reuses_total",

@@ -194,9 +194,25 @@ pub struct ServerStatus {
     /// Where the server comes from: `file`, `inventory`, `dns`, `discovery` or `api`.
     #[serde(default)]
     pub source: String,
+    /// Errors and aborts by kind (HAProxy econ, eresp, cli_abrt, srv_abrt).
+    #[serde(default)]
+    pub errors: ErrorKinds,
     pub last_check: Option<CheckStatus>,
     /// Recent checks, oldest first.
     pub check_history: Vec<CheckStatus>,
+}
+
+/// A server's errors and aborts by kind (see `fulcrum_server_*_total` in the README).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ErrorKinds {
+    /// No connection (refused, timeout, TLS).
+    pub connection: u64,
+    /// No good answer (before or after the head); server aborts included.
+    pub response: u64,
+    /// The client went away before the response ended.
+    pub client_aborts: u64,
+    /// The server stopped in the middle of the body.
+    pub server_aborts: u64,
 }
 
 /// Responses by status class.
@@ -336,6 +352,15 @@ fn server_status_with(s: &ServerState, history: bool) -> ServerStatus {
         last_change_seconds: s.seconds_since_change(),
         downtime_seconds: s.downtime_seconds(),
         source: s.source().as_str().to_string(),
+        errors: {
+            let [connection, response, client_aborts, server_aborts] = s.errors.get();
+            ErrorKinds {
+                connection,
+                response,
+                client_aborts,
+                server_aborts,
+            }
+        },
         last_check: s.last_check().map(check),
         check_history: if history {
             s.check_history().into_iter().map(check).collect()

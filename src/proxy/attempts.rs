@@ -152,6 +152,19 @@ impl<'a> Attempts<'a> {
         })
     }
 
+    /// Count a failed attempt by kind on `server` and its backend: no
+    /// connection (HAProxy `econ`), or no good answer (`eresp`).
+    fn count_error(&self, server: &ServerState, stage: Stage) {
+        for c in [&server.errors, &self.backend.stats.errors] {
+            let n = if stage == Stage::Connect {
+                &c.connection
+            } else {
+                &c.response
+            };
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Count a failure against `server` (the server logs an ejection).
     fn eject_check(&self, server: &ServerState, err: &dyn Display) {
         let cfg = &self.backend.config;
@@ -317,6 +330,7 @@ impl Attempts<'_> {
             return None;
         }
         let e = e.no_longer_stale();
+        self.count_error(server, e.stage);
         self.eject_check(server, &e);
         self.tried.push(idx);
         let never = e.retry == Retry::Never;
@@ -550,6 +564,10 @@ mod tests {
         );
         assert_eq!(stat(&b.stats.no_server), 0);
         assert_eq!(stat(&b.stats.retries), 1);
+        // Two connection errors (econ), one on each server; no response error.
+        assert_eq!(b.stats.errors.get(), [2, 0, 0, 0]);
+        assert_eq!(s.errors.get(), [1, 0, 0, 0]);
+        assert_eq!(s2.errors.get(), [1, 0, 0, 0]);
     }
 
     #[tokio::test]
@@ -628,6 +646,7 @@ mod tests {
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert_eq!(up.seen.len(), 1, "not retried");
         assert_eq!(failures(&b), 0, "not counted against the server");
+        assert_eq!(b.stats.errors.get(), [0; 4]);
         assert_eq!(stat(&fe.client_errors), 1);
         assert_eq!(stat(&fe.local_errors), 0);
         assert_eq!(stat(&b.stats.retries), 0);
@@ -688,6 +707,7 @@ mod tests {
         assert_eq!(won.retries, 1);
         assert_ne!(up.seen[0], up.seen[1]);
         assert_eq!(failures(&b), 1);
+        assert_eq!(b.stats.errors.get(), [0, 1, 0, 0], "a response error");
 
         // Never: stops at once with the server's failure (502), counted.
         let b = backend(3, 2);
@@ -718,6 +738,7 @@ mod tests {
             0,
             "the keep-alive race is not the server's fault"
         );
+        assert_eq!(b.stats.errors.get(), [0; 4], "nor an error of the server");
 
         // Stale on a new connection is an ordinary failure.
         let b = backend(1, 0);

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 
 use super::log::Pending;
 use super::pool::Idle;
+use crate::runtime::stats::ResponseEnd;
 use crate::runtime::ServerState;
 
 /// Body sent upstream: none, or the client's body streamed as it arrives
@@ -136,14 +137,14 @@ impl RespBody {
 }
 
 impl UpstreamBody {
-    fn finish(&mut self, clean: bool) {
+    fn finish(&mut self, end: ResponseEnd) {
         if let Some(conn) = self.conn.take() {
-            if clean {
+            if end == ResponseEnd::Clean {
                 conn.release();
             }
         }
         if let Some(log) = self.log.take() {
-            log.finish(self.bytes, clean);
+            log.end(self.bytes, end);
         }
     }
 }
@@ -152,7 +153,30 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // Dropped before the end (client went away): the connection is mid-body
         // and cannot be reused; it closes with `conn`.
-        self.finish(false);
+        self.finish(ResponseEnd::ClientAbort);
+    }
+}
+
+/// Why reading a server's body failed: the server sent something that is
+/// not a body (hyper's decoder says invalid data or input: chunk framing),
+/// else it stopped sending (closed early, reset).
+fn body_error(e: &hyper::Error) -> ResponseEnd {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+                    ResponseEnd::Malformed
+                }
+                _ => ResponseEnd::ServerAbort,
+            };
+        }
+        cause = c.source();
+    }
+    if e.is_parse() {
+        ResponseEnd::Malformed
+    } else {
+        ResponseEnd::ServerAbort
     }
 }
 
@@ -174,11 +198,11 @@ impl Body for RespBody {
                             u.bytes += d.len() as u64;
                         }
                         if u.inner.is_end_stream() {
-                            u.finish(true);
+                            u.finish(ResponseEnd::Clean);
                         }
                     }
-                    Poll::Ready(None) => u.finish(true),
-                    Poll::Ready(Some(Err(_))) => u.finish(false),
+                    Poll::Ready(None) => u.finish(ResponseEnd::Clean),
+                    Poll::Ready(Some(Err(e))) => u.finish(body_error(e)),
                     Poll::Pending => {}
                 }
                 r

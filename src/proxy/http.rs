@@ -379,8 +379,12 @@ impl Upstream for HyperUp<'_> {
                 HeaderValue::from_static("chunked"),
             );
         }
+        let head = head_len(&up);
         match sender.try_send_request(up).await {
-            Ok(r) => Ok((r, sender)),
+            Ok(r) => {
+                server.add_bytes(head, 0);
+                Ok((r, sender))
+            }
             Err(mut e) => {
                 if let Some(unsent) = e.take_message() {
                     // Never written: the pooled connection had been closed by
@@ -391,6 +395,7 @@ impl Upstream for HyperUp<'_> {
                     let retry = if reused { Retry::Stale } else { Retry::Another };
                     return Err(AttemptError::server(Stage::Send, retry, e.into_error()));
                 }
+                server.add_bytes(head, 0);
                 let err = e.into_error();
                 if self.has_body && self.fault.failed() {
                     return Err(AttemptError::client(
@@ -591,6 +596,20 @@ async fn forward(
     Response::from_parts(rparts, body)
 }
 
+/// The length of a request's head as HTTP/1.1 writes it (request line,
+/// fields, blank line): what `fulcrum_server_bytes_in_total` counts for a
+/// head on the hyper path, as the relay counts the head it writes. An
+/// HTTP/2 server gets the same head HPACK-coded; it is counted alike.
+fn head_len<B>(r: &Request<B>) -> u64 {
+    let target = r.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let fields: usize = r
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+        .sum();
+    (r.method().as_str().len() + 1 + target + b" HTTP/1.1\r\n".len() + fields + 2) as u64
+}
+
 /// The absolute URI an HTTP/2 upstream request needs (authority from the
 /// client's Host, else the server's address).
 fn h2_uri(path: &Uri, host: Option<&HeaderValue>, server: SocketAddr, tls: bool) -> Uri {
@@ -652,7 +671,7 @@ fn relay_upgrade(
                 ok = true;
             }
         }
-        let _ = bytes_in;
+        pending.guard.server().add_bytes(bytes_in, 0);
         pending.finish(bytes_out, ok);
     });
     let (mut parts, _) = resp.into_parts();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::config::types::AccessLog;
 use crate::log::access::emit;
 use crate::runtime::server::ActiveGuard;
-use crate::runtime::stats::{BackendStats, FrontendStats};
+use crate::runtime::stats::{BackendStats, FrontendStats, ResponseEnd};
 
 /// An in-flight request whose log line is written when it finishes. It also
 /// holds the server's active-connection guard, so "active" covers the whole
@@ -38,6 +38,14 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Count how the response ended (aborts, response errors) on the server
+    /// and its backend, then [`Pending::finish`].
+    pub fn end(self, bytes: u64, end: ResponseEnd) {
+        self.guard.server().errors.record_end(end);
+        self.stats.errors.record_end(end);
+        self.finish(bytes, end == ResponseEnd::Clean);
+    }
+
     /// Write the log line (unless logging is off) and release the server.
     pub fn finish(self, bytes: u64, complete: bool) {
         let srv = self.guard.server();

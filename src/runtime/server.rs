@@ -136,6 +136,8 @@ pub struct ServerState {
     changes: tokio::sync::watch::Sender<u64>,
     /// Operator's view (HAProxy `smax`, `rate_max`, `chkdown`, `lastchg`, `downtime`).
     pub history: ServerHistory,
+    /// Errors and aborts by kind (HAProxy `econ`, `eresp`, `cli_abrt`, `srv_abrt`).
+    pub errors: super::stats::ErrorCounts,
 }
 
 /// How many frontends' response counters a server keeps at hand.
@@ -225,6 +227,7 @@ impl ServerState {
                 down_since_ms: AtomicU64::new(u64::from(!initially_up)),
                 ..Default::default()
             },
+            errors: Default::default(),
         }
     }
 

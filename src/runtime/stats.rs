@@ -281,6 +281,69 @@ impl Default for FrontendStats {
     }
 }
 
+/// How an exchange that got a response head from a server ended, for the
+/// error counters ([`ErrorCounts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseEnd {
+    /// The whole response reached the client.
+    Clean,
+    /// The client went away (closed, reset, stopped reading past its
+    /// timeout) before the response ended (HAProxy `cli_abrt`).
+    ClientAbort,
+    /// The server closed, reset or went silent past its timeout in the
+    /// middle of the body (HAProxy `srv_abrt`; also a response error).
+    ServerAbort,
+    /// The body the server sent was not valid (its chunked framing): a
+    /// response error that is not a server abort.
+    Malformed,
+}
+
+/// Errors and aborts by kind, kept per server and per backend (the
+/// backend's survive its servers' removal): HAProxy `econ`, `eresp`,
+/// `cli_abrt`, `srv_abrt`.
+#[derive(Debug, Default)]
+pub struct ErrorCounts {
+    /// Attempts that could not get a connection (refused, timeout, TLS).
+    pub connection: AtomicU64,
+    /// Answers that were not good HTTP: no head (closed, reset, timed out
+    /// before it, or not HTTP), or a body that broke after the head went to
+    /// the client — server aborts included, as HAProxy counts `eresp`.
+    pub response: AtomicU64,
+    /// Responses the client did not take to their end.
+    pub client_aborts: AtomicU64,
+    /// Responses whose body the server did not send to its end.
+    pub server_aborts: AtomicU64,
+}
+
+impl ErrorCounts {
+    /// Count how a response ended (nothing for a clean end).
+    pub fn record_end(&self, end: ResponseEnd) {
+        let bump = |c: &AtomicU64| {
+            c.fetch_add(1, Ordering::Relaxed);
+        };
+        match end {
+            ResponseEnd::Clean => {}
+            ResponseEnd::ClientAbort => bump(&self.client_aborts),
+            ResponseEnd::ServerAbort => {
+                bump(&self.server_aborts);
+                bump(&self.response);
+            }
+            ResponseEnd::Malformed => bump(&self.response),
+        }
+    }
+
+    /// (connection, response, client aborts, server aborts) now.
+    pub fn get(&self) -> [u64; 4] {
+        [
+            &self.connection,
+            &self.response,
+            &self.client_aborts,
+            &self.server_aborts,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
 impl FrontendStats {
     /// Count a response with `status` from `server` for this frontend
     /// (`fulcrum_requests_total`): one relaxed add in the server's slot for
@@ -324,6 +387,8 @@ pub struct BackendStats {
     pub response: Histogram,
     /// Signalled when a request ends, so a queued one can take the slot.
     pub freed: tokio::sync::Notify,
+    /// Errors and aborts of this backend's servers, summed as they happen.
+    pub errors: ErrorCounts,
 }
 
 #[cfg(test)]
@@ -383,5 +448,20 @@ mod tests {
         fes[5].responses.add("web", "b", 204);
         assert_eq!(fes[0].responses.get("web", "b"), [0, 1, 0, 1, 1]);
         assert_eq!(fes[5].responses.get("web", "b"), [0, 7, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_server_abort_is_also_a_response_error() {
+        let e = ErrorCounts::default();
+        for end in [
+            ResponseEnd::Clean,
+            ResponseEnd::ClientAbort,
+            ResponseEnd::ServerAbort,
+            ResponseEnd::Malformed,
+        ] {
+            e.record_end(end);
+        }
+        // connection, response (abort + malformed), client aborts, server aborts
+        assert_eq!(e.get(), [0, 2, 1, 1]);
     }
 }

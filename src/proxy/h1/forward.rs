@@ -19,6 +19,7 @@ use crate::proxy::decide::{Answer, Forward, RequestId};
 use crate::proxy::error::{AttemptError, Retry, Stage};
 use crate::proxy::log::Pending;
 use crate::proxy::pool;
+use crate::runtime::stats::ResponseEnd;
 use crate::runtime::{BackendRt, ServerState};
 
 /// Why sending a request or reading its response head failed, as the relay
@@ -432,56 +433,55 @@ impl<I: ClientIo> Relay<I> {
         let avail = h.upbuf.get(head_len..).unwrap_or_default();
         let Ok(take) = body.scan(avail) else {
             h.out = out;
-            pending.finish(0, false);
+            pending.end(0, ResponseEnd::Malformed);
             return Next::Close;
         };
         let mut excess = avail.len() > take;
         let mut bytes = take as u64;
         let client_idle = self.fe.config.timeouts.client_idle;
         crate::proxy::batch::others_first().await;
-        let mut ok = write_all(
-            &mut self.io,
-            &out,
-            avail.get(..take).unwrap_or_default(),
-            client_idle,
-        )
-        .await;
+        let wrote = |ok: bool| {
+            if ok {
+                ResponseEnd::Clean
+            } else {
+                ResponseEnd::ClientAbort
+            }
+        };
+        let mut end = wrote(write_all(&mut self.io, &out, avail.get(..take).unwrap_or_default(), client_idle).await);
         h.out = out;
-        while ok && !body.done {
+        while end == ResponseEnd::Clean && !body.done {
             h.upbuf.clear();
             let n = match tokio::time::timeout(server_idle, up.read_buf(&mut h.upbuf)).await {
                 Ok(Ok(n)) => n,
+                // Reset, or silent past the response timeout.
                 _ => {
-                    ok = false;
+                    end = ResponseEnd::ServerAbort;
                     break;
                 }
             };
             if n == 0 {
                 // End of stream ends a close-delimited body and nothing else.
-                ok = framing == Framing::Close;
+                if framing != Framing::Close {
+                    end = ResponseEnd::ServerAbort;
+                }
                 break;
             }
             let Ok(take) = body.scan(&h.upbuf) else {
-                ok = false;
+                end = ResponseEnd::Malformed;
                 break;
             };
             excess = take < n;
             bytes += take as u64;
-            ok = write_all(
-                &mut self.io,
-                h.upbuf.get(..take).unwrap_or_default(),
-                &[],
-                client_idle,
-            )
-            .await;
+            end = wrote(write_all(&mut self.io, h.upbuf.get(..take).unwrap_or_default(), &[], client_idle).await);
         }
+        let ok = end == ResponseEnd::Clean;
         if ok && framing == Framing::Close {
             let _ = self.io.shutdown().await;
         }
         if ok && body.done && h.resp.keep_alive && !excess {
             pool::put_raw(server, up, max_idle, max_age);
         }
-        pending.finish(bytes, ok);
+        pending.end(bytes, end);
         if !ok || close {
             return Next::Close;
         }
