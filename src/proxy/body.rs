@@ -111,6 +111,8 @@ pub enum RespBody {
     Full(Option<Bytes>),
     /// The upstream's body, streamed.
     Upstream(Box<UpstreamBody>),
+    /// The upstream's body read from its socket (`proxy::rawup`).
+    Raw(Box<super::rawup::RawBody>),
 }
 
 /// The upstream's body plus what must happen when it ends.
@@ -158,14 +160,15 @@ impl Drop for UpstreamBody {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::rawup::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            RespBody::Raw(r) => Pin::new(&mut **r).poll_frame(cx),
             RespBody::Upstream(u) => {
                 let r = Pin::new(&mut u.inner).poll_frame(cx);
                 match &r {
@@ -181,7 +184,7 @@ impl Body for RespBody {
                     Poll::Ready(Some(Err(_))) => u.finish(false),
                     Poll::Pending => {}
                 }
-                r
+                r.map(|f| f.map(|f| f.map_err(Into::into)))
             }
         }
     }
@@ -189,6 +192,7 @@ impl Body for RespBody {
         match self {
             RespBody::Full(b) => b.is_none(),
             RespBody::Upstream(u) => u.inner.is_end_stream(),
+            RespBody::Raw(r) => r.is_end_stream(),
         }
     }
     fn size_hint(&self) -> SizeHint {
@@ -196,6 +200,7 @@ impl Body for RespBody {
             RespBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             RespBody::Full(None) => SizeHint::with_exact(0),
             RespBody::Upstream(u) => u.inner.size_hint(),
+            RespBody::Raw(r) => r.size_hint(),
         }
     }
 }

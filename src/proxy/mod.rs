@@ -19,10 +19,12 @@ pub mod log;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod ratelimit;
+pub mod rawup;
 pub mod route;
 pub mod serve;
 pub mod strict;
 pub mod tcp;
+pub mod version;
 pub mod workers;
 
 /// While draining (stop or upgrade), how long an idle keep-alive connection
