@@ -78,12 +78,71 @@ servers = [{{ name = "web", address = "{web}" }}]
         );
         assert!(resp.contains("\"body_bytes\":5"), "{addr}: {resp}");
     }
-    // HTTP/1.2 is served as 1.1 on the relay (RFC 9110 §2.5).
-    let resp = raw(
-        relay,
-        b"GET / HTTP/1.2\r\nHost: a\r\nConnection: close\r\n\r\n",
+}
+
+/// RFC 9110 §2.5: a later HTTP/1.x minor version is served as HTTP/1.1, on
+/// both paths and on every request of a keep-alive connection (the hyper
+/// path answered 400); a later major version on an HTTP/1 connection is
+/// answered 505 and the connection closed, as nginx does (it was 400;
+/// HAProxy 2.6 forwards it as 1.1).
+#[test]
+fn request_line_versions_alike_on_both_paths() {
+    let (_b, web) = backend("web");
+    let relay = free_addr();
+    let hyper = free_addr();
+    let toml = format!(
+        r#"
+[frontends.relay]
+listen = ["{relay}"]
+backend = "web"
+[frontends.hyper]
+listen = ["{hyper}"]
+backend = "web"
+h2c = true
+[backends.web]
+servers = [{{ name = "web", address = "{web}" }}]
+"#
     );
-    assert_eq!(status_of(&resp), Some(200), "{resp}");
+    let _lb = Lb::start(&toml, relay);
+    wait_listening(hyper);
+    for addr in [relay, hyper] {
+        let resp = raw(
+            addr,
+            b"GET / HTTP/1.2\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(status_of(&resp), Some(200), "1.2 on {addr}: {resp}");
+        assert!(resp.starts_with("HTTP/1.1 "), "{resp}");
+        for v in ["2.0", "3.0", "9.9"] {
+            let req = format!("GET / HTTP/{v}\r\nHost: a\r\n\r\n");
+            // `raw` reads to the end: the connection was closed after the answer.
+            let resp = raw(addr, req.as_bytes());
+            assert_eq!(status_of(&resp), Some(505), "{v} on {addr}: {resp}");
+            assert!(
+                resp.to_ascii_lowercase().contains("connection: close"),
+                "{resp}"
+            );
+        }
+        // One write, three requests: a body that looks like a request line
+        // is body, a chunked body is followed to its end, and the request
+        // after each is still read as 1.1.
+        let resp = raw(
+            addr,
+            b"POST /a HTTP/1.2\r\nHost: a\r\nContent-Length: 18\r\n\r\nGET / HTTP/1.2\r\n\r\n\
+              POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+              GET /c HTTP/1.3\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(resp.matches("HTTP/1.1 200").count(), 3, "{addr}: {resp}");
+        for (path, bytes) in [("/a", 18), ("/b", 5), ("/c", 0)] {
+            assert!(
+                resp.contains(&format!("\"path\":\"{path}\"")),
+                "{path} on {addr}: {resp}"
+            );
+            assert!(
+                resp.contains(&format!("\"body_bytes\":{bytes}")),
+                "{path} on {addr}: {resp}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -659,7 +659,9 @@ servers = [{{ name = "d1", address = "{dead}" }}]
 "#
         );
         let config = fulcrum::config::parse_str(&toml, "t.toml").expect("valid config");
-        let rt = Runtime::start(config).await.expect("runtime starts");
+        let rt = fulcrum::supervisor::start(config)
+            .await
+            .expect("runtime starts");
         let wait = |what: String, want: [u64; 4], backend: &'static str, server: &'static str| {
             let probe = rt.clone();
             async move {

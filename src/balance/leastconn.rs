@@ -10,14 +10,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{less_loaded, pickable_weight, ServerView};
-use crate::runtime::stats::PerWorker;
 
 /// Weighted least-connections with rotating tie-breaks.
 #[derive(Debug, Default)]
 pub struct LeastConn {
-    /// Where the next scan starts; only its value modulo the list length
-    /// matters. One per worker (no pick writes a line another core writes).
-    offset: PerWorker<AtomicUsize>,
+    /// Where the next scan starts; only its value modulo the list length matters.
+    offset: AtomicUsize,
 }
 
 impl LeastConn {
@@ -32,7 +30,7 @@ impl LeastConn {
         if n == 0 {
             return None;
         }
-        let start = self.offset.local().fetch_add(1, Ordering::Relaxed) % n;
+        let start = self.offset.fetch_add(1, Ordering::Relaxed) % n;
         // (index, active, weight) of the least loaded so far.
         let mut best: Option<(usize, u32, u32)> = None;
         for step in 0..n {

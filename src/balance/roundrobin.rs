@@ -9,14 +9,10 @@
 //!
 //! The smooth state needs a mutex. Most backends have equal weights, where
 //! smooth WRR degenerates to plain rotation, so that case takes a lock-free
-//! path on a rotation counter instead: one per proxy worker (each worker
-//! rotates on its own, so no pick writes a line another core writes; over
-//! the workers the split stays even, within one request per worker).
+//! path on a single atomic counter instead.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-
-use crate::runtime::stats::PerWorker;
 
 use super::{first_pickable, pickable_weight, ServerView};
 
@@ -26,9 +22,8 @@ pub struct RoundRobin {
     /// Per-server `current_weight`, sized once from the snapshot's server list.
     /// i64 because values swing negative by up to the total weight.
     current: Mutex<Vec<i64>>,
-    /// Rotation counter for the equal-weight path and the size-mismatch
-    /// fallback, one per worker.
-    counter: PerWorker<AtomicUsize>,
+    /// Rotation counter for the equal-weight path and the size-mismatch fallback.
+    counter: AtomicUsize,
 }
 
 /// What one scan of the view found, to choose the path without a second scan.
@@ -43,7 +38,7 @@ impl RoundRobin {
     pub fn new(servers: usize) -> RoundRobin {
         RoundRobin {
             current: Mutex::new(vec![0; servers]),
-            counter: PerWorker::default(),
+            counter: AtomicUsize::new(0),
         }
     }
 
@@ -57,7 +52,7 @@ impl RoundRobin {
             // Equal weights: the k-th usable server for a rotating k. Counting over usable
             // servers only (rather than rotating a start index) keeps the split exact when
             // some servers are down instead of doubling the load on their successors.
-            let k = self.counter.local().fetch_add(1, Ordering::Relaxed) % scan.usable;
+            let k = self.counter.fetch_add(1, Ordering::Relaxed) % scan.usable;
             return nth_usable(view, k);
         }
         // A poisoned lock only means another thread panicked mid-pick; the weights in
@@ -75,7 +70,7 @@ impl RoundRobin {
     /// Weighted rotation from the shared counter: exact shares, but heavy servers
     /// get their picks back to back. Only used when the view's size is unexpected.
     fn pick_counted(&self, view: &impl ServerView, total: u64) -> Option<usize> {
-        let c = self.counter.local().fetch_add(1, Ordering::Relaxed) as u64;
+        let c = self.counter.fetch_add(1, Ordering::Relaxed) as u64;
         let mut target = c % total;
         for i in 0..view.len() {
             if let Some(w) = pickable_weight(view, i) {

@@ -112,6 +112,8 @@ pub enum RespBody {
     Full(Option<Bytes>),
     /// The upstream's body, streamed.
     Upstream(Box<UpstreamBody>),
+    /// The upstream's body read from its socket (`proxy::rawup`).
+    Raw(Box<super::rawup::RawBody>),
 }
 
 /// The upstream's body plus what must happen when it ends.
@@ -182,14 +184,15 @@ fn body_error(e: &hyper::Error) -> ResponseEnd {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::rawup::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            RespBody::Raw(r) => Pin::new(&mut **r).poll_frame(cx),
             RespBody::Upstream(u) => {
                 let r = Pin::new(&mut u.inner).poll_frame(cx);
                 match &r {
@@ -205,7 +208,7 @@ impl Body for RespBody {
                     Poll::Ready(Some(Err(e))) => u.finish(body_error(e)),
                     Poll::Pending => {}
                 }
-                r
+                r.map(|f| f.map(|f| f.map_err(Into::into)))
             }
         }
     }
@@ -213,6 +216,7 @@ impl Body for RespBody {
         match self {
             RespBody::Full(b) => b.is_none(),
             RespBody::Upstream(u) => u.inner.is_end_stream(),
+            RespBody::Raw(r) => r.is_end_stream(),
         }
     }
     fn size_hint(&self) -> SizeHint {
@@ -220,6 +224,7 @@ impl Body for RespBody {
             RespBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             RespBody::Full(None) => SizeHint::with_exact(0),
             RespBody::Upstream(u) => u.inner.size_hint(),
+            RespBody::Raw(r) => r.size_hint(),
         }
     }
 }

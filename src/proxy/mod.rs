@@ -18,11 +18,13 @@ pub mod listener;
 pub mod log;
 pub mod pool;
 pub mod proxy_protocol;
+pub mod rawup;
 /// Moved to [`crate::routing`] (shared with the runtime); kept here by path.
 pub use crate::routing::{ratelimit, route};
 pub mod serve;
 pub mod strict;
 pub mod tcp;
+pub mod version;
 pub mod workers;
 
 /// While draining (stop or upgrade), how long an idle keep-alive connection

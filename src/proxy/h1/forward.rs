@@ -447,7 +447,15 @@ impl<I: ClientIo> Relay<I> {
                 ResponseEnd::ClientAbort
             }
         };
-        let mut end = wrote(write_all(&mut self.io, &out, avail.get(..take).unwrap_or_default(), client_idle).await);
+        let mut end = wrote(
+            write_all(
+                &mut self.io,
+                &out,
+                avail.get(..take).unwrap_or_default(),
+                client_idle,
+            )
+            .await,
+        );
         h.out = out;
         while end == ResponseEnd::Clean && !body.done {
             h.upbuf.clear();
@@ -472,7 +480,15 @@ impl<I: ClientIo> Relay<I> {
             };
             excess = take < n;
             bytes += take as u64;
-            end = wrote(write_all(&mut self.io, h.upbuf.get(..take).unwrap_or_default(), &[], client_idle).await);
+            end = wrote(
+                write_all(
+                    &mut self.io,
+                    h.upbuf.get(..take).unwrap_or_default(),
+                    &[],
+                    client_idle,
+                )
+                .await,
+            );
         }
         let ok = end == ResponseEnd::Clean;
         if ok && framing == Framing::Close {
