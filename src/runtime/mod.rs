@@ -141,6 +141,11 @@ struct Persist {
     path: PathBuf,
     config_file: Option<PathBuf>,
     pending: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Held from taking the pending bytes to the end of their write: the
+    /// writer task and a flush (`Runtime::flush_state`, before an upgrade)
+    /// never write at once, so the file always ends with the newest edits
+    /// and a flush returns only once they are on disk.
+    writing: std::sync::Mutex<()>,
     /// Wakes the writer task (capacity one: a pending wake-up covers later edits).
     wake: tokio::sync::mpsc::Sender<()>,
     failing: AtomicBool,
@@ -148,6 +153,7 @@ struct Persist {
 
 impl Persist {
     fn write_pending(&self) {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let bytes = self
             .pending
             .lock()
@@ -253,6 +259,7 @@ impl Runtime {
                 path,
                 config_file: config.source.clone(),
                 pending: Default::default(),
+                writing: Default::default(),
                 wake,
                 failing: AtomicBool::new(false),
             })
