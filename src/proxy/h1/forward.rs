@@ -373,6 +373,9 @@ impl<I: ClientIo> Relay<I> {
         let idle = self.fe.config.timeouts.client_idle;
         // `inbuf` holds the head and the part of the body already sent.
         self.inbuf.clear();
+        // A body worth streaming gets a full-size buffer (the request
+        // buffer is small: see `REQ_BUF`).
+        self.inbuf.reserve(super::BUF);
         while left > 0 {
             let n = match tokio::time::timeout(idle, self.io.read_buf(&mut self.inbuf)).await {
                 Ok(Ok(n)) if n > 0 => n,

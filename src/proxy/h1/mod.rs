@@ -205,19 +205,42 @@ fn give_fields(mut v: Vec<head::Field>) {
 /// connections it holds.
 const POOLED: usize = 64;
 
+thread_local! {
+    /// Request buffers ([`REQ_BUF`]) of finished exchanges.
+    static REQ_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What a client's request is first read into: a request head is rarely
+/// more than a few hundred bytes (nginx's `client_header_buffer_size` is
+/// 1 KiB), and the buffer is held from the request's first byte to the
+/// end of its response, so at 200 requests in flight a 16 KiB one would
+/// cost 2.4 MiB more for nothing. A bigger head or a body grows it
+/// (`fill`), and the grown buffer joins the [`BUF`] pool.
+const REQ_BUF: usize = 4 * 1024;
+
 fn take_buf() -> Vec<u8> {
     BUFFERS
         .with(|b| b.borrow_mut().pop())
         .unwrap_or_else(|| Vec::with_capacity(BUF))
 }
 
+/// A buffer for a client's request (see [`REQ_BUF`]).
+fn take_req_buf() -> Vec<u8> {
+    REQ_BUFFERS
+        .with(|b| b.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(REQ_BUF))
+}
+
 fn give_buf(mut buf: Vec<u8>) {
-    // Only full-size buffers: a small one would turn every read into many.
-    if !(BUF..=4 * BUF).contains(&buf.capacity()) {
-        return;
-    }
+    // By size class; smaller ones are dropped (a small buffer would turn
+    // every read into many).
+    let pool = match buf.capacity() {
+        c if (REQ_BUF..BUF).contains(&c) => &REQ_BUFFERS,
+        c if (BUF..=4 * BUF).contains(&c) => &BUFFERS,
+        _ => return,
+    };
     buf.clear();
-    BUFFERS.with(|b| {
+    pool.with(|b| {
         let mut b = b.borrow_mut();
         if b.len() < POOLED {
             b.push(buf);
@@ -376,7 +399,7 @@ impl<I: ClientIo> Relay<I> {
             // Just accepted: the request is usually here already. Read it
             // without registering the socket (HAProxy reads at once too);
             // when nothing is there, the read registers it and we wait below.
-            self.inbuf = take_buf();
+            self.inbuf = take_req_buf();
             match futures_util::FutureExt::now_or_never(self.io.read_buf(&mut self.inbuf)) {
                 Some(Ok(n)) => return n > 0,
                 Some(Err(_)) => return false,
@@ -423,7 +446,7 @@ impl<I: ClientIo> Relay<I> {
                 Poll::Ready(Ok(())) => {}
             }
             if inbuf.capacity() == 0 {
-                *inbuf = take_buf();
+                *inbuf = take_req_buf();
             }
             match s.try_read_buf(inbuf) {
                 Ok(n) => return Poll::Ready(n > 0),
@@ -463,7 +486,7 @@ impl<I: ClientIo> Relay<I> {
                 // Idle connections hold no buffer: wait first, take one after.
                 s.readable().await?;
             }
-            self.inbuf = take_buf();
+            self.inbuf = take_req_buf();
         }
         if self.inbuf.len() == self.inbuf.capacity() {
             self.inbuf.reserve(BUF);
