@@ -202,6 +202,18 @@ impl Collector for Scrape {
                 .map(|(i, n)| (vec![("worker", i.to_string())], Val::U(n)))
                 .collect(),
         )?;
+        let open = crate::proxy::workers::open();
+        if !open.is_empty() {
+            gauge(
+                e,
+                "fulcrum_worker_connections_open",
+                "Client connections open on each proxy worker now (with two or more workers).",
+                open.into_iter()
+                    .enumerate()
+                    .map(|(i, n)| (vec![("worker", i.to_string())], Val::U(n)))
+                    .collect(),
+            )?;
+        }
         frontend_families(e, &frontends)?;
         request_families(e, &frontends, &servers)?;
         backend_families(e, &backends)?;

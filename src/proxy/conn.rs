@@ -52,6 +52,7 @@ impl Drop for ConnCount {
 pub(crate) struct ConnGuards {
     _count: ConnCount,
     _open: crate::runtime::conns::ConnGuard,
+    _worker: super::workers::Open,
 }
 
 impl ConnGuards {
@@ -59,6 +60,7 @@ impl ConnGuards {
         ConnGuards {
             _count: count,
             _open: rt.conns.track(),
+            _worker: super::workers::Open::new(),
         }
     }
 }

@@ -202,68 +202,32 @@ async fn accept_loop(
             };
             match accepted {
                 Ok((stream, client)) => {
-                    super::workers::count_accept();
-                    let _ = stream.set_nodelay(true);
-                    let fe_cfg = {
-                        let snap = rt.snapshot();
-                        snap.frontends.get(&*frontend).cloned()
-                    };
-                    let Some(fe) = fe_cfg else { continue };
-                    // Counted here, before the task runs, so maxconn is exact:
-                    // another worker may have taken the last slot since the
-                    // check above; then this connection waits for one (as it
-                    // would have in the kernel's queue), and so does this
-                    // accept loop.
-                    let count = loop {
-                        if let Some(c) = ConnCount::reserve(&fe) {
-                            break c;
-                        }
-                        let closed = fe.stats.closed.notified();
-                        tokio::select! {
-                            // Stopping or handing over: serve it rather than drop it.
-                            _ = stop.wait_for(|s| *s) => break ConnCount::new(&fe),
-                            _ = closed => {}
-                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        }
-                    };
-                    let guards = ConnGuards::new(&rt, count);
-                    let local = match fixed_local {
-                        Some(a) => a,
-                        None => stream.local_addr().unwrap_or(client),
-                    };
-                    if mode == Mode::Http && serve::plain_relay(&fe) {
-                        // The common case straight to the relay: one small task.
-                        let conn = serve::conn_info(&rt, &frontend, client, local);
-                        serve::spawn_relay(conn, fe, LazyTcp::new(stream), guards);
+                    // A worker holding clearly more connections than another
+                    // hands this one over (HAProxy's per-thread accept queues):
+                    // keep-alive connections opened in a burst would otherwise
+                    // stay on whichever worker woke first, for their life.
+                    if let Some(to) = super::workers::hand_off() {
+                        to.spawn(serve_accepted(
+                            rt.clone(),
+                            frontend.clone(),
+                            mode,
+                            fixed_local,
+                            stream,
+                            client,
+                            stop.clone(),
+                        ));
                         continue;
                     }
-                    let stream = match TcpStream::from_std(stream) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::warn!(frontend = %frontend, error = %e, "cannot register connection");
-                            continue;
-                        }
-                    };
-                    let rt = rt.clone();
-                    let name = frontend.clone();
-                    tokio::spawn(async move {
-                        let mut stream = stream;
-                        // Rare paths boxed: a task is as large as its largest path,
-                        // and every idle HTTP connection is one task.
-                        let (client, local) = if fe.config.accept_proxy {
-                            match Box::pin(read_proxy_header(&fe, &mut stream, client)).await {
-                                Some(addrs) => addrs,
-                                None => return drop(guards),
-                            }
-                        } else {
-                            (client, local)
-                        };
-                        let conn = serve::conn_info(&rt, &name, client, local);
-                        match mode {
-                            Mode::Http => serve::http(conn, fe, stream, guards).await,
-                            Mode::Tcp => serve::tcp(conn, fe, stream, guards).await,
-                        }
-                    });
+                    serve_accepted(
+                        rt.clone(),
+                        frontend.clone(),
+                        mode,
+                        fixed_local,
+                        stream,
+                        client,
+                        stop.clone(),
+                    )
+                    .await;
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -275,6 +239,82 @@ async fn accept_loop(
         crate::upgrade::fds::unregister(raw_fd);
         tracing::info!(frontend = %frontend, "listener closed");
     }
+}
+
+/// Serve a connection just accepted, on the worker this runs on: count it,
+/// take a `maxconn` slot (waiting for one, as it would in the kernel's
+/// queue) and spawn its task.
+async fn serve_accepted(
+    rt: Arc<Runtime>,
+    frontend: Arc<str>,
+    mode: Mode,
+    fixed_local: Option<SocketAddr>,
+    stream: std::net::TcpStream,
+    client: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    super::workers::count_accept();
+    let _ = stream.set_nodelay(true);
+    let fe_cfg = {
+        let snap = rt.snapshot();
+        snap.frontends.get(&*frontend).cloned()
+    };
+    let Some(fe) = fe_cfg else { return };
+    // Counted here, before the task runs, so maxconn is exact:
+    // another worker may have taken the last slot since the
+    // check above; then this connection waits for one (as it
+    // would have in the kernel's queue), and so does this
+    // accept loop.
+    let count = loop {
+        if let Some(c) = ConnCount::reserve(&fe) {
+            break c;
+        }
+        let closed = fe.stats.closed.notified();
+        tokio::select! {
+            // Stopping or handing over: serve it rather than drop it.
+            _ = stop.wait_for(|s| *s) => break ConnCount::new(&fe),
+            _ = closed => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    };
+    let guards = ConnGuards::new(&rt, count);
+    let local = match fixed_local {
+        Some(a) => a,
+        None => stream.local_addr().unwrap_or(client),
+    };
+    if mode == Mode::Http && serve::plain_relay(&fe) {
+        // The common case straight to the relay: one small task.
+        let conn = serve::conn_info(&rt, &frontend, client, local);
+        serve::spawn_relay(conn, fe, LazyTcp::new(stream), guards);
+        return;
+    }
+    let stream = match TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(frontend = %frontend, error = %e, "cannot register connection");
+            return;
+        }
+    };
+    let rt = rt.clone();
+    let name = frontend.clone();
+    tokio::spawn(async move {
+        let mut stream = stream;
+        // Rare paths boxed: a task is as large as its largest path,
+        // and every idle HTTP connection is one task.
+        let (client, local) = if fe.config.accept_proxy {
+            match Box::pin(read_proxy_header(&fe, &mut stream, client)).await {
+                Some(addrs) => addrs,
+                None => return drop(guards),
+            }
+        } else {
+            (client, local)
+        };
+        let conn = serve::conn_info(&rt, &name, client, local);
+        match mode {
+            Mode::Http => serve::http(conn, fe, stream, guards).await,
+            Mode::Tcp => serve::tcp(conn, fe, stream, guards).await,
+        }
+    });
 }
 
 /// Accept one connection, non-blocking and not registered with the event

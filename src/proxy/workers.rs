@@ -23,10 +23,13 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use crossbeam_utils::CachePadded;
 use tokio::runtime::Handle;
 
 static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
 static ACCEPTED: OnceLock<Box<[AtomicU64]>> = OnceLock::new();
+/// Client connections open on each worker now (see [`Open`]).
+static OPEN: OnceLock<Box<[CachePadded<AtomicU64>]>> = OnceLock::new();
 
 thread_local! {
     /// This thread's worker index (0 on the main runtime with one thread).
@@ -47,6 +50,11 @@ pub fn resolve(threads: Option<usize>) -> usize {
 pub fn start(n: usize, pin: bool) -> std::io::Result<()> {
     // Before any listener (the counters are sized once).
     let _ = ACCEPTED.set((0..n).map(|_| AtomicU64::new(0)).collect());
+    let _ = OPEN.set(
+        (0..n)
+            .map(|_| CachePadded::new(AtomicU64::new(0)))
+            .collect(),
+    );
     let cpus = if pin { allowed_cpus() } else { Vec::new() };
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
@@ -103,6 +111,71 @@ pub fn count_accept() {
     if let Some(c) = counters().get(i) {
         c.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// A client connection open on the worker that accepted it (held for the
+/// connection's life; see [`hand_off`]).
+pub struct Open(usize);
+
+impl Open {
+    /// Count a connection accepted on the worker this runs on.
+    pub fn new() -> Open {
+        let i = index();
+        if let Some(c) = OPEN.get().and_then(|o| o.get(i)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        Open(i)
+    }
+}
+
+impl Default for Open {
+    fn default() -> Self {
+        Open::new()
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(c) = OPEN.get().and_then(|o| o.get(self.0)) {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Connections open on each worker now (empty without workers).
+pub fn open() -> Vec<u64> {
+    OPEN.get()
+        .map(|o| o.iter().map(|c| c.load(Ordering::Relaxed)).collect())
+        .unwrap_or_default()
+}
+
+/// Where a connection just accepted by the worker this runs on should be
+/// served instead: the least loaded other worker, when this one holds
+/// clearly more client connections than it (the slack, 2 or 1/8 of this
+/// worker's count, keeps a balanced pair from trading connections back and
+/// forth). None — serve it here — in the common, balanced case.
+///
+/// Every worker is woken for a new connection on the listening socket they
+/// share and whichever calls `accept` first gets it, so a burst of
+/// keep-alive connections (a load generator opening its pool) can land
+/// mostly on one worker and stay there for its life. HAProxy hands
+/// accepted connections to the least loaded thread's queue for the same
+/// reason. The hand-over costs one cross-thread wake-up; the connection is
+/// registered with the other worker's event loop when it first waits.
+pub fn hand_off() -> Option<&'static Handle> {
+    let open = OPEN.get().filter(|o| o.len() > 1)?;
+    let me = index();
+    let mine = open.get(me)?.load(Ordering::Relaxed);
+    let (least, n) = open
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != me)
+        .map(|(i, c)| (i, c.load(Ordering::Relaxed)))
+        .min_by_key(|&(_, n)| n)?;
+    if mine <= n + (mine / 8).max(2) {
+        return None;
+    }
+    handles()?.get(least)
 }
 
 /// How many workers serve connections (1 without `start`).
