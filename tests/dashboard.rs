@@ -152,7 +152,14 @@ servers = [
     let node = Command::new("node")
         .arg(repo().join("tests/browser/dashboard.mjs"))
         .arg(format!("http://{admin}/"))
-        .args(["--expect", &expect, "--drain", "web1", "--screenshot"])
+        .args([
+            "--expect",
+            &expect,
+            "--drain",
+            "web1",
+            "--checked",
+            "--screenshot",
+        ])
         .arg(&screenshot)
         .current_dir(repo())
         .stdin(Stdio::null())
