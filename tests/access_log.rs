@@ -228,7 +228,7 @@ fn stalled_reader_drops_lines_and_never_stalls_requests() {
     );
 }
 
-/// A server that answers by path: `/cut` a body shorter than its length,
+/// A server that answers by path: `/cut` a body shorter than its length and a close,
 /// `/bad-chunk` a 200 head then invalid chunked framing in the same write,
 /// `/late-bad-chunk` a 200 head and a good chunk, then (after a pause, so the
 /// head has gone to the client) a bad chunk line, `/endless` a body too long
@@ -255,8 +255,13 @@ fn misbehaving_server() -> std::net::SocketAddr {
                 }
                 let text = String::from_utf8_lossy(&head).into_owned();
                 let path = text.split(' ').nth(1).unwrap_or_default().to_string();
+                if path == "/cut" {
+                    // The body ends short and the connection closes.
+                    let _ =
+                        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this");
+                    return;
+                }
                 let _ = match path.as_str() {
-                    "/cut" => s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this"),
                     "/bad-chunk" => s.write_all(
                         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
                     ),
