@@ -3,6 +3,7 @@
 //   node tests/browser/dashboard.mjs <admin URL> [--expect web1,web2] [--drain web1]
 //        [--screenshot target/dashboard.png] [--checked]
 //
+// --discovery-error B: backend B's discovery source has failed; its header must say so.
 // --checked: every expected server has active health checks, so each must show check dots.
 // Every expected server's detail line (bytes, 4xx/5xx, errors, max, last change) must be
 // shown in full, not cut off by its column.
@@ -21,13 +22,14 @@ const FLAGS = [
 ];
 
 function parseArgs(argv) {
-  const opts = { url: null, expect: null, drain: null, screenshot: null, checked: false };
+  const opts = { url: null, expect: null, drain: null, screenshot: null, checked: false, discoveryError: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--expect') opts.expect = argv[++i].split(',').filter(Boolean);
     else if (a === '--drain') opts.drain = argv[++i];
     else if (a === '--screenshot') opts.screenshot = argv[++i];
     else if (a === '--checked') opts.checked = true;
+    else if (a === '--discovery-error') opts.discoveryError = argv[++i];
     else if (!opts.url) opts.url = a;
     else throw new Error(`unexpected argument ${a}`);
   }
@@ -118,6 +120,12 @@ async function main() {
       if (opts.checked && s.dots === 0) problems.push(`${s.name}: no check dots although its backend has checks`);
     }
     log(`detail lines shown in full (${seen[0].text}); check dots: ${seen.map((s) => s.dots).join(',')}`);
+
+    if (opts.discoveryError) {
+      const e = page.locator(`section[data-backend="${opts.discoveryError}"] .discovery-error`);
+      await e.waitFor({ state: 'visible', timeout: 15000 });
+      log(`backend ${opts.discoveryError} shows its discovery error: ${(await e.textContent()).trim()}`);
+    }
 
     if (opts.screenshot) {
       // A few more polls so the sparklines and check dots have something to draw.

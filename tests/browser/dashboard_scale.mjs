@@ -64,8 +64,19 @@ async function main() {
         problems.push(`request outside the admin listener: ${req.url()}`);
       }
     });
+    // A status poll the page itself aborted (its 4 s answer timeout: a debug build on a
+    // loaded machine can take that long for 10 000 servers) is counted and logged, not a
+    // failure: the page retries, and a banner still up at the end fails the run below.
+    let slowPolls = 0;
     page.on('requestfailed', (req) => {
-      if (!closing) problems.push(`request failed: ${req.url()} ${req.failure()?.errorText}`);
+      if (closing) return;
+      const err = req.failure()?.errorText ?? '';
+      if (err === 'net::ERR_ABORTED' && new URL(req.url()).pathname.endsWith('/api/v1/status')) {
+        slowPolls++;
+        log(`a status poll was aborted by the page's timeout (${slowPolls} so far)`);
+        return;
+      }
+      problems.push(`request failed: ${req.url()} ${err}`);
     });
 
     await page.goto(base.href, { waitUntil: 'load', timeout: WAIT_MS });
