@@ -227,3 +227,188 @@ fn stalled_reader_drops_lines_and_never_stalls_requests() {
         "lines written ({written}) + dropped ({dropped}) != requests ({ok}); flushed before stop: {all}"
     );
 }
+
+/// A server that answers by path: `/cut` a body shorter than its length and a close,
+/// `/bad-chunk` a 200 head then invalid chunked framing in the same write,
+/// `/late-bad-chunk` a 200 head and a good chunk, then (after a pause, so the
+/// head has gone to the client) a bad chunk line, `/endless` a body too long
+/// to read, anything else an empty 200. Threads, ended by the test's exit.
+fn misbehaving_server() -> std::net::SocketAddr {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                    if head.len() > 65536 {
+                        return;
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let path = text.split(' ').nth(1).unwrap_or_default().to_string();
+                if path == "/cut" {
+                    // The body ends short and the connection closes.
+                    let _ =
+                        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this");
+                    return;
+                }
+                let _ = match path.as_str() {
+                    "/bad-chunk" => s.write_all(
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+                    ),
+                    "/late-bad-chunk" => s
+                        .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                        .and_then(|_| {
+                            std::thread::sleep(Duration::from_millis(300));
+                            s.write_all(b"zz\r\n")
+                        }),
+                    "/endless" => s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n")
+                        .and_then(|_| {
+                            let chunk = vec![b'x'; 16 * 1024];
+                            for _ in 0..65536 {
+                                s.write_all(&chunk)?;
+                            }
+                            Ok(())
+                        }),
+                    _ => s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+                };
+                // Hold the connection until the proxy closes it.
+                let _ = s.read(&mut buf);
+            });
+        }
+    });
+    addr
+}
+
+/// `GET path` on a fresh connection; everything that comes until the close.
+fn get_all(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to proxy");
+    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("send request");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+/// The access log's termination state says who ended an incomplete exchange,
+/// like HAProxy's: `SD` the server (body cut short), `PD` the proxy (invalid
+/// chunked framing from the server), `CD` the client (hung up mid-body), `--`
+/// a clean end; JSON lines carry it as `termination`. On both HTTP/1.1 paths
+/// (relay and hyper). On the relay, a body that is invalid in the bytes that
+/// came with the head gets a 502 (nothing had gone to the client yet).
+#[test]
+fn termination_states_split_client_server_and_proxy() {
+    use std::io::Write;
+    let odd = misbehaving_server();
+    for (relay, format) in [
+        (true, "text"),
+        (false, "text"),
+        (true, "json"),
+        (false, "json"),
+    ] {
+        let listen = free_addr();
+        let toml = format!(
+            "[log]\naccess = \"{format}\"\n\n[frontends.www]\nlisten = [\"{listen}\"]\nbackend = \"odd\"\n\n\
+             [backends.odd]\nservers = [{{ name = \"o1\", address = \"{odd}\" }}]\n"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("fulcrum.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let log_path = dir.path().join("out.log");
+        let out = std::fs::File::create(&log_path).expect("log file");
+        let err = out.try_clone().expect("clone");
+        let mut cmd = Command::new(common::bin());
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        if !relay {
+            cmd.env("FULCRUM_RELAY", "off");
+        }
+        let _lb = Child(cmd.spawn().expect("spawn fulcrum"));
+        wait_listening(listen);
+        let what = format!("relay={relay} {format}");
+
+        let fine = get_all(listen, "/fine");
+        assert!(fine.starts_with(b"HTTP/1.1 200"), "{what}: {fine:?}");
+        get_all(listen, "/cut");
+        let bad = get_all(listen, "/bad-chunk");
+        if relay {
+            assert!(
+                bad.starts_with(b"HTTP/1.1 502"),
+                "{what}: a body invalid before anything went out gets 502: {:?}",
+                String::from_utf8_lossy(&bad)
+            );
+        }
+        let late = get_all(listen, "/late-bad-chunk");
+        assert!(
+            late.starts_with(b"HTTP/1.1 200"),
+            "{what}: the head went out before the bad chunk: {:?}",
+            String::from_utf8_lossy(&late)
+        );
+        {
+            let mut s = std::net::TcpStream::connect(listen).expect("connect");
+            s.write_all(b"GET /endless HTTP/1.1\r\nHost: test\r\n\r\n")
+                .expect("send");
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).expect("read the head");
+                assert!(n > 0 && got.len() < 65536, "{what}: no head: {got:?}");
+                got.extend_from_slice(&buf[..n]);
+            }
+            // Dropped with unread bytes: a reset, mid-body.
+        }
+
+        let flag = |path: &str, want: &str| -> bool {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            text.lines().any(|l| {
+                let has_path = l.contains(&format!("GET {path}\""))
+                    || l.contains(&format!("\"uri\":\"{path}\""));
+                let has_flag = if format == "json" {
+                    l.contains(&format!("\"termination\":\"{want}\""))
+                } else {
+                    l.contains(&format!(" {want} \"GET {path}\""))
+                };
+                has_path && has_flag
+            })
+        };
+        for (path, want) in [
+            ("/fine", "--"),
+            ("/cut", "SD"),
+            ("/bad-chunk", "PD"),
+            ("/late-bad-chunk", "PD"),
+            ("/endless", "CD"),
+        ] {
+            assert!(
+                wait_until(Duration::from_secs(20), || flag(path, want)),
+                "{what}: no {want} line for {path}:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        if relay {
+            assert!(
+                flag("/bad-chunk", "PD")
+                    && std::fs::read_to_string(&log_path)
+                        .unwrap_or_default()
+                        .lines()
+                        .any(|l| l.contains("/bad-chunk")
+                            && (l.contains(" 502 ") || l.contains("\"status\":502"))),
+                "{what}: the 502 is what the log says was sent"
+            );
+        }
+    }
+}

@@ -487,7 +487,7 @@ servers = [{{ name = "web3", address = "{a3}" }}]
 }
 
 /// Check `v` against an OpenAPI schema subset: type, required, properties,
-/// items, enum, nullable, $ref and allOf.
+/// items, enum, nullable, $ref, allOf and anyOf.
 fn conforms(spec: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
     if let Some(r) = schema.get("$ref").and_then(|r| r.as_str()) {
         let name = r.rsplit('/').next().unwrap_or("");
@@ -499,6 +499,18 @@ fn conforms(spec: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), Str
         } else {
             Err(format!("{at}: null"))
         };
+    }
+    if let Some(any) = schema.get("anyOf").and_then(|a| a.as_array()) {
+        let errors: Vec<String> = any
+            .iter()
+            .filter_map(|s| conforms(spec, s, v, at).err())
+            .collect();
+        if errors.len() == any.len() {
+            return Err(format!(
+                "{at}: matches none of anyOf: {}",
+                errors.join("; ")
+            ));
+        }
     }
     if let Some(all) = schema.get("allOf").and_then(|a| a.as_array()) {
         for s in all {
@@ -597,6 +609,20 @@ fn openapi_document_matches_the_implementation() {
             "200",
         ),
         (
+            "/api/v1/backends/{backend}/servers/{server}/weight",
+            "post",
+            "/api/v1/backends/web/servers/web1/weight".into(),
+            r#"{"weight":1}"#,
+            "200",
+        ),
+        (
+            "/api/v1/backends/{backend}/servers/{server}/state",
+            "post",
+            "/api/v1/backends/web/servers/web1/state".into(),
+            r#"{"state":"ready"}"#,
+            "200",
+        ),
+        (
             "/api/v1/backends/{backend}/servers",
             "post",
             "/api/v1/backends/web/servers".into(),
@@ -618,6 +644,20 @@ fn openapi_document_matches_the_implementation() {
             "404",
         ),
         ("/api/v1/reload", "post", "/api/v1/reload".into(), "", "200"),
+        (
+            "/api/v1/reload",
+            "post",
+            "/api/v1/reload?reset=null".into(),
+            "",
+            "400",
+        ),
+        (
+            "/api/v1/status",
+            "get",
+            "/api/v1/status?compact=true&history=true".into(),
+            "",
+            "200",
+        ),
     ];
     let mut covered = std::collections::HashSet::new();
     for (doc_path, method, real, body, code) in calls {

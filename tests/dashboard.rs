@@ -77,6 +77,15 @@ fn dashboard_in_chromium_shows_servers_and_drains() {
     let (_p2, a_p2) = backend("api2");
     let listen = free_addr();
     let admin = free_addr();
+    // A backend fed by an inventory file, broken after start: the page must show
+    // the discovery source's last error.
+    let inv_dir = tempfile::tempdir().expect("tempdir");
+    let inv = inv_dir.path().join("inv.json");
+    std::fs::write(
+        &inv,
+        format!("[\n  {{\"name\":\"inv1\",\"address\":\"{a_w1}\"}}\n]\n"),
+    )
+    .expect("write inventory");
     let health = r#"health = { kind = "http", path = "/health", interval = "200ms", rise = 1, fall = 2, timeout = "500ms" }"#;
     let config = format!(
         r#"[admin]
@@ -102,7 +111,11 @@ servers = [
   {{ name = "api1", address = "{a_p1}" }},
   {{ name = "api2", address = "{a_p2}" }},
 ]
-"#
+
+[backends.inv]
+discovery = {{ file = "{inv}", poll_interval = "100ms" }}
+"#,
+        inv = inv.display()
     );
     let lb = Lb::start(&config, admin);
 
@@ -122,6 +135,20 @@ servers = [
         "servers never all came up: {}\n{}",
         status_json(admin),
         lb.proc.output()
+    );
+    // Break the inventory: the last good list stays, and the status says why.
+    std::fs::write(&inv, "[ {\"name\": \"inv1\", \"address\": ").expect("break inventory");
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let st = status_json(admin);
+            st["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|b| b["name"] == "inv" && b["discovery"]["last_error"].is_string())
+        }),
+        "the broken inventory never showed as last_error: {}",
+        status_json(admin)
     );
     let page = get(admin, "/").expect("GET /");
     assert_eq!(
@@ -152,7 +179,16 @@ servers = [
     let node = Command::new("node")
         .arg(repo().join("tests/browser/dashboard.mjs"))
         .arg(format!("http://{admin}/"))
-        .args(["--expect", &expect, "--drain", "web1", "--screenshot"])
+        .args([
+            "--expect",
+            &expect,
+            "--drain",
+            "web1",
+            "--checked",
+            "--discovery-error",
+            "inv",
+            "--screenshot",
+        ])
         .arg(&screenshot)
         .current_dir(repo())
         .stdin(Stdio::null())

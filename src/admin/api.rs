@@ -387,7 +387,10 @@ async fn add_server(st: &AdminState, b: &str, req: Request<Incoming>, by: &str) 
 }
 
 async fn reload(st: &AdminState, query: &str, by: &str) -> Resp {
-    let reset = query_flag(query, "reset");
+    let reset = match reset_flag(query) {
+        Ok(r) => r,
+        Err(e) => return error(400, e),
+    };
     #[cfg(feature = "etcd")]
     if let Some(r) = crate::cluster::config_source::reload(&st.rt).await {
         return match r {
@@ -446,6 +449,32 @@ async fn reload(st: &AdminState, query: &str, by: &str) -> Resp {
 }
 
 /// True when `name`, `name=true` or `name=1` is in the query string.
+/// `reset` of `POST /api/v1/reload`: absent, bare, `true`/`1` or
+/// `false`/`0`, as often as given but never with another value (a typo must
+/// not reload without the reset that was asked for, or with one not asked for).
+fn reset_flag(query: &str) -> Result<bool, String> {
+    let mut reset = None;
+    for kv in query.split('&') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
+        if k != "reset" {
+            continue;
+        }
+        let this = match v {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                let v: String = v.chars().take(64).collect();
+                return Err(format!("reset must be true or false, not `{v}`"));
+            }
+        };
+        if reset.is_some_and(|r| r != this) {
+            return Err("reset is given twice with different values".to_string());
+        }
+        reset = Some(this);
+    }
+    Ok(reset.unwrap_or(false))
+}
+
 fn query_flag(query: &str, name: &str) -> bool {
     query.split('&').any(|kv| {
         kv == name

@@ -449,11 +449,9 @@ fn select(
         if servers.is_empty() && q.selects_servers() {
             continue;
         }
-        let mut bs = backend_status(rt, b, servers);
-        if q.compact {
-            bs.discovery = None;
-        }
-        out.push(bs);
+        // The discovery source stays in the compact form too (one per
+        // backend at most): the dashboard shows its last error.
+        out.push(backend_status(rt, b, servers));
     }
     let page = q.selects_servers().then(|| Page {
         servers_matched: matched,

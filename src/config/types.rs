@@ -390,7 +390,8 @@ pub struct TlsConfig {
     /// Session-ticket keys shared with the other node of an HA pair
     /// (see `tls::tickets`); None: keys made up at start, per process.
     pub ticket_keys_file: Option<PathBuf>,
-    /// Pick the cipher suite by the server's order (HAProxy `prefer-server-ciphers`).
+    /// Pick the cipher suite by the server's order (HAProxy `prefer-server-ciphers`,
+    /// its default; default true here too).
     pub prefer_server_ciphers: bool,
 }
 

@@ -43,11 +43,24 @@ impl Pending {
     pub fn end(self, bytes: u64, end: ResponseEnd) {
         self.guard.server().errors.record_end(end);
         self.stats.errors.record_end(end);
-        self.finish(bytes, end == ResponseEnd::Clean);
+        self.write(bytes, end);
     }
 
-    /// Write the log line (unless logging is off) and release the server.
+    /// Write the log line (unless logging is off) and release the server,
+    /// counting no abort: an incomplete exchange is logged as a client abort
+    /// (`CD`), as before the termination states were split.
     pub fn finish(self, bytes: u64, complete: bool) {
+        let end = if complete {
+            ResponseEnd::Clean
+        } else {
+            ResponseEnd::ClientAbort
+        };
+        self.write(bytes, end);
+    }
+
+    fn write(self, bytes: u64, end: ResponseEnd) {
+        let complete = end == ResponseEnd::Clean;
+        let flags = termination(end);
         let srv = self.guard.server();
         srv.record_status(self.status);
         self.frontend_stats.record_response(srv, self.status);
@@ -81,10 +94,12 @@ impl Pending {
                 put_field(b, "tr_ms", ms(self.tr));
                 put_field(b, "tt_ms", ms(tt));
                 put_field(b, "retries", self.retries as u64);
+                b.extend_from_slice(b",\"termination\":\"");
+                b.extend_from_slice(flags.as_bytes());
                 b.extend_from_slice(if complete {
-                    b",\"complete\":true}"
+                    b"\",\"complete\":true}"
                 } else {
-                    b",\"complete\":false}"
+                    b"\",\"complete\":false}"
                 });
             }),
             AccessLog::Text => emit(|b| {
@@ -110,13 +125,27 @@ impl Pending {
                 put_u64(b, self.status as u64);
                 b.push(b' ');
                 put_u64(b, bytes);
-                b.extend_from_slice(if complete { b" -- \"" } else { b" CD \"" });
+                b.push(b' ');
+                b.extend_from_slice(flags.as_bytes());
+                b.extend_from_slice(b" \"");
                 b.extend_from_slice(self.method.as_str().as_bytes());
                 b.push(b' ');
                 put_uri(b, &self.uri);
                 b.push(b'"');
             }),
         }
+    }
+}
+
+/// HAProxy's two-letter termination state of a proxied exchange: who ended
+/// it (`C` client, `S` server, `P` the proxy) and in which phase (`D`: data,
+/// after the response head); `--` for a clean end.
+pub fn termination(end: ResponseEnd) -> &'static str {
+    match end {
+        ResponseEnd::Clean => "--",
+        ResponseEnd::ClientAbort => "CD",
+        ResponseEnd::ServerAbort => "SD",
+        ResponseEnd::Malformed => "PD",
     }
 }
 

@@ -1,8 +1,12 @@
 // Drives fulcrum's dashboard in Debian's headless Chromium (run by tests/dashboard.rs).
 //
 //   node tests/browser/dashboard.mjs <admin URL> [--expect web1,web2] [--drain web1]
-//        [--screenshot target/dashboard.png]
+//        [--screenshot target/dashboard.png] [--checked]
 //
+// --discovery-error B: backend B's discovery source has failed; its header must say so.
+// --checked: every expected server has active health checks, so each must show check dots.
+// Every expected server's detail line (bytes, 4xx/5xx, errors, max, last change) must be
+// shown in full, not cut off by its column.
 // Loads the page, waits until every expected server is shown (by default: every server
 // in /api/v1/status), clicks the Drain button of the --drain server and waits until the
 // page shows it drained, takes a screenshot, and exits 0 only if the page logged no
@@ -18,12 +22,14 @@ const FLAGS = [
 ];
 
 function parseArgs(argv) {
-  const opts = { url: null, expect: null, drain: null, screenshot: null };
+  const opts = { url: null, expect: null, drain: null, screenshot: null, checked: false, discoveryError: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--expect') opts.expect = argv[++i].split(',').filter(Boolean);
     else if (a === '--drain') opts.drain = argv[++i];
     else if (a === '--screenshot') opts.screenshot = argv[++i];
+    else if (a === '--checked') opts.checked = true;
+    else if (a === '--discovery-error') opts.discoveryError = argv[++i];
     else if (!opts.url) opts.url = a;
     else throw new Error(`unexpected argument ${a}`);
   }
@@ -86,6 +92,39 @@ async function main() {
       const err = (await row.locator('.rowerr').textContent())?.trim();
       if (err) problems.push(`drain of ${opts.drain} showed an error: ${err}`);
       log(`clicked Drain on ${opts.drain}; the page shows it drained`);
+    }
+
+    // The operator's figures under each name are all on screen (not clipped by the
+    // column), and a server with active checks shows check dots, not "no active checks".
+    await page.waitForFunction(
+      (names) => names.every((n) => {
+        const d = document.querySelector(`tr.srv[data-server="${n}"] .detail`);
+        return d && d.textContent.includes('4xx') && d.textContent.includes('changed');
+      }),
+      opts.expect,
+      { timeout: 15000 },
+    );
+    const seen = await page.evaluate((names) => names.map((n) => {
+      const tr = document.querySelector(`tr.srv[data-server="${n}"]`);
+      const d = tr.querySelector('.detail');
+      const cell = d.closest('td');
+      return {
+        name: n,
+        clipped: d.scrollWidth > cell.clientWidth + 1 || cell.scrollWidth > cell.clientWidth + 1,
+        dots: tr.querySelectorAll('.dot:not(.none)').length,
+        text: d.textContent,
+      };
+    }), opts.expect);
+    for (const s of seen) {
+      if (s.clipped) problems.push(`${s.name}: the detail line is cut off by its column: ${s.text}`);
+      if (opts.checked && s.dots === 0) problems.push(`${s.name}: no check dots although its backend has checks`);
+    }
+    log(`detail lines shown in full (${seen[0].text}); check dots: ${seen.map((s) => s.dots).join(',')}`);
+
+    if (opts.discoveryError) {
+      const e = page.locator(`section[data-backend="${opts.discoveryError}"] .discovery-error`);
+      await e.waitFor({ state: 'visible', timeout: 15000 });
+      log(`backend ${opts.discoveryError} shows its discovery error: ${(await e.textContent()).trim()}`);
     }
 
     if (opts.screenshot) {

@@ -86,6 +86,6 @@ pub(super) fn build_tls(cx: &mut Ctx<'_>, t: &S<RawTls>, mode: Mode) -> Option<T
                 }
             }
         }),
-        prefer_server_ciphers: r.prefer_server_ciphers.unwrap_or(false),
+        prefer_server_ciphers: r.prefer_server_ciphers.unwrap_or(true),
     })
 }

@@ -434,14 +434,29 @@ impl<I: ClientIo> Relay<I> {
         self.write_response_head(h, &mut out, close);
         let mut body = Body::new(framing);
         let avail = h.upbuf.get(head_len..).unwrap_or_default();
+        let client_idle = self.fe.config.timeouts.client_idle;
         let Ok(take) = body.scan(avail) else {
+            // The body bytes that came with the head are not valid: nothing
+            // went to the client yet, so it gets a 502 (as for a bad head),
+            // logged as the proxy ending it on the data (`PD`).
+            let a = Answer {
+                status: StatusCode::BAD_GATEWAY,
+                why: "invalid response body from the server".into(),
+                retry_after: None,
+                location: None,
+                backend: Some(backend.name.clone()),
+                error: true,
+            };
+            crate::proxy::answer::write(&mut out, &a, true);
+            let _ = write_all(&mut self.io, &out, &[], client_idle).await;
             h.out = out;
+            let mut pending = pending;
+            pending.status = StatusCode::BAD_GATEWAY.as_u16();
             pending.end(0, ResponseEnd::Malformed);
             return Next::Close;
         };
         let mut excess = avail.len() > take;
         let mut bytes = take as u64;
-        let client_idle = self.fe.config.timeouts.client_idle;
         crate::proxy::batch::others_first().await;
         let wrote = |ok: bool| {
             if ok {
