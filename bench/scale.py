@@ -74,7 +74,9 @@ def summary(ms):
 
 def main():
     args = dict(a.split("=", 1) for a in sys.argv[1:])
-    fu, ha = Fulcrum(args["admin"]), Haproxy(args["stats"])
+    # `stats=` empty: fulcrum only (bench/scale.sh --targets fulcrum).
+    fu = Fulcrum(args["admin"])
+    ha = Haproxy(args["stats"]) if args.get("stats") else None
     b, s = "b0", "s0"
     out = {"servers": int(args["servers"])}
 
@@ -83,8 +85,9 @@ def main():
     for i in range(20):
         st = "drain" if i % 2 == 0 else "ready"
         f_ms += timed(lambda: fu.state(b, s, st), 1)
-        h_ms += timed(lambda: ha.state(b, s, st), 1)
-    out["state_change"] = {"fulcrum": summary(f_ms), "haproxy": summary(h_ms)}
+        if ha:
+            h_ms += timed(lambda: ha.state(b, s, st), 1)
+    out["state_change"] = {"fulcrum": summary(f_ms), "haproxy": summary(h_ms) if ha else None}
 
     # 100 x drain + ready through the command-line tools.
     fbin = args["fulcrum_bin"]
@@ -94,13 +97,10 @@ def main():
             subprocess.run([fbin, "ctl", "--admin", f"http://{args['admin']}", st, f"{b}/{s}"],
                            check=True, stdout=subprocess.DEVNULL)
     f100 = time.perf_counter() - t
-    host, port = args["stats"].rsplit(":", 1)
-    script = (f"for i in $(seq 100); do for st in drain ready; do exec 3<>/dev/tcp/{host}/{port}; "
-              f"echo \"set server {b}/{s} state $st\" >&3; cat <&3 >/dev/null; exec 3<&-; done; done")
-    t = time.perf_counter()
-    subprocess.run(["bash", "-c", script], check=True)
-    h100 = time.perf_counter() - t
-    out["ctl_100_drain_ready_s"] = {"fulcrum": round(f100, 3), "haproxy": round(h100, 3)}
+    h100 = None
+    if ha:
+        h100 = haproxy_100(args["stats"], b, s)
+    out["ctl_100_drain_ready_s"] = {"fulcrum": round(f100, 3), "haproxy": h100 and round(h100, 3)}
 
     # The status call: time and size, 5 times each.
     def sized(f):
@@ -115,8 +115,8 @@ def main():
         "fulcrum_full": sized(lambda: fu.call("GET", "/api/v1/status")),
         "fulcrum_compact": sized(lambda: fu.call("GET", "/api/v1/status?compact=true")),
         "fulcrum_down_only": sized(lambda: fu.call("GET", "/api/v1/status?compact=true&state=down")),
-        "haproxy_show_stat": sized(lambda: ha.call("show stat")),
-        "haproxy_show_servers_state": sized(lambda: ha.call("show servers state")),
+        "haproxy_show_stat": sized(lambda: ha.call("show stat")) if ha else None,
+        "haproxy_show_servers_state": sized(lambda: ha.call("show servers state")) if ha else None,
     }
     t = time.perf_counter()
     subprocess.run([fbin, "ctl", "--admin", f"http://{args['admin']}", "servers"], check=True,
@@ -124,18 +124,29 @@ def main():
     out["ctl_servers_s"] = round(time.perf_counter() - t, 3)
 
     # RSS before and after 1 000 API calls (state changes over many servers).
-    fpid, hpid = int(args["fulcrum_pid"]), int(args["haproxy_pid"])
-    before = {"fulcrum": rss_kib(fpid), "haproxy": rss_kib(hpid)}
+    fpid = int(args["fulcrum_pid"])
+    hpid = int(args["haproxy_pid"]) if ha else None
+    before = {"fulcrum": rss_kib(fpid), "haproxy": rss_kib(hpid) if ha else None}
     n = int(args["servers"])
     for i in range(500):
         name = f"s{i % 10}"
         bk = f"b{(i // 10) % max(1, n // 10)}"
         for st in ("drain", "ready"):
             fu.state(bk, name, st)
-            ha.state(bk, name, st)
-    after = {"fulcrum": rss_kib(fpid), "haproxy": rss_kib(hpid)}
+            if ha:
+                ha.state(bk, name, st)
+    after = {"fulcrum": rss_kib(fpid), "haproxy": rss_kib(hpid) if ha else None}
     out["rss_kib"] = {"before": before, "after_1000_calls": after}
     print(json.dumps(out))
+
+
+def haproxy_100(stats, b, s):
+    host, port = stats.rsplit(":", 1)
+    script = (f"for i in $(seq 100); do for st in drain ready; do exec 3<>/dev/tcp/{host}/{port}; "
+              f"echo \"set server {b}/{s} state $st\" >&3; cat <&3 >/dev/null; exec 3<&-; done; done")
+    t = time.perf_counter()
+    subprocess.run(["bash", "-c", script], check=True)
+    return time.perf_counter() - t
 
 
 if __name__ == "__main__":

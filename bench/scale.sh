@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The control plane at scale, fulcrum and HAProxy side by side (not a timed test).
 #
-#   bench/scale.sh [--sizes 10,1000,10000] [--settle 20]   (sizes: commas or spaces)
+#   bench/scale.sh [--sizes 10,1000,10000] [--settle 20] [--targets fulcrum,haproxy]
+#   (sizes: commas or spaces; --targets fulcrum skips HAProxy, for quick runs)
 #
 # For each size N: N servers in N/10 backends (10 servers each), HTTP checks every
 # second, one frontend with a host route per backend. The servers are 10 nginx
@@ -16,11 +17,13 @@ source "$(dirname "$0")/lib.sh"
 
 SIZES="10 1000 10000"
 SETTLE=20
+TARGETS="fulcrum haproxy"
 while [[ $# -gt 0 ]]; do
     case $1 in
         --sizes) SIZES=${2//,/ }; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --settle) SETTLE=$2; shift 2 ;;
+        --targets) TARGETS=${2//,/ }; shift 2 ;;
         *) die "unknown argument $1" ;;
     esac
 done
@@ -28,7 +31,9 @@ done
 WORK=$(mktemp -d /tmp/fulcrum-scale.XXXXXX)
 trap 'stop_all; rm -rf "$WORK"' EXIT
 build_fulcrum
-command -v haproxy >/dev/null || die "haproxy is needed (apt-get install haproxy)"
+HAPROXY=0
+case " $TARGETS " in *" haproxy "*) HAPROXY=1 ;; esac
+[[ $HAPROXY == 0 ]] || command -v haproxy >/dev/null || die "haproxy is needed (apt-get install haproxy)"
 command -v nginx >/dev/null || die "nginx is needed (apt-get install nginx)"
 
 # Ten nginx ports answering 200 at /.
@@ -86,26 +91,32 @@ for N in $SIZES; do
     } >"$h"
     "$FULCRUM" run --config "$f" >"$WORK/fulcrum-$N.log" 2>&1 &
     FPID=$!; track $FPID
-    haproxy -f "$h" >"$WORK/haproxy-$N.log" 2>&1 &
-    HPID=$!; track $HPID
+    HPID=""
+    if [[ $HAPROXY == 1 ]]; then
+        haproxy -f "$h" >"$WORK/haproxy-$N.log" 2>&1 &
+        HPID=$!; track $HPID
+    fi
     wait_http "http://127.0.0.1:$ADMIN/api/v1/status?compact=true&limit=1" 60
-    python3 -c 'import socket, sys, time
+    [[ $HAPROXY == 0 ]] || python3 -c 'import socket, sys, time
 end = time.monotonic() + 60
 while time.monotonic() < end:
     try:
         socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close(); sys.exit(0)
     except OSError:
         time.sleep(0.1)
-sys.exit("haproxy stats socket not ready")' "$STATS" || { tail -5 "$WORK/haproxy-$N.log"; die "haproxy did not start"; }
+sys.exit("haproxy stats socket not ready")' "$STATS" || [[ $HAPROXY == 0 ]] || { tail -5 "$WORK/haproxy-$N.log"; die "haproxy did not start"; }
     log "N=$N: letting checks settle for ${SETTLE}s"
     sleep "$SETTLE"
-    out=$(python3 "$BENCH_DIR/scale.py" admin="127.0.0.1:$ADMIN" stats="127.0.0.1:$STATS" \
+    out=$(python3 "$BENCH_DIR/scale.py" admin="127.0.0.1:$ADMIN" stats="${HPID:+127.0.0.1:$STATS}" \
         servers="$N" fulcrum_bin="$FULCRUM" fulcrum_pid="$FPID" haproxy_pid="$HPID")
     echo "$out"
     RESULTS+=("$out")
     stop_one "$FPID"
-    stop_one "$HPID"
+    [[ -z $HPID ]] || stop_one "$HPID"
 done
 
 mkdir -p "$BENCH_DIR/results"
-printf '%s\n' "${RESULTS[@]}" | python3 "$BENCH_DIR/scale_report.py" | tee "$BENCH_DIR/results/scale.md"
+# A fulcrum-only run does not replace the side-by-side table.
+report=scale.md
+[[ $HAPROXY == 1 ]] || report=scale-fulcrum.md
+printf '%s\n' "${RESULTS[@]}" | python3 "$BENCH_DIR/scale_report.py" | tee "$BENCH_DIR/results/$report"

@@ -7,14 +7,24 @@ rows = [json.loads(line) for line in sys.stdin if line.strip()]
 
 
 def ms(d):
+    if d is None:
+        return "-"
     return f"{d['median_ms']:.2f} ({d['min_ms']:.2f}–{d['max_ms']:.2f})"
 
 
 def kb(n):
+    if n is None:
+        return "-"
     return f"{n / 1024:.1f} MiB"
 
 
+def secs(x):
+    return "-" if x is None else f"{x:.2f}"
+
+
 def sz(d):
+    if d is None:
+        return "-"
     return f"{d['median_ms']:.1f} ms / {d['bytes'] / 1e6:.2f} MB"
 
 
@@ -30,6 +40,6 @@ for r in rows:
     rb, ra = r["rss_kib"]["before"], r["rss_kib"]["after_1000_calls"]
     c = r["ctl_100_drain_ready_s"]
     print(f"| {r['servers']} | {ms(r['state_change']['fulcrum'])} | {ms(r['state_change']['haproxy'])} "
-          f"| {c['fulcrum']:.2f} | {c['haproxy']:.2f} | {sz(st['fulcrum_full'])} | {sz(st['fulcrum_compact'])} "
+          f"| {c['fulcrum']:.2f} | {secs(c['haproxy'])} | {sz(st['fulcrum_full'])} | {sz(st['fulcrum_compact'])} "
           f"| {sz(st['haproxy_show_stat'])} | {r['ctl_servers_s']:.2f} "
           f"| {kb(rb['fulcrum'])} → {kb(ra['fulcrum'])} | {kb(rb['haproxy'])} → {kb(ra['haproxy'])} |")

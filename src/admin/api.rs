@@ -91,36 +91,49 @@ pub async fn handle(st: &AdminState, peer: std::net::SocketAddr, req: Request<In
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .any(|v| v.contains("application/openmetrics-text"));
-            if openmetrics {
-                respond(
-                    200,
-                    super::metrics::OPENMETRICS_CONTENT_TYPE,
-                    super::metrics::render_openmetrics(&st.rt, Some(st.vrrp.clone())),
-                )
+            // Off the control thread, like the status document (see below).
+            let (rt, vrrp) = (st.rt.clone(), st.vrrp.clone());
+            let rendered = tokio::task::spawn_blocking(move || {
+                if openmetrics {
+                    super::metrics::render_openmetrics(&rt, Some(vrrp))
+                } else {
+                    super::metrics::render_with_vrrp(&rt, vrrp)
+                }
+            })
+            .await;
+            let content_type = if openmetrics {
+                super::metrics::OPENMETRICS_CONTENT_TYPE
             } else {
-                respond(
-                    200,
-                    super::metrics::CONTENT_TYPE,
-                    super::metrics::render_with_vrrp(&st.rt, st.vrrp.clone()),
-                )
+                super::metrics::CONTENT_TYPE
+            };
+            match rendered {
+                Ok(body) => respond(200, content_type, body),
+                Err(e) => error(500, format!("metrics failed: {e}")),
             }
         }
         (Method::GET, ["api", "v1", "status"]) => {
             match super::status_query::StatusQuery::parse(&query) {
-                Ok(q) if q == super::status_query::StatusQuery::full() => {
-                    json_resp(200, &status::status(&st.rt, st.vrrp_json()))
-                }
-                // Filtered or compact answers are for programs: no pretty-printing.
                 Ok(q) => {
-                    let doc = status::status_for(&st.rt, st.vrrp_json(), &q);
-                    let body = serde_json::to_vec(&doc).unwrap_or_else(|_| b"{}".to_vec());
-                    respond(200, "application/json", body)
+                    // Built and serialised on a blocking thread: with 10 000
+                    // servers the full document takes long enough that, on
+                    // the control thread, it would hold up every other admin
+                    // call and applied change meanwhile.
+                    let rt = st.rt.clone();
+                    let vrrp = st.vrrp_json();
+                    match tokio::task::spawn_blocking(move || status::render(&rt, vrrp, &q)).await {
+                        Ok(body) => respond(200, "application/json", body),
+                        Err(e) => error(500, format!("status failed: {e}")),
+                    }
                 }
                 Err(e) => error(400, e),
             }
         }
         (Method::GET, ["stats;csv"] | ["api", "v1", "stats.csv"]) => {
-            respond(200, super::csv::CONTENT_TYPE, super::csv::render(&st.rt))
+            let rt = st.rt.clone();
+            match tokio::task::spawn_blocking(move || super::csv::render(&rt)).await {
+                Ok(body) => respond(200, super::csv::CONTENT_TYPE, body),
+                Err(e) => error(500, format!("stats failed: {e}")),
+            }
         }
         (Method::GET, ["api", "v1", "vrrp"]) => json_resp(200, &st.vrrp_json()),
         (Method::GET, ["api", "v1", "backends", b, "servers", s]) => {

@@ -417,6 +417,18 @@ fn config_source(_: &Runtime) -> Option<serde_json::Value> {
     None
 }
 
+/// The body of a status answer: the full document pretty-printed as it
+/// always was; filtered or compact answers (for programs) not.
+pub fn render(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>, q: &StatusQuery) -> Vec<u8> {
+    let doc = status_for(rt, vrrp, q);
+    let body = if *q == StatusQuery::full() {
+        serde_json::to_vec_pretty(&doc)
+    } else {
+        serde_json::to_vec(&doc)
+    };
+    body.unwrap_or_else(|_| b"{}".to_vec())
+}
+
 /// Build the full status document.
 pub fn status(rt: &Arc<Runtime>, vrrp: Vec<serde_json::Value>) -> Status {
     status_for(rt, vrrp, &StatusQuery::full())

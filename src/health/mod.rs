@@ -18,4 +18,4 @@ pub mod warm;
 
 pub use check::{check_target, run_check, CheckFailure, CheckSuccess};
 pub use state::RiseFall;
-pub use task::spawn_checker;
+pub use task::{checker, spawn_checker};

@@ -33,6 +33,16 @@ pub fn spawn_checker(
     tokio::spawn(checker_loop(server, cfg, stop))
 }
 
+/// The checker [`spawn_checker`] spawns, as a future, for a caller that runs
+/// it on a runtime of its choosing (the supervisor's checks thread).
+pub fn checker(
+    server: Arc<ServerState>,
+    cfg: HealthConfig,
+    stop: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    checker_loop(server, cfg, stop)
+}
+
 async fn checker_loop(
     server: Arc<ServerState>,
     cfg: HealthConfig,

@@ -116,6 +116,8 @@ pub struct ServerState {
     checks: Mutex<std::collections::VecDeque<CheckReport>>,
     /// Requests per second over the last sampling period, in thousandths.
     rate_milli: AtomicU64,
+    /// The request total the rate sampler saw last (`u64::MAX`: not sampled yet).
+    rate_last_total: AtomicU64,
     /// Active checks run so far that succeeded (for `/metrics`).
     checks_ok: AtomicU64,
     /// Active checks run so far that failed (for `/metrics`).
@@ -215,6 +217,7 @@ impl ServerState {
             failures: AtomicU64::new(0),
             checks: Mutex::new(std::collections::VecDeque::with_capacity(CHECK_HISTORY)),
             rate_milli: AtomicU64::new(0),
+            rate_last_total: AtomicU64::new(u64::MAX),
             checks_ok: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -590,6 +593,17 @@ impl ServerState {
         self.history
             .rate_max_milli
             .fetch_max(milli, Ordering::Relaxed);
+    }
+
+    /// One tick of the rate sampler: the rate since its previous tick
+    /// `secs` ago (none at the first tick). No allocation, no map: the
+    /// previous total is kept here.
+    pub fn sample_rate(&self, secs: f64) {
+        let total = self.total();
+        let before = self.rate_last_total.swap(total, Ordering::Relaxed);
+        if before != u64::MAX {
+            self.set_request_rate(total.saturating_sub(before) as f64 / secs);
+        }
     }
 
     /// Time since the process epoch (for check report timestamps).

@@ -91,57 +91,83 @@ impl From<Admin> for AdminState {
 
 /// The bytes of a state file holding `overlays` for the configuration `config_file`.
 pub fn encode(config_file: Option<&Path>, overlays: &BTreeMap<String, Overlay>) -> Vec<u8> {
-    let backends = overlays
+    let parts: Vec<(&str, Vec<u8>)> = overlays
         .iter()
         .filter(|(_, o)| !o.is_empty())
-        .map(|(name, o)| {
-            let doc = BackendDoc {
-                added: o
-                    .added
-                    .iter()
-                    .map(|s| ServerDoc {
-                        name: s.name.clone(),
-                        address: s.address,
-                        weight: s.weight,
-                        backup: s.backup,
-                        maxconn: s.maxconn,
-                        admin: s.admin.into(),
-                    })
-                    .collect(),
-                removed: o.removed.clone(),
-                admin: o
-                    .admin
-                    .iter()
-                    .map(|(k, p)| {
-                        let pin = PinDoc {
-                            value: p.value.into(),
-                            base: p.base.into(),
-                        };
-                        (k.clone(), pin)
-                    })
-                    .collect(),
-                weight: o
-                    .weight
-                    .iter()
-                    .map(|(k, p)| {
-                        let pin = PinDoc {
-                            value: p.value,
-                            base: p.base,
-                        };
-                        (k.clone(), pin)
-                    })
-                    .collect(),
-            };
-            (name.clone(), doc)
-        })
+        .map(|(name, o)| (name.as_str(), encode_backend(o)))
         .collect();
-    let doc = FileDoc {
-        version: VERSION,
-        config_file: config_file.map(|p| p.display().to_string()),
-        backends,
+    assemble(config_file, parts.iter().map(|(n, b)| (*n, b.as_slice())))
+}
+
+/// One backend's part of the state file: its edits, encoded on their own so
+/// a change re-encodes only the backend it touched ([`assemble`] joins the parts).
+pub fn encode_backend(o: &Overlay) -> Vec<u8> {
+    let doc = BackendDoc {
+        added: o
+            .added
+            .iter()
+            .map(|s| ServerDoc {
+                name: s.name.clone(),
+                address: s.address,
+                weight: s.weight,
+                backup: s.backup,
+                maxconn: s.maxconn,
+                admin: s.admin.into(),
+            })
+            .collect(),
+        removed: o.removed.clone(),
+        admin: o
+            .admin
+            .iter()
+            .map(|(k, p)| {
+                let pin = PinDoc {
+                    value: p.value.into(),
+                    base: p.base.into(),
+                };
+                (k.clone(), pin)
+            })
+            .collect(),
+        weight: o
+            .weight
+            .iter()
+            .map(|(k, p)| {
+                let pin = PinDoc {
+                    value: p.value,
+                    base: p.base,
+                };
+                (k.clone(), pin)
+            })
+            .collect(),
     };
-    let mut v = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-    v.push(b'\n');
+    serde_json::to_vec(&doc).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// The state file made of backends' parts ([`encode_backend`]), in the
+/// order given (by name, as a `BTreeMap` holds them). Copies bytes only.
+pub fn assemble<'a>(
+    config_file: Option<&Path>,
+    parts: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<u8> {
+    let head = serde_json::json!({
+        "version": VERSION,
+        "config_file": config_file.map(|p| p.display().to_string()),
+    });
+    let mut v = serde_json::to_vec(&head).unwrap_or_default();
+    // `{"config_file":…,"version":1}` → reopen it for the backends.
+    v.pop();
+    v.extend_from_slice(b",\n\"backends\":{");
+    for (i, (name, part)) in parts.into_iter().enumerate() {
+        if i > 0 {
+            v.push(b',');
+        }
+        v.extend_from_slice(b"\n");
+        if let Ok(n) = serde_json::to_vec(name) {
+            v.extend_from_slice(&n);
+        }
+        v.push(b':');
+        v.extend_from_slice(part);
+    }
+    v.extend_from_slice(b"\n}}\n");
     v
 }
 
@@ -300,6 +326,28 @@ mod tests {
         )
         .unwrap_err()
         .contains("version 9"));
+    }
+
+    #[test]
+    fn parts_assemble_into_the_file_encode_writes() {
+        let a = SocketAddr::from(([127, 0, 0, 1], 81));
+        let mut all = BTreeMap::new();
+        for (i, name) in ["b\"q", "web", "zz"].iter().enumerate() {
+            let mut o = Overlay::default();
+            o.set_admin("w2", AdminState::Drain, AdminState::Ready, false);
+            o.set_weight(&format!("w{i}"), 9, 1, false);
+            o.remove("old", a, super::super::desired::ServerSource::File);
+            all.insert(name.to_string(), o);
+        }
+        let parts: BTreeMap<&str, Vec<u8>> = all
+            .iter()
+            .map(|(n, o)| (n.as_str(), encode_backend(o)))
+            .collect();
+        let bytes = assemble(None, parts.iter().map(|(n, b)| (*n, b.as_slice())));
+        assert_eq!(bytes, encode(None, &all));
+        assert_eq!(decode(&bytes, None).unwrap(), all);
+        let none = assemble(None, std::iter::empty());
+        assert!(decode(&none, None).unwrap().is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! tasks; the proxy, health checks and discovery read and change that state;
 //! the supervisor imports them all and starts and stops their tasks.
 
+pub mod checks;
 pub mod tasks;
 
 use std::sync::Arc;

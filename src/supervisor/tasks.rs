@@ -136,7 +136,12 @@ impl Tasks {
                 continue;
             }
             let (stop, stop_rx) = watch::channel(false);
-            crate::health::spawn_checker(server.clone(), health.clone(), stop_rx);
+            // On the checks thread, not the control thread (see `checks`).
+            super::checks::spawn(crate::health::checker(
+                server.clone(),
+                health.clone(),
+                stop_rx,
+            ));
             entry.insert(
                 key.clone(),
                 CheckerEntry {
