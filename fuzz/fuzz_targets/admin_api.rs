@@ -11,6 +11,8 @@
 
 #![no_main]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -19,6 +21,8 @@ use fulcrum::runtime::{Change, Runtime};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use common::Bytes;
 
 const HANG: Duration = Duration::from_secs(10);
 
@@ -30,22 +34,14 @@ struct Harness {
 }
 
 fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    l.local_addr().expect("addr")
+    common::free_addr().expect("free port")
 }
 
 fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            hook(info);
-            std::process::abort();
-        }));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        common::abort_on_panic();
+        let rt = common::runtime();
         let dir = std::env::temp_dir().join(format!("fulcrum-fuzz-admin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("fulcrum.toml");
@@ -91,27 +87,16 @@ servers = [ {{ name = "d1", address = "127.0.0.1:9" }} ]
     })
 }
 
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn byte(&mut self) -> u8 {
-        let (b, rest) = self.0.split_first().map(|(b, r)| (*b, r)).unwrap_or((0, &[]));
-        self.0 = rest;
-        b
-    }
-    /// A short string of fuzz bytes that can sit in a request line.
-    fn word(&mut self) -> String {
-        let n = self.byte() as usize % 12;
-        let n = n.min(self.0.len());
-        let (a, rest) = self.0.split_at(n);
-        self.0 = rest;
-        a.iter()
-            .map(|&b| match b {
-                0x21..=0x7e if b != b'?' && b != b'#' && b != b'/' => b as char,
-                _ => '%',
-            })
-            .collect()
-    }
+/// A short string of fuzz bytes that can sit in a request line.
+fn word(d: &mut Bytes) -> String {
+    let n = d.byte() as usize % 12;
+    d.take(n)
+        .iter()
+        .map(|&b| match b {
+            0x21..=0x7e if b != b'?' && b != b'#' && b != b'/' => b as char,
+            _ => '%',
+        })
+        .collect()
 }
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"];
@@ -136,7 +121,7 @@ fn request(data: &[u8]) -> Vec<u8> {
     let pick = |d: &mut Bytes, list: &[&str]| -> String {
         let i = d.byte() as usize;
         if i % 8 == 7 {
-            d.word()
+            word(d)
         } else {
             list[i % list.len()].to_string()
         }
@@ -155,7 +140,7 @@ fn request(data: &[u8]) -> Vec<u8> {
         8 => format!("/api/v1/backends/{b}/servers/{s}/weight"),
         9 => "/api/v1/reload".into(),
         10 => "/stats;csv".into(),
-        _ => format!("/{}/{}", d.word(), d.word()),
+        _ => format!("/{}/{}", word(&mut d), word(&mut d)),
     };
     let query = QUERIES[d.byte() as usize % QUERIES.len()];
     let body: Vec<u8> = match d.byte() % 8 {
@@ -171,7 +156,7 @@ fn request(data: &[u8]) -> Vec<u8> {
             d.byte() % 2 == 0
         )
         .into_bytes(),
-        _ => d.0.to_vec(),
+        _ => d.rest().to_vec(),
     };
     let mut out = format!(
         "{method} {path}{query} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",

@@ -18,6 +18,8 @@
 
 #![no_main]
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -26,6 +28,8 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use common::Bytes;
 
 /// Longer than every timeout in the proxy's configuration below: an input
 /// that takes longer is a hang.
@@ -53,24 +57,14 @@ struct Script {
 fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
-        // A panic in any task is a finding: abort so libFuzzer sees it.
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            hook(info);
-            std::process::abort();
-        }));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        common::abort_on_panic();
+        let rt = common::runtime();
         let script = Arc::new(Mutex::new(Script::default()));
         let (front, proxy) = rt.block_on(async {
             let origin = TcpListener::bind("127.0.0.1:0").await.expect("origin");
             let oaddr = origin.local_addr().expect("origin addr");
             tokio::spawn(serve_origin(origin, script.clone()));
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-            let front = probe.local_addr().expect("addr");
-            drop(probe);
+            let front = common::free_addr().expect("free port");
             let text = format!(
                 r#"
 [global]
@@ -261,23 +255,6 @@ fn dechunk(mut b: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
     }
 }
 
-/// Reads the input as a script, byte by byte.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn byte(&mut self) -> u8 {
-        let (b, rest) = self.0.split_first().map(|(b, r)| (*b, r)).unwrap_or((0, &[]));
-        self.0 = rest;
-        b
-    }
-    fn take(&mut self, n: usize) -> Vec<u8> {
-        let n = n.min(self.0.len());
-        let (a, rest) = self.0.split_at(n);
-        self.0 = rest;
-        a.to_vec()
-    }
-}
-
 /// Client bytes that cannot name a marker path (`/r…`, `/smuggled`).
 fn tame(mut v: Vec<u8>) -> Vec<u8> {
     for b in &mut v {
@@ -417,7 +394,7 @@ fn script(data: &[u8]) -> (Vec<u8>, HashMap<String, Vec<u8>>, Vec<Vec<u8>>) {
         answers.push(a);
     }
     // What is left goes raw after the requests.
-    client.extend_from_slice(&tame(d.0.to_vec()));
+    client.extend_from_slice(&tame(d.rest().to_vec()));
     (client, exact, answers)
 }
 

@@ -121,16 +121,38 @@ pub fn inline(pairs: &[(&str, String)]) -> String {
 fn comment_lines(out: &mut String, src: &Src, indent: &str, prefix: &str) {
     for s in &src.0 {
         for line in s.lines() {
-            let _ = writeln!(out, "{prefix}{indent}# {line}");
+            let _ = writeln!(out, "{prefix}{indent}# {}", comment_text(line));
         }
     }
+}
+
+/// `line` as the text of a TOML comment. Comments echo the source lines, and TOML allows
+/// no control character in a comment but tab (HAProxy reads a stray `\x05` or a lone CR
+/// as part of a word): those are written as `\u{5}`, the rest as it is.
+pub fn comment_text(line: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c != '\t' && (c < ' ' || c == '\u{7f}');
+    if !line.contains(bad) {
+        return line.into();
+    }
+    line.chars()
+        .map(|c| {
+            if bad(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// The whole file: a header comment, then the tables in order.
 pub fn render(header: &[String], tables: &[Table]) -> String {
     let mut out = String::new();
     for h in header {
-        let _ = writeln!(out, "# {h}");
+        for line in h.split('\n') {
+            let _ = writeln!(out, "# {}", comment_text(line));
+        }
     }
     for t in tables {
         let p = if t.disabled { "# " } else { "" };
@@ -168,5 +190,21 @@ mod tests {
         assert_eq!(text.matches("threads =").count(), 1);
         assert!(text.contains("h.cfg:2 nbthread 2"), "{text}");
         assert!(text.contains("h.cfg:3 nbthread 4 (repeated"), "{text}");
+    }
+
+    #[test]
+    fn control_characters_in_source_comments_are_escaped() {
+        let mut t = Table::new("b".into(), Src::one("h.cfg:1 backend\rb".into()));
+        t.raw(
+            "x",
+            "1".into(),
+            Src::one("h.cfg:2 server w4 10.0.0.2:80 check\u{5}# req\u{7f}\tend".into()),
+        );
+        let text = render(&["from h.cfg\u{1b}".into()], &[t]);
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["b"]["x"].as_integer(), Some(1));
+        assert!(text.contains("check\\u{5}# req\\u{7f}\tend"), "{text}");
+        assert!(text.contains("backend\\u{d}b"), "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
     }
 }

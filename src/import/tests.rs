@@ -191,3 +191,25 @@ fn a_directive_repeated_in_one_section_is_written_once_with_the_last_value() {
     let cfg = crate::config::parse_str(&out.toml, "out").expect("passes check");
     assert_eq!(cfg.global.threads, Some(4), "{}", out.toml);
 }
+
+/// Found by fuzz/import_haproxy: a source line with a control character (here `check\x05`,
+/// a word to HAProxy) was echoed into a TOML comment, where TOML allows none but tab, so
+/// the output did not parse. Comments now escape them.
+#[test]
+fn a_control_character_in_a_source_line_keeps_the_output_valid_toml() {
+    let text = include_str!("../../fuzz/corpus/import_haproxy/regression-control-char-comment.cfg");
+    assert!(
+        text.contains('\u{5}'),
+        "the input keeps its control character"
+    );
+    let out = imp(text).expect("import");
+    out.toml
+        .parse::<toml::Table>()
+        .unwrap_or_else(|e| panic!("not TOML: {e}\n{}", out.toml));
+    assert!(!out.toml.contains('\u{5}'), "{}", out.toml);
+    let lone_cr = imp("backend web\n server w1 10.0.0.1:80 check\rx\n").expect("import");
+    lone_cr
+        .toml
+        .parse::<toml::Table>()
+        .unwrap_or_else(|e| panic!("not TOML: {e}\n{}", lone_cr.toml));
+}
