@@ -345,13 +345,16 @@ impl Upstream for HyperUp<'_> {
             }
         }
         let tls = self.backend.tls.as_deref();
-        match pool::connect(
+        // Boxed: dialing, TLS and the HTTP/1 or HTTP/2 handshake are a large
+        // future, and without the box every request's future (one per h2
+        // stream, copied into its box) carried it, pooled connection or not.
+        match Box::pin(pool::connect(
             server.address(),
             cfg.timeouts.connect,
             tls,
             self.proxy_header.as_deref(),
             self.h2,
-        )
+        ))
         .await
         {
             Ok(s) => {
@@ -562,13 +565,15 @@ async fn forward(
             proxy_header,
             h2: cfg.http2 && !upgrade,
         };
-        let won = attempt(
+        // Boxed, so that its state (hyper's client, bodies) is not part of
+        // every request's future: the raw upstream above is the common case.
+        let won = Box::pin(attempt(
             &backend,
             &fe.stats,
             (f.hash, f.sticky),
             Some(cfg.timeouts.response),
             &mut up,
-        )
+        ))
         .await;
         won.map(|w| with_answer(w, |(r, s)| Got::Hyper(r, s)))
     };
