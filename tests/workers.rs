@@ -30,14 +30,20 @@ servers = [{{ name = "s0", address = "{server}" }}]
 
 /// Accepted connections per worker, from `fulcrum_worker_connections_total`.
 fn per_worker(admin: SocketAddr) -> Vec<u64> {
+    worker_metric(admin, "fulcrum_worker_connections_total")
+}
+
+/// One sample per worker of the family `name` (`name{worker="i"} n`), in worker order.
+fn worker_metric(admin: SocketAddr, name: &str) -> Vec<u64> {
     let Ok(r) = get(admin, "/metrics") else {
         return Vec::new();
     };
+    let prefix = format!("{name}{{worker=\"");
     let mut v: Vec<(usize, u64)> = r
         .body
         .lines()
         .filter_map(|l| {
-            let rest = l.strip_prefix("fulcrum_worker_connections_total{worker=\"")?;
+            let rest = l.strip_prefix(prefix.as_str())?;
             let (i, rest) = rest.split_once("\"}")?;
             Some((i.parse().ok()?, rest.trim().parse().ok()?))
         })
@@ -192,20 +198,7 @@ fn default_runs_a_worker_per_cpu() {
 
 /// Connections open on each worker now, from `fulcrum_worker_connections_open`.
 fn open_per_worker(admin: SocketAddr) -> Vec<u64> {
-    let Ok(r) = get(admin, "/metrics") else {
-        return Vec::new();
-    };
-    let mut v: Vec<(usize, u64)> = r
-        .body
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("fulcrum_worker_connections_open{worker=\"")?;
-            let (i, rest) = rest.split_once("\"}")?;
-            Some((i.parse().ok()?, rest.trim().parse().ok()?))
-        })
-        .collect();
-    v.sort();
-    v.into_iter().map(|(_, n)| n).collect()
+    worker_metric(admin, "fulcrum_worker_connections_open")
 }
 
 /// Keep-alive connections opened one after another (as a load generator

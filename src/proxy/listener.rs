@@ -206,19 +206,7 @@ async fn accept_loop(
                     // hands this one over (HAProxy's per-thread accept queues):
                     // keep-alive connections opened in a burst would otherwise
                     // stay on whichever worker woke first, for their life.
-                    if let Some(to) = super::workers::hand_off() {
-                        to.spawn(serve_accepted(
-                            rt.clone(),
-                            frontend.clone(),
-                            mode,
-                            fixed_local,
-                            stream,
-                            client,
-                            stop.clone(),
-                        ));
-                        continue;
-                    }
-                    serve_accepted(
+                    let serve = serve_accepted(
                         rt.clone(),
                         frontend.clone(),
                         mode,
@@ -226,8 +214,11 @@ async fn accept_loop(
                         stream,
                         client,
                         stop.clone(),
-                    )
-                    .await;
+                    );
+                    match super::workers::hand_off() {
+                        Some(to) => drop(to.spawn(serve)),
+                        None => serve.await,
+                    }
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
