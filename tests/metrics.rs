@@ -383,6 +383,8 @@ const FAMILIES: &[&str] = &[
     "fulcrum_admin_auth_failures_total",
     "fulcrum_log_lines_dropped_total",
     "fulcrum_worker_connections_total",
+    "fulcrum_server_retries_total",
+    "fulcrum_server_redispatches_total",
     "fulcrum_frontend_requests_total",
     "fulcrum_frontend_connections",
     "fulcrum_frontend_local_errors_total",

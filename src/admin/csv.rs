@@ -112,6 +112,9 @@ fn server_row(b: &BackendRt, s: &ServerState, sid: usize) -> Row {
     r.set("eresp", eresp);
     r.set("cli_abrt", cli_abrt);
     r.set("srv_abrt", srv_abrt);
+    let [wretr, wredis] = s.errors.retried();
+    r.set("wretr", wretr);
+    r.set("wredis", wredis);
     let status = match (s.admin(), s.is_up()) {
         (crate::config::types::AdminState::Maint, _) => "MAINT",
         (crate::config::types::AdminState::Drain, true) => "DRAIN",

@@ -102,6 +102,18 @@ pub(crate) fn server_families(e: &mut DescriptorEncoder, servers: &Servers) -> f
     })?;
     counter(
         e,
+        "fulcrum_server_retries_total",
+        "Requests that failed on a server and were tried again (HAProxy wretr).",
+        per(&|s| Val::U(s.errors.retried()[0])),
+    )?;
+    counter(
+        e,
+        "fulcrum_server_redispatches_total",
+        "Requests that failed on a server and were tried again on another one (HAProxy wredis).",
+        per(&|s| Val::U(s.errors.retried()[1])),
+    )?;
+    counter(
+        e,
         "fulcrum_server_connection_reuses_total",
         "Requests sent on an idle keep-alive connection taken from the pool (HAProxy reuse).",
         per(&|s| Val::U(s.reused())),

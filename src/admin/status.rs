@@ -197,6 +197,12 @@ pub struct ServerStatus {
     /// Errors and aborts by kind (HAProxy econ, eresp, cli_abrt, srv_abrt).
     #[serde(default)]
     pub errors: ErrorKinds,
+    /// Requests that failed on this server and were tried again (HAProxy wretr).
+    #[serde(default)]
+    pub retries_total: u64,
+    /// Of those, the ones tried again on another server (HAProxy wredis).
+    #[serde(default)]
+    pub redispatches_total: u64,
     pub last_check: Option<CheckStatus>,
     /// Recent checks, oldest first.
     pub check_history: Vec<CheckStatus>,
@@ -361,6 +367,8 @@ fn server_status_with(s: &ServerState, history: bool) -> ServerStatus {
                 server_aborts,
             }
         },
+        retries_total: s.errors.retried()[0],
+        redispatches_total: s.errors.retried()[1],
         last_check: s.last_check().map(check),
         check_history: if history {
             s.check_history().into_iter().map(check).collect()

@@ -46,6 +46,8 @@ pub(crate) struct Attempts<'a> {
     sticky: Option<usize>,
     /// Servers this request failed on (indexes into `backend.servers`).
     tried: Vec<usize>,
+    /// The server of the attempt before the next one.
+    last: Option<usize>,
     /// Attempts made, stale keep-alive retries not counted.
     attempts: u32,
     max_attempts: u32,
@@ -66,6 +68,7 @@ impl<'a> Attempts<'a> {
             hash,
             sticky,
             tried: Vec::new(),
+            last: None,
             attempts: 0,
             max_attempts: backend.config.retries + 1,
             stale: 0,
@@ -102,10 +105,18 @@ impl<'a> Attempts<'a> {
                 }
                 return None;
             };
+            let idx = backend.index_of(&server).unwrap_or(usize::MAX);
             if self.attempts > 0 {
                 backend.stats.retries.fetch_add(1, Ordering::Relaxed);
+                // Counted on the server the request failed on.
+                if let Some(prev) = self.last.and_then(|i| backend.servers.get(i)) {
+                    prev.errors.retries.fetch_add(1, Ordering::Relaxed);
+                    if !Arc::ptr_eq(prev, &server) {
+                        prev.errors.redispatches.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
-            let idx = backend.index_of(&server).unwrap_or(usize::MAX);
+            self.last = Some(idx);
             self.attempts += 1;
             return Some((server, idx));
         }
@@ -460,6 +471,12 @@ mod tests {
         }
         assert_eq!(seen.len(), 3, "retries 2: three attempts");
         assert_eq!(stat(&b.stats.retries), 2);
+        // Each retry counts on the server it left, as a redispatch too (it
+        // went to another one); the last server was not left.
+        for (k, &i) in seen.iter().enumerate() {
+            let left = u64::from(k + 1 < seen.len());
+            assert_eq!(b.servers[i].errors.retried(), [left, left], "server {i}");
+        }
         let f = att.give_up();
         assert_eq!(f.status, StatusCode::BAD_GATEWAY);
         let last = b.servers[*seen.last().unwrap()].name().to_string();

@@ -313,6 +313,12 @@ pub struct ErrorCounts {
     pub client_aborts: AtomicU64,
     /// Responses whose body the server did not send to its end.
     pub server_aborts: AtomicU64,
+    /// On a server: requests that failed on it and were tried again
+    /// (HAProxy `wretr`).
+    pub retries: AtomicU64,
+    /// Of those, the ones tried again on another server (HAProxy `wredis`;
+    /// fulcrum retries on another server whenever one is left).
+    pub redispatches: AtomicU64,
 }
 
 impl ErrorCounts {
@@ -330,6 +336,11 @@ impl ErrorCounts {
             }
             ResponseEnd::Malformed => bump(&self.response),
         }
+    }
+
+    /// (retries, redispatches) now (see the fields).
+    pub fn retried(&self) -> [u64; 2] {
+        [&self.retries, &self.redispatches].map(|c| c.load(Ordering::Relaxed))
     }
 
     /// (connection, response, client aborts, server aborts) now.
