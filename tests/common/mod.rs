@@ -166,7 +166,11 @@ impl Lb {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let proc = spawn_run(&config, &env);
-        wait_listening(wait_for);
+        assert!(
+            fulcrum::lab::local::wait_listening(wait_for, Duration::from_secs(20)),
+            "nothing listening on {wait_for} after 20s; fulcrum's output:\n{}",
+            proc.output()
+        );
         Lb {
             proc,
             config,
