@@ -561,3 +561,19 @@ mod tests {
         assert_eq!(l.len(), 0);
     }
 }
+
+/// A raw upstream connection: `pooled` when one was taken from the pool
+/// (true: reused), else a new one dialed within `connect` (false).
+pub(crate) async fn pooled_or_dial(
+    server: &Arc<ServerState>,
+    pooled: Option<TcpStream>,
+    connect: Duration,
+) -> Result<(TcpStream, bool), super::error::AttemptError> {
+    if let Some(s) = pooled {
+        return Ok((s, true));
+    }
+    match dial(server.address(), connect).await {
+        Ok(s) => Ok((s, false)),
+        Err(e) => Err(super::error::AttemptError::connect(server, &e)),
+    }
+}

@@ -120,13 +120,7 @@ impl Upstream for RawUp<'_> {
         server: &Arc<ServerState>,
     ) -> Result<(TcpStream, bool), AttemptError> {
         let t = &self.backend.config.timeouts;
-        if let Some(s) = pool::take_raw(server, t.pool_idle) {
-            return Ok((s, true));
-        }
-        match pool::dial(server.address(), t.connect).await {
-            Ok(s) => Ok((s, false)),
-            Err(e) => Err(AttemptError::connect(server, &e)),
-        }
+        pool::pooled_or_dial(server, pool::take_raw(server, t.pool_idle), t.connect).await
     }
 
     async fn send(

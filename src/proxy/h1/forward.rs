@@ -98,13 +98,8 @@ impl<I: ClientIo> Upstream for RelayUp<'_, I> {
         server: &Arc<ServerState>,
     ) -> Result<(TcpStream, bool), AttemptError> {
         let t = &self.backend.config.timeouts;
-        if let Some(s) = take_alive(server, t.pool_idle, self.h.req.content_length > 0) {
-            return Ok((s, true));
-        }
-        match pool::dial(server.address(), t.connect).await {
-            Ok(s) => Ok((s, false)),
-            Err(e) => Err(AttemptError::connect(server, &e)),
-        }
+        let pooled = take_alive(server, t.pool_idle, self.h.req.content_length > 0);
+        pool::pooled_or_dial(server, pooled, t.connect).await
     }
 
     async fn send(
