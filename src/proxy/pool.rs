@@ -463,6 +463,22 @@ pub fn proxy_header(
     }
 }
 
+/// A raw upstream connection: `pooled` when one was taken from the pool
+/// (true: reused), else a new one dialed within `connect` (false).
+pub(crate) async fn pooled_or_dial(
+    server: &Arc<ServerState>,
+    pooled: Option<TcpStream>,
+    connect: Duration,
+) -> Result<(TcpStream, bool), super::error::AttemptError> {
+    if let Some(s) = pooled {
+        return Ok((s, true));
+    }
+    match dial(server.address(), connect).await {
+        Ok(s) => Ok((s, false)),
+        Err(e) => Err(super::error::AttemptError::connect(server, &e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::IdleList;
@@ -559,21 +575,5 @@ mod tests {
         let mut l = IdleList::default();
         l.put(1, 0, LONG);
         assert_eq!(l.len(), 0);
-    }
-}
-
-/// A raw upstream connection: `pooled` when one was taken from the pool
-/// (true: reused), else a new one dialed within `connect` (false).
-pub(crate) async fn pooled_or_dial(
-    server: &Arc<ServerState>,
-    pooled: Option<TcpStream>,
-    connect: Duration,
-) -> Result<(TcpStream, bool), super::error::AttemptError> {
-    if let Some(s) = pooled {
-        return Ok((s, true));
-    }
-    match dial(server.address(), connect).await {
-        Ok(s) => Ok((s, false)),
-        Err(e) => Err(super::error::AttemptError::connect(server, &e)),
     }
 }
